@@ -1,0 +1,1 @@
+"""The stdlib-only mover that servermove ships to servers (see mover.py)."""

@@ -1,0 +1,51 @@
+"""Session-wide real parts: see harness.py for what each one is."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import SshServer, mounted_tmpfs, start_sshd, user_owned_dir
+
+
+@pytest.fixture(scope="session")
+def public_root() -> Iterator[Path]:
+    """A directory every user can traverse (pytest's own tmp dirs are root-only, 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="servermove-tests-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def public_tmp(public_root: Path) -> Iterator[Path]:
+    """A fresh directory owned by the unprivileged test user (sshd logins land as that user)."""
+    path = user_owned_dir(public_root)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sshd(public_root: Path) -> Iterator[SshServer]:
+    """A real OpenSSH sshd on 127.0.0.1, reachable as `server.alias` with `ssh -F server.config_file`."""
+    server = start_sshd(public_root / "sshd")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tmpfs(public_root: Path) -> Iterator[Path]:
+    """A second real filesystem (tmpfs), for cross-device moves."""
+    with mounted_tmpfs("512m", parent=public_root, mode="0777") as path:
+        yield path
+
+
+@pytest.fixture
+def tiny_fs(public_root: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem, for real disk-full faults."""
+    with mounted_tmpfs("1m", parent=public_root, mode="0777") as path:
+        yield path

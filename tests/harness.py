@@ -1,0 +1,215 @@
+"""Real parts for tests: an OpenSSH sshd on loopback, an unprivileged user, and real filesystems.
+
+Everything here is real: sshd is /usr/sbin/sshd with its own host key, the user is made with
+useradd, the filesystems are tmpfs mounts. Each helper cleans up after itself even when the test
+that used it fails. When a part cannot be had (sshd missing, not root), the helpers raise: a test
+that needs sshd must fail, never skip, so a missing component cannot hide behind a green run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+TEST_USER = "smtest"
+SSH_ALIAS = "smtest-host"
+SSHD = "/usr/sbin/sshd"
+
+
+class HarnessError(RuntimeError):
+    """A real part the tests need could not be set up."""
+
+
+def run(*cmd: str | os.PathLike[str], check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], check=check, capture_output=True, text=True,
+                          **kwargs)
+
+
+def ensure_test_user(name: str = TEST_USER) -> pwd.struct_passwd:
+    """Create (once) an unprivileged user that sshd will let in with a key."""
+    if os.geteuid() != 0:
+        raise HarnessError("the test harness must run as root (it mounts tmpfs and adds a user)")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        run("useradd", "--create-home", "--shell", "/bin/sh", name)
+        entry = pwd.getpwnam(name)
+    # useradd leaves the account locked ("!" in the password field); sshd without PAM refuses
+    # locked accounts even for key logins. "*" means: no password login, but not locked.
+    run("usermod", "-p", "*", name)
+    return entry
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def user_owned_dir(parent: Path, user: str = TEST_USER) -> Path:
+    """A fresh directory the test user owns, inside a parent everyone can traverse."""
+    entry = pwd.getpwnam(user)
+    path = Path(tempfile.mkdtemp(dir=parent))
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(0o755)
+    return path
+
+
+@dataclass
+class SshServer:
+    """A running sshd and the client-side files that reach it."""
+
+    root: Path
+    port: int
+    user: str
+    alias: str
+    config_file: Path  # an ssh_config with the alias, for `ssh -F` and for the code under test
+    client_key: Path
+    known_hosts: Path
+    host_key: Path
+    host_public_key: str  # "ssh-ed25519 AAAA..." as in the host's .pub file
+    process: subprocess.Popen
+
+    def ssh(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a command through the real OpenSSH client with our config file."""
+        return run("ssh", "-F", self.config_file, "-o", "BatchMode=yes", self.alias, *command,
+                   check=check, timeout=30)
+
+    def write_config(self, path: Path, *, alias: str | None = None,
+                     known_hosts: Path | None = None, extra: str = "") -> Path:
+        """Write an ssh_config for this server, e.g. with an empty known_hosts file."""
+        path.write_text(
+            f"Host {alias or self.alias}\n"
+            f"    HostName 127.0.0.1\n"
+            f"    Port {self.port}\n"
+            f"    User {self.user}\n"
+            f"    IdentityFile {self.client_key}\n"
+            f"    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {known_hosts or self.known_hosts}\n"
+            f"    StrictHostKeyChecking yes\n"
+            f"{extra}"
+        )
+        return path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_sshd(root: Path, user: str = TEST_USER, extra_config: str = "") -> SshServer:
+    """Start a real sshd on 127.0.0.1 with its own host key and a client key for `user`."""
+    if not Path(SSHD).exists():
+        raise HarnessError(f"{SSHD} not found: install openssh-server (the README's test command "
+                           "does)")
+    entry = ensure_test_user(user)
+    root.mkdir(parents=True, exist_ok=True)
+    # sshd's privilege separation needs this directory; it exists only when sshd ran as a service.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    host_key = root / "ssh_host_ed25519_key"
+    client_key = root / "client_ed25519"
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "servermove-test-host", "-f", host_key)
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "servermove-test-client", "-f",
+        client_key)
+    authorized = root / "authorized_keys"
+    shutil.copyfile(client_key.with_suffix(".pub"), authorized)
+    authorized.chmod(0o644)
+    os.chown(authorized, entry.pw_uid, entry.pw_gid)
+    root.chmod(0o755)
+
+    port = free_port()
+    host_public_key = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+    known_hosts = root / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_public_key}\n")
+    sshd_config = root / "sshd_config"
+    sshd_config.write_text(
+        f"Port {port}\n"
+        "ListenAddress 127.0.0.1\n"
+        f"HostKey {host_key}\n"
+        f"PidFile {root / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {authorized}\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\n"
+        "UsePAM no\n"
+        "StrictModes no\n"
+        f"AllowUsers {user}\n"
+        # Many concurrent moves to one host are part of the tests.
+        "MaxStartups 100:30:200\n"
+        "MaxSessions 100\n"
+        "LogLevel VERBOSE\n"
+        f"{extra_config}"
+    )
+    run(SSHD, "-t", "-f", sshd_config)
+    log = open(root / "sshd.log", "w")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(sshd_config)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    server = SshServer(root=root, port=port, user=user, alias=SSH_ALIAS,
+                       config_file=root / "ssh_config", client_key=client_key,
+                       known_hosts=known_hosts, host_key=host_key,
+                       host_public_key=host_public_key, process=process)
+    server.write_config(server.config_file)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise HarnessError(f"sshd exited with {process.returncode}: "
+                               f"{(root / 'sshd.log').read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise HarnessError(f"sshd did not listen on 127.0.0.1:{port} within 10 s")
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(size: str = "256m", *, parent: Path | None = None,
+                  mode: str = "0755", inodes: int | None = None) -> Iterator[Path]:
+    """Mount a fresh tmpfs (a second, real filesystem) and unmount it afterwards, whatever happens.
+
+    `size` may be tiny ("64k") to stage a real disk-full; `inodes` caps the number of inodes.
+    """
+    if os.geteuid() != 0:
+        raise HarnessError("mounting a tmpfs needs root")
+    mountpoint = Path(tempfile.mkdtemp(prefix="sm-tmpfs-", dir=parent))
+    mountpoint.chmod(0o755)
+    options = f"size={size},mode={mode}"
+    if inodes is not None:
+        options += f",nr_inodes={inodes}"
+    run("mount", "-t", "tmpfs", "-o", options, "servermove-test", mountpoint)
+    try:
+        yield mountpoint
+    finally:
+        result = run("umount", mountpoint, check=False)
+        if result.returncode != 0:
+            # Something still holds it open (a process the test started): detach it anyway so
+            # no mount outlives the suite.
+            run("umount", "-l", mountpoint, check=False)
+        with contextlib.suppress(OSError):
+            mountpoint.rmdir()
+
+
+def as_user(user: str = TEST_USER) -> dict:
+    """subprocess keyword arguments that run a child as `user` (a real unprivileged process)."""
+    entry = pwd.getpwnam(user)
+
+    def demote() -> None:
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": entry.pw_dir, "USER": user,
+           "LANG": "C.UTF-8"}
+    return {"preexec_fn": demote, "env": env}

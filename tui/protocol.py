@@ -1,0 +1,253 @@
+"""The mover's JSON-lines protocol: event types and the one parser the CLI and the TUI share.
+
+The wire format is written down in docs/protocol.md. The rule that keeps old clients and new movers
+(and the other way round) working: a reader ignores subjects and fields it does not know, and a line
+it cannot read becomes a `MalformedLine` the caller may warn about. Nothing here raises on input.
+
+This module is headless: it must never import Textual.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+
+class Phase(StrEnum):
+    CALCULATING = "calculating"
+    COPYING = "copying"
+    VERIFYING = "verifying"
+    CLEANING = "cleaning"
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+
+# The order a successful move walks through; error and cancelled can happen at any step.
+PHASE_ORDER: tuple[Phase, ...] = (Phase.CALCULATING, Phase.COPYING, Phase.VERIFYING,
+                                  Phase.CLEANING, Phase.COMPLETE)
+TERMINAL_PHASES = frozenset({Phase.COMPLETE, Phase.ERROR, Phase.CANCELLED})
+
+
+class DataState(StrEnum):
+    """Where the whole data is when a move ends: the answer an admin needs first after a failure."""
+
+    SOURCE = "source"            # source untouched; nothing left at the destination
+    DESTINATION = "destination"  # destination complete and verified; source removed (or partly)
+    BOTH = "both"                # destination complete and verified; source still whole
+
+    def explain(self) -> str:
+        return {
+            DataState.SOURCE: "source untouched; nothing was written at the destination",
+            DataState.DESTINATION: "the destination is complete and verified",
+            DataState.BOTH: ("the destination is complete and verified and the source is "
+                             "still whole"),
+        }[self]
+
+
+@dataclass(frozen=True, slots=True)
+class HelloEvent:
+    """`mover.hello`: the first line a mover prints; anything before it is login noise."""
+
+    version: int
+    python: str
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEvent:
+    """`move.plan`: what the mover is about to do (or, with --dry-run, would do)."""
+
+    server_name: str
+    src: str
+    dst: str
+    method: str  # "rename" (same filesystem) or "copy"
+    bytes_total: int
+    files_total: int
+    dirs_total: int
+    verify: str
+    dry_run: bool
+    dst_free_bytes: int | None = None
+    dst_free_inodes: int | None = None
+    src_free_bytes: int | None = None
+    bwlimit: int | None = None
+    move_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """`move.progress`: the seed's message, plus optional fields newer movers add."""
+
+    server_name: str
+    phase: Phase
+    bytes_total: int
+    bytes_copied: int
+    files_total: int
+    files_copied: int
+    current_file: str | None = None
+    error: str | None = None
+    move_id: str | None = None
+    seq: int | None = None
+    ts: float | None = None
+    bytes_verified: int = 0
+    files_verified: int = 0
+    data_state: DataState | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WarningEvent:
+    """`move.warning`: something the mover could not do that does not stop the move."""
+
+    message: str
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedLine:
+    """A line that is not a protocol event: login banners, shell noise, a truncated write."""
+
+    line: str
+    reason: str
+
+
+Event = HelloEvent | PlanEvent | ProgressEvent | WarningEvent
+
+
+def _int(data: dict[str, Any], key: str, default: int = 0) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} is not an integer")
+    return value
+
+
+def _opt_int(data: dict[str, Any], key: str) -> int | None:
+    return None if data.get(key) is None else _int(data, key)
+
+
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return None if value is None else str(value)
+
+
+def _data_state(value: Any) -> DataState | None:
+    try:
+        return DataState(value)
+    except ValueError:
+        return None
+
+
+def _progress(data: dict[str, Any]) -> ProgressEvent:
+    state = data.get("dataState")
+    ts = data.get("ts")
+    return ProgressEvent(
+        server_name=str(data.get("serverName", "")),
+        phase=Phase(data["phase"]),
+        bytes_total=_int(data, "bytesTotal"),
+        bytes_copied=_int(data, "bytesCopied"),
+        files_total=_int(data, "filesTotal"),
+        files_copied=_int(data, "filesCopied"),
+        current_file=_opt_str(data, "currentFile"),
+        error=_opt_str(data, "error"),
+        move_id=_opt_str(data, "moveId"),
+        seq=_opt_int(data, "seq"),
+        ts=float(ts) if isinstance(ts, int | float) else None,
+        bytes_verified=_int(data, "bytesVerified"),
+        files_verified=_int(data, "filesVerified"),
+        data_state=_data_state(state),
+        method=_opt_str(data, "method"),
+    )
+
+
+def _plan(data: dict[str, Any]) -> PlanEvent:
+    return PlanEvent(
+        server_name=str(data.get("serverName", "")),
+        src=str(data["src"]),
+        dst=str(data["dst"]),
+        method=str(data["method"]),
+        bytes_total=_int(data, "bytesTotal"),
+        files_total=_int(data, "filesTotal"),
+        dirs_total=_int(data, "dirsTotal"),
+        verify=str(data.get("verify", "checksum")),
+        dry_run=bool(data.get("dryRun", False)),
+        dst_free_bytes=_opt_int(data, "dstFreeBytes"),
+        dst_free_inodes=_opt_int(data, "dstFreeInodes"),
+        src_free_bytes=_opt_int(data, "srcFreeBytes"),
+        bwlimit=_opt_int(data, "bwlimit"),
+        move_id=_opt_str(data, "moveId"),
+    )
+
+
+def _hello(data: dict[str, Any]) -> HelloEvent:
+    return HelloEvent(version=_int(data, "version", PROTOCOL_VERSION),
+                      python=str(data.get("python", "")), pid=_opt_int(data, "pid"))
+
+
+def _warning(data: dict[str, Any]) -> WarningEvent:
+    return WarningEvent(message=str(data["message"]), path=_opt_str(data, "path"))
+
+
+_DECODERS = {
+    "move.progress": _progress,
+    "move.plan": _plan,
+    "move.warning": _warning,
+    "mover.hello": _hello,
+}
+
+
+def parse_line(line: str | bytes) -> Event | MalformedLine | None:
+    """Turn one line of mover output into an event.
+
+    Returns None for blank lines and for well-formed messages of a subject this client does not
+    know (newer movers may send more); a `MalformedLine` for anything else that is not an event.
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    text = line.strip()
+    if not text:
+        return None
+    if not text.startswith("{"):
+        return MalformedLine(text, "not a JSON object")
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        return MalformedLine(text, f"invalid JSON: {exc}")
+    if not isinstance(message, dict) or not isinstance(message.get("subject"), str):
+        return MalformedLine(text, "no subject")
+    decoder = _DECODERS.get(message["subject"])
+    if decoder is None:
+        return None
+    data = message.get("data")
+    if not isinstance(data, dict):
+        return MalformedLine(text, "no data object")
+    try:
+        return decoder(data)
+    except (KeyError, ValueError, TypeError) as exc:
+        return MalformedLine(text, f"bad {message['subject']} message: {exc}")
+
+
+def display_path(path: str, width: int | None = None) -> str:
+    """A remote path made safe to show: undecodable bytes and control characters escaped, and
+    ellipsised in the middle to `width` so the start (the directory) and the end (the file name)
+    both stay visible."""
+    # The mover sends non-UTF-8 names as lone surrogates (Python's surrogateescape).
+    raw = path.encode("utf-8", "surrogateescape")
+    text = raw.decode("utf-8", "backslashreplace")
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+    if width is not None and len(text) > width:
+        if width <= 1:
+            return "…"[:width]
+        keep = width - 1
+        head = keep // 2
+        tail = keep - head
+        text = text[:head] + "…" + text[len(text) - tail:]
+    return text
