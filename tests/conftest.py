@@ -31,7 +31,7 @@ def public_tmp(public_root: Path) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def sshd(public_root: Path) -> Iterator[SshServer]:
-    """A real OpenSSH sshd on 127.0.0.1, reachable as `server.alias` with `ssh -F server.config_file`."""
+    """A real OpenSSH sshd on 127.0.0.1: `ssh -F server.config_file server.alias`."""
     server = start_sshd(public_root / "sshd")
     yield server
     server.stop()
