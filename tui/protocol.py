@@ -80,6 +80,7 @@ class PlanEvent:
     src_free_bytes: int | None = None
     bwlimit: int | None = None
     move_id: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,8 @@ class WarningEvent:
 
     message: str
     path: str | None = None
+    move_id: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,7 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
         src_free_bytes=_opt_int(data, "srcFreeBytes"),
         bwlimit=_opt_int(data, "bwlimit"),
         move_id=_opt_str(data, "moveId"),
+        seq=_opt_int(data, "seq"),
     )
 
 
@@ -192,7 +196,8 @@ def _hello(data: dict[str, Any]) -> HelloEvent:
 
 
 def _warning(data: dict[str, Any]) -> WarningEvent:
-    return WarningEvent(message=str(data["message"]), path=_opt_str(data, "path"))
+    return WarningEvent(message=str(data["message"]), path=_opt_str(data, "path"),
+                        move_id=_opt_str(data, "moveId"), seq=_opt_int(data, "seq"))
 
 
 _DECODERS = {

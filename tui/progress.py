@@ -1,0 +1,234 @@
+"""MoveProgress: the state of one move, folded from its event stream.
+
+Both the CLI's rich display and the TUI's ServerDetail screen read this model, so what a user sees
+(percentages, rate, ETA, elapsed time) is computed in exactly one place. Headless: no Textual.
+
+Timing comes from the mover's `ts` on each event where present, so a replayed stream (attach to
+a move that ran while we were away) still yields the true rate and duration, and the laptop's clock
+being off from the server's does not matter. The local clock only extends a running move's elapsed
+time between two events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tui.protocol import (
+    DataState,
+    Event,
+    HelloEvent,
+    MalformedLine,
+    Phase,
+    PlanEvent,
+    ProgressEvent,
+    WarningEvent,
+)
+
+RATE_WINDOW_S = 10.0   # throughput is measured over this rolling window
+ETA_SMOOTHING_S = 5.0  # time constant of the rate the ETA is based on: steady, yet responsive
+
+
+@dataclass
+class MoveProgress:
+    clock: Callable[[], float] = time.time
+    server_name: str = ""
+    move_id: str | None = None
+    phase: Phase | None = None
+    method: str | None = None
+    plan: PlanEvent | None = None
+    bytes_total: int = 0
+    bytes_copied: int = 0
+    files_total: int = 0
+    files_copied: int = 0
+    bytes_verified: int = 0
+    files_verified: int = 0
+    current_file: str | None = None
+    error: str | None = None
+    data_state: DataState | None = None
+    phases_reached: list[Phase] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    last_seq: int | None = None
+    seq_gaps: int = 0
+    duplicates: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    _last_local: float | None = None
+    _samples: deque[tuple[float, int]] = field(default_factory=deque)
+    _smoothed_rate: float | None = None
+    _smoothed_at: float | None = None
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def apply(self, event: Event | MalformedLine | None) -> bool:
+        """Fold one parsed line in. Returns whether anything a user sees changed."""
+        if event is None or isinstance(event, HelloEvent):
+            return False
+        if isinstance(event, MalformedLine):
+            self.warnings.append(f"unreadable line from the mover: {event.line[:200]}")
+            return True
+        if not self._accept_seq(event.seq):
+            return False
+        if event.move_id:
+            self.move_id = event.move_id
+        if isinstance(event, WarningEvent):
+            where = f" ({event.path})" if event.path else ""
+            self.warnings.append(event.message + where)
+            return True
+        if isinstance(event, PlanEvent):
+            self.plan = event
+            self.server_name = event.server_name or self.server_name
+            self.method = event.method
+            self.bytes_total, self.files_total = event.bytes_total, event.files_total
+            return True
+        return self._apply_progress(event)
+
+    def _accept_seq(self, seq: int | None) -> bool:
+        if seq is None:
+            return True
+        if self.last_seq is not None:
+            if seq <= self.last_seq:
+                self.duplicates += 1
+                return False
+            if seq > self.last_seq + 1:
+                self.seq_gaps += 1
+        self.last_seq = seq
+        return True
+
+    def _apply_progress(self, event: ProgressEvent) -> bool:
+        now = event.ts if event.ts is not None else self.clock()
+        self._last_local = self.clock()
+        if self.first_ts is None:
+            self.first_ts = now
+        self.last_ts = now
+        if event.phase != self.phase:
+            if self.phase is not None and self.phase is not event.phase:
+                self._samples.clear()
+                self._smoothed_rate = None
+            self.phase = event.phase
+            if event.phase not in self.phases_reached:
+                self.phases_reached.append(event.phase)
+        self.server_name = event.server_name or self.server_name
+        self.method = event.method or self.method
+        self.bytes_total, self.files_total = event.bytes_total, event.files_total
+        # Counters never go back on screen, even if a confused stream says so.
+        self.bytes_copied = max(self.bytes_copied, event.bytes_copied)
+        self.files_copied = max(self.files_copied, event.files_copied)
+        self.bytes_verified = max(self.bytes_verified, event.bytes_verified)
+        self.files_verified = max(self.files_verified, event.files_verified)
+        self.current_file = event.current_file
+        if event.error:
+            self.error = event.error
+        if event.data_state is not None:
+            self.data_state = event.data_state
+        self._sample(now)
+        return True
+
+    def _sample(self, now: float) -> None:
+        done = self.phase_bytes_done
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_S:
+            self._samples.popleft()
+        rate = self.window_rate
+        if rate is None:
+            return
+        if self._smoothed_rate is None or self._smoothed_at is None:
+            self._smoothed_rate = rate
+        else:
+            # Exponential smoothing in time, not per event: bursts of events do not shake it.
+            weight = min(1.0, max(0.0, now - self._smoothed_at) / ETA_SMOOTHING_S)
+            self._smoothed_rate += (rate - self._smoothed_rate) * weight
+        self._smoothed_at = now
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is not None and self.phase.is_terminal
+
+    @property
+    def failed_phase(self) -> Phase | None:
+        """The phase a failed or cancelled move was in when it stopped."""
+        if self.phase in (Phase.ERROR, Phase.CANCELLED):
+            earlier = [p for p in self.phases_reached if not p.is_terminal]
+            return earlier[-1] if earlier else Phase.CALCULATING
+        return None
+
+    @property
+    def phase_bytes_done(self) -> int:
+        return self.bytes_verified if self.phase is Phase.VERIFYING else self.bytes_copied
+
+    @property
+    def fraction(self) -> float:
+        """Bytes copied over bytes total, 0..1 (an empty tree is done when it is complete)."""
+        if self.bytes_total <= 0:
+            return 1.0 if self.phase is Phase.COMPLETE or self.files_copied else 0.0
+        return min(1.0, self.bytes_copied / self.bytes_total)
+
+    @property
+    def percent(self) -> float:
+        return self.fraction * 100.0
+
+    @property
+    def verify_fraction(self) -> float:
+        if self.bytes_total <= 0:
+            return 1.0 if self.phase in (Phase.CLEANING, Phase.COMPLETE) else 0.0
+        return min(1.0, self.bytes_verified / self.bytes_total)
+
+    @property
+    def window_rate(self) -> float | None:
+        """Bytes a second over the last RATE_WINDOW_S of the current phase."""
+        if len(self._samples) < 2:
+            return None
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        if t1 - t0 < 0.2:
+            return None
+        return max(0.0, (b1 - b0) / (t1 - t0))
+
+    @property
+    def rate(self) -> float | None:
+        if self.finished:
+            return None
+        return self._smoothed_rate
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left in the current byte-moving phase, or None when it cannot be told."""
+        if self.phase not in (Phase.COPYING, Phase.VERIFYING):
+            return None
+        rate = self._smoothed_rate
+        if not rate:
+            return None
+        return max(0.0, (self.bytes_total - self.phase_bytes_done) / rate)
+
+    @property
+    def elapsed(self) -> float:
+        if self.first_ts is None or self.last_ts is None:
+            return 0.0
+        elapsed = self.last_ts - self.first_ts
+        if not self.finished and self._last_local is not None:
+            elapsed += max(0.0, self.clock() - self._last_local)
+        return elapsed
+
+    @property
+    def average_rate(self) -> float | None:
+        """Bytes a second over the whole move (the summary's figure)."""
+        elapsed = self.elapsed
+        return self.bytes_copied / elapsed if elapsed > 0 and self.bytes_copied else None
+
+    def outcome(self) -> str:
+        """One line in plain words: what happened and where the data is."""
+        if self.phase is Phase.COMPLETE:
+            return "Move complete."
+        if self.phase in (Phase.ERROR, Phase.CANCELLED):
+            what = "Move cancelled" if self.phase is Phase.CANCELLED else "Move failed"
+            where = self.failed_phase.value if self.failed_phase else "start"
+            text = f"{what} while {where}"
+            if self.error:
+                text += f": {self.error}"
+            if self.data_state is not None:
+                text += f" ({self.data_state.explain()})"
+            return text + "."
+        return "Move in progress." if self.phase else "Not started."
