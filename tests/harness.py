@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TEST_USER = "smtest"
+# Two more accounts on the same sshd, for servers that are not well behaved: one whose PATH holds
+# no python3, one whose login shell prints noise on stdout before running anything.
+NO_PYTHON_USER = "smnopy"
+NOISY_USER = "smnoisy"
+NOISY_SHELL = "/usr/local/bin/servermove-test-noisy-shell"
 SSH_ALIAS = "smtest-host"
 SSHD = "/usr/sbin/sshd"
 
@@ -34,14 +39,17 @@ def run(*cmd: str | os.PathLike[str], check: bool = True, **kwargs) -> subproces
                           **kwargs)
 
 
-def ensure_test_user(name: str = TEST_USER) -> pwd.struct_passwd:
+def ensure_test_user(name: str = TEST_USER, shell: str = "/bin/sh") -> pwd.struct_passwd:
     """Create (once) an unprivileged user that sshd will let in with a key."""
     if os.geteuid() != 0:
         raise HarnessError("the test harness must run as root (it mounts tmpfs and adds a user)")
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        run("useradd", "--create-home", "--shell", "/bin/sh", name)
+        run("useradd", "--create-home", "--shell", shell, name)
+        entry = pwd.getpwnam(name)
+    if entry.pw_shell != shell:
+        run("usermod", "--shell", shell, name)
         entry = pwd.getpwnam(name)
     # useradd leaves the account locked ("!" in the password field); sshd without PAM refuses
     # locked accounts even for key logins. "*" means: no password login, but not locked.
@@ -84,14 +92,14 @@ class SshServer:
         return run("ssh", "-F", self.config_file, "-o", "BatchMode=yes", self.alias, *command,
                    check=check, timeout=30)
 
-    def write_config(self, path: Path, *, alias: str | None = None,
+    def write_config(self, path: Path, *, alias: str | None = None, user: str | None = None,
                      known_hosts: Path | None = None, extra: str = "") -> Path:
         """Write an ssh_config for this server, e.g. with an empty known_hosts file."""
         path.write_text(
             f"Host {alias or self.alias}\n"
             f"    HostName 127.0.0.1\n"
             f"    Port {self.port}\n"
-            f"    User {self.user}\n"
+            f"    User {user or self.user}\n"
             f"    IdentityFile {self.client_key}\n"
             f"    IdentitiesOnly yes\n"
             f"    UserKnownHostsFile {known_hosts or self.known_hosts}\n"
@@ -116,6 +124,15 @@ def start_sshd(root: Path, user: str = TEST_USER, extra_config: str = "") -> Ssh
         raise HarnessError(f"{SSHD} not found: install openssh-server (the README's test command "
                            "does)")
     entry = ensure_test_user(user)
+    ensure_test_user(NO_PYTHON_USER)
+    Path(NOISY_SHELL).write_text(
+        "#!/bin/sh\n"
+        "# A login shell with chatty rc files: noise on stdout before the command runs.\n"
+        "echo 'Welcome to a test server! Last login: yesterday'\n"
+        "echo '{\"not\": \"an event\"'\n"
+        "exec /bin/sh \"$@\"\n")
+    Path(NOISY_SHELL).chmod(0o755)
+    ensure_test_user(NOISY_USER, shell=NOISY_SHELL)
     root.mkdir(parents=True, exist_ok=True)
     # sshd's privilege separation needs this directory; it exists only when sshd ran as a service.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -146,12 +163,15 @@ def start_sshd(root: Path, user: str = TEST_USER, extra_config: str = "") -> Ssh
         "PubkeyAuthentication yes\n"
         "UsePAM no\n"
         "StrictModes no\n"
-        f"AllowUsers {user}\n"
+        f"AllowUsers {user} {NO_PYTHON_USER} {NOISY_USER}\n"
         # Many concurrent moves to one host are part of the tests.
         "MaxStartups 100:30:200\n"
         "MaxSessions 100\n"
         "LogLevel VERBOSE\n"
         f"{extra_config}"
+        # Match blocks last: they apply to everything after them.
+        f"Match User {NO_PYTHON_USER}\n"
+        "    SetEnv PATH=/nonexistent-bin:/bin-without-python\n"
     )
     run(SSHD, "-t", "-f", sshd_config)
     log = open(root / "sshd.log", "w")  # noqa: SIM115 - lives as long as the process
