@@ -50,13 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     move = commands.add_parser("move", help="move SRC to DST on TARGET, headless")
     move.add_argument("target", metavar="TARGET",
-                      help="'local', a server from servers.toml, an ssh alias or [user@]host[:port]")
+                      help="'local', a server in servers.toml, an ssh alias or [user@]host[:port]")
     move.add_argument("src", metavar="SRC", help="absolute path of the data directory")
     move.add_argument("dst", metavar="DST", help="absolute path to move it to")
     _add_connection_options(move)
     move.add_argument("--verify", choices=VERIFY_MODES, default="checksum",
                       help="how to check the copy before the source is removed (default checksum)")
-    move.add_argument("--bwlimit", metavar="RATE", help="copy at most RATE bytes a second (40M, 1G)")
+    move.add_argument("--bwlimit", metavar="RATE",
+                      help="copy at most RATE bytes a second (40M, 1G)")
     move.add_argument("--sudo", action="store_true", help="run the mover with sudo")
     move.add_argument("--dry-run", action="store_true", help="check and plan, change nothing")
     return parser
@@ -126,9 +127,9 @@ class RichMoveDisplay:
         grid.add_row("phase", Text(phase + _phase_trail(model)))
         bar_width = max(10, min(50, width - 30))
         filled = int(model.fraction * bar_width)
+        bytes_done = of_total(model.bytes_copied, model.bytes_total, sizes=True)
         grid.add_row("bytes", Text(f"{'█' * filled}{'░' * (bar_width - filled)} "
-                                   f"{model.percent:5.1f}%  "
-                                   f"{of_total(model.bytes_copied, model.bytes_total, sizes=True)}"))
+                                   f"{model.percent:5.1f}%  {bytes_done}"))
         grid.add_row("files", Text(of_total(model.files_copied, model.files_total, sizes=False)))
         grid.add_row("rate", Text(f"{human_rate(model.rate)}   ETA {human_eta(model.eta)}   "
                                   f"elapsed {human_duration(model.elapsed)}"))
@@ -176,13 +177,12 @@ async def run_move(args: argparse.Namespace) -> int:
     mover = await start_move(target, request, settings=settings, prompter=TerminalPrompter(err))
     model = MoveProgress()
     loop = asyncio.get_running_loop()
-    cancel_requested = asyncio.Event()
+    cancelling: list[asyncio.Task[None]] = []
 
     def on_interrupt() -> None:
-        if not cancel_requested.is_set():
-            cancel_requested.set()
+        if not cancelling:
             err.print("cancelling: waiting for the mover to clean up…")
-            asyncio.ensure_future(mover.cancel())
+            cancelling.append(asyncio.ensure_future(mover.cancel()))
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_interrupt)

@@ -313,12 +313,10 @@ async def run_mover(target: Target, argv: Sequence[str], *, settings: SshSetting
             conn.close()
         raise
     mover = MoverProcess(target, process)
-    try:
+    # If the bootstrap exits before reading everything (python3 missing, too old), writing fails;
+    # its exit status then tells why, through events().
+    with contextlib.suppress(asyncssh.Error, OSError, ConnectionError):
         await mover._start(argv, secret if sudo == "-S" else b"")
-    except (asyncssh.Error, OSError, ConnectionError):
-        # The bootstrap exited before reading everything (python3 missing, too old): the exit
-        # status tells why, via events()/_finish.
-        pass
     return mover
 
 

@@ -177,10 +177,10 @@ async def connect_target(target: Target, settings: SshSettings,
                              "key (IdentityFile), your ssh-agent, or the user name") from None
         except asyncssh.Error as exc:
             raise HostUnreachable(f"{_describe(target)}: SSH failed: {exc.reason}") from None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise HostUnreachable(f"{_describe(target)}: no answer from {options.host}:"
                                   f"{options.port} within {settings.connect_timeout:g} s") from None
         except OSError as exc:
-            raise HostUnreachable(f"{_describe(target)}: cannot reach {options.host}:{options.port}:"
-                                  f" {exc.strerror or exc}") from None
+            raise HostUnreachable(f"{_describe(target)}: cannot reach {options.host}:"
+                                  f"{options.port}: {exc.strerror or exc}") from None
     raise ServermoveError(f"{_describe(target)}: host key still not accepted after adding it")
