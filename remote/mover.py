@@ -1,0 +1,1507 @@
+#!/usr/bin/env python3
+"""servermove's mover: move one data directory to a new path on this server, safely and observably.
+
+servermove ships this file over SSH and runs it with the server's own python3, so it is one file,
+standard library only, and must run on CPython 3.6 and every later 3.x. It is exec'd from a
+`python3 -c` bootstrap, so it never relies on __file__. The JSON-lines wire format it prints on
+stdout is written down in docs/protocol.md of the servermove repository.
+
+    mover.py move [--server-name NAME] [--verify checksum|size|none] [--bwlimit RATE]
+                  [--dry-run] SRC DST
+    mover.py statfs PATH...
+
+How a move stays safe:
+
+* Every check that can refuse runs before anything is written (exit status 2).
+* SRC and DST on the same mount: one rename(2), atomic whatever the size.
+* Otherwise the tree is copied into a hidden staging directory beside DST, verified against the
+  source, flushed to disk, and renamed to DST in one step. Only then is the source removed, and
+  only entry by entry, each one checked against its copy first: nothing that is not safely at DST
+  is ever deleted.
+* Any fault or a signal before that rename removes the staging directory and leaves the source
+  untouched: the data is whole in exactly one place, and the last event says which (dataState).
+
+Paths are handled as bytes throughout: names need not be UTF-8, and Python 3.6 in the C locale
+would otherwise decode them as ASCII. They go on the wire decoded with surrogateescape.
+"""
+
+import argparse
+import contextlib
+import errno
+import io
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+
+PROTOCOL_VERSION = 1
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+EXIT_CANCELLED = 3
+
+# Big chunks keep the syscall count low; the adaptive sizing below shrinks them on slow disks so
+# that progress stays byte-level and a cancel is seen within a fraction of a second.
+CHUNK_MIN = 256 * 1024
+CHUNK_START = 8 * 1024 * 1024
+CHUNK_MAX = 64 * 1024 * 1024
+CHUNK_TARGET_SECONDS = 0.2
+VERIFY_CHUNK = 4 * 1024 * 1024
+
+TICK_SECONDS = 0.2          # progress lines within a phase: at most 5 a second...
+HEARTBEAT_SECONDS = 0.9     # ...and at least one a second even when nothing changed
+SLEEP_SLICE = 0.05          # throttling sleeps in slices so a cancel is seen at once
+PATH_MAX = 4096
+
+STAGING_PREFIX = b".servermove-staging-"
+
+CALCULATING = "calculating"
+COPYING = "copying"
+VERIFYING = "verifying"
+CLEANING = "cleaning"
+COMPLETE = "complete"
+ERROR = "error"
+CANCELLED = "cancelled"
+TERMINAL = (COMPLETE, ERROR, CANCELLED)
+
+# Where the whole data is when a move ends (dataState on terminal events).
+STATE_SOURCE = "source"
+STATE_DESTINATION = "destination"
+STATE_BOTH = "both"
+
+WORDS = {
+    errno.ENOSPC: "no space left on the filesystem",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "input/output error (the disk may be failing)",
+    errno.ENOENT: "it vanished (something deleted it while the move ran)",
+    errno.EROFS: "the filesystem is read-only",
+    errno.ENAMETOOLONG: "the name or path is too long",
+    errno.EMLINK: "too many hard links",
+    errno.ENOTEMPTY: "the directory is not empty",
+    errno.EEXIST: "it already exists",
+    errno.ENOTDIR: "a path component is not a directory",
+    errno.EBUSY: "it is busy (a mount point or in use)",
+    errno.EXDEV: "it is on another filesystem",
+}
+
+
+def words(err):
+    """An OSError as a few plain words, without errno names or Python jargon."""
+    if isinstance(err, OSError) and err.errno in WORDS:
+        return WORDS[err.errno]
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno).lower()
+    return str(err) or type(err).__name__
+
+
+def show(path):
+    """A bytes path as a wire string (protocol: surrogateescape for undecodable bytes)."""
+    return path.decode("utf-8", "surrogateescape")
+
+
+def human(n):
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return "%d bytes" % n if unit == "bytes" else "%.1f %s" % (value, unit)
+        value /= 1024
+    return "%d bytes" % n
+
+
+def join(root, rel):
+    return root + b"/" + rel if rel else root
+
+
+class Refused(Exception):
+    """Bad input or a precondition that fails before anything was written: exit status 2."""
+
+
+class Failure(Exception):
+    """A fault that ends the move. The message is one plain line naming the file and the cause."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+class SourceChanged(Failure):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+
+
+class Emitter:
+    """Every line the mover prints goes through here: one lock, one sequence, any number of sinks.
+
+    A later on-server journal is just another sink. If stdout goes away (the SSH client dropped),
+    the move carries on: it is safe on its own, and stopping half-way would not be.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.sinks = []
+        self.stdout_ok = True
+
+    def emit(self, subject, data, sequenced=True):
+        with self._lock:
+            if sequenced:
+                self._seq += 1
+                data["seq"] = self._seq
+            line = json.dumps({"subject": subject, "data": data}, ensure_ascii=True,
+                              separators=(",", ":")) + "\n"
+            for sink in self.sinks:
+                sink(line)
+            if self.stdout_ok:
+                try:
+                    self._stream.write(line.encode("ascii"))
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    self.stdout_ok = False
+
+    def hello(self):
+        self.emit("mover.hello", {"version": PROTOCOL_VERSION,
+                                  "python": "%d.%d.%d" % sys.version_info[:3],
+                                  "pid": os.getpid()}, sequenced=False)
+
+
+def stderr_line(message):
+    try:
+        sys.stderr.write("servermove-mover: " + message + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Mount table: rename(2) only works within one mount, and bind mounts of one device are separate
+# mounts, so st_dev alone cannot tell.
+
+
+def _unescape_mount(field):
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i:i + 1] == b"\\" and field[i + 1:i + 4].isdigit():
+            out.append(int(field[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
+
+
+def read_mounts():
+    """[(mount_id, mount_point, fs_type, source)] from /proc/self/mountinfo, or [] without /proc."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            text = f.read()
+    except OSError:
+        return []
+    mounts = []
+    for line in text.splitlines():
+        parts = line.split(b" ")
+        try:
+            sep = parts.index(b"-", 6)
+            mounts.append((parts[0], _unescape_mount(parts[4]), parts[sep + 1],
+                           _unescape_mount(parts[sep + 2])))
+        except (ValueError, IndexError):
+            continue
+    return mounts
+
+
+def mount_of(real_path, mounts):
+    """The mount holding real_path (a resolved absolute path): the longest matching mount point,
+    the last listed winning (it is the one on top)."""
+    best = None
+    for mount in mounts:
+        point = mount[1]
+        inside = point == b"/" or real_path == point or real_path.startswith(point + b"/")
+        if inside and (best is None or len(point) >= len(best[1])):
+            best = mount
+    if best is not None:
+        return best
+    # No /proc: walk up until the device changes.
+    path = real_path
+    dev = os.stat(path).st_dev
+    while path != b"/":
+        parent = os.path.dirname(path)
+        if os.stat(parent).st_dev != dev:
+            break
+        path = parent
+    return (str(dev).encode(), path, b"", b"")
+
+
+def nearest_existing(path):
+    while not os.path.lexists(path) and path != b"/":
+        path = os.path.dirname(path)
+    return path
+
+
+def statfs_command(emitter, paths):
+    mounts = read_mounts()
+    status = EXIT_OK
+    for arg in paths:
+        path = os.path.normpath(os.path.abspath(os.fsencode(arg)))
+        data = {"path": show(path), "exists": os.path.lexists(path)}
+        try:
+            probe = nearest_existing(path)
+            vfs = os.statvfs(probe)
+            mount = mount_of(os.path.realpath(probe), mounts)
+            data.update({
+                "freeBytes": vfs.f_bavail * vfs.f_frsize,
+                "totalBytes": vfs.f_blocks * vfs.f_frsize,
+                "freeInodes": vfs.f_favail if vfs.f_files else None,
+                "mountPoint": show(mount[1]),
+                "device": show(mount[3]),
+                "fsType": show(mount[2]),
+                "probedPath": show(probe),
+            })
+        except OSError as err:
+            status = EXIT_FAILED
+            data["error"] = "cannot read %s: %s" % (show(path), words(err))
+        emitter.emit("fs.stat", data, sequenced=False)
+    return status
+
+
+# ----------------------------------------------------------------------------------------------
+# Walking a tree
+
+
+WALK_DIR = 0    # a directory, before its contents
+WALK_FILE = 1   # any non-directory
+WALK_POST = 2   # a directory, after all its contents
+
+
+class WalkError(Exception):
+    def __init__(self, rel, err):
+        Exception.__init__(self, rel, err)
+        self.rel = rel
+        self.err = err
+
+
+def walk(root):
+    """Yield (kind, rel, lstat) over a tree: files of a directory before its subdirectories,
+    each directory once before (WALK_DIR) and once after (WALK_POST) its contents.
+
+    A directory's listing is finished before descending, so at most one directory is open at any
+    time (deep trees do not run out of descriptors) and only subdirectory names are held, never a
+    list of every file: memory stays small for millions of files.
+    """
+    try:
+        root_st = os.lstat(root)
+    except OSError as err:
+        raise WalkError(b"", err) from err
+    stack = [(b"", root_st, False)]
+    while stack:
+        rel, st, post = stack.pop()
+        if post:
+            yield WALK_POST, rel, st
+            continue
+        yield WALK_DIR, rel, st
+        stack.append((rel, st, True))
+        subdirs = []
+        child = b""
+        try:
+            with os.scandir(join(root, rel)) as entries:
+                for entry in entries:
+                    child = rel + b"/" + entry.name if rel else entry.name
+                    cst = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(cst.st_mode):
+                        subdirs.append((child, cst))
+                    else:
+                        yield WALK_FILE, child, cst
+                    child = b""
+        except OSError as err:
+            raise WalkError(child or rel, err) from err
+        for child, cst in reversed(subdirs):
+            stack.append((child, cst, False))
+
+
+# ----------------------------------------------------------------------------------------------
+# The move
+
+
+def parse_rate(text):
+    """'40M' -> 41943040 bytes a second (binary suffixes; a bare number is bytes)."""
+    raw = text.strip()
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number = raw.rstrip("bBiI/sS")
+    suffix = ""
+    if number and number[-1].upper() in "KMGT":
+        suffix = number[-1].upper()
+        number = number[:-1]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if not number or value <= 0 or value != value or value == float("inf"):
+        raise Refused("bad --bwlimit %r: give bytes a second like 40M, 1G or 500K (binary "
+                      "suffixes K, M, G, T)" % text)
+    return max(1, int(value * units[suffix]))
+
+
+class Move:
+    def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run):
+        self.out = emitter
+        self.server_name = server_name
+        self.src = src
+        self.dst = dst
+        self.verify = verify
+        self.bwlimit = bwlimit
+        self.dry_run = dry_run
+        self.move_id = os.urandom(6).hex()
+        self.method = None
+        self.staging = None
+        self.dst_is_mount = False
+
+        self.phase = None
+        self.bytes_total = 0
+        self.files_total = 0
+        self.dirs_total = 0
+        self.bytes_copied = 0
+        self.files_copied = 0
+        self.bytes_verified = 0
+        self.files_verified = 0
+        self.files_removed = 0
+        self.current = None
+
+        self.cancel = threading.Event()
+        self.signal_name = None
+        self.verify_failure = None
+        self.data_state = STATE_SOURCE
+        self.deleted_any = False
+
+        self._report_lock = threading.Lock()
+        self._last_report = 0.0
+        self._last_counters = None
+        self._reporter_stop = threading.Event()
+
+        self.euid = os.geteuid()
+        self.egid = os.getegid()
+        self.is_root = self.euid == 0
+        self.groups = set(os.getgroups()) | {self.egid}
+        self.warnings = {}
+
+        self.use_copy_file_range = hasattr(os, "copy_file_range")
+        self.use_sendfile = hasattr(os, "sendfile")
+        self.chunk = CHUNK_START
+        self.noatime = getattr(os, "O_NOATIME", 0)
+        self.hardlinks = {}
+        self.copy_started = 0.0
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _counters(self):
+        return (self.bytes_total, self.files_total, self.bytes_copied, self.files_copied,
+                self.bytes_verified, self.files_verified, self.files_removed, self.current)
+
+    def _progress_data(self, error=None, data_state=None):
+        data = {
+            "serverName": self.server_name,
+            "phase": self.phase,
+            "bytesTotal": self.bytes_total,
+            "bytesCopied": self.bytes_copied,
+            "filesTotal": self.files_total,
+            "filesCopied": self.files_copied,
+            "moveId": self.move_id,
+            "ts": round(time.time(), 3),
+            "bytesVerified": self.bytes_verified,
+            "filesVerified": self.files_verified,
+        }
+        if self.method is not None:
+            data["method"] = self.method
+        if self.phase == CALCULATING:
+            data["dirsTotal"] = self.dirs_total
+        if self.phase == CLEANING:
+            data["filesRemoved"] = self.files_removed
+        if self.current is not None:
+            data["currentFile"] = show(self.current)
+        if error is not None:
+            data["error"] = error
+        if data_state is not None:
+            data["dataState"] = data_state
+        return data
+
+    def set_phase(self, phase, error=None, data_state=None):
+        with self._report_lock:
+            if self.phase in TERMINAL:
+                return
+            if phase != self.phase:
+                self.current = None
+            self.phase = phase
+            self._last_report = time.monotonic()
+            self._last_counters = self._counters()
+            self.out.emit("move.progress", self._progress_data(error, data_state))
+
+    def tick(self):
+        """Called by the reporter thread: a line when counters moved, a heartbeat when not."""
+        with self._report_lock:
+            if self.phase is None or self.phase in TERMINAL:
+                return
+            now = time.monotonic()
+            counters = self._counters()
+            since = now - self._last_report
+            if (counters != self._last_counters and since >= TICK_SECONDS) or \
+                    since >= HEARTBEAT_SECONDS:
+                self._last_report = now
+                self._last_counters = counters
+                self.out.emit("move.progress", self._progress_data())
+
+    def _reporter(self):
+        while not self._reporter_stop.wait(TICK_SECONDS / 2):
+            self.tick()
+
+    def warn(self, key, message, rel):
+        """Aggregate non-fatal problems: one move.warning per kind, with a count and an example."""
+        entry = self.warnings.get(key)
+        if entry is None:
+            self.warnings[key] = [1, message, rel]
+        else:
+            entry[0] += 1
+
+    def flush_warnings(self):
+        for count, message, rel in self.warnings.values():
+            text = message
+            if count > 1:
+                text += " (%d entries, e.g. %s)" % (count, show(rel) or ".")
+            self.out.emit("move.warning", {"message": text, "path": show(rel), "count": count,
+                                           "moveId": self.move_id})
+        self.warnings = {}
+
+    def check(self):
+        """The one cancellation point: the copy, verify and clean loops call it between chunks."""
+        if self.verify_failure is not None:
+            raise self.verify_failure
+        if self.cancel.is_set():
+            raise Cancelled()
+
+    def on_signal(self, signum, frame):
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+        self.cancel.set()
+
+    # -- the whole move ------------------------------------------------------------------------
+
+    def run(self):
+        reporter = threading.Thread(target=self._reporter, name="reporter")
+        reporter.daemon = True
+        reporter.start()
+        try:
+            return self._run()
+        finally:
+            self._reporter_stop.set()
+            reporter.join(2)
+
+    def _run(self):
+        try:
+            self.set_phase(CALCULATING)
+            self.preflight()
+            if self.dry_run:
+                return EXIT_OK
+            if self.method == "rename":
+                self.do_rename()
+            else:
+                self.do_copy()
+            return EXIT_OK
+        except Refused as exc:
+            return self.finish(ERROR, str(exc), EXIT_REFUSED)
+        except Cancelled:
+            return self.finish_cancelled()
+        except Failure as exc:
+            return self.finish_failure(str(exc))
+        except WalkError as exc:
+            return self.finish_failure("cannot read %s: %s" % (self.src_show(exc.rel),
+                                                                words(exc.err)))
+        except Exception as exc:  # a bug: still end with a terminal event and the data state
+            tb = sys.exc_info()[2]
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = " at mover.py line %d" % tb.tb_lineno if tb is not None else ""
+            return self.finish_failure("internal error in the mover (%s: %s%s) — please report "
+                                       "it" % (type(exc).__name__, exc, where))
+
+    def finish(self, phase, error, status, data_state=None):
+        self.current = None
+        self.set_phase(phase, error=error, data_state=data_state or self.data_state)
+        if error:
+            stderr_line(error)
+        return status
+
+    def src_show(self, rel):
+        return show(join(self.src, rel))
+
+    def remove_staging(self):
+        """Remove the partial copy; the text to add to the error if that fails."""
+        if self.staging is None or not os.path.lexists(self.staging):
+            return ""
+        try:
+            force_rmtree(self.staging)
+        except OSError as err:
+            return "; the partial copy could not be removed (%s): delete %s by hand" % (
+                words(err), show(self.staging))
+        return ""
+
+    def finish_failure(self, message):
+        self.cancel.set()  # stops the verifier thread
+        if self.data_state == STATE_SOURCE:
+            message += self.remove_staging()
+            if self.staging is not None:
+                message += "; nothing was changed: the source is untouched"
+        return self.finish(ERROR, message, EXIT_FAILED)
+
+    def finish_cancelled(self):
+        why = "cancelled by %s" % (self.signal_name or "a signal")
+        if self.data_state == STATE_SOURCE:
+            text = why + "; the source is untouched" + self.remove_staging()
+            if self.staging is not None and not text.endswith("by hand"):
+                text += " and the partial copy was removed"
+        elif self.data_state == STATE_BOTH:
+            text = (why + " before the source was removed: %s is complete and verified, and "
+                    "%s is still whole — remove one of them yourself"
+                    % (show(self.dst), show(self.src)))
+        else:
+            text = (why + " while removing the source: %s is complete and verified, but %s "
+                    "still holds part of the old data — delete it by hand (rm -rf %s)"
+                    % (show(self.dst), show(self.src), show(self.src)))
+        return self.finish(CANCELLED, text, EXIT_CANCELLED)
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def preflight(self):
+        src, dst = self.src, self.dst
+        try:
+            src_st = os.lstat(src)
+        except FileNotFoundError:
+            raise Refused("source %s does not exist — check the path" % show(src)) from None
+        except OSError as err:
+            raise Refused("cannot read source %s: %s" % (show(src), words(err))) from err
+        if stat.S_ISLNK(src_st.st_mode):
+            raise Refused("source %s is a symbolic link — give the real directory (%s)"
+                          % (show(src), show(os.path.realpath(src))))
+        if not stat.S_ISDIR(src_st.st_mode):
+            raise Refused("source %s is not a directory — the mover moves directories"
+                          % show(src))
+        if src == b"/":
+            raise Refused("refusing to move / — give a data directory")
+
+        dst_parent = os.path.dirname(dst)
+        try:
+            parent_st = os.stat(dst_parent)
+        except OSError as err:
+            raise Refused("the destination's parent %s is unusable (%s) — create it first"
+                          % (show(dst_parent), words(err))) from err
+        if not stat.S_ISDIR(parent_st.st_mode):
+            raise Refused("the destination's parent %s is not a directory" % show(dst_parent))
+
+        real_src = os.path.realpath(src)
+        real_dst = os.path.join(os.path.realpath(dst_parent), os.path.basename(dst))
+        if real_dst == real_src:
+            raise Refused("source and destination are the same directory (%s) — pick another "
+                          "destination" % show(src))
+        if real_dst.startswith(real_src + b"/"):
+            raise Refused("destination %s is inside the source %s — pick a destination outside "
+                          "it" % (show(dst), show(src)))
+        if real_src.startswith(real_dst + b"/"):
+            raise Refused("the source %s is inside the destination %s — pick another "
+                          "destination" % (show(src), show(dst)))
+
+        dst_exists = False
+        try:
+            dst_st = os.lstat(dst)
+            dst_exists = True
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise Refused("cannot check destination %s: %s" % (show(dst), words(err))) from err
+        mounts = read_mounts()
+        src_mount = mount_of(real_src, mounts)
+        if dst_exists:
+            if stat.S_ISLNK(dst_st.st_mode) or not stat.S_ISDIR(dst_st.st_mode):
+                raise Refused("destination %s already exists and is not a directory — remove it "
+                              "or pick another destination" % show(dst))
+            try:
+                names = os.listdir(dst)
+            except OSError as err:
+                raise Refused("cannot read destination %s: %s" % (show(dst), words(err))) from err
+            dst_mount = mount_of(real_dst, mounts)
+            self.dst_is_mount = dst_mount[1] == real_dst
+            if self.dst_is_mount and names == [b"lost+found"] and \
+                    not os.path.lexists(join(src, b"lost+found")) and \
+                    not os.listdir(join(dst, b"lost+found")):
+                # A freshly made ext4 filesystem: its empty lost+found stays where it is.
+                names = []
+            if names:
+                raise Refused("destination %s exists and is not empty — empty it or pick a new "
+                              "path" % show(dst))
+        else:
+            dst_mount = mount_of(os.path.realpath(dst_parent), mounts)
+        self.method = "rename" if dst_mount[0] == src_mount[0] else "copy"
+        if self.method == "copy":
+            self.staging = (join(dst, STAGING_PREFIX) if self.dst_is_mount
+                            else join(dst_parent, STAGING_PREFIX)) + self.move_id.encode()
+        self.check()
+
+        self.calculate()
+
+        src_vfs = os.statvfs(src)
+        dst_vfs = os.statvfs(dst if dst_exists else dst_parent)
+        dst_free = dst_vfs.f_bavail * dst_vfs.f_frsize
+        if dst_vfs.f_flag & getattr(os, "ST_RDONLY", 1):
+            raise Refused("the destination filesystem (%s) is read-only — remount it "
+                          "read-write or pick another destination" % show(dst_mount[1]))
+        writable_dir = dst if self.dst_is_mount else dst_parent
+        if not os.access(writable_dir, os.W_OK | os.X_OK):
+            raise Refused("cannot write in %s: permission denied — run as a user who may, or "
+                          "pick another destination" % show(writable_dir))
+        if not os.access(os.path.dirname(src), os.W_OK | os.X_OK):
+            raise Refused("cannot remove %s afterwards: its parent %s is not writable for this "
+                          "user — run as a user who may" % (show(src),
+                                                           show(os.path.dirname(src))))
+        if self.method == "copy":
+            # Allocated blocks, not apparent sizes: sparse files stay sparse. Directories are
+            # counted at one block each.
+            need = self.blocks_needed + self.dirs_total * dst_vfs.f_frsize
+            if need > dst_free:
+                raise Refused("not enough space on %s: need %s, %s free — free some space or "
+                              "pick another destination" % (show(dst_mount[1]), human(need),
+                                                            human(dst_free)))
+            if dst_vfs.f_files and self.inodes_needed > dst_vfs.f_favail:
+                raise Refused("not enough free inodes on %s: need %d, %d free — free some or "
+                              "pick another destination" % (show(dst_mount[1]),
+                                                            self.inodes_needed,
+                                                            dst_vfs.f_favail))
+        self.out.emit("move.plan", {
+            "moveId": self.move_id,
+            "serverName": self.server_name,
+            "src": show(src),
+            "dst": show(dst),
+            "method": self.method,
+            "bytesTotal": self.bytes_total,
+            "filesTotal": self.files_total,
+            "dirsTotal": self.dirs_total,
+            "dstFreeBytes": dst_free,
+            "dstFreeInodes": dst_vfs.f_favail if dst_vfs.f_files else None,
+            "srcFreeBytes": src_vfs.f_bavail * src_vfs.f_frsize,
+            "verify": self.verify,
+            "bwlimit": self.bwlimit,
+            "dryRun": self.dry_run,
+        })
+
+    def calculate(self):
+        """Count what will be moved, and for a copy refuse early what would fail half-way."""
+        seen_links = set()
+        blocks = 0
+        inodes = 0
+        copying = self.method == "copy"
+        check_access = copying and not self.is_root
+        src_len = len(self.src)
+        dst_len = max(len(self.dst), len(self.staging or b""))
+        for kind, rel, st in walk(self.src):
+            self.check()
+            self.current = rel
+            if kind == WALK_POST:
+                continue
+            if copying and max(src_len, dst_len) + len(rel) + 1 >= PATH_MAX:
+                raise Refused("path too long to copy (over %d bytes): %s — shorten it or move "
+                              "a deeper directory" % (PATH_MAX, self.src_show(rel)))
+            if kind == WALK_DIR:
+                self.dirs_total += 1
+                inodes += 1
+                if check_access and not os.access(join(self.src, rel), os.R_OK | os.W_OK |
+                                                  os.X_OK):
+                    raise Refused("cannot read or empty directory %s: permission denied — run "
+                                  "as its owner or as root" % self.src_show(rel))
+                continue
+            self.files_total += 1
+            mode = st.st_mode
+            if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                if key in seen_links:
+                    continue
+                seen_links.add(key)
+            inodes += 1
+            if stat.S_ISREG(mode):
+                self.bytes_total += st.st_size
+                blocks += st.st_blocks * 512
+                if check_access and not os.access(join(self.src, rel), os.R_OK):
+                    raise Refused("cannot read %s: permission denied — run as its owner or as "
+                                  "root" % self.src_show(rel))
+            elif (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and copying and not self.is_root:
+                raise Refused("%s is a device node and only root can create one — run the move "
+                              "as root" % self.src_show(rel))
+        self.current = None
+        self.blocks_needed = blocks
+        self.inodes_needed = inodes
+
+    # -- rename --------------------------------------------------------------------------------
+
+    def do_rename(self):
+        self.check()
+        try:
+            os.rename(self.src, self.dst)
+        except OSError as err:
+            if err.errno == errno.EXDEV:
+                raise Failure("cannot rename %s to %s: they are on different mounts after all "
+                              "— nothing was changed; run the move again"
+                              % (show(self.src), show(self.dst))) from err
+            raise Failure("cannot rename %s to %s: %s — nothing was changed"
+                          % (show(self.src), show(self.dst), words(err))) from err
+        self.data_state = STATE_DESTINATION
+        fsync_dir(os.path.dirname(self.dst))
+        fsync_dir(os.path.dirname(self.src))
+        self.bytes_copied = self.bytes_total
+        self.files_copied = self.files_total
+        self.finish(COMPLETE, None, EXIT_OK)
+
+    # -- copy ----------------------------------------------------------------------------------
+
+    def do_copy(self):
+        verifier = None
+        if self.verify == "checksum":
+            verifier = Verifier(self)
+            verifier.start()
+        try:
+            self.set_phase(COPYING)
+            self.copy_started = time.monotonic()
+            self.copy_tree(verifier)
+            self.flush_warnings()
+            if self.files_copied != self.files_total or self.bytes_copied != self.bytes_total:
+                raise SourceChanged(
+                    "the source changed during the move: counted %d files and %s before "
+                    "copying, found %d files and %s — stop what writes to %s and run the move "
+                    "again" % (self.files_total, human(self.bytes_total), self.files_copied,
+                               human(self.bytes_copied), show(self.src)))
+            self.set_phase(VERIFYING)
+            if verifier is not None:
+                verifier.finish()
+            self.final_check()
+        finally:
+            if verifier is not None:
+                verifier.stop()
+        self.check()
+        # Durable before anything is deleted: a crash after cleaning must not lose the copy.
+        os.sync()
+        self.check()
+        self.publish()
+        self.clean_source()
+
+    def copy_tree(self, verifier):
+        staging, src = self.staging, self.src
+        for kind, rel, st in walk(src):
+            self.check()
+            dpath = join(staging, rel)
+            if kind == WALK_DIR:
+                self.current = rel or None
+                try:
+                    # Owner-only until its contents are in: a read-only directory stays writable
+                    # for us, and nobody else sees half a tree.
+                    os.mkdir(dpath, 0o700)
+                except OSError as err:
+                    raise self.write_failure(rel, err) from err
+                continue
+            if kind == WALK_POST:
+                self.set_dir_meta(rel, st, dpath)
+                continue
+            self.current = rel
+            self.copy_entry(rel, st, dpath, verifier)
+            self.files_copied += 1
+            if self.files_copied > self.files_total:
+                raise SourceChanged("%s appeared in the source during the move — stop what "
+                                    "writes to %s and run the move again"
+                                    % (self.src_show(rel), show(src)))
+
+    def write_failure(self, rel, err):
+        where = show(self.dst)
+        hint = ""
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = " — free some space on the destination or pick another one"
+        elif isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
+            hint = " — run the move as root or as the owner of the files"
+        return Failure("cannot write %s in %s: %s%s" % (show(rel) or ".", where, words(err), hint))
+
+    def read_failure(self, rel, err):
+        hint = ""
+        if isinstance(err, OSError) and err.errno == errno.ENOENT:
+            return SourceChanged("%s vanished from the source during the move — stop what "
+                                 "writes to %s and run the move again"
+                                 % (self.src_show(rel), show(self.src)))
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
+            hint = " — run the move as root or as the owner of the files"
+        return Failure("cannot read %s: %s%s" % (self.src_show(rel), words(err), hint))
+
+    def copy_entry(self, rel, st, dpath, verifier):
+        mode = st.st_mode
+        spath = join(self.src, rel)
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self.hardlinks.get(key)
+            if first is not None:
+                try:
+                    os.link(join(self.staging, first), dpath)
+                except OSError as err:
+                    raise self.write_failure(rel, err) from err
+                return
+            self.hardlinks[key] = rel
+        if stat.S_ISREG(mode):
+            self.copy_regular(rel, st, spath, dpath)
+            if verifier is not None:
+                verifier.put(rel, st)
+            return
+        try:
+            if stat.S_ISLNK(mode):
+                target = os.readlink(spath)
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+        try:
+            if stat.S_ISLNK(mode):
+                os.symlink(target, dpath)
+            elif stat.S_ISFIFO(mode):
+                os.mkfifo(dpath, 0o600)
+            else:
+                os.mknod(dpath, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        self.set_meta(rel, st, spath, dpath, None)
+
+    def open_source(self, rel, spath):
+        # O_NOATIME: reading must not even touch the source's access times (only the owner or
+        # root may ask for it; open_readonly falls back).
+        try:
+            return open_readonly(spath, self.noatime)
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+
+    def copy_regular(self, rel, st, spath, dpath):
+        fin = self.open_source(rel, spath)
+        try:
+            fst = os.fstat(fin)
+            if (fst.st_ino, fst.st_size, fst.st_mtime_ns) != (st.st_ino, st.st_size,
+                                                              st.st_mtime_ns):
+                raise SourceChanged("%s changed while the move ran — stop what writes to %s and "
+                                    "run the move again" % (self.src_show(rel), show(self.src)))
+            try:
+                fout = os.open(dpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                               getattr(os, "O_CLOEXEC", 0), 0o600)
+            except OSError as err:
+                raise self.write_failure(rel, err) from err
+            try:
+                size = st.st_size
+                done = 0
+                sparse = size > 0 and st.st_blocks * 512 < size
+                for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
+                    if start > done:
+                        self.bytes_copied += start - done  # a hole: nothing to write
+                    self.copy_range(rel, fin, fout, start, end)
+                    done = end
+                if done < size:
+                    self.bytes_copied += size - done
+                if sparse:
+                    try:
+                        os.ftruncate(fout, size)
+                    except OSError as err:
+                        raise self.write_failure(rel, err) from err
+                self.set_meta(rel, st, fin, fout, fout)
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+
+    def copy_range(self, rel, fin, fout, offset, end):
+        """Copy [offset, end) with the fastest call the kernel allows, in chunks: each chunk
+        advances bytesCopied, passes the cancellation point and, with --bwlimit, the throttle."""
+        sendfile_at = None
+        while offset < end:
+            self.check()
+            want = min(self.chunk, end - offset)
+            if self.bwlimit:
+                want = min(want, max(64 * 1024, self.bwlimit // 10))
+            started = time.monotonic()
+            try:
+                if self.use_copy_file_range:
+                    try:
+                        got = os.copy_file_range(fin, fout, want, offset, offset)
+                    except OSError as err:
+                        # Across filesystems (of different types, on current kernels), on old
+                        # kernels or odd filesystems: fall back to sendfile for the whole move.
+                        if err.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP,
+                                         errno.EINVAL, errno.EBADF, errno.ETXTBSY):
+                            self.use_copy_file_range = False
+                            continue
+                        raise
+                elif self.use_sendfile:
+                    if sendfile_at != offset:
+                        os.lseek(fout, offset, os.SEEK_SET)
+                    try:
+                        got = os.sendfile(fout, fin, offset, want)
+                    except OSError as err:
+                        if err.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                            self.use_sendfile = False
+                            continue
+                        raise
+                    sendfile_at = offset + got
+                else:
+                    data = os.pread(fin, want, offset)
+                    got = len(data)
+                    view = memoryview(data)
+                    written = 0
+                    while written < got:
+                        written += os.pwrite(fout, view[written:], offset + written)
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+                    raise self.write_failure(rel, err) from err
+                if err.errno == errno.EIO:
+                    raise Failure("cannot copy %s: input/output error on one of the disks — "
+                                  "check the disks (dmesg) before trying again"
+                                  % self.src_show(rel)) from err
+                raise Failure("cannot copy %s: %s" % (self.src_show(rel), words(err))) from err
+            if got == 0:
+                raise SourceChanged("%s shrank while the move ran — stop what writes to %s and "
+                                    "run the move again" % (self.src_show(rel), show(self.src)))
+            offset += got
+            self.bytes_copied += got
+            elapsed = time.monotonic() - started
+            if elapsed > CHUNK_TARGET_SECONDS and self.chunk > CHUNK_MIN:
+                self.chunk //= 2
+            elif elapsed < CHUNK_TARGET_SECONDS / 4 and self.chunk < CHUNK_MAX:
+                self.chunk *= 2
+            if self.bwlimit:
+                self.throttle()
+
+    def throttle(self):
+        due = self.copy_started + self.bytes_copied / float(self.bwlimit)
+        while True:
+            self.check()
+            wait = due - time.monotonic()
+            if wait <= 0:
+                return
+            time.sleep(min(wait, SLEEP_SLICE))
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def set_meta(self, rel, st, src_ref, dpath, fd):
+        """Owner, xattrs, mode and times, in that order: chown clears setuid/setgid bits, and an
+        ACL xattr rewrites the group mode bits, so chmod comes after both; times come last."""
+        is_link = stat.S_ISLNK(st.st_mode)
+        target = fd if fd is not None else dpath
+        self.set_owner(rel, st, target, fd is not None)
+        self.copy_xattrs(rel, src_ref, target, is_link)
+        try:
+            if not is_link:
+                os.chmod(target, stat.S_IMODE(st.st_mode))
+            if fd is not None:
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            else:
+                os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+
+    def set_dir_meta(self, rel, st, dpath):
+        spath = join(self.src, rel)
+        self.set_meta(rel, st, spath, dpath, None)
+
+    def set_owner(self, rel, st, target, is_fd):
+        if not self.is_root and st.st_uid == self.euid and st.st_gid == self.egid:
+            return  # what a new file gets anyway
+        try:
+            if is_fd:
+                os.chown(target, st.st_uid, st.st_gid)
+            else:
+                os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.EINVAL, errno.EACCES):
+                raise self.write_failure(rel, err) from err
+            self.warn("owner", "owner and group not kept (only root can give files to another "
+                      "user): the copies belong to the user running the move", rel)
+
+    def copy_xattrs(self, rel, src_ref, target, is_link):
+        try:
+            if isinstance(src_ref, int):
+                names = os.listxattr(src_ref)
+            else:
+                names = os.listxattr(src_ref, follow_symlinks=False)
+        except OSError as err:
+            if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                return
+            raise self.read_failure(rel, err) from err
+        for name in names:
+            try:
+                if isinstance(src_ref, int):
+                    value = os.getxattr(src_ref, name)
+                else:
+                    value = os.getxattr(src_ref, name, follow_symlinks=False)
+            except OSError as err:
+                if err.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    continue
+                raise self.read_failure(rel, err) from err
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, name, value)
+                else:
+                    os.setxattr(target, name, value, follow_symlinks=False)
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise self.write_failure(rel, err) from err
+                self.warn("xattr:" + name, "extended attribute %s not kept: %s" % (
+                    name, words(err)), rel)
+
+    # -- verify --------------------------------------------------------------------------------
+
+    def final_check(self):
+        """Compare every entry of the source with its copy, just before anything is deleted.
+
+        This is also the source-changed check: each copy carries the mtime its source had when
+        it was copied, so a source modified afterwards no longer matches (and a directory whose
+        entries changed has a new mtime too).
+        """
+        compare_owner = self.is_root
+        counting = self.verify != "none"
+        seen = 0
+        for kind, rel, sst in walk(self.src):
+            self.check()
+            if kind == WALK_POST:
+                continue
+            self.current = rel or None
+            try:
+                dst_st = os.lstat(join(self.staging, rel))
+            except FileNotFoundError:
+                raise SourceChanged("%s appeared in the source after it was copied — nothing "
+                                    "was deleted; stop what writes to %s and run the move again"
+                                    % (self.src_show(rel), show(self.src))) from None
+            except OSError as err:
+                raise Failure("cannot check the copy of %s: %s" % (show(rel), words(err))) from err
+            problem = self.differs(rel, sst, dst_st, compare_owner, self.staging)
+            if problem:
+                raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s and "
+                                    "run the move again" % (self.src_show(rel), problem,
+                                                            show(self.src)))
+            if kind == WALK_FILE:
+                seen += 1
+                if counting:
+                    self.files_verified += 1
+                    if self.verify == "size" and stat.S_ISREG(sst.st_mode):
+                        self.bytes_verified += sst.st_size
+        if seen != self.files_copied:
+            raise SourceChanged("%d entries vanished from %s during the move — nothing was "
+                                "deleted; stop what writes to it and run the move again"
+                                % (self.files_copied - seen, show(self.src)))
+        if self.verify == "size":
+            self.bytes_verified = self.bytes_total
+        self.current = None
+
+    def differs(self, rel, s, d, compare_owner, dst_root):
+        if stat.S_IFMT(s.st_mode) != stat.S_IFMT(d.st_mode):
+            return "changed type after it was copied"
+        if stat.S_ISREG(s.st_mode) and s.st_size != d.st_size:
+            return "changed size after it was copied (%d bytes, the copy has %d)" % (
+                s.st_size, d.st_size)
+        if s.st_mtime_ns != d.st_mtime_ns:
+            return "was modified after it was copied"
+        if not stat.S_ISLNK(s.st_mode):
+            mask = 0o7777 if (s.st_uid, s.st_gid) == (d.st_uid, d.st_gid) else 0o1777
+            if stat.S_IMODE(s.st_mode) & mask != stat.S_IMODE(d.st_mode) & mask:
+                return "changed mode after it was copied"
+        if compare_owner and (s.st_uid, s.st_gid) != (d.st_uid, d.st_gid):
+            return "changed owner after it was copied"
+        if stat.S_ISLNK(s.st_mode) and \
+                os.readlink(join(self.src, rel)) != os.readlink(join(dst_root, rel)):
+            return "changed link target after it was copied"
+        return None
+
+    # -- publish and clean ---------------------------------------------------------------------
+
+    def publish(self):
+        """Make the verified copy DST: one rename (or, when DST is a mount point, one rename per
+        top-level entry: a mount point itself cannot be replaced)."""
+        self.current = None
+        try:
+            if not self.dst_is_mount:
+                os.rename(self.staging, self.dst)
+            else:
+                self.publish_into_mount()
+        except OSError as err:
+            raise Failure("cannot put the copy in place at %s: %s" % (show(self.dst),
+                                                                       words(err))) from err
+        self.staging = None
+        self.data_state = STATE_BOTH
+        fsync_dir(os.path.dirname(self.dst))
+        fsync_dir(self.dst)
+
+    def publish_into_mount(self):
+        names = [n for n in os.listdir(self.dst) if n != os.path.basename(self.staging)]
+        if names not in ([], [b"lost+found"]):
+            raise OSError(errno.ENOTEMPTY, "not empty")
+        moved = []
+        try:
+            for name in os.listdir(self.staging):
+                os.rename(join(self.staging, name), join(self.dst, name))
+                moved.append(name)
+        except OSError:
+            for name in moved:  # put back what went: the copy stays whole in staging
+                os.rename(join(self.dst, name), join(self.staging, name))
+            raise
+        st = os.lstat(self.staging)
+        self.copy_xattrs(b"", self.staging, self.dst, False)
+        os.chown(self.dst, st.st_uid, st.st_gid)
+        os.chmod(self.dst, stat.S_IMODE(st.st_mode))
+        os.rmdir(self.staging)
+        os.utime(self.dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def clean_source(self):
+        """Remove the source entry by entry, each one only if its copy at DST still matches."""
+        self.set_phase(CLEANING)
+        kept = []
+        first_cause = None
+        src, dst = self.src, self.dst
+        for kind, rel, st in walk(src):
+            self.check()
+            if kind == WALK_DIR:
+                continue
+            self.current = rel or None
+            path = join(src, rel)
+            if kind == WALK_FILE:
+                try:
+                    dst_st = os.lstat(join(dst, rel))
+                    problem = self.differs(rel, st, dst_st, self.is_root, dst)
+                except OSError:
+                    problem = "is not at the destination"
+                if problem:
+                    kept.append(rel)
+                    first_cause = first_cause or "%s %s" % (self.src_show(rel), problem)
+                    continue
+                err = self.remove(os.unlink, path)
+                if err is None:
+                    self.deleted_any = True
+                    self.data_state = STATE_DESTINATION
+                    self.files_removed += 1
+                else:
+                    kept.append(rel)
+                    first_cause = first_cause or "%s: %s" % (self.src_show(rel), words(err))
+            else:
+                err = self.remove(os.rmdir, path)
+                if err is None:
+                    self.deleted_any = True
+                    self.data_state = STATE_DESTINATION
+                elif rel == b"" and err.errno == errno.EBUSY and not kept:
+                    self.warn("srcmount", "%s is a mount point: it was emptied but not removed"
+                              % show(src), b"")
+                elif not kept or err.errno != errno.ENOTEMPTY:
+                    kept.append(rel)
+                    first_cause = first_cause or "%s: %s" % (self.src_show(rel), words(err))
+        self.flush_warnings()
+        if kept:
+            self.data_state = STATE_DESTINATION if self.deleted_any else STATE_BOTH
+            listed = ", ".join(self.src_show(r) for r in kept[:5])
+            if len(kept) > 5:
+                listed += " and %d more" % (len(kept) - 5)
+            raise Failure("%s is complete and verified, but removing the source failed (%s); "
+                          "still there: %s — check and delete them by hand"
+                          % (show(dst), first_cause, listed))
+        self.finish(COMPLETE, None, EXIT_OK)
+
+    def remove(self, func, path):
+        try:
+            func(path)
+            return None
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM) or self.is_root:
+                return err
+            first = err
+        # A read-only directory of our own: make it writable (it is going away) and retry.
+        parent = os.path.dirname(path)
+        try:
+            if os.stat(parent).st_uid != self.euid:
+                return first
+            os.chmod(parent, stat.S_IMODE(os.stat(parent).st_mode) | 0o700)
+            func(path)
+            return None
+        except OSError as err:
+            return err
+
+
+def data_segments(fd, size):
+    """The (start, end) ranges of a sparse file that hold data; holes are skipped."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno == errno.ENXIO:
+                return  # only a hole from here to the end
+            if err.errno == errno.EINVAL and pos == 0:
+                yield (0, size)  # the filesystem cannot tell: copy it all
+                return
+            raise
+        if start >= size:
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield (start, end)
+        pos = end
+
+
+class Verifier:
+    """Compares each copied file's content with its source in a thread, overlapping the copy of
+    the next files: the data is still in the page cache, and the two run on different cores."""
+
+    def __init__(self, move):
+        self.move = move
+        self.queue = queue.Queue(maxsize=1024)
+        self.thread = threading.Thread(target=self._run, name="verifier")
+        self.thread.daemon = True
+        self.done = threading.Event()
+        self.stopping = threading.Event()
+        self.a = bytearray(VERIFY_CHUNK)
+        self.b = bytearray(VERIFY_CHUNK)
+
+    def start(self):
+        self.thread.start()
+
+    def put(self, rel, st):
+        while True:
+            self.move.check()
+            try:
+                self.queue.put((rel, st), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self):
+        """Wait for every queued file, passing the cancellation point while waiting."""
+        self.put(None, None)
+        while not self.done.wait(0.1):
+            self.move.check()
+        self.move.check()
+
+    def stop(self):
+        self.stopping.set()
+        if self.thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self.queue.put_nowait((None, None))
+            self.thread.join(2)
+
+    def _run(self):
+        move = self.move
+        try:
+            while True:
+                rel, st = self.queue.get()
+                if rel is None or move.cancel.is_set() or self.stopping.is_set():
+                    break
+                self.compare(rel, st)
+        except Failure as exc:
+            move.verify_failure = exc
+        except OSError as exc:
+            move.verify_failure = Failure("cannot verify %s: %s" % (show(rel), words(exc)))
+        except Exception as exc:
+            move.verify_failure = Failure("internal error in the mover's verifier (%s: %s) — "
+                                          "please report it" % (type(exc).__name__, exc))
+        finally:
+            self.done.set()
+
+    def compare(self, rel, st):
+        move = self.move
+        spath = join(move.src, rel)
+        try:
+            fs = open_readonly(spath, move.noatime)
+        except OSError as err:
+            raise move.read_failure(rel, err) from err
+        try:
+            fd = open_readonly(join(move.staging, rel), 0)
+            try:
+                self.compare_fds(rel, st, spath, fs, fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(fs)
+
+    def compare_fds(self, rel, st, spath, fs, fd):
+        move = self.move
+        fa = io.FileIO(fs, "r", closefd=False)
+        fb = io.FileIO(fd, "r", closefd=False)
+        a, b = self.a, self.b
+        left = st.st_size
+        while left > 0:
+            if self.stopping.is_set() or move.cancel.is_set():
+                return
+            want = min(left, VERIFY_CHUNK)
+            if want == VERIFY_CHUNK:
+                na, nb = read_full(fa, a), read_full(fb, b)
+                same = na == nb == want and a == b  # whole buffers: memcmp, no copies
+            else:
+                na, nb = read_full(fa, memoryview(a)[:want]), read_full(fb, memoryview(b)[:want])
+                same = na == nb == want and a[:want] == b[:want]
+            if not same:
+                if na != want:
+                    raise SourceChanged("%s shrank after it was copied — nothing was deleted; "
+                                        "stop what writes to %s and run the move again"
+                                        % (show(spath), show(move.src)))
+                raise SourceChanged(
+                    "the copy of %s differs from the source (the file changed while it was "
+                    "copied, or a disk returned bad data) — nothing was deleted; stop what "
+                    "writes to %s and run the move again" % (show(spath), show(move.src)))
+            left -= want
+            move.bytes_verified += want
+        after = os.fstat(fs)
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            raise SourceChanged("%s was modified after it was copied — nothing was deleted; "
+                                "stop what writes to %s and run the move again"
+                                % (show(spath), show(move.src)))
+
+
+def open_readonly(path, noatime):
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    if noatime:
+        try:
+            return os.open(path, flags | noatime)
+        except OSError as err:
+            if err.errno != errno.EPERM:
+                raise
+    return os.open(path, flags)
+
+
+def read_full(f, buf):
+    """readinto until buf is full or the file ends (a raw read may return less)."""
+    view = memoryview(buf)
+    total = 0
+    size = len(view)
+    while total < size:
+        n = f.readinto(view[total:])
+        if not n:
+            break
+        total += n
+    return total
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def force_rmtree(path):
+    """Remove a tree we made, including read-only directories inside it."""
+    def fix(func, failed, exc_info):
+        parent = os.path.dirname(failed)
+        os.chmod(parent, 0o700)
+        if func in (os.rmdir, os.unlink) or func is getattr(os, "unlink", None):
+            func(failed)
+        else:
+            os.chmod(failed, 0o700)
+            shutil.rmtree(failed, onerror=fix)
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            try:
+                full = join(root, name)
+                if not os.path.islink(full):
+                    os.chmod(full, 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path, onerror=fix)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+class ArgumentError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting: every failure must become one
+    JSON error event."""
+
+    def error(self, message):
+        raise ArgumentError(message)
+
+    def exit(self, status=0, message=None):
+        raise ArgumentError(message or "invalid arguments")
+
+
+def build_parser():
+    parser = Parser(prog="mover.py", add_help=False)
+    sub = parser.add_subparsers(dest="command")
+    move = sub.add_parser("move", add_help=False)
+    move.add_argument("--server-name", default=None)
+    move.add_argument("--verify", default="checksum")
+    move.add_argument("--bwlimit", default=None)
+    move.add_argument("--dry-run", action="store_true")
+    move.add_argument("src")
+    move.add_argument("dst")
+    statfs = sub.add_parser("statfs", add_help=False)
+    statfs.add_argument("paths", nargs="+")
+    return parser
+
+
+def absolute(name, text):
+    path = os.fsencode(text)
+    if not path.startswith(b"/"):
+        raise Refused("%s must be an absolute path (got %r): the mover runs in the login's home "
+                      "directory, so a relative path would be ambiguous" % (name, text))
+    if b".." in path.split(b"/"):
+        raise Refused("%s must not contain '..' (got %r): give the plain path" % (name, text))
+    return os.path.normpath(path).replace(b"//", b"/")
+
+
+def refuse(emitter, server_name, message):
+    emitter.emit("move.progress", {
+        "serverName": server_name, "phase": ERROR, "bytesTotal": 0, "bytesCopied": 0,
+        "filesTotal": 0, "filesCopied": 0, "error": message, "dataState": STATE_SOURCE,
+        "ts": round(time.time(), 3)})
+    stderr_line(message)
+    return EXIT_REFUSED
+
+
+def main(argv):
+    emitter = Emitter(getattr(sys.stdout, "buffer", sys.stdout))
+    emitter.hello()
+    server_name = socket.gethostname()
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgumentError as exc:
+        return refuse(emitter, server_name, "bad arguments: %s — usage: mover.py move "
+                      "[--server-name NAME] [--verify checksum|size|none] [--bwlimit RATE] "
+                      "[--dry-run] SRC DST, or mover.py statfs PATH..." % exc)
+    if args.command == "statfs":
+        return statfs_command(emitter, args.paths)
+    if args.command != "move":
+        return refuse(emitter, server_name, "no command given — usage: mover.py move ... SRC DST "
+                      "or mover.py statfs PATH...")
+    if args.server_name is not None:
+        server_name = args.server_name
+    try:
+        if args.verify not in ("checksum", "size", "none"):
+            raise Refused("unknown --verify mode %r: use checksum, size or none" % args.verify)
+        bwlimit = parse_rate(args.bwlimit) if args.bwlimit is not None else None
+        src = absolute("SRC", args.src)
+        dst = absolute("DST", args.dst)
+    except Refused as exc:
+        return refuse(emitter, server_name, str(exc))
+    move = Move(emitter, server_name, src, dst, args.verify, bwlimit, args.dry_run)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        # SIGHUP too: a dropped SSH session must not leave a half copy behind.
+        signal.signal(getattr(signal, name), move.on_signal)
+    return move.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
