@@ -115,6 +115,22 @@ class WarningEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class FsStatEvent:
+    """`fs.stat` (from `mover.py statfs`): the filesystem that holds a path, or its nearest
+    existing ancestor when the path does not exist yet."""
+
+    path: str
+    exists: bool
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+    free_inodes: int | None = None
+    mount_point: str | None = None
+    device: str | None = None
+    fs_type: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MalformedLine:
     """A line that is not a protocol event: login banners, shell noise, a truncated write."""
 
@@ -122,7 +138,7 @@ class MalformedLine:
     reason: str
 
 
-Event = HelloEvent | PlanEvent | ProgressEvent | WarningEvent
+Event = HelloEvent | PlanEvent | ProgressEvent | WarningEvent | FsStatEvent
 
 
 def _int(data: dict[str, Any], key: str, default: int = 0) -> int:
@@ -200,7 +216,17 @@ def _warning(data: dict[str, Any]) -> WarningEvent:
                         move_id=_opt_str(data, "moveId"), seq=_opt_int(data, "seq"))
 
 
+def _fs_stat(data: dict[str, Any]) -> FsStatEvent:
+    return FsStatEvent(
+        path=str(data["path"]), exists=bool(data.get("exists")),
+        free_bytes=_opt_int(data, "freeBytes"), total_bytes=_opt_int(data, "totalBytes"),
+        free_inodes=_opt_int(data, "freeInodes"), mount_point=_opt_str(data, "mountPoint"),
+        device=_opt_str(data, "device"), fs_type=_opt_str(data, "fsType"),
+        error=_opt_str(data, "error"))
+
+
 _DECODERS = {
+    "fs.stat": _fs_stat,
     "move.progress": _progress,
     "move.plan": _plan,
     "move.warning": _warning,
