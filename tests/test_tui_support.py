@@ -1,0 +1,154 @@
+"""Shared helpers for the TUI tests: a deadline wait, synthetic move streams, and an app factory.
+
+The synthetic mover stands in for the SSH layer only where a test is about the UI itself
+(snapshots with a fixed clock, coalescing under a flood); the flow tests use the real runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from tui.app import ServerMoveApp
+from tui.fleet import Fleet, MoveOptions
+from tui.inventory import ServerEntry, add_server
+from tui.protocol import DataState, Event, MalformedLine, Phase, PlanEvent, ProgressEvent
+
+FIXED_NOW = 1_700_000_000.0  # the clock of every snapshot: nothing on screen depends on real time
+
+
+def fixed_clock() -> float:
+    return FIXED_NOW
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float = 20.0,
+                   what: str = "condition") -> None:
+    """Let the app run until `condition()` is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.02)
+
+
+@dataclass
+class FakeFsStat:
+    """Shaped like tui.protocol.FsStatEvent."""
+
+    path: str
+    exists: bool = True
+    free_bytes: int | None = 40_000_000_000
+    total_bytes: int | None = 100_000_000_000
+    free_inodes: int | None = 1_000_000
+    mount_point: str | None = "/"
+    device: int | None = 1
+
+
+async def fake_stat_paths(target, paths, **_: object) -> list[FakeFsStat]:
+    return [FakeFsStat(path, mount_point="/srv" if path.startswith("/srv") else "/")
+            for path in paths]
+
+
+def progress(name: str, phase: Phase, *, done: int = 0, files: int = 0, ts: float = 0.0,
+             total: int = 300_000_000, files_total: int = 3000, seq: int | None = None,
+             current_file: str | None = None, error: str | None = None,
+             data_state: DataState | None = None, verified: int = 0) -> ProgressEvent:
+    return ProgressEvent(server_name=name, phase=phase, bytes_total=total, bytes_copied=done,
+                         files_total=files_total, files_copied=files, current_file=current_file,
+                         error=error, ts=FIXED_NOW - 100 + ts, seq=seq, data_state=data_state,
+                         bytes_verified=verified, files_verified=files if verified else 0)
+
+
+def plan(name: str, src: str, dst: str, *, method: str = "copy") -> PlanEvent:
+    return PlanEvent(server_name=name, src=src, dst=dst, method=method, bytes_total=300_000_000,
+                     files_total=3000, dirs_total=120, verify="checksum", dry_run=True,
+                     dst_free_bytes=40_000_000_000, src_free_bytes=1_000_000_000)
+
+
+def copying_sequence(name: str, *, until: float = 0.45) -> list[ProgressEvent]:
+    """A move from calculating to `until` of the copy, one event a second of mover time."""
+    events = [progress(name, Phase.CALCULATING, ts=0.0, seq=1)]
+    steps = 20
+    for step in range(1, int(steps * until) + 1):
+        events.append(progress(name, Phase.COPYING, done=15_000_000 * step, files=150 * step,
+                               ts=float(step), seq=step + 1,
+                               current_file=f"photos/2023/summer/IMG_{step:04d}.jpg"))
+    return events
+
+
+class ScriptedHandle:
+    """A mover that says what it is told; `cancel()` ends it the way the real one does."""
+
+    def __init__(self, events: Iterable[Event | MalformedLine], *, delay: float = 0.0,
+                 hold: asyncio.Event | None = None, exit_status: int = 0) -> None:
+        self._events = list(events)
+        self._delay = delay
+        self._hold = hold
+        self._cancelled = asyncio.Event()
+        self.exit_status = exit_status
+        self.stderr_text = ""
+        self.closed = False
+
+    async def events(self) -> AsyncIterator[Event | MalformedLine]:
+        last: ProgressEvent | None = None
+        for event in self._events:
+            if self._cancelled.is_set():
+                break
+            yield event
+            last = event if isinstance(event, ProgressEvent) else last
+            await asyncio.sleep(self._delay)
+        if self._hold is not None and not self._cancelled.is_set():
+            holding = asyncio.ensure_future(self._hold.wait())
+            cancelling = asyncio.ensure_future(self._cancelled.wait())
+            await asyncio.wait([holding, cancelling], return_when=asyncio.FIRST_COMPLETED)
+            holding.cancel()
+            cancelling.cancel()
+        if self._cancelled.is_set() and last is not None:
+            self.exit_status = 3
+            yield progress(last.server_name, Phase.CANCELLED, done=last.bytes_copied,
+                           files=last.files_copied, ts=(last.ts or FIXED_NOW) - FIXED_NOW + 101,
+                           error="cancelled by the user", data_state=DataState.SOURCE)
+
+    async def cancel(self) -> None:
+        self._cancelled.set()
+
+    async def wait(self) -> int:
+        return self.exit_status
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ScriptedMover:
+    """start_move for a Fleet: each server gets the handle `script(request)` makes."""
+
+    def __init__(self, script: Callable[[object], ScriptedHandle]) -> None:
+        self.script = script
+        self.requests: list[object] = []
+
+    async def __call__(self, target, request, **_: object) -> ScriptedHandle:
+        self.requests.append(request)
+        return self.script(request)
+
+
+def write_inventory(config_dir: Path, servers: Iterable[ServerEntry]) -> Path:
+    path = config_dir / "servers.toml"
+    for server in servers:
+        add_server(server, path)
+    return path
+
+
+def make_app(config_dir: Path, servers: Iterable[ServerEntry], *,
+             start_move: Callable[..., object] | None = None, real_runner: bool = False,
+             clock: Callable[[], float] = fixed_clock, **kwargs: object) -> ServerMoveApp:
+    path = write_inventory(config_dir, servers)
+    fleet = None if real_runner else Fleet(start_move=start_move, stat_paths=fake_stat_paths,
+                                           clock=clock)
+    kwargs.setdefault("ssh_aliases", ["web1", "db-primary"])
+    kwargs.setdefault("move_options", MoveOptions())
+    return ServerMoveApp(inventory_path=path, fleet=fleet, clock=clock, **kwargs)

@@ -1,0 +1,247 @@
+"""ServerMoveApp: the fleet dashboard, a detail screen per server, and the moves they run.
+
+The app owns the inventory (servers.toml) and the Fleet. Moves run in workers, one per server,
+and never block the UI; ten times a second the app tells the screens which servers changed, so a
+chatty mover (or twenty of them) costs at most ten repaints a second each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+
+from tui.errors import ServermoveError
+from tui.fleet import DEFAULT_MOVE_OPTIONS, Fleet, MoveOptions
+from tui.inventory import (
+    Inventory,
+    InventoryError,
+    ServerEntry,
+    add_server,
+    load_inventory,
+    remove_server,
+    set_data_path,
+    ssh_host_aliases,
+    update_server,
+)
+from tui.messages import InventoryChanged, MoveFinished, MoveProgressed
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.first_run import FirstRunScreen
+from tui.screens.help import HelpScreen
+from tui.screens.inventory_error import InventoryErrorScreen
+from tui.screens.modals import ConfirmScreen, HostKeyScreen, SudoPasswordScreen
+from tui.screens.server_detail import ServerDetailScreen
+from tui.screens.server_form import ServerFormScreen
+from tui.ssh import SshSettings
+from tui.targets import Target
+
+PUBLISH_INTERVAL_S = 0.1  # at most ten repaints a second per server, however fast events come
+QUIT_CANCEL_TIMEOUT_S = 30.0  # how long quitting waits for cancelled movers to clean up
+
+DEMO_REQUESTED = "demo"  # the app's return value when the user picks the demo on first run
+
+
+class ServerMoveApp(App[str | None]):
+    CSS_PATH = ["app.tcss", "widgets/widgets.tcss", "screens/dashboard.tcss",
+                "screens/server_detail.tcss", "screens/first_run.tcss", "screens/modals.tcss"]
+    TITLE = "servermove"
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help", show=False),
+    ]
+
+    def __init__(self, *, inventory_path: Path | None = None, fleet: Fleet | None = None,
+                 clock: Callable[[], float] = time.time,
+                 move_options: MoveOptions = DEFAULT_MOVE_OPTIONS, open_server: str | None = None,
+                 new_path: str = "", ssh_aliases: list[str] | None = None,
+                 offer_demo: bool = True) -> None:
+        super().__init__()
+        self.inventory_path = inventory_path
+        self.inventory = Inventory(inventory_path or Path("servers.toml"), [], exists=False)
+        self.clock = clock
+        self.fleet = fleet or Fleet(clock=clock, settings=SshSettings())
+        if self.fleet.prompter is None:
+            self.fleet.prompter = self
+        self.move_options = move_options
+        self.open_server_on_start = open_server
+        self.initial_new_path = new_path
+        self.ssh_aliases = ssh_host_aliases() if ssh_aliases is None else ssh_aliases
+        self.offer_demo = offer_demo
+
+    def get_default_screen(self) -> Screen:
+        return DashboardScreen()
+
+    def on_mount(self) -> None:
+        self.set_interval(PUBLISH_INTERVAL_S, self.publish_progress)
+        self.action_reload_inventory()
+        if self.open_server_on_start in self.inventory:
+            self.open_server(self.open_server_on_start, new_path=self.initial_new_path)
+
+    # -- inventory -----------------------------------------------------------------------------
+
+    def action_reload_inventory(self) -> None:
+        while isinstance(self.screen, InventoryErrorScreen | FirstRunScreen):
+            self.pop_screen()
+        try:
+            self.inventory = load_inventory(self.inventory_path)
+        except InventoryError as exc:
+            self.push_screen(InventoryErrorScreen(exc.message))
+            return
+        if not self.inventory.servers:
+            self.push_screen(FirstRunScreen(self.ssh_aliases))
+        self.broadcast(InventoryChanged)
+
+    def _change_inventory(self, change: Callable[[], Inventory]) -> bool:
+        try:
+            self.inventory = change()
+        except ServermoveError as exc:  # BadInput, InventoryError: the file is the user's too
+            self.notify(exc.message, title="Inventory not changed", severity="error")
+            return False
+        while isinstance(self.screen, FirstRunScreen):
+            self.pop_screen()
+        self.broadcast(InventoryChanged)
+        return True
+
+    def edit_server(self, name: str | None, *, target: str = "") -> None:
+        """Open the server form: a new server (name None) or an existing one."""
+        def saved(result: ServerEntry | None) -> None:
+            if result is None:
+                return
+            if name is None:
+                self._change_inventory(lambda: add_server(result, self.inventory_path))
+            elif self.fleet.is_active(name) and result.name != name:
+                self.notify("A move is running on this server: rename it afterwards.",
+                            severity="warning")
+            elif (self._change_inventory(lambda: update_server(name, result,
+                                                               self.inventory_path))
+                  and result.name != name):
+                self.fleet.forget(name)
+
+        self.push_screen(ServerFormScreen(self.inventory.get(name) if name else None,
+                                          target=target, taken_names=self.inventory.names,
+                                          ssh_aliases=self.ssh_aliases), saved)
+
+    def remove_server(self, name: str) -> None:
+        if self.fleet.is_active(name):
+            self.notify(f"A move is running on {name}: cancel it first.", severity="warning")
+            return
+
+        def answered(remove: bool | None) -> None:
+            if remove and self._change_inventory(
+                    lambda: remove_server(name, self.inventory_path)):
+                self.fleet.forget(name)
+
+        self.push_screen(ConfirmScreen(f"Remove {name}?",
+                                       "It is removed from servers.toml only; nothing on the "
+                                       "server is touched.", yes="Remove", no="Keep",
+                                       danger=True), answered)
+
+    # -- screens -------------------------------------------------------------------------------
+
+    def open_server(self, name: str, *, new_path: str = "") -> None:
+        self.push_screen(ServerDetailScreen(name, new_path=new_path))
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        sections = [("Everywhere", list(self.BINDINGS)),
+                    ("Servers", DashboardScreen.BINDINGS),
+                    ("A server", ServerDetailScreen.BINDINGS),
+                    ("First run", FirstRunScreen.BINDINGS)]
+        self.push_screen(HelpScreen(sections))
+
+    def action_demo(self) -> None:
+        if self.offer_demo:
+            self.exit(DEMO_REQUESTED)
+
+    def broadcast(self, make_message: Callable[[], Message]) -> None:
+        """Post to every screen in the stack: one under a dialog still shows live progress."""
+        for screen in self.screen_stack:
+            screen.post_message(make_message())
+
+    # -- moves ---------------------------------------------------------------------------------
+
+    def publish_progress(self) -> None:
+        """The coalescing point: tell the screens which servers changed since last time."""
+        for name in sorted(self.fleet.take_changed()):
+            self.broadcast(lambda name=name: MoveProgressed(name))
+
+    def start_move(self, name: str, new_path: str) -> None:
+        server = self.inventory.get(name)
+        self.fleet.begin(server, new_path)
+        self.run_move(server, new_path)
+
+    @work(group="moves", exit_on_error=False)
+    async def run_move(self, server: ServerEntry, new_path: str) -> None:
+        try:
+            move = await self.fleet.run_move(server, new_path, self.move_options)
+            if move.succeeded:
+                self._change_inventory(
+                    lambda: set_data_path(server.name, new_path, self.inventory_path))
+        finally:
+            self.post_message(MoveFinished(server.name))
+
+    def on_move_finished(self, message: MoveFinished) -> None:
+        self.publish_progress()
+
+    def cancel_move(self, name: str) -> None:
+        self.run_worker(self.fleet.cancel(name), group="cancel", exit_on_error=False)
+
+    async def action_quit(self) -> None:
+        active = [name for name in self.inventory.names if self.fleet.is_active(name)]
+        if not active:
+            self.exit()
+            return
+        if await self._ask(ConfirmScreen(
+                "Moves are running",
+                f"Cancel the moves on {', '.join(active)} and quit? Each mover stops at a safe "
+                "point and cleans up first.", yes="Cancel moves and quit", no="Keep moving",
+                danger=True)):
+            self.cancel_all_and_exit(active)
+
+    @work(exclusive=True, group="quit", exit_on_error=False)
+    async def cancel_all_and_exit(self, names: list[str]) -> None:
+        self.notify("Cancelling: waiting for the movers to clean up…")
+        await asyncio.gather(*(self.fleet.cancel(name) for name in names))
+        deadline = time.monotonic() + QUIT_CANCEL_TIMEOUT_S
+        while any(self.fleet.is_active(n) for n in names) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        self.exit()
+
+    # -- the Prompter the SSH layer asks -------------------------------------------------------
+
+    async def _ask(self, screen: Screen) -> Any:
+        """Show a dialog from any task and wait for its answer."""
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def answered(result: Any) -> None:
+            if not answer.done():
+                answer.set_result(result)
+
+        self.push_screen(screen, answered)
+        return await answer
+
+    async def confirm_host_key(self, host: str, port: int, key_type: str,
+                               fingerprint: str) -> bool:
+        return bool(await self._ask(HostKeyScreen(host, port, key_type, fingerprint)))
+
+    async def ask_sudo_password(self, target: Target) -> str | None:
+        return await self._ask(SudoPasswordScreen(target.label))
+
+
+def run_app() -> int:
+    """`servermove` / `servermove tui`: the dashboard on the user's inventory."""
+    result = ServerMoveApp().run()
+    if result == DEMO_REQUESTED:
+        from tui.demo import run_demo
+
+        return run_demo()
+    return 0

@@ -1,0 +1,273 @@
+"""The fleet: every server's current (or last) move, run side by side, for the TUI to show.
+
+Headless (no Textual): the app runs `Fleet.run_move` in a worker per server and, about ten times
+a second, asks `take_changed()` which servers changed since it last looked. However fast a mover
+talks, the screen then repaints each server at most that often, and nothing here ever blocks the
+UI: every SSH round trip is awaited inside the worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tui.errors import ConnectionLost, ServermoveError
+from tui.inventory import ServerEntry
+from tui.progress import MoveProgress
+from tui.protocol import Event, MalformedLine, Phase, PlanEvent, ProgressEvent
+from tui.targets import Target, parse_target
+
+
+class MoveHandleLike(Protocol):
+    """What the fleet needs of a running mover (tui.runner.MoveHandle, or a test's fake)."""
+
+    stderr_text: str
+
+    def events(self) -> AsyncIterator[Event | MalformedLine]: ...
+    async def cancel(self) -> None: ...
+    async def wait(self) -> int | None: ...
+    def close(self) -> None: ...
+
+
+# start_move(target, request, *, settings, prompter) and stat_paths(target, paths, ...), as in
+# tui.runner; injectable so tests can feed synthetic streams for many servers at once.
+StartMove = Callable[..., Awaitable[MoveHandleLike]]
+StatPaths = Callable[..., Awaitable[list[Any]]]
+
+
+@dataclass(frozen=True)
+class MoveOptions:
+    verify: str = "checksum"
+    bwlimit: str | None = None
+
+
+DEFAULT_MOVE_OPTIONS = MoveOptions()
+
+class MoveState(StrEnum):
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    CONNECTION_LOST = "connection lost"
+    FAILED_TO_START = "could not start"
+    FINISHED = "finished"
+
+
+@dataclass
+class ServerMove:
+    """One server's move as the UI shows it."""
+
+    server: ServerEntry
+    new_path: str
+    progress: MoveProgress
+    state: MoveState = MoveState.CONNECTING
+    problem: str | None = None  # why the move could not start or was lost, in plain words
+    exit_status: int | None = None
+    cancel_requested: bool = False
+    handle: MoveHandleLike | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in (MoveState.CONNECTING, MoveState.RUNNING)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is MoveState.FINISHED and self.progress.phase is Phase.COMPLETE
+
+
+def target_of(server: ServerEntry) -> Target:
+    return parse_target(server.target, sudo=server.sudo, python=server.python)
+
+
+def phase_fraction(progress: MoveProgress) -> float | None:
+    """How far the current phase is, 0..1, or None for phases without a measure."""
+    if progress.phase is Phase.COPYING:
+        return progress.fraction
+    if progress.phase is Phase.VERIFYING:
+        return progress.verify_fraction
+    return None
+
+
+def status_text(move: ServerMove | None) -> str:
+    """The dashboard's status column: idle, the phase with its percentage, connection lost,
+    error, or the last result."""
+    if move is None:
+        return "idle"
+    progress = move.progress
+    if move.state is MoveState.CONNECTING:
+        return "cancelling…" if move.cancel_requested else "connecting…"
+    if move.state is MoveState.CONNECTION_LOST:
+        return "connection lost"
+    if move.state is MoveState.FAILED_TO_START:
+        return f"error: {move.problem}"
+    if move.state is MoveState.RUNNING:
+        if move.cancel_requested:
+            return "cancelling…"
+        fraction = phase_fraction(progress)
+        phase = progress.phase.value if progress.phase else "starting"
+        return phase if fraction is None else f"{phase} {fraction * 100:.0f}%"
+    if progress.phase is Phase.COMPLETE:
+        return f"moved to {move.new_path}"
+    if progress.phase is Phase.CANCELLED:
+        return "cancelled"
+    where = progress.failed_phase.value if progress.failed_phase else "start"
+    return f"error while {where}"
+
+
+class Fleet:
+    """Runs moves (one at a time per server, any number of servers) and keeps their state."""
+
+    def __init__(self, *, start_move: StartMove | None = None, stat_paths: StatPaths | None = None,
+                 settings: Any = None, prompter: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._start_move = start_move
+        self._stat_paths = stat_paths
+        self.settings = settings
+        self.prompter = prompter
+        self.clock = clock
+        self.moves: dict[str, ServerMove] = {}
+        self._changed: set[str] = set()
+
+    # -- the runner, unless a test gave another ------------------------------------------------
+
+    def _runner(self) -> Any:
+        from tui import runner  # the SSH layer: loaded only when a real move is made
+
+        return runner
+
+    def _request(self, server: ServerEntry, new_path: str, options: MoveOptions,
+                 dry_run: bool) -> Any:
+        return self._runner().MoveRequest(src=server.data_path, dst=new_path,
+                                          server_name=server.name, verify=options.verify,
+                                          bwlimit=options.bwlimit, dry_run=dry_run)
+
+    async def _start(self, server: ServerEntry, new_path: str, options: MoveOptions,
+                     dry_run: bool) -> MoveHandleLike:
+        start = self._start_move or self._runner().start_move
+        request = self._request(server, new_path, options, dry_run)
+        return await start(target_of(server), request, settings=self.settings,
+                           prompter=self.prompter)
+
+    # -- state the UI reads --------------------------------------------------------------------
+
+    def get(self, name: str) -> ServerMove | None:
+        return self.moves.get(name)
+
+    def is_active(self, name: str) -> bool:
+        move = self.moves.get(name)
+        return move is not None and move.active
+
+    def take_changed(self) -> set[str]:
+        """Servers whose move changed since the last call (the UI's coalescing point)."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def _touch(self, name: str) -> None:
+        self._changed.add(name)
+
+    def forget(self, name: str) -> None:
+        """Drop a finished move (the server was removed or renamed)."""
+        if not self.is_active(name):
+            self.moves.pop(name, None)
+            self._touch(name)
+
+    # -- doing ---------------------------------------------------------------------------------
+
+    def begin(self, server: ServerEntry, new_path: str) -> ServerMove:
+        """Register a move about to start, so the UI shows it at once."""
+        if self.is_active(server.name):
+            raise ServermoveError(f"a move is already running on {server.name}")
+        move = ServerMove(server, new_path, MoveProgress(clock=self.clock,
+                                                         server_name=server.name))
+        self.moves[server.name] = move
+        self._touch(server.name)
+        return move
+
+    def record(self, name: str, event: Event | MalformedLine | None) -> None:
+        """Fold one event into a server's move (the runner's stream, or a test's)."""
+        move = self.moves[name]
+        if move.state is MoveState.CONNECTING:
+            move.state = MoveState.RUNNING
+        if move.progress.apply(event):
+            self._touch(name)
+
+    async def run_move(self, server: ServerEntry, new_path: str,
+                       options: MoveOptions = DEFAULT_MOVE_OPTIONS) -> ServerMove:
+        """Run a move to its end. Never raises for the failures a user can meet: they end up in
+        the returned ServerMove (state, problem, progress.outcome())."""
+        move = self.moves.get(server.name)
+        if move is None or not move.active:
+            move = self.begin(server, new_path)
+        name = server.name
+        try:
+            move.handle = await self._start(server, new_path, options, dry_run=False)
+            if move.cancel_requested:
+                await move.handle.cancel()
+            move.state = MoveState.RUNNING
+            self._touch(name)
+            async for event in move.handle.events():
+                self.record(name, event)
+            move.exit_status = await move.handle.wait()
+            move.state = MoveState.FINISHED
+            if not move.progress.finished:
+                move.problem = self._died_without_saying(move)
+        except ConnectionLost as exc:
+            move.state = MoveState.CONNECTION_LOST
+            move.problem = exc.message
+        except ServermoveError as exc:
+            move.state = (MoveState.CONNECTION_LOST if move.state is MoveState.RUNNING
+                          else MoveState.FAILED_TO_START)
+            move.problem = exc.message
+        finally:
+            if move.active:  # cancelled from outside (the app quit): not a result to show
+                move.state = MoveState.CONNECTION_LOST
+                move.problem = move.problem or "the move was interrupted"
+            if move.handle is not None:
+                move.handle.close()
+            self._touch(name)
+        return move
+
+    @staticmethod
+    def _died_without_saying(move: ServerMove) -> str:
+        stderr = (move.handle.stderr_text if move.handle else "").strip().splitlines()
+        last = f": {stderr[-1]}" if stderr else ""
+        return f"the mover stopped without a result (exit status {move.exit_status}){last}"
+
+    async def cancel(self, name: str) -> None:
+        """Ask a running move to stop; the mover cleans up and reports `cancelled`."""
+        move = self.moves.get(name)
+        if move is None or not move.active or move.cancel_requested:
+            return
+        move.cancel_requested = True
+        self._touch(name)
+        if move.handle is not None:
+            await move.handle.cancel()
+
+    async def dry_run(self, server: ServerEntry, new_path: str,
+                      options: MoveOptions = DEFAULT_MOVE_OPTIONS) -> PlanEvent:
+        """The mover's plan for this move, with nothing written. Raises ServermoveError with
+        the mover's own words when it refuses."""
+        handle = await self._start(server, new_path, options, dry_run=True)
+        plan: PlanEvent | None = None
+        refusal: str | None = None
+        try:
+            async for event in handle.events():
+                if isinstance(event, PlanEvent):
+                    plan = event
+                elif isinstance(event, ProgressEvent) and event.error:
+                    refusal = event.error
+            status = await handle.wait()
+        finally:
+            handle.close()
+        if plan is not None and status == 0:
+            return plan
+        stderr = handle.stderr_text.strip().splitlines()
+        raise ServermoveError(refusal or (stderr[-1] if stderr else
+                                          f"the dry run failed (exit status {status})"))
+
+    async def stat(self, server: ServerEntry, paths: Sequence[str]) -> list[Any]:
+        """Free space on the filesystems holding `paths` (FsStatEvent each)."""
+        stat = self._stat_paths or self._runner().stat_paths
+        return await stat(target_of(server), list(paths), settings=self.settings,
+                          prompter=self.prompter)

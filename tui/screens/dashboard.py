@@ -1,0 +1,101 @@
+"""The fleet at a glance: every server with its target, data path and a live status."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from tui.fleet import MoveState, ServerMove, status_text
+from tui.messages import InventoryChanged, MoveProgressed
+from tui.protocol import Phase, display_path
+
+COLUMNS = (("Name", "name"), ("Target", "target"), ("Data path", "path"), ("Status", "status"))
+
+
+def status_cell(move: ServerMove | None) -> Text:
+    text = status_text(move)
+    if move is None:
+        return Text(text, style="dim")
+    if move.active:
+        return Text(text, style="bold")
+    if move.state is MoveState.CONNECTION_LOST or move.progress.phase is Phase.CANCELLED:
+        return Text(text, style="yellow")
+    return Text(text, style="green" if move.succeeded else "red")
+
+
+class DashboardScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "open_server", "Open"),
+        Binding("a", "add_server", "Add"),
+        Binding("e", "edit_server", "Edit"),
+        Binding("delete,d", "remove_server", "Remove"),
+        Binding("question_mark", "app.help", "Help"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="servers")
+        yield Static("", id="empty-hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "servermove"
+        self.sub_title = "servers"
+        table = self.query_one(DataTable)
+        for label, key in COLUMNS:
+            table.add_column(label, key=key)
+        self.refresh_servers()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_servers()
+
+    def refresh_servers(self) -> None:
+        """Rebuild the table from the inventory, keeping the cursor on the same server."""
+        table = self.query_one(DataTable)
+        selected = self.selected_server
+        table.clear()
+        servers = self.app.inventory.servers
+        for server in servers:
+            table.add_row(Text(server.name), Text(server.target),
+                          Text(display_path(server.data_path)),
+                          status_cell(self.app.fleet.get(server.name)), key=server.name)
+        if selected in self.app.inventory:
+            table.move_cursor(row=table.get_row_index(selected))
+        self.query_one("#empty-hint", Static).update(
+            "" if servers else "No servers yet: press a to add one.")
+
+    @property
+    def selected_server(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def on_move_progressed(self, message: MoveProgressed) -> None:
+        table = self.query_one(DataTable)
+        if message.server_name in table.rows:
+            table.update_cell(message.server_name, "status",
+                              status_cell(self.app.fleet.get(message.server_name)))
+
+    def on_inventory_changed(self, _: InventoryChanged) -> None:
+        self.refresh_servers()
+
+    @on(DataTable.RowSelected)
+    def action_open_server(self) -> None:
+        if self.selected_server:
+            self.app.open_server(self.selected_server)
+
+    def action_add_server(self) -> None:
+        self.app.edit_server(None)
+
+    def action_edit_server(self) -> None:
+        if self.selected_server:
+            self.app.edit_server(self.selected_server)
+
+    def action_remove_server(self) -> None:
+        if self.selected_server:
+            self.app.remove_server(self.selected_server)

@@ -1,0 +1,145 @@
+"""Small dialogs: yes/no questions, the move plan, an unknown host key, a sudo password."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from tui.formatting import human_count, human_size
+from tui.protocol import PlanEvent
+
+
+class Dialog(ModalScreen):
+    """A framed box in the middle of the screen; escape answers with `ESCAPE_RESULT`."""
+
+    BINDINGS = [Binding("escape", "dismiss_default", "Back")]
+    ESCAPE_RESULT: object = None
+
+    def action_dismiss_default(self) -> None:
+        self.dismiss(self.ESCAPE_RESULT)
+
+
+class ConfirmScreen(Dialog):
+    """A yes/no question with plain-text body (it may quote paths and hosts)."""
+
+    ESCAPE_RESULT = False
+
+    def __init__(self, title: str, body: str, *, yes: str = "Yes", no: str = "No",
+                 danger: bool = False) -> None:
+        super().__init__()
+        self.title_text, self.body, self.yes, self.no = title, body, yes, no
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            yield Static(Text(self.body), classes="dialog-body")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, id="yes", variant="error" if self.danger else "primary")
+                yield Button(self.no, id="no")
+
+    def on_mount(self) -> None:
+        # The safe answer has the focus: Enter on a surprise dialog must not do harm.
+        self.query_one("#no" if self.danger else "#yes", Button).focus()
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+
+def plan_lines(plan: PlanEvent) -> list[str]:
+    """The dry run's plan in plain words, for the confirmation."""
+    if plan.method == "rename":
+        how = "Rename: same filesystem, one atomic step, no copy needed."
+    else:
+        how = (f"Copy across filesystems, verify ({plan.verify}), then remove the source.")
+    lines = [f"From  {plan.src}", f"To    {plan.dst}", "", how,
+             f"{human_size(plan.bytes_total)} in {human_count(plan.files_total)} files and "
+             f"{human_count(plan.dirs_total)} directories."]
+    if plan.method != "rename" and plan.dst_free_bytes is not None:
+        after = plan.dst_free_bytes - plan.bytes_total
+        lines.append(f"Free at the destination after the move: {human_size(max(after, 0))}"
+                     + ("  — NOT ENOUGH SPACE" if after < 0 else ""))
+    if plan.bwlimit:
+        lines.append(f"Bandwidth limit: {human_size(plan.bwlimit)}/s.")
+    return lines
+
+
+class ConfirmMoveScreen(ConfirmScreen):
+    """"Apply Changes": the plan from a dry run, and the last chance to say no."""
+
+    def __init__(self, server_name: str, plan: PlanEvent) -> None:
+        super().__init__(f"Move the data of {server_name}?", "\n".join(plan_lines(plan)),
+                         yes="Start move", no="Back")
+
+
+class HostKeyScreen(Dialog):
+    """An unknown host key: show the fingerprint, let the user accept or reject it."""
+
+    ESCAPE_RESULT = False
+
+    def __init__(self, host: str, port: int, key_type: str, fingerprint: str) -> None:
+        super().__init__()
+        self.host, self.port, self.key_type, self.fingerprint = host, port, key_type, fingerprint
+
+    def compose(self) -> ComposeResult:
+        where = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        with Vertical(classes="dialog"):
+            yield Label("Unknown host key", classes="dialog-title")
+            yield Static(Text(f"{where} is not in your known_hosts. Check the fingerprint "
+                              "with the server's admin before you accept it."),
+                         classes="dialog-body")
+            yield Static(Text(f"{self.key_type}  {self.fingerprint}", style="bold"),
+                         id="fingerprint")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Accept and remember", id="accept", variant="warning")
+                yield Button("Reject", id="reject", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#reject", Button).focus()
+
+    @on(Button.Pressed, "#accept")
+    def _accept(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#reject")
+    def _reject(self) -> None:
+        self.dismiss(False)
+
+
+class SudoPasswordScreen(Dialog):
+    """sudo needs a password: ask for it, masked. None means the user declined."""
+
+    ESCAPE_RESULT = None
+
+    def __init__(self, target_label: str) -> None:
+        super().__init__()
+        self.target_label = target_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("sudo password", classes="dialog-title")
+            yield Static(Text(f"sudo on {self.target_label} needs your password. It is sent to "
+                              "sudo only, never stored."), classes="dialog-body")
+            yield Input(password=True, placeholder="password", id="password")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("OK", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        self.dismiss(self.query_one("#password", Input).value or None)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)

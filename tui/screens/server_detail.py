@@ -1,0 +1,209 @@
+"""One server: its data path, the new path, free space, Apply, and the move as it happens."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Button, Footer, Header, Input, Label, Static
+
+from tui.errors import ServermoveError
+from tui.fleet import MoveState
+from tui.formatting import human_size
+from tui.inventory import ServerEntry
+from tui.messages import InventoryChanged, MoveProgressed
+from tui.screens.modals import ConfirmMoveScreen, ConfirmScreen
+from tui.screens.server_form import DataPathValidator
+from tui.widgets.move_panel import MoveProgressPanel, OutcomePanel
+from tui.widgets.path_label import PathLabel
+
+STAT_DEBOUNCE_S = 0.6  # ask the server for free space once the user pauses typing
+
+
+def free_space_text(stat) -> str:
+    """`free 12.3 GB of 50 GB on /srv` for an FsStatEvent."""
+    if stat is None or stat.free_bytes is None:
+        return "free space unknown"
+    total = f" of {human_size(stat.total_bytes)}" if stat.total_bytes else ""
+    mount = f" on {stat.mount_point}" if getattr(stat, "mount_point", None) else ""
+    return f"free {human_size(stat.free_bytes)}{total}{mount}"
+
+
+class ServerDetailScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("c", "cancel_move", "Cancel move"),
+        Binding("question_mark", "app.help", "Help"),
+    ]
+
+    def __init__(self, server_name: str, *, new_path: str = "") -> None:
+        super().__init__()
+        self.server_name = server_name
+        self.initial_new_path = new_path
+        self._stat_timer: Timer | None = None
+
+    @property
+    def server(self) -> ServerEntry:
+        return self.app.inventory.get(self.server_name)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="detail"):
+            with Horizontal(classes="field"):
+                yield Label("Data path", classes="field-label")
+                yield PathLabel(id="current-path")
+            yield Label("", id="current-free", classes="free", markup=False)
+            with Horizontal(classes="field"):
+                yield Label("New path", classes="field-label -beside-input")
+                yield Input(self.initial_new_path, placeholder="/new/absolute/path",
+                            validators=[DataPathValidator()], id="new-path")
+            yield Label("", id="new-free", classes="free", markup=False)
+            with Horizontal(id="actions"):
+                yield Button("Apply Changes", id="apply", variant="primary")
+                yield Button("Cancel move", id="cancel-move", variant="error")
+                yield Static("", id="action-status", markup=False)
+            yield MoveProgressPanel(clock=self.app.clock, id="move")
+            yield OutcomePanel(id="outcome")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = self.server_name
+        self.sub_title = self.server.target
+        self.show_server()
+        self.show_move()
+        self.check_new_path()
+        self.stat_free_space()
+
+    # -- what is shown -------------------------------------------------------------------------
+
+    def show_server(self) -> None:
+        self.query_one("#current-path", PathLabel).path = self.server.data_path
+
+    def show_move(self) -> None:
+        move = self.app.fleet.get(self.server_name)
+        active = move is not None and move.active
+        panel = self.query_one(MoveProgressPanel)
+        panel.display = move is not None
+        if move is not None:
+            panel.show(move.progress)
+        self.query_one(OutcomePanel).show(move)
+        self.query_one("#new-path", Input).disabled = active
+        self.query_one("#cancel-move", Button).display = active
+        self.query_one("#cancel-move", Button).disabled = bool(move and move.cancel_requested)
+        self.query_one("#apply", Button).display = not active
+        if active:
+            assert move is not None
+            self.set_status("Cancelling: the mover is cleaning up…" if move.cancel_requested
+                            else "connecting…" if move.state is MoveState.CONNECTING else "")
+        self.refresh_bindings()
+        self.update_apply()
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#action-status", Static).update(Text(text))
+
+    def check_new_path(self) -> str | None:
+        """The new path if it can be applied; else show why not and return None."""
+        new_path = self.query_one("#new-path", Input).value.strip()
+        result = DataPathValidator().validate(new_path)
+        problem = None if result.is_valid else result.failure_descriptions[0]
+        if problem is None and new_path.rstrip("/") == self.server.data_path.rstrip("/"):
+            problem = "that is the current path"
+        if not new_path:
+            problem = ""  # nothing typed yet: nothing to complain about
+        self.query_one("#new-free", Label).set_class(bool(problem), "-problem")
+        if problem:
+            self.query_one("#new-free", Label).update(problem)
+        return None if problem is not None else new_path
+
+    def update_apply(self) -> None:
+        self.query_one("#apply", Button).disabled = (self.check_new_path() is None
+                                                     or self.app.fleet.is_active(self.server_name))
+
+    def on_move_progressed(self, message: MoveProgressed) -> None:
+        if message.server_name == self.server_name:
+            self.show_move()
+
+    def on_inventory_changed(self, _: InventoryChanged) -> None:
+        if self.server_name not in self.app.inventory:
+            self.dismiss()
+            return
+        self.show_server()
+        self.update_apply()
+        self.stat_free_space()
+
+    # -- free space ----------------------------------------------------------------------------
+
+    @on(Input.Changed, "#new-path")
+    def _new_path_changed(self) -> None:
+        self.update_apply()
+        if self._stat_timer is not None:
+            self._stat_timer.stop()
+        self._stat_timer = self.set_timer(STAT_DEBOUNCE_S, self.stat_free_space)
+
+    @work(exclusive=True, group="stat", exit_on_error=False)
+    async def stat_free_space(self) -> None:
+        new_path = self.check_new_path()
+        paths = [self.server.data_path] + ([new_path] if new_path else [])
+        try:
+            stats = await self.app.fleet.stat(self.server, paths)
+        except ServermoveError as exc:
+            self.query_one("#current-free", Label).update(f"free space unknown: {exc.message}")
+            return
+        self.query_one("#current-free", Label).update(free_space_text(stats[0]))
+        if new_path and len(stats) > 1 and self.check_new_path() == new_path:
+            self.query_one("#new-free", Label).update(free_space_text(stats[1]))
+
+    # -- apply ---------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#new-path")
+    @on(Button.Pressed, "#apply")
+    def action_apply(self) -> None:
+        new_path = self.check_new_path()
+        if new_path is not None and not self.app.fleet.is_active(self.server_name):
+            self.plan_and_confirm(new_path)
+
+    @work(exclusive=True, group="plan", exit_on_error=False)
+    async def plan_and_confirm(self, new_path: str) -> None:
+        apply = self.query_one("#apply", Button)
+        apply.disabled = True
+        self.set_status("Checking: dry run on the server…")
+        try:
+            plan = await self.app.fleet.dry_run(self.server, new_path, self.app.move_options)
+        except ServermoveError as exc:
+            self.set_status(f"Refused: {exc.message}")
+            self.update_apply()
+            return
+        self.set_status("")
+        if await self.app.push_screen_wait(ConfirmMoveScreen(self.server_name, plan)):
+            self.app.start_move(self.server_name, new_path)
+        self.show_move()
+
+    # -- cancel --------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_move":
+            return self.app.fleet.is_active(self.server_name)
+        return True
+
+    @on(Button.Pressed, "#cancel-move")
+    def action_cancel_move(self) -> None:
+        if not self.app.fleet.is_active(self.server_name):
+            return
+
+        def answered(cancel: bool | None) -> None:
+            if cancel:
+                self.app.cancel_move(self.server_name)
+
+        self.app.push_screen(
+            ConfirmScreen("Cancel the move?",
+                          "The mover stops at the next safe point, cleans up what it can, and "
+                          "says where the data is.", yes="Cancel move", no="Keep moving",
+                          danger=True),
+            answered)
+
+    def action_back(self) -> None:
+        self.dismiss()

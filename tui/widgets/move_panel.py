@@ -1,0 +1,138 @@
+"""The live view of one move: bytes and files bars, the current file, rate, ETA and elapsed
+time; and, once it ends, a panel that says in plain words what happened and where the data is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.clock import Clock
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Label, ProgressBar, Static
+
+from tui.fleet import MoveState, ServerMove
+from tui.formatting import human_count, human_duration, human_eta, human_rate, human_size, of_total
+from tui.progress import MoveProgress
+from tui.protocol import Phase
+from tui.widgets.path_label import PathLabel
+from tui.widgets.phase_indicator import PhaseIndicator
+
+
+def bar_counts(progress: MoveProgress) -> tuple[int, int, int, int]:
+    """(bytes done, bytes total, files done, files total) for the phase being shown: verified
+    counts while verifying, copied counts otherwise."""
+    verifying = progress.phase is Phase.VERIFYING
+    bytes_done = progress.bytes_verified if verifying else progress.bytes_copied
+    files_done = progress.files_verified if verifying else progress.files_copied
+    return bytes_done, progress.bytes_total, files_done, progress.files_total
+
+
+def stats_line(progress: MoveProgress) -> str:
+    return (f"{human_rate(progress.rate)}  ·  ETA {human_eta(progress.eta)}"
+            f"  ·  elapsed {human_duration(progress.elapsed)}")
+
+
+class MoveProgressPanel(Vertical):
+    """Bars and figures for a move in progress."""
+
+    bytes_done: reactive[int] = reactive(0)
+    bytes_total: reactive[int] = reactive(1)
+    files_done: reactive[int] = reactive(0)
+    files_total: reactive[int] = reactive(1)
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
+        super().__init__(id=id)
+        # The bars' own clock follows the app's, so a snapshot with a fixed clock is stable.
+        self._clock = Clock(get_time=clock)
+
+    def compose(self) -> ComposeResult:
+        yield PhaseIndicator(id="phases")
+        with Horizontal(classes="bar-row"):
+            yield Label("Copied", id="bytes-label", classes="bar-label")
+            yield ProgressBar(show_eta=False, clock=self._clock, id="bytes-bar").data_bind(
+                total=MoveProgressPanel.bytes_total, progress=MoveProgressPanel.bytes_done)
+            yield Label("", id="bytes-text", classes="bar-text", markup=False)
+        with Horizontal(classes="bar-row"):
+            yield Label("Files", classes="bar-label")
+            yield ProgressBar(show_eta=False, clock=self._clock, id="files-bar").data_bind(
+                total=MoveProgressPanel.files_total, progress=MoveProgressPanel.files_done)
+            yield Label("", id="files-text", classes="bar-text", markup=False)
+        yield PathLabel("Now: ", placeholder="", id="current-file")
+        yield Label("", id="stats", markup=False)
+
+    def show(self, progress: MoveProgress) -> None:
+        bytes_done, bytes_total, files_done, files_total = bar_counts(progress)
+        # An empty tree has nothing to count: a full bar once done, an empty one before.
+        self.bytes_total = bytes_total or 1
+        self.bytes_done = bytes_done if bytes_total else int(progress.fraction)
+        self.files_total = files_total or 1
+        self.files_done = files_done if files_total else int(progress.fraction)
+        verifying = progress.phase is Phase.VERIFYING
+        self.query_one("#bytes-label", Label).update("Verified" if verifying else "Copied")
+        self.query_one("#bytes-text", Label).update(of_total(bytes_done, bytes_total, sizes=True))
+        self.query_one("#files-text", Label).update(
+            of_total(files_done, files_total, sizes=False) + " files")
+        self.query_one("#current-file", PathLabel).path = (
+            None if progress.finished else progress.current_file)
+        self.query_one("#stats", Label).update(stats_line(progress))
+        self.query_one(PhaseIndicator).progress = progress
+
+
+OUTCOME_CLASSES = ("-complete", "-error", "-cancelled", "-lost")
+
+
+def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
+    """(title, lines, css class) saying what happened to a move that ended, in plain words."""
+    progress = move.progress
+    if move.state is MoveState.FAILED_TO_START:
+        return ("Could not start the move",
+                [move.problem or "", "Nothing was changed on the server."], "-error")
+    if move.state is MoveState.CONNECTION_LOST:
+        return ("Connection lost",
+                [move.problem or "",
+                 "The mover may still be running on the server: its data is wherever the mover "
+                 "has got to. Check the server before starting another move."], "-lost")
+    if progress.phase is Phase.COMPLETE:
+        average = progress.average_rate
+        return ("Move complete",
+                [f"Moved {human_size(progress.bytes_total)} in "
+                 f"{human_count(progress.files_total)} files in "
+                 f"{human_duration(progress.elapsed)}"
+                 + (f" (average {human_rate(average)})." if average else "."),
+                 f"The data is now at {move.new_path}; the inventory says so too."], "-complete")
+    lines: list[str] = []
+    where = progress.failed_phase.value if progress.failed_phase else "starting"
+    if progress.phase is Phase.CANCELLED:
+        title, css = f"Move cancelled while {where}", "-cancelled"
+        lines.append("The move was cancelled at your request.")
+    elif progress.phase is Phase.ERROR:
+        title, css = f"Move failed while {where}", "-error"
+        lines.append(progress.error or "The mover reported an error without details.")
+    else:
+        title, css = "The mover stopped without a result", "-error"
+        lines.append(move.problem or "")
+    if progress.data_state is not None:
+        lines.append(f"Data: {progress.data_state.explain()}.")
+    else:
+        lines.append("The mover did not say where the data is: check both paths.")
+    lines.extend(f"Warning: {warning}" for warning in progress.warnings[-3:])
+    return title, lines, css
+
+
+class OutcomePanel(Static):
+    """What happened, once a move has ended. Hidden while there is nothing to say."""
+
+    def show(self, move: ServerMove | None) -> None:
+        finished = move is not None and not move.active
+        self.display = finished
+        self.remove_class(*OUTCOME_CLASSES)
+        if not finished:
+            return
+        title, lines, css = outcome_text(move)
+        self.add_class(css)
+        self.border_title = title
+        # Paths and errors come from the server: plain text, never markup.
+        self.update(Text("\n".join(line for line in lines if line)))

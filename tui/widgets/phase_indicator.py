@@ -1,0 +1,44 @@
+"""calculating → copying → verifying → cleaning → complete, with done phases ticked, the current
+one highlighted, and an error or a cancel shown at the phase where it happened."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tui.progress import MoveProgress
+from tui.protocol import PHASE_ORDER, Phase
+
+SEPARATOR = " → "
+
+
+def phase_line(progress: MoveProgress | None) -> Text:
+    """The indicator as styled text (headless, so tests can read it without a screen)."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    current = progress.phase if progress else None
+    reached = progress.phases_reached if progress else []
+    stopped_at = progress.failed_phase if progress else None
+    for index, phase in enumerate(PHASE_ORDER):
+        if index:
+            line.append(SEPARATOR, style="dim")
+        if stopped_at is phase:
+            word = "cancelled" if current is Phase.CANCELLED else "error"
+            style = "bold yellow" if current is Phase.CANCELLED else "bold red"
+            line.append(f"✘ {phase.value} ({word})", style=style)
+        elif phase is current and phase is not Phase.COMPLETE:
+            line.append(f"▶ {phase.value}", style="bold reverse")
+        elif phase in reached:
+            line.append(f"✔ {phase.value}", style="green")
+        else:
+            line.append(f"○ {phase.value}", style="dim")
+    return line
+
+
+class PhaseIndicator(Widget):
+    """One line: where the move is in its phases."""
+
+    progress: reactive[MoveProgress | None] = reactive(None, always_update=True)
+
+    def render(self) -> Text:
+        return phase_line(self.progress)
