@@ -215,13 +215,23 @@ async def _stream_json(mover: MoverProcess, model: MoveProgress) -> None:
 
 async def _stream_rich(mover: MoverProcess, model: MoveProgress, err: Console) -> None:
     out = Console(highlight=False)
-    display = RichMoveDisplay(model, out)
-    with Live(display, console=out, refresh_per_second=REFRESH_PER_SECOND, transient=False,
-              redirect_stdout=False, redirect_stderr=False):
+    if not out.is_terminal:
+        # Into a file or a pipe: a line per phase, no redrawing.
         async for event in mover.events():
+            before = model.phase
             model.apply(event)
             if isinstance(event, PlanEvent):
                 out.print(Text(_plan_line(event)))
+            elif model.phase is not before and model.phase is not None:
+                out.print(Text(f"{model.phase.value}…"))
+    else:
+        with Live(RichMoveDisplay(model, out), console=out, transient=False,
+                  refresh_per_second=REFRESH_PER_SECOND, redirect_stdout=False,
+                  redirect_stderr=False) as live:
+            async for event in mover.events():
+                model.apply(event)
+                if isinstance(event, PlanEvent):
+                    live.console.print(Text(_plan_line(event)))
     if model.phase is Phase.COMPLETE:
         out.print(Text(summary_line(model)))
 

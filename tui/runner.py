@@ -176,11 +176,18 @@ class MoverProcess:
     def __init__(self, target: Target, process: _Process) -> None:
         self.target = target
         self._process = process
-        self._stderr_task = asyncio.ensure_future(process.read_stderr())
+        self._stderr_task = asyncio.ensure_future(self._collect_stderr())
         self.stderr_text = ""
         self.exit_status: int | None = None
         self._said_hello = False
         self._cancel_sent = False
+
+    async def _collect_stderr(self) -> bytes:
+        # Diagnostics only: a link that dies while we read them is reported through stdout.
+        try:
+            return await self._process.read_stderr()
+        except (asyncssh.Error, OSError):
+            return b""
 
     async def _start(self, argv: Sequence[str], prefix: bytes = b"") -> None:
         source = mover_source()
@@ -218,10 +225,10 @@ class MoverProcess:
             self.exit_status = await self._process.wait()
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"{self.target}: connection lost: {exc}") from None
-        with contextlib.suppress(asyncssh.Error, OSError):
-            self.stderr_text = (await self._stderr_task).decode("utf-8", "replace")
         if self.exit_status is None:
+            self._stderr_task.cancel()
             raise ConnectionLost(f"{self.target}: connection lost before the mover finished")
+        self.stderr_text = (await self._stderr_task).decode("utf-8", "replace")
         if not self._said_hello:
             self._raise_start_failure()
 
@@ -255,6 +262,7 @@ class MoverProcess:
         return self.exit_status
 
     def close(self) -> None:
+        self._stderr_task.cancel()
         self._process.close()
 
 
@@ -306,7 +314,9 @@ async def run_mover(target: Target, argv: Sequence[str], *, settings: SshSetting
         if conn is None:
             process: _Process = await _spawn_local(command)
         else:
-            remote = await conn.create_process(shlex.join(command), encoding=None)
+            # exec: the mover replaces the login shell, so a signal sent over the channel
+            # reaches the mover itself and its exit status is the session's.
+            remote = await conn.create_process("exec " + shlex.join(command), encoding=None)
             process = _RemoteProcess(conn, remote)
     except BaseException:
         if conn is not None:
