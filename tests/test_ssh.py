@@ -1,4 +1,4 @@
-"""The SSH layer against a real OpenSSH sshd (and an in-process asyncssh server for a dropped link)."""
+"""The SSH layer against a real OpenSSH sshd; an in-process asyncssh server for a dropped link."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import asyncssh
 import pytest
 
 from tests.harness import NO_PYTHON_USER, NOISY_USER, SshServer, run
-from tui.errors import ConnectionLost, HostKeyChanged, HostKeyUnknown, PythonMissing
+from tui.errors import ConnectionLost, HostKeyUnknown, PythonMissing
 from tui.progress import MoveProgress
 from tui.protocol import MalformedLine, Phase, ProgressEvent
 from tui.runner import BOOTSTRAP, MoveRequest, SshSettings, start_move
