@@ -12,6 +12,17 @@ import pytest
 from tests.harness import SshServer, mounted_tmpfs, start_sshd, user_owned_dir
 
 
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own config, data and state dirs (inherited by the CLI subprocesses it
+    starts), so no test reads or writes the real user's servers.toml or moves log."""
+    home = tmp_path_factory.mktemp("servermove-home")
+    for name in ("CONFIG", "DATA", "STATE"):
+        monkeypatch.setenv(f"SERVERMOVE_{name}_DIR", str(home / name.lower()))
+    return home
+
+
 @pytest.fixture(scope="session")
 def public_root() -> Iterator[Path]:
     """A directory every user can traverse (pytest's own tmp dirs are root-only, 0700)."""

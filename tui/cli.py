@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -23,11 +25,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tui.errors import BadInput, ServermoveError
+from tui.errors import BadInput, ConnectionLost, ServermoveError
 from tui.formatting import human_duration, human_eta, human_rate, human_size, of_total
+from tui.history import MoveHistory, MoveRecorder
 from tui.progress import MoveProgress
 from tui.protocol import Phase, PlanEvent, display_path
-from tui.runner import MoveRequest, MoverProcess, SshSettings, start_move
+from tui.runner import MoveRequest, SshSettings, start_move
 from tui.targets import Target, parse_target
 
 VERIFY_MODES = ("checksum", "size", "none")
@@ -60,7 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="copy at most RATE bytes a second (40M, 1G)")
     move.add_argument("--sudo", action="store_true", help="run the mover with sudo")
     move.add_argument("--dry-run", action="store_true", help="check and plan, change nothing")
+
+    log = commands.add_parser("log", help="moves made from this machine, newest first")
+    log.add_argument("--json", action="store_true", help="one JSON object a line")
+    log.add_argument("--server", metavar="NAME", help="only this server's moves")
+    log.add_argument("--limit", metavar="N", type=_positive_int, default=None,
+                     help="at most N moves (default: all with --json, 20 in the table)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +189,9 @@ async def run_move(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, sudo=args.sudo)
     request = MoveRequest(src=args.src, dst=args.dst, server_name=target.label,
                           verify=args.verify, bwlimit=args.bwlimit, dry_run=args.dry_run)
+    history = MoveHistory(warn=lambda message: err.print(Text(f"warning: {message}")))
+    recorder = MoveRecorder(history, server=target.label, target=args.target, source=args.src,
+                            destination=args.dst, verify=args.verify)
     mover = await start_move(target, request, settings=settings, prompter=TerminalPrompter(err))
     model = MoveProgress()
     loop = asyncio.get_running_loop()
@@ -186,17 +204,25 @@ async def run_move(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_interrupt)
+    view = JsonView() if args.json else (LiveView(model) if Console().is_terminal
+                                         else LineView(model))
     try:
-        if args.json:
-            await _stream_json(mover, model)
-        else:
-            await _stream_rich(mover, model, err)
+        with view:
+            async for raw, event in mover.records():
+                model.apply(event)
+                recorder.observe(event, model)
+                view.show(raw, event)
+    except ConnectionLost as exc:
+        recorder.connection_lost(model, exc.message)
+        raise
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         mover.close()
     for warning in model.warnings:
         err.print(Text(f"warning: {warning}"))
+    if not args.json and model.phase is Phase.COMPLETE:
+        view.console.print(Text(summary_line(model)))
     if model.phase in (Phase.ERROR, Phase.CANCELLED) or (model.phase is None and not args.dry_run):
         err.print(Text(f"servermove: {summary_line(model)}"))
         if model.phase is None and mover.stderr_text.strip():
@@ -205,35 +231,92 @@ async def run_move(args: argparse.Namespace) -> int:
     return EXIT_REFUSED if mover.exit_status == EXIT_REFUSED else status
 
 
-async def _stream_json(mover: MoverProcess, model: MoveProgress) -> None:
-    out = sys.stdout.buffer
-    async for raw, event in mover.records():
-        out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-        out.flush()
-        model.apply(event)
+class JsonView(contextlib.AbstractContextManager):
+    """--json: the mover's lines, byte for byte, and nothing else on stdout."""
+
+    console = Console(stderr=True)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def show(self, raw: bytes, event: object) -> None:
+        sys.stdout.buffer.write(raw if raw.endswith(b"\n") else raw + b"\n")
+        sys.stdout.buffer.flush()
 
 
-async def _stream_rich(mover: MoverProcess, model: MoveProgress, err: Console) -> None:
-    out = Console(highlight=False)
-    if not out.is_terminal:
-        # Into a file or a pipe: a line per phase, no redrawing.
-        async for event in mover.events():
-            before = model.phase
-            model.apply(event)
-            if isinstance(event, PlanEvent):
-                out.print(Text(_plan_line(event)))
-            elif model.phase is not before and model.phase is not None:
-                out.print(Text(f"{model.phase.value}…"))
-    else:
-        with Live(RichMoveDisplay(model, out), console=out, transient=False,
-                  refresh_per_second=REFRESH_PER_SECOND, redirect_stdout=False,
-                  redirect_stderr=False) as live:
-            async for event in mover.events():
-                model.apply(event)
-                if isinstance(event, PlanEvent):
-                    live.console.print(Text(_plan_line(event)))
-    if model.phase is Phase.COMPLETE:
-        out.print(Text(summary_line(model)))
+class LineView(contextlib.AbstractContextManager):
+    """Into a file or a pipe: a line for the plan and one per phase, no redrawing."""
+
+    def __init__(self, model: MoveProgress) -> None:
+        self.model = model
+        self.console = Console(highlight=False)
+        self._phase: Phase | None = None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def show(self, raw: bytes, event: object) -> None:
+        if isinstance(event, PlanEvent):
+            self.console.print(Text(_plan_line(event)))
+        elif self.model.phase is not self._phase and self.model.phase is not None:
+            self._phase = self.model.phase
+            self.console.print(Text(f"{self._phase.value}…"))
+
+
+class LiveView(LineView):
+    """On a terminal: the plan line, then live progress redrawn up to 10 times a second."""
+
+    def __init__(self, model: MoveProgress) -> None:
+        super().__init__(model)
+        self._live = Live(RichMoveDisplay(model, self.console), console=self.console,
+                          refresh_per_second=REFRESH_PER_SECOND, redirect_stdout=False,
+                          redirect_stderr=False)
+
+    def __enter__(self) -> LiveView:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def show(self, raw: bytes, event: object) -> None:
+        if isinstance(event, PlanEvent):
+            self._live.console.print(Text(_plan_line(event)))
+
+
+def show_log(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    history = MoveHistory(warn=lambda message: err.print(Text(f"warning: {message}")))
+    limit = args.limit if args.limit is not None or args.json else 20
+    records = history.records(server=args.server, limit=limit)
+    if args.json:
+        for record in records:
+            print(record.to_json())
+        return EXIT_OK
+    if not records:
+        print("no moves recorded yet" + (f" for {args.server}" if args.server else ""))
+        return EXIT_OK
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("started", "server", "result", "from → to", "size", "files", "time", "rate"):
+        table.add_column(column, no_wrap=column != "from → to")
+    for record in records:
+        result = Text(record.phase, style={"complete": "green", "error": "red",
+                                           "cancelled": "yellow"}.get(record.phase, ""))
+        route = Text(f"{record.source} → {record.destination}")
+        if record.error:
+            route.append(f"\n{record.error}", style="red")
+        table.add_row(_local_time(record.startedAt), Text(record.server), result, route,
+                      human_size(record.bytesTotal), f"{record.filesTotal:,}",
+                      human_duration(record.duration), human_rate(record.averageRate))
+    Console(highlight=False).print(table)
+    return EXIT_OK
+
+
+def _local_time(iso: str | None) -> str:
+    if not iso:
+        return "—"
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime(
+        "%Y-%m-%d %H:%M")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo() or 0
         if args.command == "move":
             return asyncio.run(run_move(args))
+        if args.command == "log":
+            return show_log(args)
         raise BadInput(f"unknown command {args.command!r}")
     except ServermoveError as exc:
         print(f"servermove: {exc.message}", file=sys.stderr)
