@@ -721,8 +721,10 @@ class Move:
             if kind == WALK_DIR:
                 self.dirs_total += 1
                 inodes += 1
-                if check_access and not os.access(join(self.src, rel), os.R_OK | os.W_OK |
-                                                  os.X_OK):
+                # Emptying it needs write access too, unless it is ours: cleaning then makes
+                # a read-only directory writable (it is going away).
+                need = os.R_OK | os.X_OK | (0 if st.st_uid == self.euid else os.W_OK)
+                if check_access and not os.access(join(self.src, rel), need):
                     raise Refused("cannot read or empty directory %s: permission denied — run "
                                   "as its owner or as root" % self.src_show(rel))
                 continue
@@ -1144,6 +1146,7 @@ class Move:
         names = [n for n in os.listdir(self.dst) if n != os.path.basename(self.staging)]
         if names not in ([], [b"lost+found"]):
             raise OSError(errno.ENOTEMPTY, "not empty")
+        st = os.lstat(self.staging)  # before the renames below change its mtime
         moved = []
         try:
             for name in os.listdir(self.staging):
@@ -1153,7 +1156,6 @@ class Move:
             for name in moved:  # put back what went: the copy stays whole in staging
                 os.rename(join(self.dst, name), join(self.staging, name))
             raise
-        st = os.lstat(self.staging)
         self.copy_xattrs(b"", self.staging, self.dst, False)
         os.chown(self.dst, st.st_uid, st.st_gid)
         os.chmod(self.dst, stat.S_IMODE(st.st_mode))
