@@ -26,6 +26,11 @@ TEST_USER = "smtest"
 NO_PYTHON_USER = "smnopy"
 NOISY_USER = "smnoisy"
 NOISY_SHELL = "/usr/local/bin/servermove-test-noisy-shell"
+# sudo: one account that must give its password, one allowed without (NOPASSWD).
+SUDO_USER = "smsudo"
+SUDO_PASSWORD = "correct horse battery staple"
+NOPASSWD_USER = "smnopw"
+SUDOERS_FILE = Path("/etc/sudoers.d/servermove-test")
 SSH_ALIAS = "smtest-host"
 SSHD = "/usr/sbin/sshd"
 
@@ -109,6 +114,7 @@ class SshServer:
         return path
 
     def stop(self) -> None:
+        SUDOERS_FILE.unlink(missing_ok=True)
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -133,6 +139,14 @@ def start_sshd(root: Path, user: str = TEST_USER, extra_config: str = "") -> Ssh
         "exec /bin/sh \"$@\"\n")
     Path(NOISY_SHELL).chmod(0o755)
     ensure_test_user(NOISY_USER, shell=NOISY_SHELL)
+    ensure_test_user(SUDO_USER)
+    ensure_test_user(NOPASSWD_USER)
+    run("chpasswd", input=f"{SUDO_USER}:{SUDO_PASSWORD}\n")
+    if not Path("/usr/bin/sudo").exists():
+        raise HarnessError("sudo not found: install it (the README's test command does)")
+    SUDOERS_FILE.write_text(f"{SUDO_USER} ALL=(root) ALL\n"
+                            f"{NOPASSWD_USER} ALL=(root) NOPASSWD: ALL\n")
+    SUDOERS_FILE.chmod(0o440)
     root.mkdir(parents=True, exist_ok=True)
     # sshd's privilege separation needs this directory; it exists only when sshd ran as a service.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -163,7 +177,7 @@ def start_sshd(root: Path, user: str = TEST_USER, extra_config: str = "") -> Ssh
         "PubkeyAuthentication yes\n"
         "UsePAM no\n"
         "StrictModes no\n"
-        f"AllowUsers {user} {NO_PYTHON_USER} {NOISY_USER}\n"
+        f"AllowUsers {user} {NO_PYTHON_USER} {NOISY_USER} {SUDO_USER} {NOPASSWD_USER}\n"
         # Many concurrent moves to one host are part of the tests.
         "MaxStartups 100:30:200\n"
         "MaxSessions 100\n"
