@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from tui import runner
 from tui.errors import ConnectionLost, ServermoveError
 from tui.inventory import ServerEntry
 from tui.progress import MoveProgress
@@ -129,22 +130,18 @@ class Fleet:
         self.moves: dict[str, ServerMove] = {}
         self._changed: set[str] = set()
 
-    # -- the runner, unless a test gave another ------------------------------------------------
+    # -- the runner (tui.runner), unless a test gave another -----------------------------------
 
-    def _runner(self) -> Any:
-        from tui import runner  # the SSH layer: loaded only when a real move is made
-
-        return runner
-
-    def _request(self, server: ServerEntry, new_path: str, options: MoveOptions,
-                 dry_run: bool) -> Any:
-        return self._runner().MoveRequest(src=server.data_path, dst=new_path,
+    @staticmethod
+    def _request(server: ServerEntry, new_path: str, options: MoveOptions,
+                 dry_run: bool) -> runner.MoveRequest:
+        return runner.MoveRequest(src=server.data_path, dst=new_path,
                                           server_name=server.name, verify=options.verify,
                                           bwlimit=options.bwlimit, dry_run=dry_run)
 
     async def _start(self, server: ServerEntry, new_path: str, options: MoveOptions,
                      dry_run: bool) -> MoveHandleLike:
-        start = self._start_move or self._runner().start_move
+        start = self._start_move or runner.start_move
         request = self._request(server, new_path, options, dry_run)
         return await start(target_of(server), request, settings=self.settings,
                            prompter=self.prompter)
@@ -268,6 +265,6 @@ class Fleet:
 
     async def stat(self, server: ServerEntry, paths: Sequence[str]) -> list[Any]:
         """Free space on the filesystems holding `paths` (FsStatEvent each)."""
-        stat = self._stat_paths or self._runner().stat_paths
+        stat = self._stat_paths or runner.stat_paths
         return await stat(target_of(server), list(paths), settings=self.settings,
                           prompter=self.prompter)

@@ -77,6 +77,9 @@ class ServerDetailScreen(Screen):
         self.show_move()
         self.check_new_path()
         self.stat_free_space()
+        new_path = self.query_one("#new-path", Input)
+        if not new_path.disabled:
+            new_path.focus()
 
     # -- what is shown -------------------------------------------------------------------------
 
@@ -131,6 +134,9 @@ class ServerDetailScreen(Screen):
         if self.server_name not in self.app.inventory:
             self.dismiss()
             return
+        new_path = self.query_one("#new-path", Input)
+        if new_path.value.strip().rstrip("/") == self.server.data_path.rstrip("/"):
+            new_path.value = ""  # the move to it is done
         self.show_server()
         self.update_apply()
         self.stat_free_space()

@@ -31,6 +31,8 @@ def bar_counts(progress: MoveProgress) -> tuple[int, int, int, int]:
 
 
 def stats_line(progress: MoveProgress) -> str:
+    if progress.finished:
+        return f"took {human_duration(progress.elapsed)}"
     return (f"{human_rate(progress.rate)}  ·  ETA {human_eta(progress.eta)}"
             f"  ·  elapsed {human_duration(progress.elapsed)}")
 

@@ -1,0 +1,118 @@
+"""`servermove demo`: a real move on this machine, no SSH, no root, no setup.
+
+It generates a data directory (about 200 MB in a few thousand files) in a temporary directory,
+puts one server "demo" on the local target in a temporary inventory (the user's servers.toml is
+never touched), and opens the app on that server with a new path filled in. Pressing Apply runs
+the real mover: a dry run, then copy, checksum verification and cleanup, throttled so the copy
+takes about 15 seconds. Everything is removed when the app ends.
+
+The data generation is headless; Textual is imported only by `run_demo`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui.fleet import MoveOptions
+from tui.inventory import ServerEntry, add_server
+
+DEMO_SERVER = "demo"
+DEMO_SEED = 20240611
+DEMO_COPY_SECONDS = 15
+SMALL_FILES = 2400
+SMALL_FILE_MAX = 64 * 1024
+BIG_FILES = 6
+BIG_FILE_SIZE = 20 * 1024 * 1024
+FOLDERS = ("photos/2023", "photos/2024", "db/tables", "logs/archive", "uploads/avatars",
+           "uploads/documents", "cache/thumbnails", "config")
+# A second filesystem makes the move a real copy (a move within one filesystem is a rename).
+OTHER_FILESYSTEMS = ("/dev/shm", os.environ.get("XDG_RUNTIME_DIR", ""))
+
+
+@dataclass(frozen=True)
+class DemoSetup:
+    root: Path            # everything the demo made on the source side; removed at the end
+    data_path: Path       # the demo server's data directory
+    new_path: Path        # where the demo moves it
+    destination_root: Path  # the temporary directory holding new_path; removed at the end
+    inventory_path: Path
+    bytes_total: int
+
+    @property
+    def bwlimit(self) -> str:
+        """A rate (in the mover's binary K units) that makes the copy take DEMO_COPY_SECONDS."""
+        return f"{max(1, self.bytes_total // DEMO_COPY_SECONDS // 1024)}K"
+
+
+def generate_tree(root: Path, *, seed: int = DEMO_SEED, small_files: int = SMALL_FILES,
+                  big_files: int = BIG_FILES, big_file_size: int = BIG_FILE_SIZE) -> int:
+    """Fill `root` with reproducible pseudo-random files; returns the bytes written."""
+    rng = random.Random(seed)
+    written = 0
+    for folder in FOLDERS:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for index in range(small_files):
+        folder = FOLDERS[index % len(FOLDERS)]
+        data = rng.randbytes(rng.randint(512, SMALL_FILE_MAX))
+        (root / folder / f"item-{index:05d}.bin").write_bytes(data)
+        written += len(data)
+    for index in range(big_files):
+        with open(root / "db/tables" / f"table-{index}.db", "wb") as out:
+            for _ in range(big_file_size // (1 << 20)):
+                out.write(rng.randbytes(1 << 20))
+        written += big_file_size
+    return written
+
+
+def _destination_parent(source: Path) -> Path:
+    """A directory on another filesystem than `source` with room for it, if there is one."""
+    source_device = source.stat().st_dev
+    for candidate in OTHER_FILESYSTEMS:
+        if not candidate or not os.path.isdir(candidate) or not os.access(candidate, os.W_OK):
+            continue
+        if os.stat(candidate).st_dev != source_device and (
+                shutil.disk_usage(candidate).free > 2 * SMALL_FILES * SMALL_FILE_MAX
+                + 2 * BIG_FILES * BIG_FILE_SIZE):
+            return Path(candidate)
+    return source.parent
+
+
+@contextmanager
+def demo_setup(**generate_options: int) -> Iterator[DemoSetup]:
+    """Make the demo's data, destination and inventory; remove all of it afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="servermove-demo-"))
+    destination_root: Path | None = None
+    try:
+        data_path = root / "srv" / "app-data"
+        data_path.mkdir(parents=True)
+        bytes_total = generate_tree(data_path, **generate_options)
+        destination_root = Path(tempfile.mkdtemp(prefix="servermove-demo-dst-",
+                                                 dir=_destination_parent(root)))
+        inventory_path = root / "servers.toml"
+        add_server(ServerEntry(DEMO_SERVER, "local", str(data_path)), inventory_path)
+        yield DemoSetup(root, data_path, destination_root / "app-data", destination_root,
+                        inventory_path, bytes_total)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if destination_root is not None:
+            shutil.rmtree(destination_root, ignore_errors=True)
+
+
+def run_demo() -> int:
+    """`servermove demo`: the app on a generated demo server; cleans up on exit."""
+    from tui.app import ServerMoveApp
+
+    print("servermove demo: generating about 200 MB of demo data…", flush=True)
+    with demo_setup() as setup:
+        app = ServerMoveApp(inventory_path=setup.inventory_path, open_server=DEMO_SERVER,
+                            new_path=str(setup.new_path), offer_demo=False,
+                            move_options=MoveOptions(verify="checksum", bwlimit=setup.bwlimit))
+        app.run()
+    return 0
