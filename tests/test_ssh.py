@@ -328,3 +328,21 @@ def test_ctrl_c_cancels_the_move_and_waits_for_cancelled(sshd, public_tmp, tmpfs
     assert "cancelled" in stderr and "source untouched" in stderr
     assert read_tree(public_tmp / "src") == contents
     assert list(tmpfs.iterdir()) == []
+
+
+async def test_proxyjump_from_the_ssh_config_is_honoured(sshd, public_tmp, tmpfs, tmp_path):
+    make_tree(public_tmp / "src", files=3)
+    config = sshd.write_config(tmp_path / "cfg", alias="jumphost")
+    inner = sshd.write_config(tmp_path / "inner", alias="behind-jump",
+                              extra="    ProxyJump jumphost\n")
+    config.write_text(config.read_text() + inner.read_text())
+    log = sshd.root / "sshd.log"
+    logins_before = log.read_text().count("Accepted publickey")
+    mover = await start_move(parse_target("behind-jump"),
+                             MoveRequest(str(public_tmp / "src"), str(tmpfs / "dst")),
+                             settings=SshSettings(config_files=[config]))
+    events = [event async for event in mover.events()]
+    assert events[-1].phase is Phase.COMPLETE
+    mover.close()
+    # Two logins for one move: one to the jump host, one through it to the target.
+    assert log.read_text().count("Accepted publickey") - logins_before == 2
