@@ -853,7 +853,7 @@ class Move:
             first = self.hardlinks.get(key)
             if first is not None:
                 try:
-                    os.link(join(self.staging, first), dpath)
+                    os.link(join(self.staging, first), dpath, follow_symlinks=False)
                 except OSError as err:
                     raise self.write_failure(rel, err) from err
                 return
@@ -1329,11 +1329,32 @@ class Verifier:
             os.close(fs)
 
     def compare_fds(self, rel, st, spath, fs, fd):
+        size = st.st_size
+        ranges = ((0, size),)
+        if size and st.st_blocks * 512 < size:
+            # Sparse: when both have holes in the same places, holes read as zeros on both
+            # sides and need no reading (a 1 TB disk image with 1 GB of data verifies in
+            # seconds); otherwise compare every byte.
+            src_map = tuple(data_segments(fs, size))
+            if src_map == tuple(data_segments(fd, size)):
+                ranges = src_map
+                self.move.bytes_verified += size - sum(e - s for s, e in src_map)
+        for start, end in ranges:
+            self.compare_range(spath, fs, fd, start, end)
+        after = os.fstat(fs)
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            raise SourceChanged("%s was modified after it was copied — nothing was deleted; "
+                                "stop what writes to %s and run the move again"
+                                % (show(spath), show(self.move.src)))
+
+    def compare_range(self, spath, fs, fd, start, end):
         move = self.move
+        os.lseek(fs, start, os.SEEK_SET)
+        os.lseek(fd, start, os.SEEK_SET)
         fa = io.FileIO(fs, "r", closefd=False)
         fb = io.FileIO(fd, "r", closefd=False)
         a, b = self.a, self.b
-        left = st.st_size
+        left = end - start
         while left > 0:
             if self.stopping.is_set() or move.cancel.is_set():
                 return
@@ -1355,11 +1376,6 @@ class Verifier:
                     "writes to %s and run the move again" % (show(spath), show(move.src)))
             left -= want
             move.bytes_verified += want
-        after = os.fstat(fs)
-        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            raise SourceChanged("%s was modified after it was copied — nothing was deleted; "
-                                "stop what writes to %s and run the move again"
-                                % (show(spath), show(move.src)))
 
 
 def open_readonly(path, noatime):

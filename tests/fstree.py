@@ -131,12 +131,15 @@ def build_everything_tree(root: Path | bytes | str, *, privileged: bool | None =
     os.symlink(b"../missing", p(b"links", b"dangling-rel"))
     os.symlink(b"../data", p(b"links", b"dir-link"))
     os.symlink(b"target with\nnewline \xff", p(b"links", b"odd-target"))
+    # Hard links to a symlink and to a fifo (link(2) must not follow the symlink).
+    os.link(p(b"links", b"rel-link"), p(b"links", b"hard-to-symlink"), follow_symlinks=False)
 
     # Special files.
     os.mkdir(p(b"special"))
     os.mkfifo(p(b"special", b"fifo"), 0o620)
     os.chmod(p(b"special", b"fifo"), 0o620)
     os.mknod(p(b"special", b"socket"), stat.S_IFSOCK | 0o755)
+    os.link(p(b"special", b"fifo"), p(b"special", b"fifo-hardlink"))
     if privileged:
         os.mknod(p(b"special", b"null-dev"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
         os.chmod(p(b"special", b"null-dev"), 0o666)
