@@ -14,9 +14,11 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
@@ -27,10 +29,18 @@ from rich.text import Text
 
 from tui.errors import BadInput, ConnectionLost, ServermoveError
 from tui.formatting import human_duration, human_eta, human_rate, human_size, of_total
-from tui.history import MoveHistory, MoveRecorder
+from tui.history import MoveHistory, MoveRecord, MoveRecorder, record_from_listed
 from tui.progress import MoveProgress
-from tui.protocol import Phase, PlanEvent, display_path
-from tui.runner import MoveRequest, SshSettings, start_move
+from tui.protocol import LinkEvent, Phase, PlanEvent, display_path
+from tui.runner import (
+    MoveHandle,
+    MoveRequest,
+    SshSettings,
+    TargetSession,
+    attach_move,
+    list_moves,
+    start_move,
+)
 from tui.targets import Target, parse_target
 
 VERIFY_MODES = ("checksum", "size", "none")
@@ -57,12 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     move.add_argument("src", metavar="SRC", help="absolute path of the data directory")
     move.add_argument("dst", metavar="DST", help="absolute path to move it to")
     _add_connection_options(move)
+    move.add_argument("--sudo", action="store_true", help="run the mover with sudo")
     move.add_argument("--verify", choices=VERIFY_MODES, default="checksum",
                       help="how to check the copy before the source is removed (default checksum)")
     move.add_argument("--bwlimit", metavar="RATE",
                       help="copy at most RATE bytes a second (40M, 1G)")
-    move.add_argument("--sudo", action="store_true", help="run the mover with sudo")
     move.add_argument("--dry-run", action="store_true", help="check and plan, change nothing")
+
+    attach = commands.add_parser("attach", help="follow a move running (or finished) on TARGET")
+    attach.add_argument("target", metavar="TARGET")
+    attach.add_argument("move_id", metavar="MOVE_ID", nargs="?",
+                        help="the move to follow (default: the newest on TARGET)")
+    _add_connection_options(attach)
+
+    moves = commands.add_parser("moves", help="the moves in TARGET's journal, newest first")
+    moves.add_argument("target", metavar="TARGET")
+    _add_connection_options(moves)
 
     log = commands.add_parser("log", help="moves made from this machine, newest first")
     log.add_argument("--json", action="store_true", help="one JSON object a line")
@@ -83,6 +103,8 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
                         help="print the mover's JSON lines on stdout, nothing else")
     parser.add_argument("--ssh-config", metavar="FILE", type=Path,
                         help="use this ssh config file instead of ~/.ssh/config (like ssh -F)")
+    if parser.prog.split()[-1] != "move":
+        parser.add_argument("--sudo", action="store_true", help="run the mover with sudo")
 
 
 def resolve_target(text: str, *, sudo: bool = False) -> Target:
@@ -185,14 +207,60 @@ def exit_status_for(model: MoveProgress, dry_run: bool) -> int:
 
 async def run_move(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
-    settings = _settings(args)
     target = resolve_target(args.target, sudo=args.sudo)
     request = MoveRequest(src=args.src, dst=args.dst, server_name=target.label,
                           verify=args.verify, bwlimit=args.bwlimit, dry_run=args.dry_run)
-    history = MoveHistory(warn=lambda message: err.print(Text(f"warning: {message}")))
-    recorder = MoveRecorder(history, server=target.label, target=args.target, source=args.src,
-                            destination=args.dst, verify=args.verify)
-    mover = await start_move(target, request, settings=settings, prompter=TerminalPrompter(err))
+    handle = await start_move(target, request, settings=_settings(args),
+                              prompter=TerminalPrompter(err))
+    recorder = MoveRecorder(_history(err), server=target.label, target=args.target,
+                            source=args.src, destination=args.dst, verify=args.verify)
+    return await follow(handle, args, recorder, err)
+
+
+async def run_attach(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    target = resolve_target(args.target, sudo=args.sudo)
+    handle = await attach_move(target, args.move_id, settings=_settings(args),
+                               prompter=TerminalPrompter(err))
+    history = _history(err)
+    known = history.get(handle.move_id) if handle.move_id else None
+    recorder = MoveRecorder(history, server=target.label, target=args.target,
+                            source=known.source if known else "",
+                            destination=known.destination if known else "",
+                            verify=known.verify if known else "checksum")
+    args.dry_run = False
+    return await follow(handle, args, recorder, err)
+
+
+async def run_moves(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    target = resolve_target(args.target, sudo=args.sudo)
+    session = TargetSession(target, _settings(args), TerminalPrompter(err))
+    try:
+        listed = await list_moves(session)
+    finally:
+        session.close()
+    _history(err).merge(record_from_listed(entry, target.label) for entry in listed)
+    if args.json:
+        for entry in listed:
+            print(json.dumps(asdict(record_from_listed(entry, target.label)),
+                             ensure_ascii=False))
+        return EXIT_OK
+    print_records([record_from_listed(entry, target.label) for entry in listed],
+                  empty=f"no moves recorded on {target.label}")
+    return EXIT_OK
+
+
+def _history(err: Console) -> MoveHistory:
+    return MoveHistory(warn=lambda message: err.print(Text(f"warning: {message}")))
+
+
+async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRecorder,
+                 err: Console) -> int:
+    """Show a move to its end (or the end of a dry run), recording it; returns the exit status.
+
+    Ctrl-C or SIGTERM asks the mover to cancel and keeps following until it says `cancelled`.
+    """
     model = MoveProgress()
     loop = asyncio.get_running_loop()
     cancelling: list[asyncio.Task[None]] = []
@@ -200,7 +268,7 @@ async def run_move(args: argparse.Namespace) -> int:
     def on_interrupt() -> None:
         if not cancelling:
             err.print("cancelling: waiting for the mover to clean up…")
-            cancelling.append(asyncio.ensure_future(mover.cancel()))
+            cancelling.append(asyncio.ensure_future(handle.cancel()))
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_interrupt)
@@ -208,27 +276,30 @@ async def run_move(args: argparse.Namespace) -> int:
                                          else LineView(model))
     try:
         with view:
-            async for raw, event in mover.records():
+            async for raw, event in handle.records():
                 model.apply(event)
                 recorder.observe(event, model)
-                view.show(raw, event)
+                if isinstance(event, LinkEvent):
+                    err.print(Text(f"servermove: {event.message}"))
+                elif raw is not None:
+                    view.show(raw, event)
     except ConnectionLost as exc:
         recorder.connection_lost(model, exc.message)
         raise
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        mover.close()
+        handle.close()
     for warning in model.warnings:
         err.print(Text(f"warning: {warning}"))
     if not args.json and model.phase is Phase.COMPLETE:
         view.console.print(Text(summary_line(model)))
     if model.phase in (Phase.ERROR, Phase.CANCELLED) or (model.phase is None and not args.dry_run):
         err.print(Text(f"servermove: {summary_line(model)}"))
-        if model.phase is None and mover.stderr_text.strip():
-            err.print(Text(mover.stderr_text.strip()))
+        if model.phase is None and handle.stderr_text.strip():
+            err.print(Text(handle.stderr_text.strip()))
     status = exit_status_for(model, args.dry_run)
-    return EXIT_REFUSED if mover.exit_status == EXIT_REFUSED else status
+    return EXIT_REFUSED if handle.exit_status == EXIT_REFUSED else status
 
 
 class JsonView(contextlib.AbstractContextManager):
@@ -285,17 +356,22 @@ class LiveView(LineView):
 
 
 def show_log(args: argparse.Namespace) -> int:
-    err = Console(stderr=True, highlight=False)
-    history = MoveHistory(warn=lambda message: err.print(Text(f"warning: {message}")))
+    history = _history(Console(stderr=True, highlight=False))
     limit = args.limit if args.limit is not None or args.json else 20
     records = history.records(server=args.server, limit=limit)
     if args.json:
         for record in records:
             print(record.to_json())
         return EXIT_OK
+    print_records(records, empty="no moves recorded yet" + (
+        f" for {args.server}" if args.server else ""))
+    return EXIT_OK
+
+
+def print_records(records: list[MoveRecord], *, empty: str) -> None:
     if not records:
-        print("no moves recorded yet" + (f" for {args.server}" if args.server else ""))
-        return EXIT_OK
+        print(empty)
+        return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("started", "server", "result", "from → to", "size", "files", "time", "rate"):
         table.add_column(column, no_wrap=column != "from → to")
@@ -309,7 +385,6 @@ def show_log(args: argparse.Namespace) -> int:
                       human_size(record.bytesTotal), f"{record.filesTotal:,}",
                       human_duration(record.duration), human_rate(record.averageRate))
     Console(highlight=False).print(table)
-    return EXIT_OK
 
 
 def _local_time(iso: str | None) -> str:
@@ -332,6 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo() or 0
         if args.command == "move":
             return asyncio.run(run_move(args))
+        if args.command == "attach":
+            return asyncio.run(run_attach(args))
+        if args.command == "moves":
+            return asyncio.run(run_moves(args))
         if args.command == "log":
             return show_log(args)
         raise BadInput(f"unknown command {args.command!r}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from tui import locations
 from tui.progress import MoveProgress
-from tui.protocol import Event, PlanEvent, ProgressEvent
+from tui.protocol import Event, ListedEvent, PlanEvent, ProgressEvent
 
 COMPACT_AFTER_LINES = 2000
 Warn = Callable[[str], None]
@@ -173,6 +173,26 @@ class MoveHistory:
             raise
 
 
+def record_from_listed(listed: ListedEvent, target: str) -> MoveRecord:
+    """A server journal's view of a move, as a log entry."""
+    duration = (listed.finished_at - listed.started_at
+                if listed.finished_at is not None and listed.started_at is not None else None)
+    rate = listed.bytes_copied / duration if duration and listed.bytes_copied else None
+    timeline = [{"at": iso_utc(entry.get("ts")), "phase": entry.get("phase"),
+                 **({"error": entry["error"]} if entry.get("error") else {})}
+                for entry in listed.timeline]
+    return MoveRecord(
+        moveId=listed.move_id, server=listed.server_name or target, target=target,
+        source=listed.src, destination=listed.dst, phase=listed.phase.value,
+        bytesTotal=listed.bytes_total, bytesCopied=listed.bytes_copied,
+        filesTotal=listed.files_total, filesCopied=listed.files_copied, verify=listed.verify,
+        startedAt=iso_utc(listed.started_at), finishedAt=iso_utc(listed.finished_at),
+        duration=round(duration, 3) if duration is not None else None,
+        averageRate=round(rate, 1) if rate else None, error=listed.error,
+        dataState=listed.data_state.value if listed.data_state else None, method=listed.method,
+        timeline=timeline)
+
+
 class MoveRecorder:
     """Keeps the log entry of one running move up to date from its event stream.
 
@@ -195,6 +215,10 @@ class MoveRecorder:
         if not isinstance(event, PlanEvent | ProgressEvent) or not model.move_id:
             return
         at = event.ts if isinstance(event, ProgressEvent) and event.ts else self.clock()
+        if isinstance(event, PlanEvent):
+            # The mover's own (absolute, normalised) paths: right even when attaching to a move
+            # that another machine started.
+            self._base.update(source=event.src, destination=event.dst, verify=event.verify)
         if self.record is None:
             self.record = MoveRecord(moveId=model.move_id, phase="calculating",
                                      startedAt=iso_utc(model.first_ts or at), **self._base)
@@ -216,6 +240,8 @@ class MoveRecorder:
     def _update(self, model: MoveProgress, at: float) -> None:
         assert self.record is not None
         record = self.record
+        record.source, record.destination = self._base["source"], self._base["destination"]
+        record.verify = self._base["verify"]
         record.phase = model.phase.value if model.phase else record.phase
         record.bytesTotal, record.bytesCopied = model.bytes_total, model.bytes_copied
         record.filesTotal, record.filesCopied = model.files_total, model.files_copied

@@ -20,6 +20,7 @@ from tui.protocol import (
     DataState,
     Event,
     HelloEvent,
+    LinkEvent,
     MalformedLine,
     Phase,
     PlanEvent,
@@ -50,6 +51,8 @@ class MoveProgress:
     data_state: DataState | None = None
     phases_reached: list[Phase] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    link_lost: bool = False  # the connection dropped; the move goes on on the server
+    link_message: str | None = None
     last_seq: int | None = None
     seq_gaps: int = 0
     duplicates: int = 0
@@ -69,6 +72,11 @@ class MoveProgress:
         if isinstance(event, MalformedLine):
             self.warnings.append(f"unreadable line from the mover: {event.line[:200]}")
             return True
+        if isinstance(event, LinkEvent):
+            self.link_lost, self.link_message = event.lost, event.message
+            return True
+        if not isinstance(event, PlanEvent | ProgressEvent | WarningEvent):
+            return False
         if not self._accept_seq(event.seq):
             return False
         if event.move_id:

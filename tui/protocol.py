@@ -131,6 +131,49 @@ class FsStatEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class StartedEvent:
+    """`move.started` (from `mover.py start`): a detached move is running under this id."""
+
+    move_id: str
+    journal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedEvent:
+    """`move.listed` (from `mover.py list`): one move in the server's journal, newest first."""
+
+    move_id: str
+    server_name: str
+    src: str
+    dst: str
+    phase: Phase
+    bytes_total: int = 0
+    bytes_copied: int = 0
+    files_total: int = 0
+    files_copied: int = 0
+    verify: str = "checksum"
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    data_state: DataState | None = None
+    alive: bool = False
+    method: str | None = None
+    timeline: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """Not from the mover: the client's own news that the link to the server went or came back.
+
+    The move itself goes on on the server either way."""
+
+    lost: bool
+    message: str
+    seq: None = None
+    move_id: None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MalformedLine:
     """A line that is not a protocol event: login banners, shell noise, a truncated write."""
 
@@ -138,7 +181,8 @@ class MalformedLine:
     reason: str
 
 
-Event = HelloEvent | PlanEvent | ProgressEvent | WarningEvent | FsStatEvent
+Event = (HelloEvent | PlanEvent | ProgressEvent | WarningEvent | FsStatEvent | StartedEvent
+         | ListedEvent | LinkEvent)
 
 
 def _int(data: dict[str, Any], key: str, default: int = 0) -> int:
@@ -225,7 +269,32 @@ def _fs_stat(data: dict[str, Any]) -> FsStatEvent:
         error=_opt_str(data, "error"))
 
 
+def _started(data: dict[str, Any]) -> StartedEvent:
+    return StartedEvent(move_id=str(data["moveId"]), journal=_opt_str(data, "journal"))
+
+
+def _opt_float(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _listed(data: dict[str, Any]) -> ListedEvent:
+    timeline = data.get("timeline") or []
+    return ListedEvent(
+        move_id=str(data["moveId"]), server_name=str(data.get("serverName", "")),
+        src=str(data.get("src", "")), dst=str(data.get("dst", "")), phase=Phase(data["phase"]),
+        bytes_total=_int(data, "bytesTotal"), bytes_copied=_int(data, "bytesCopied"),
+        files_total=_int(data, "filesTotal"), files_copied=_int(data, "filesCopied"),
+        verify=str(data.get("verify", "checksum")), started_at=_opt_float(data, "startedAt"),
+        finished_at=_opt_float(data, "finishedAt"), error=_opt_str(data, "error"),
+        data_state=_data_state(data.get("dataState")), alive=bool(data.get("alive")),
+        method=_opt_str(data, "method"),
+        timeline=tuple(entry for entry in timeline if isinstance(entry, dict)))
+
+
 _DECODERS = {
+    "move.started": _started,
+    "move.listed": _listed,
     "fs.stat": _fs_stat,
     "move.progress": _progress,
     "move.plan": _plan,

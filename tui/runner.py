@@ -16,7 +16,7 @@ import contextlib
 import json
 import shlex
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
@@ -24,18 +24,30 @@ from typing import Protocol
 import asyncssh
 
 from tui.errors import (
+    BadInput,
     ConnectionLost,
+    HostUnreachable,
     PythonMissing,
     ServermoveError,
     SudoPasswordNeeded,
     SudoPasswordWrong,
 )
-from tui.protocol import Event, FsStatEvent, HelloEvent, MalformedLine, parse_line
+from tui.protocol import (
+    Event,
+    FsStatEvent,
+    HelloEvent,
+    LinkEvent,
+    ListedEvent,
+    MalformedLine,
+    StartedEvent,
+    parse_line,
+)
 from tui.ssh import Prompter, SshSettings, connect_target
 from tui.targets import Target
 
-__all__ = ["BOOTSTRAP", "MoveHandle", "MoveRequest", "Prompter", "SshSettings", "mover_source",
-           "start_move", "stat_paths"]
+__all__ = ["BOOTSTRAP", "FollowedMove", "MoveHandle", "MoveRequest", "Prompter", "SshSettings",
+           "TargetSession", "attach_move", "list_moves", "mover_source", "start_move",
+           "stat_paths"]
 
 # Exit code the bootstrap uses for an interpreter older than the mover supports. The version test
 # comes first and is valid Python 2 too, so an old python3 (or a python2 behind that name) says so
@@ -63,8 +75,8 @@ class MoveRequest:
     bwlimit: str | None = None
     dry_run: bool = False
 
-    def argv(self) -> list[str]:
-        args = ["move", "--server-name", self.server_name, "--verify", self.verify]
+    def argv(self, command: str = "move") -> list[str]:
+        args = [command, "--server-name", self.server_name, "--verify", self.verify]
         if self.bwlimit:
             args += ["--bwlimit", self.bwlimit]
         if self.dry_run:
@@ -119,9 +131,7 @@ class _LocalProcess:
 
 
 class _RemoteProcess:
-    def __init__(self, conn: asyncssh.SSHClientConnection,
-                 process: asyncssh.SSHClientProcess[bytes]) -> None:
-        self._conn = conn
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
         self._process = process
 
     async def write(self, data: bytes) -> None:
@@ -147,7 +157,6 @@ class _RemoteProcess:
 
     def close(self) -> None:
         self._process.close()
-        self._conn.close()
 
 
 def _command(target: Target, python: str, sudo: str | None) -> list[str]:
@@ -170,7 +179,20 @@ async def _spawn_local(argv: list[str]) -> _LocalProcess:
     return _LocalProcess(process)
 
 
-class MoverProcess:
+class _EventSource:
+    """Something that yields the mover's lines; `events()` is what most callers want."""
+
+    def records(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
+        raise NotImplementedError
+
+    async def events(self) -> AsyncIterator[Event | MalformedLine]:
+        """The parsed events, without the hello and without subjects this client does not know."""
+        async for _, event in self.records():
+            if event is not None and not isinstance(event, HelloEvent):
+                yield event
+
+
+class MoverProcess(_EventSource):
     """A running mover: parsed events out, cancel in."""
 
     def __init__(self, target: Target, process: _Process) -> None:
@@ -181,6 +203,7 @@ class MoverProcess:
         self.exit_status: int | None = None
         self._said_hello = False
         self._cancel_sent = False
+        self.on_close: Callable[[], None] | None = None
 
     async def _collect_stderr(self) -> bytes:
         # Diagnostics only: a link that dies while we read them is reported through stdout.
@@ -194,7 +217,7 @@ class MoverProcess:
         header = json.dumps({"argv": list(argv), "size": len(source)}).encode() + b"\n"
         await self._process.write(prefix + header + source)
 
-    async def records(self) -> AsyncIterator[tuple[bytes, Event | MalformedLine | None]]:
+    async def records(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
         """Each raw line from the mover's hello on, with its parsed form (None: unknown subject).
 
         Raises ConnectionLost if the link dies before the mover has finished.
@@ -213,12 +236,6 @@ class MoverProcess:
                 continue  # login banners and shell noise before the mover started
             yield line, event
         await self._finish()
-
-    async def events(self) -> AsyncIterator[Event | MalformedLine]:
-        """The parsed events, without the hello and without subjects this client does not know."""
-        async for _, event in self.records():
-            if event is not None and not isinstance(event, HelloEvent):
-                yield event
 
     async def _finish(self) -> None:
         try:
@@ -264,10 +281,8 @@ class MoverProcess:
     def close(self) -> None:
         self._stderr_task.cancel()
         self._process.close()
-
-
-# The TUI and CLI speak of a move handle; a dry run, a move and statfs share one process type.
-MoveHandle = MoverProcess
+        if self.on_close is not None:
+            self.on_close()
 
 
 async def _sudo_mode(target: Target, conn: asyncssh.SSHClientConnection | None,
@@ -300,40 +315,227 @@ async def _run_quietly(conn: asyncssh.SSHClientConnection | None, argv: list[str
     return result.exit_status
 
 
-async def run_mover(target: Target, argv: Sequence[str], *, settings: SshSettings | None = None,
-                    prompter: Prompter | None = None) -> MoverProcess:
-    """Start the mover with `argv` on `target` (local or over SSH)."""
-    settings = settings or SshSettings()
-    conn = None if target.is_local else await connect_target(target, settings, prompter)
-    try:
-        sudo, secret = (None, b"")
-        if target.sudo:
-            sudo, secret = await _sudo_mode(target, conn, prompter, settings)
-        python = target.python or (sys.executable if target.is_local else "python3")
-        command = _command(target, python, sudo)
-        if conn is None:
+class TargetSession:
+    """One target's SSH connection and sudo mode, opened once and reused by every mover call.
+
+    After a dropped link, `reset()` forgets the connection and the next `open()` dials again. A
+    sudo password, when one is needed, is kept in memory for the session's life only, so that a
+    re-attach after a network outage does not ask again; it is never written anywhere.
+    """
+
+    def __init__(self, target: Target, settings: SshSettings | None = None,
+                 prompter: Prompter | None = None) -> None:
+        self.target = target
+        self.settings = settings or SshSettings()
+        self.prompter = prompter
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sudo: tuple[str | None, bytes] | None = None
+
+    async def open(self) -> None:
+        if not self.target.is_local and self._conn is None:
+            self._conn = await connect_target(self.target, self.settings, self.prompter)
+        if self._sudo is None:
+            self._sudo = (await _sudo_mode(self.target, self._conn, self.prompter, self.settings)
+                          if self.target.sudo else (None, b""))
+
+    async def run(self, argv: Sequence[str]) -> MoverProcess:
+        """Start the mover with `argv` (local or over SSH)."""
+        await self.open()
+        assert self._sudo is not None
+        sudo, secret = self._sudo
+        python = self.target.python or (sys.executable if self.target.is_local else "python3")
+        command = _command(self.target, python, sudo)
+        if self._conn is None:
             process: _Process = await _spawn_local(command)
         else:
-            # exec: the mover replaces the login shell, so a signal sent over the channel
-            # reaches the mover itself and its exit status is the session's.
-            remote = await conn.create_process("exec " + shlex.join(command), encoding=None)
-            process = _RemoteProcess(conn, remote)
+            try:
+                # exec: the mover replaces the login shell, so a signal sent over the channel
+                # reaches the mover itself and its exit status is the session's.
+                remote = await self._conn.create_process("exec " + shlex.join(command),
+                                                         encoding=None)
+            except (asyncssh.Error, OSError) as exc:
+                self.reset()
+                raise ConnectionLost(f"{self.target}: connection lost: {exc}") from None
+            process = _RemoteProcess(remote)
+        mover = MoverProcess(self.target, process)
+        # If the bootstrap exits before reading everything (python3 missing, too old), writing
+        # fails; its exit status then tells why, through events().
+        with contextlib.suppress(asyncssh.Error, OSError, ConnectionError):
+            await mover._start(argv, secret if sudo == "-S" else b"")
+        return mover
+
+    def reset(self) -> None:
+        if self._conn is not None:
+            self._conn.abort()
+            self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+async def run_mover(target: Target, argv: Sequence[str], *, settings: SshSettings | None = None,
+                    prompter: Prompter | None = None) -> MoverProcess:
+    """One mover call on its own session, closed with the process."""
+    session = TargetSession(target, settings, prompter)
+    try:
+        mover = await session.run(argv)
     except BaseException:
-        if conn is not None:
-            conn.close()
+        session.close()
         raise
-    mover = MoverProcess(target, process)
-    # If the bootstrap exits before reading everything (python3 missing, too old), writing fails;
-    # its exit status then tells why, through events().
-    with contextlib.suppress(asyncssh.Error, OSError, ConnectionError):
-        await mover._start(argv, secret if sudo == "-S" else b"")
+    mover.on_close = session.close
     return mover
 
 
 async def start_move(target: Target, request: MoveRequest, *,
                      settings: SshSettings | None = None,
-                     prompter: Prompter | None = None) -> MoverProcess:
-    return await run_mover(target, request.argv(), settings=settings, prompter=prompter)
+                     prompter: Prompter | None = None) -> MoverProcess | FollowedMove:
+    """A dry run runs in the foreground; a real move is started detached on the server and
+    followed, so it survives this client and its network."""
+    if request.dry_run or not _DETACHED_MOVES:
+        return await run_mover(target, request.argv(), settings=settings, prompter=prompter)
+    session = TargetSession(target, settings, prompter)
+    move = FollowedMove(session)
+    try:
+        await move.start(request)
+    except BaseException:
+        session.close()
+        raise
+    return move
+
+
+async def attach_move(target: Target, move_id: str | None = None, *,
+                      settings: SshSettings | None = None,
+                      prompter: Prompter | None = None) -> FollowedMove:
+    """Follow a move already started on `target` (the newest one when no id is given)."""
+    session = TargetSession(target, settings, prompter)
+    try:
+        if move_id is None:
+            listed = await list_moves(session)
+            if not listed:
+                raise BadInput(f"no moves recorded on {target.label}")
+            move_id = listed[0].move_id
+    except BaseException:
+        session.close()
+        raise
+    return FollowedMove(session, move_id=move_id)
+
+
+async def list_moves(session: TargetSession) -> list[ListedEvent]:
+    """The moves in the target's journal, newest first."""
+    mover = await session.run(["list"])
+    listed = [event async for event in mover.events() if isinstance(event, ListedEvent)]
+    mover.close()
+    return listed
+
+
+_DETACHED_MOVES = False  # on once the mover's journal (start/attach) has landed
+
+RECONNECT_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+class FollowedMove(_EventSource):
+    """A detached move: started once on the server, followed through dropped connections.
+
+    `events()` attaches to the move's journal and yields its events; when the link dies it yields
+    a `LinkEvent(lost=True)`, dials again with backoff, re-attaches from the last sequence number
+    seen (so the model sees no gap and no duplicate), and yields `LinkEvent(lost=False)`. It ends
+    when the move ends. A cancel asked for while the link is down is sent once it is back.
+    """
+
+    def __init__(self, session: TargetSession, move_id: str | None = None, *,
+                 reconnect_delays: Sequence[float] = RECONNECT_DELAYS_S) -> None:
+        self.session = session
+        self.target = session.target
+        self.move_id = move_id
+        self.reconnect_delays = tuple(reconnect_delays)
+        self.exit_status: int | None = None
+        self.stderr_text = ""
+        self._refusal: list[Event | MalformedLine] = []
+        self._next_seq = 1
+        self._cancel_wanted = False
+        self._cancel_sent = False
+        self._current: MoverProcess | None = None
+
+    async def start(self, request: MoveRequest) -> None:
+        mover = await self.session.run(request.argv("start"))
+        async for event in mover.events():
+            if isinstance(event, StartedEvent):
+                self.move_id = event.move_id
+            else:
+                self._refusal.append(event)  # refused before starting: the reason comes as events
+        mover.close()
+        self.stderr_text = mover.stderr_text
+        if self.move_id is None:
+            self.exit_status = mover.exit_status
+
+    async def records(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
+        """Raw journal lines with their parsed form, plus (raw None) the client's LinkEvents."""
+        if self.move_id is None:
+            for event in self._refusal:
+                yield None, event
+            return
+        outage = 0
+        said_hello = False
+        while True:
+            try:
+                mover = await self.session.run(
+                    ["attach", self.move_id, "--from-seq", str(self._next_seq)])
+                self._current = mover
+                if outage:
+                    outage = 0
+                    yield None, LinkEvent(lost=False, message=f"reconnected to {self.target}")
+                if self._cancel_wanted and not self._cancel_sent:
+                    await self._send_cancel()
+                async for raw, event in mover.records():
+                    if isinstance(event, HelloEvent):
+                        if said_hello:
+                            continue  # one hello per stream, however many re-attaches
+                        said_hello = True
+                    seq = getattr(event, "seq", None)
+                    if seq is not None:
+                        self._next_seq = max(self._next_seq, seq + 1)
+                    yield raw, event
+                self.exit_status = mover.exit_status
+                self.stderr_text = mover.stderr_text
+                mover.close()
+                return
+            except (ConnectionLost, HostUnreachable) as exc:
+                self.session.reset()
+                if not outage:
+                    yield None, LinkEvent(lost=True, message=f"{exc.message} — reconnecting")
+                delay = self.reconnect_delays[min(outage, len(self.reconnect_delays) - 1)]
+                outage += 1
+                await asyncio.sleep(delay)
+
+    async def _send_cancel(self) -> None:
+        assert self.move_id is not None
+        mover = await self.session.run(["cancel", self.move_id])
+        async for _ in mover.events():
+            pass
+        mover.close()
+        self._cancel_sent = True
+
+    async def cancel(self) -> None:
+        """Ask the move to stop; its `cancelled` event then arrives through events()."""
+        self._cancel_wanted = True
+        if self.move_id is None or self._cancel_sent:
+            return
+        with contextlib.suppress(ConnectionLost, HostUnreachable):
+            await self._send_cancel()
+
+    async def wait(self) -> int | None:
+        return self.exit_status
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+        self.session.close()
+
+
+# The TUI and CLI speak of a move handle: a followed move, or a dry run in the foreground.
+MoveHandle = MoverProcess | FollowedMove
 
 
 async def stat_paths(target: Target, paths: Sequence[str], *,
