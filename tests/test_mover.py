@@ -623,3 +623,39 @@ def test_statfs_reports_the_filesystems(python, tmp_path, tmpfs):
     assert mount.total_bytes == vfs.f_blocks * vfs.f_frsize
     assert 0 < mount.free_bytes <= mount.total_bytes and mount.free_inodes
     assert disk.mount_point != mount.mount_point and disk.device != mount.device
+
+
+def test_cancel_while_cleaning_keeps_the_complete_destination(tmp_path, tmpfs):
+    # Once the copy is in place at DST, a cancel stops the removal of the source where it is:
+    # DST stays complete, and the error says what is left of the source.
+    src = tmp_path / "src"
+    for d in range(10):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(1000):
+            (src / f"d{d}" / f"f{f}").write_bytes(b"%d-%d" % (d, f))
+    before = snapshot_tree(src)
+    dst = tmpfs / "d"
+    proc = start(sys.executable, "move", src, dst)
+    seen: list[bytes] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if json.loads(line)["data"].get("phase") == "cleaning":
+            proc.send_signal(signal.SIGTERM)
+            break
+    result = finish(proc, seen)
+    check_stream(result)
+    assert result.returncode == 3
+    last = result.progress()[-1]
+    assert last["phase"] == "cancelled" and last["dataState"] in ("both", "destination")
+    assert str(dst) in last["error"] and str(src) in last["error"]
+    assert "complete and verified" in last["error"]
+    assert diff_snapshots(before, snapshot_tree(dst)) == []
+    if last["dataState"] == "both":
+        assert diff_snapshots(before, snapshot_tree(src)) == []
+    else:
+        left = snapshot_tree(src, contents=True)
+        files_left = {rel: e for rel, e in left.items() if e["type"] == "file"}
+        assert len(files_left) < 10000
+        for rel, entry in files_left.items():  # what is left of the source is intact
+            assert entry["sha256"] == before[rel]["sha256"]
