@@ -28,6 +28,8 @@ would otherwise decode them as ASCII. They go on the wire decoded with surrogate
 import argparse
 import contextlib
 import errno
+import fcntl
+import hashlib
 import io
 import json
 import os
@@ -149,11 +151,11 @@ class Emitter:
     """
 
     def __init__(self, stream):
-        self._stream = stream
+        self.stream = stream
         self._lock = threading.Lock()
         self._seq = 0
         self.sinks = []
-        self.stdout_ok = True
+        self.stdout_ok = stream is not None
 
     def emit(self, subject, data, sequenced=True):
         with self._lock:
@@ -163,11 +165,11 @@ class Emitter:
             line = json.dumps({"subject": subject, "data": data}, ensure_ascii=True,
                               separators=(",", ":")) + "\n"
             for sink in self.sinks:
-                sink(line)
+                sink(line, subject, data)
             if self.stdout_ok:
                 try:
-                    self._stream.write(line.encode("ascii"))
-                    self._stream.flush()
+                    self.stream.write(line.encode("ascii"))
+                    self.stream.flush()
                 except (OSError, ValueError):
                     self.stdout_ok = False
 
@@ -355,7 +357,7 @@ def parse_rate(text):
 
 
 class Move:
-    def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run):
+    def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None):
         self.out = emitter
         self.server_name = server_name
         self.src = src
@@ -363,7 +365,8 @@ class Move:
         self.verify = verify
         self.bwlimit = bwlimit
         self.dry_run = dry_run
-        self.move_id = os.urandom(6).hex()
+        self.move_id = move_id or os.urandom(6).hex()
+        self.cancel_file = None  # a detached worker's cancel request (see the journal)
         self.method = None
         self.staging = None
         self.dst_is_mount = False
@@ -462,8 +465,14 @@ class Move:
                 self.out.emit("move.progress", self._progress_data())
 
     def _reporter(self):
+        next_cancel_poll = 0.0
         while not self._reporter_stop.wait(TICK_SECONDS / 2):
             self.tick()
+            if self.cancel_file is not None and time.monotonic() >= next_cancel_poll:
+                next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
+                if os.path.exists(self.cancel_file):
+                    self.signal_name = self.signal_name or "the admin (servermove cancel)"
+                    self.cancel.set()
 
     def warn(self, key, message, rel):
         """Aggregate non-fatal problems: one move.warning per kind, with a count and an example."""
@@ -1437,6 +1446,368 @@ def force_rmtree(path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Detached moves and their journal
+#
+# `start` runs a move in a worker detached from the SSH session (setsid and a double fork, stdio
+# on /dev/null), so it runs to its end whatever happens to the admin's connection. Everything the
+# worker says goes into a journal per move:
+#
+#     <root>/moves/<id>/events.jsonl  append-only: the very lines `move` would print
+#     <root>/moves/<id>/state.json    the latest state, replaced atomically (what `list` reads)
+#     <root>/moves/<id>/worker.lock   flock'ed by the worker for its whole life
+#     <root>/moves/<id>/cancel        created by `cancel ID`; the worker polls for it
+#     <root>/locks/<sha256 of SRC>.lock  flock'ed by the worker: one move per source at a time
+#
+# A free worker.lock means the worker is dead — the kernel drops a flock when its holder dies, so
+# there is no pid to re-check and no pid-reuse to guess about. `attach` and `list` then finish the
+# journal with an error event that says where the data is.
+
+JOURNAL_KEEP = 50
+JOURNAL_POLL_SECONDS = 0.1
+CANCEL_POLL_SECONDS = 0.25
+STATE_WRITE_SECONDS = 1.0
+MOVE_ID_CHARS = frozenset("0123456789abcdef")
+
+
+def journal_root():
+    override = os.environ.get("SERVERMOVE_JOURNAL_DIR")
+    if override:
+        return os.fsencode(override)
+    if os.geteuid() == 0:
+        return b"/var/lib/servermove"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "state")
+    return os.path.join(os.fsencode(base), b"servermove")
+
+
+def move_dir(move_id):
+    if not move_id or not set(move_id) <= MOVE_ID_CHARS or len(move_id) > 32:
+        raise Refused("%r is not a move id — list the moves with: servermove moves TARGET"
+                      % move_id)
+    path = os.path.join(journal_root(), b"moves", move_id.encode())
+    if not os.path.isdir(path):
+        raise Refused("no move %s on this server — list the moves with: servermove moves TARGET"
+                      % move_id)
+    return path
+
+
+def write_atomically(path, payload):
+    tmp = path + b".tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_state(mdir):
+    try:
+        with open(os.path.join(mdir, b"state.json"), "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def try_lock(path):
+    """The fd holding an exclusive flock on `path`, or None when someone else holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+class Journal:
+    """An Emitter sink: appends each line to events.jsonl and keeps state.json current."""
+
+    def __init__(self, mdir, state):
+        self.mdir = mdir
+        self.state = state
+        self.move = None  # set once the Move exists: its staging path goes into the state
+        self.events = open(os.path.join(mdir, b"events.jsonl"), "ab")  # noqa: SIM115 - for the worker's life
+        self._state_written = 0.0
+
+    def __call__(self, line, subject, data):
+        self.events.write(line.encode("ascii"))
+        self.events.flush()
+        state = self.state
+        state["lastSeq"] = data.get("seq", state.get("lastSeq", 0))
+        phase_changed = False
+        if subject == "move.plan":
+            for key in ("method", "bytesTotal", "filesTotal", "dirsTotal"):
+                state[key] = data.get(key)
+        elif subject == "move.progress":
+            phase = data.get("phase")
+            phase_changed = phase != state.get("phase")
+            for key in ("phase", "bytesTotal", "bytesCopied", "filesTotal", "filesCopied",
+                        "bytesVerified", "filesVerified", "error", "dataState", "method"):
+                if key in data:
+                    state[key] = data[key]
+            if phase_changed:
+                entry = {"ts": data.get("ts"), "phase": phase}
+                if data.get("error"):
+                    entry["error"] = data["error"]
+                state["timeline"].append(entry)
+            if phase in TERMINAL:
+                state["finishedAt"] = data.get("ts")
+        if self.move is not None and self.move.staging is not None:
+            state["staging"] = show(self.move.staging)
+        now = time.monotonic()
+        if phase_changed or subject == "move.plan" or now - self._state_written >= \
+                STATE_WRITE_SECONDS:
+            if phase_changed:
+                os.fsync(self.events.fileno())  # phase changes survive a reboot
+            self.save()
+
+    def save(self):
+        self._state_written = time.monotonic()
+        write_atomically(os.path.join(self.mdir, b"state.json"),
+                         json.dumps(self.state, ensure_ascii=True).encode("ascii"))
+
+
+def prune_journals(root, keep):
+    """Keep the newest `keep` moves' journals; never touch a running one."""
+    moves = os.path.join(root, b"moves")
+    entries = []
+    for name in os.listdir(moves):
+        mdir = os.path.join(moves, name)
+        state = read_state(mdir) or {}
+        entries.append((state.get("startedAt") or 0, mdir))
+    entries.sort(reverse=True)
+    for _, mdir in entries[keep:]:
+        fd = try_lock(os.path.join(mdir, b"worker.lock"))
+        if fd is not None:
+            force_rmtree(mdir)
+            os.close(fd)
+
+
+def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text):
+    root = journal_root()
+    for sub in (b"moves", b"locks"):
+        os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
+    prune_journals(root, JOURNAL_KEEP - 1)
+    real_src = os.path.realpath(src)
+    lock_path = os.path.join(root, b"locks", hashlib.sha256(real_src).hexdigest().encode()
+                             + b".lock")
+    source_lock = try_lock(lock_path)
+    if source_lock is None:
+        with open(lock_path, "rb") as handle:
+            holder = handle.read().decode("ascii", "replace").strip() or "another move"
+        return refuse(emitter, server_name, "%s is already being moved (move %s): wait for it, "
+                      "or follow it with: servermove attach TARGET %s"
+                      % (show(src), holder, holder))
+    move_id = os.urandom(6).hex()
+    os.ftruncate(source_lock, 0)
+    os.write(source_lock, move_id.encode("ascii"))
+    mdir = os.path.join(root, b"moves", move_id.encode())
+    os.mkdir(mdir, 0o700)
+    worker_lock = try_lock(os.path.join(mdir, b"worker.lock"))
+    state = {"moveId": move_id, "serverName": server_name, "src": show(src), "dst": show(dst),
+             "verify": verify, "bwlimit": bwlimit_text, "startedAt": round(time.time(), 3),
+             "finishedAt": None, "phase": CALCULATING, "bytesTotal": 0, "bytesCopied": 0,
+             "filesTotal": 0, "filesCopied": 0, "error": None, "dataState": None,
+             "timeline": [], "pid": None, "exitStatus": None, "lastSeq": 0}
+    journal = Journal(mdir, state)
+    journal.save()
+    sys.stdout.flush()
+    child = os.fork()
+    if child == 0:
+        # The first child: a session of its own, then fork again so the worker is no session
+        # leader and can never get a controlling terminal back. Its exit frees `start` at once.
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        status = EXIT_FAILED
+        try:
+            status = run_worker(server_name, src, dst, verify, bwlimit, move_id, journal)
+        finally:
+            os._exit(status)
+    os.waitpid(child, 0)
+    os.close(worker_lock)  # the worker holds its own copies of both locks
+    os.close(source_lock)
+    emitter.emit("move.started", {"moveId": move_id, "journal": show(mdir)}, sequenced=False)
+    return EXIT_OK
+
+
+def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal):
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session going away means nothing now
+    emitter = Emitter(None)
+    emitter.sinks.append(journal)
+    journal.state["pid"] = os.getpid()
+    move = Move(emitter, server_name, src, dst, verify, bwlimit, False, move_id=move_id)
+    move.cancel_file = os.path.join(journal.mdir, b"cancel")
+    journal.move = move
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), move.on_signal)
+    status = move.run()
+    journal.state["exitStatus"] = status
+    journal.save()
+    return status
+
+
+def reap_dead_worker(mdir, state):
+    """Finish the journal of a worker that died without a last word (SIGKILL, reboot): one error
+    event that says where the data is. The caller holds the worker lock."""
+    phase = state.get("phase") or CALCULATING
+    src, dst = os.fsencode(state["src"]), os.fsencode(state["dst"])
+    staging = state.get("staging")
+    what = "the mover stopped without finishing (killed, or the server restarted) while %s" % phase
+    if phase == CLEANING:
+        data_state = STATE_DESTINATION
+        text = ("%s: %s is complete and verified, but %s may still hold part of the old data — "
+                "delete it by hand" % (what, show(dst), show(src)))
+    elif staging and os.path.lexists(os.fsencode(staging)):
+        data_state = STATE_SOURCE
+        text = ("%s: the source %s is untouched; a partial copy was left in %s — delete it "
+                "(rm -rf %s)" % (what, show(src), staging, staging))
+    elif os.path.lexists(dst) and os.path.lexists(src) and state.get("method") == "copy" \
+            and phase != CALCULATING:
+        data_state = STATE_BOTH
+        text = ("%s: %s is complete and verified and %s is still whole — remove one of them "
+                "yourself" % (what, show(dst), show(src)))
+    elif os.path.lexists(dst) and not os.path.lexists(src):
+        data_state = STATE_DESTINATION
+        text = "%s: the data is at %s" % (what, show(dst))
+    else:
+        data_state = STATE_SOURCE
+        text = "%s: nothing was changed — the source %s is untouched" % (what, show(src))
+    now = round(time.time(), 3)
+    last = last_event_of(mdir)  # fresher than state.json, which is written once a second
+    data = {"serverName": state.get("serverName", ""), "phase": ERROR, "moveId": state["moveId"],
+            "ts": now, "error": text, "dataState": data_state, "workerGone": True,
+            "seq": (last.get("seq") or 0) + 1}
+    for key in ("bytesTotal", "bytesCopied", "filesTotal", "filesCopied", "bytesVerified",
+                "filesVerified"):
+        data[key] = last.get(key, state.get(key, 0))
+    line = json.dumps({"subject": "move.progress", "data": data}, ensure_ascii=True,
+                      separators=(",", ":")) + "\n"
+    with open(os.path.join(mdir, b"events.jsonl"), "ab") as handle:
+        handle.write(line.encode("ascii"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    state.update(phase=ERROR, error=text, dataState=data_state, finishedAt=now,
+                 exitStatus=EXIT_FAILED, lastSeq=data["seq"], bytesCopied=data["bytesCopied"],
+                 filesCopied=data["filesCopied"])
+    state.setdefault("timeline", []).append({"ts": now, "phase": ERROR, "error": text})
+    write_atomically(os.path.join(mdir, b"state.json"),
+                     json.dumps(state, ensure_ascii=True).encode("ascii"))
+
+
+def last_event_of(mdir):
+    """The data of the journal's last readable sequenced line ({} when there is none)."""
+    last = {}
+    with open(os.path.join(mdir, b"events.jsonl"), "rb") as handle:
+        for line in handle:
+            try:
+                data = json.loads(line.decode("utf-8"))["data"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by the crash
+            if isinstance(data, dict) and data.get("seq"):
+                last = data
+    return last
+
+
+def settle(mdir):
+    """The move's state, with a dead worker's journal finished first. (state, alive)"""
+    state = read_state(mdir)
+    if state is None:
+        return None, False
+    fd = try_lock(os.path.join(mdir, b"worker.lock"))
+    if fd is None:
+        return state, True
+    try:
+        state = read_state(mdir) or state  # the worker may have written its last word
+        if state.get("phase") not in TERMINAL:
+            reap_dead_worker(mdir, state)
+    finally:
+        os.close(fd)
+    return state, False
+
+
+def attach_command(emitter, move_id, from_seq):
+    """Stream a move's journal from `from_seq` and follow it to its end.
+
+    Exits with the move's own exit status, or as soon as our stdout is gone (the client left;
+    the move goes on)."""
+    mdir = move_dir(move_id)
+    out = emitter.stream
+    pending = b""
+    last = None
+    with open(os.path.join(mdir, b"events.jsonl"), "rb") as events:
+        while True:
+            chunk = events.read(1 << 16)
+            if not chunk:
+                state, alive = settle(mdir)
+                if alive or state is None:
+                    time.sleep(JOURNAL_POLL_SECONDS)
+                    continue
+                chunk = events.read()  # a dead worker's last words, or the reaper's
+                if not chunk:
+                    return state.get("exitStatus") or EXIT_FAILED
+            pending += chunk
+            lines = pending.split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                try:
+                    data = json.loads(line.decode("utf-8"))["data"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if (data.get("seq") or 0) >= from_seq:
+                    try:
+                        out.write(line + b"\n")
+                        out.flush()
+                    except (OSError, ValueError):
+                        return EXIT_FAILED
+                last = data
+            if last is not None and last.get("phase") in TERMINAL and not pending:
+                state = read_state(mdir) or {}
+                if state.get("exitStatus") is None:
+                    # The terminal line is written before the exit status: wait for it briefly.
+                    time.sleep(JOURNAL_POLL_SECONDS)
+                    state = read_state(mdir) or {}
+                status = state.get("exitStatus")
+                if status is None:
+                    status = {COMPLETE: EXIT_OK, CANCELLED: EXIT_CANCELLED}.get(
+                        last["phase"], EXIT_FAILED)
+                return status
+
+
+def cancel_command(emitter, move_id):
+    mdir = move_dir(move_id)
+    state, alive = settle(mdir)
+    if alive:
+        # A file, not a signal: it reaches the worker whoever we run as, and cannot hit a
+        # process that merely reused the worker's pid.
+        with open(os.path.join(mdir, b"cancel"), "wb"):
+            pass
+    emitter.emit("move.cancel-requested", {"moveId": move_id, "running": alive,
+                                           "phase": (state or {}).get("phase")},
+                 sequenced=False)
+    return EXIT_OK
+
+
+def list_command(emitter):
+    moves = os.path.join(journal_root(), b"moves")
+    listed = []
+    for name in os.listdir(moves) if os.path.isdir(moves) else []:
+        state, alive = settle(os.path.join(moves, name))
+        if state is not None:
+            state["alive"] = alive
+            listed.append(state)
+    listed.sort(key=lambda s: s.get("startedAt") or 0, reverse=True)
+    for state in listed:
+        emitter.emit("move.listed", state, sequenced=False)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -1458,13 +1829,20 @@ class Parser(argparse.ArgumentParser):
 def build_parser():
     parser = Parser(prog="mover.py", add_help=False)
     sub = parser.add_subparsers(dest="command")
-    move = sub.add_parser("move", add_help=False)
-    move.add_argument("--server-name", default=None)
-    move.add_argument("--verify", default="checksum")
-    move.add_argument("--bwlimit", default=None)
-    move.add_argument("--dry-run", action="store_true")
-    move.add_argument("src")
-    move.add_argument("dst")
+    for command in ("move", "start"):  # start: the same move, detached, with a journal
+        move = sub.add_parser(command, add_help=False)
+        move.add_argument("--server-name", default=None)
+        move.add_argument("--verify", default="checksum")
+        move.add_argument("--bwlimit", default=None)
+        move.add_argument("--dry-run", action="store_true")
+        move.add_argument("src")
+        move.add_argument("dst")
+    attach = sub.add_parser("attach", add_help=False)
+    attach.add_argument("move_id")
+    attach.add_argument("--from-seq", type=int, default=1)
+    cancel = sub.add_parser("cancel", add_help=False)
+    cancel.add_argument("move_id")
+    sub.add_parser("list", add_help=False)
     statfs = sub.add_parser("statfs", add_help=False)
     statfs.add_argument("paths", nargs="+")
     return parser
@@ -1499,21 +1877,33 @@ def main(argv):
         return refuse(emitter, server_name, "bad arguments: %s — usage: mover.py move "
                       "[--server-name NAME] [--verify checksum|size|none] [--bwlimit RATE] "
                       "[--dry-run] SRC DST, or mover.py statfs PATH..." % exc)
-    if args.command == "statfs":
-        return statfs_command(emitter, args.paths)
-    if args.command != "move":
-        return refuse(emitter, server_name, "no command given — usage: mover.py move ... SRC DST "
-                      "or mover.py statfs PATH...")
-    if args.server_name is not None:
-        server_name = args.server_name
     try:
+        if args.command == "statfs":
+            return statfs_command(emitter, args.paths)
+        if args.command == "attach":
+            return attach_command(emitter, args.move_id, args.from_seq)
+        if args.command == "cancel":
+            return cancel_command(emitter, args.move_id)
+        if args.command == "list":
+            return list_command(emitter)
+        if args.command not in ("move", "start"):
+            return refuse(emitter, server_name, "no command given — usage: mover.py "
+                          "move|start ... SRC DST, attach|cancel ID, list, or statfs PATH...")
+        if args.server_name is not None:
+            server_name = args.server_name
         if args.verify not in ("checksum", "size", "none"):
             raise Refused("unknown --verify mode %r: use checksum, size or none" % args.verify)
         bwlimit = parse_rate(args.bwlimit) if args.bwlimit is not None else None
         src = absolute("SRC", args.src)
         dst = absolute("DST", args.dst)
+        if args.command == "start" and not args.dry_run:
+            return start_command(emitter, server_name, src, dst, args.verify, bwlimit,
+                                 args.bwlimit)
     except Refused as exc:
         return refuse(emitter, server_name, str(exc))
+    except OSError as err:
+        return refuse(emitter, server_name, "cannot use the move journal in %s: %s"
+                      % (show(journal_root()), words(err)))
     move = Move(emitter, server_name, src, dst, args.verify, bwlimit, args.dry_run)
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         # SIGHUP too: a dropped SSH session must not leave a half copy behind.

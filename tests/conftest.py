@@ -15,10 +15,11 @@ from tests.harness import SshServer, mounted_tmpfs, start_sshd, user_owned_dir
 @pytest.fixture(autouse=True)
 def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory,
                        monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own config, data and state dirs (inherited by the CLI subprocesses it
-    starts), so no test reads or writes the real user's servers.toml or moves log."""
+    """Every test gets its own config, data and state dirs and its own journal for local moves
+    (inherited by the CLI subprocesses it starts), so no test reads or writes the real user's
+    servers.toml, moves log or /var/lib/servermove."""
     home = tmp_path_factory.mktemp("servermove-home")
-    for name in ("CONFIG", "DATA", "STATE"):
+    for name in ("CONFIG", "DATA", "STATE", "JOURNAL"):
         monkeypatch.setenv(f"SERVERMOVE_{name}_DIR", str(home / name.lower()))
     return home
 

@@ -117,11 +117,15 @@ def test_replayed_stream_uses_the_movers_clock_for_elapsed_and_rate():
 def test_outcome_names_the_phase_and_where_the_data_is():
     model = MoveProgress()
     model.apply(parse_line(progress("copying", 1)))
-    model.apply(parse_line(progress("error", 2, error="disk full writing a/b",
-                                    dataState="source")))
+    model.apply(parse_line(progress("error", 2, error="disk full writing a/b; the source is "
+                                    "untouched", dataState="source")))
     assert model.failed_phase is Phase.COPYING
-    assert model.outcome() == ("Move failed while copying: disk full writing a/b (source "
-                               "untouched; nothing was written at the destination).")
+    assert model.outcome() == ("Move failed while copying: disk full writing a/b; the source is "
+                               "untouched.")
+    silent = MoveProgress()
+    silent.apply(parse_line(progress("cancelled", 1, dataState="both")))
+    assert silent.outcome() == ("Move cancelled while calculating (the destination is complete "
+                                "and verified and the source is still whole).")
 
 
 def test_real_mover_output_parses_completely(tmp_path):

@@ -15,9 +15,9 @@ import asyncssh
 import pytest
 
 from tests.harness import NO_PYTHON_USER, NOISY_USER, SshServer, run
-from tui.errors import ConnectionLost, HostKeyUnknown, PythonMissing
+from tui.errors import HostKeyUnknown, PythonMissing
 from tui.progress import MoveProgress
-from tui.protocol import MalformedLine, Phase, ProgressEvent
+from tui.protocol import LinkEvent, MalformedLine, Phase, ProgressEvent
 from tui.runner import BOOTSTRAP, MoveRequest, SshSettings, start_move
 from tui.ssh import connect_target
 from tui.targets import parse_target
@@ -187,11 +187,9 @@ async def test_rejected_host_key_is_not_written(sshd, tmp_path):
 
 async def test_no_python3_on_the_server(sshd, public_tmp, tmp_path):
     config = sshd.write_config(tmp_path / "cfg", user=NO_PYTHON_USER)
-    mover = await start_move(parse_target(sshd.alias), MoveRequest(str(public_tmp), "/x"),
-                             settings=SshSettings(config_files=[config]))
     with pytest.raises(PythonMissing, match="python3 not found on smtest-host"):
-        async for _ in mover.events():
-            pass
+        await start_move(parse_target(sshd.alias), MoveRequest(str(public_tmp), "/x"),
+                         settings=SshSettings(config_files=[config]))
 
 
 def test_no_python3_is_one_line_from_the_cli(sshd, public_tmp, tmp_path):
@@ -266,25 +264,45 @@ class _OpenServer(asyncssh.SSHServer):
         return False  # no authentication needed: this server only exists for the test
 
 
-async def test_dropped_connection_is_connection_lost_not_a_failed_move(tmp_path):
+async def test_dropped_link_reattaches_with_no_gap_or_duplicate(tmp_path):
+    """A server whose network drops mid-stream: the client says so, dials again, re-attaches
+    from the last sequence number it saw, and the model sees every event exactly once."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
-    sent_progress = asyncio.Event()
+    journal = [json.dumps({"subject": "move.progress", "data": {
+        "serverName": "x", "phase": phase, "bytesTotal": 100, "bytesCopied": copied,
+        "filesTotal": 2, "filesCopied": 2 if phase == "complete" else 0, "seq": seq,
+        "moveId": "feedc0ffee00", "ts": 1000.0 + seq, "dataState": (
+            "destination" if phase == "complete" else None)}}).encode() + b"\n"
+        for seq, (phase, copied) in enumerate(
+            [("calculating", 0), ("copying", 10), ("copying", 40), ("copying", 70),
+             ("verifying", 100), ("cleaning", 100), ("complete", 100)], 1)]
+    attaches: list[int] = []
 
-    async def mover_that_vanishes(process: asyncssh.SSHServerProcess) -> None:
+    async def journal_server(process: asyncssh.SSHServerProcess) -> None:
         header = json.loads(await process.stdin.readline())
         await process.stdin.readexactly(header["size"])
+        argv = header["argv"]
         process.stdout.write(b'{"subject":"mover.hello","data":{"version":1}}\n')
-        process.stdout.write(json.dumps({"subject": "move.progress", "data": {
-            "serverName": "x", "phase": "copying", "bytesTotal": 100, "bytesCopied": 10,
-            "filesTotal": 2, "filesCopied": 0, "seq": 1}}).encode() + b"\n")
+        if argv[0] == "start":
+            process.stdout.write(b'{"subject":"move.started","data":{"moveId":"feedc0ffee00"}}\n')
+            process.exit(0)
+            return
+        assert argv[:2] == ["attach", "feedc0ffee00"]
+        from_seq = int(argv[argv.index("--from-seq") + 1])
+        attaches.append(from_seq)
+        stop = 3 if len(attaches) == 1 else len(journal)  # the first link dies after seq 3
+        for line in journal[from_seq - 1:stop]:
+            process.stdout.write(line)
         await process.stdout.drain()
-        sent_progress.set()
-        await asyncio.sleep(0.2)
-        process.channel.get_connection().abort()  # the network goes away
+        if len(attaches) == 1:
+            await asyncio.sleep(0.1)
+            process.channel.get_connection().abort()  # the network goes away
+        else:
+            process.exit(0)
 
     server = await asyncssh.create_server(_OpenServer, "127.0.0.1", 0,
                                           server_host_keys=[host_key],
-                                          process_factory=mover_that_vanishes, encoding=None)
+                                          process_factory=journal_server, encoding=None)
     port = server.sockets[0].getsockname()[1]
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} "
@@ -293,14 +311,23 @@ async def test_dropped_connection_is_connection_lost_not_a_failed_move(tmp_path)
     config.write_text(f"Host flaky\n  HostName 127.0.0.1\n  Port {port}\n  User any\n"
                       f"  UserKnownHostsFile {known}\n")
     try:
-        mover = await start_move(parse_target("flaky"), MoveRequest("/a", "/b"),
-                                 settings=SshSettings(config_files=[config]))
+        move = await start_move(parse_target("flaky"), MoveRequest("/a", "/b"),
+                                settings=SshSettings(config_files=[config]))
         model = MoveProgress()
-        with pytest.raises(ConnectionLost):
-            async for event in mover.events():
-                model.apply(event)
-        assert sent_progress.is_set()
-        assert model.phase is Phase.COPYING  # the last state seen, not an error
+        links = []
+        seqs = []
+        async for event in move.events():
+            model.apply(event)
+            if isinstance(event, LinkEvent):
+                links.append((event.lost, model.phase))
+            else:
+                seqs.append(event.seq)
+        assert attaches == [1, 4]  # re-attached right after the last line seen
+        assert seqs == list(range(1, 8))
+        assert (model.seq_gaps, model.duplicates) == (0, 0)
+        assert links == [(True, Phase.COPYING), (False, Phase.COPYING)]
+        assert model.phase is Phase.COMPLETE and not model.link_lost
+        assert move.exit_status == 0
     finally:
         server.close()
         await server.wait_closed()
@@ -325,7 +352,7 @@ def test_ctrl_c_cancels_the_move_and_waits_for_cancelled(sshd, public_tmp, tmpfs
     assert process.returncode == 3, stderr
     assert lines[-1]["data"]["phase"] == "cancelled"
     assert lines[-1]["data"]["dataState"] == "source"
-    assert "cancelled" in stderr and "source untouched" in stderr
+    assert "cancelled" in stderr and "the source is untouched" in stderr
     assert read_tree(public_tmp / "src") == contents
     assert list(tmpfs.iterdir()) == []
 

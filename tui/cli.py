@@ -251,8 +251,13 @@ async def run_moves(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def say(message: str) -> None:
+    """A diagnostic on stderr, unwrapped: one message, one line, whatever the terminal width."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _history(err: Console) -> MoveHistory:
-    return MoveHistory(warn=lambda message: err.print(Text(f"warning: {message}")))
+    return MoveHistory(warn=lambda message: say(f"warning: {message}"))
 
 
 async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRecorder,
@@ -267,7 +272,7 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
 
     def on_interrupt() -> None:
         if not cancelling:
-            err.print("cancelling: waiting for the mover to clean up…")
+            say("cancelling: waiting for the mover to clean up…")
             cancelling.append(asyncio.ensure_future(handle.cancel()))
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -280,7 +285,7 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
                 model.apply(event)
                 recorder.observe(event, model)
                 if isinstance(event, LinkEvent):
-                    err.print(Text(f"servermove: {event.message}"))
+                    say(f"servermove: {event.message}")
                 elif raw is not None:
                     view.show(raw, event)
     except ConnectionLost as exc:
@@ -291,13 +296,13 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
             loop.remove_signal_handler(signum)
         handle.close()
     for warning in model.warnings:
-        err.print(Text(f"warning: {warning}"))
+        say(f"warning: {warning}")
     if not args.json and model.phase is Phase.COMPLETE:
         view.console.print(Text(summary_line(model)))
     if model.phase in (Phase.ERROR, Phase.CANCELLED) or (model.phase is None and not args.dry_run):
-        err.print(Text(f"servermove: {summary_line(model)}"))
+        say(f"servermove: {summary_line(model)}")
         if model.phase is None and handle.stderr_text.strip():
-            err.print(Text(handle.stderr_text.strip()))
+            say(handle.stderr_text.strip())
     status = exit_status_for(model, args.dry_run)
     return EXIT_REFUSED if handle.exit_status == EXIT_REFUSED else status
 

@@ -235,7 +235,8 @@ class MoveProgress:
             where = self.failed_phase.value if self.failed_phase else "start"
             text = f"{what} while {where}"
             if self.error:
-                text += f": {self.error}"
+                # The mover's own words already say where the data is.
+                return f"{text}: {self.error.rstrip('.')}."
             if self.data_state is not None:
                 text += f" ({self.data_state.explain()})"
             return text + "."

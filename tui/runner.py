@@ -393,7 +393,7 @@ async def start_move(target: Target, request: MoveRequest, *,
                      prompter: Prompter | None = None) -> MoverProcess | FollowedMove:
     """A dry run runs in the foreground; a real move is started detached on the server and
     followed, so it survives this client and its network."""
-    if request.dry_run or not _DETACHED_MOVES:
+    if request.dry_run:
         return await run_mover(target, request.argv(), settings=settings, prompter=prompter)
     session = TargetSession(target, settings, prompter)
     move = FollowedMove(session)
@@ -429,8 +429,6 @@ async def list_moves(session: TargetSession) -> list[ListedEvent]:
     mover.close()
     return listed
 
-
-_DETACHED_MOVES = False  # on once the mover's journal (start/attach) has landed
 
 RECONNECT_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
