@@ -1530,6 +1530,7 @@ class Journal:
         self.move = None  # set once the Move exists: its staging path goes into the state
         self.events = open(os.path.join(mdir, b"events.jsonl"), "ab")  # noqa: SIM115 - for the worker's life
         self._state_written = 0.0
+        self._phase = None  # state["phase"] starts as calculating, before any event
 
     def __call__(self, line, subject, data):
         self.events.write(line.encode("ascii"))
@@ -1542,7 +1543,8 @@ class Journal:
                 state[key] = data.get(key)
         elif subject == "move.progress":
             phase = data.get("phase")
-            phase_changed = phase != state.get("phase")
+            phase_changed = phase != self._phase
+            self._phase = phase
             for key in ("phase", "bytesTotal", "bytesCopied", "filesTotal", "filesCopied",
                         "bytesVerified", "filesVerified", "error", "dataState", "method"):
                 if key in data:

@@ -378,18 +378,22 @@ def print_records(records: list[MoveRecord], *, empty: str) -> None:
         print(empty)
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("started", "server", "result", "from → to", "size", "files", "time", "rate"):
-        table.add_column(column, no_wrap=column != "from → to")
+    for column in ("started", "server", "result", "size", "files", "time", "rate"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("from → to", min_width=24, ratio=1, overflow="fold")
     for record in records:
         result = Text(record.phase, style={"complete": "green", "error": "red",
                                            "cancelled": "yellow"}.get(record.phase, ""))
         route = Text(f"{record.source} → {record.destination}")
         if record.error:
             route.append(f"\n{record.error}", style="red")
-        table.add_row(_local_time(record.startedAt), Text(record.server), result, route,
+        table.add_row(_local_time(record.startedAt), Text(record.server), result,
                       human_size(record.bytesTotal), f"{record.filesTotal:,}",
-                      human_duration(record.duration), human_rate(record.averageRate))
-    Console(highlight=False).print(table)
+                      human_duration(record.duration), human_rate(record.averageRate), route)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 200)  # into a file: never squeeze the paths
+    console.print(table)
 
 
 def _local_time(iso: str | None) -> str:

@@ -1,0 +1,164 @@
+"""Detached moves survive the client: against the real sshd, as the unprivileged user."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.harness import SshServer, run
+from tests.test_ssh import SERVERMOVE, make_tree, read_tree, servermove
+from tui.progress import MoveProgress
+from tui.protocol import Phase, ProgressEvent
+from tui.runner import MoveRequest, SshSettings, attach_move, start_move
+from tui.targets import parse_target
+
+
+def ssh_cli(sshd: SshServer, *args: object, **kwargs) -> subprocess.CompletedProcess:
+    return servermove(*args[:1], "--ssh-config", sshd.config_file, *args[1:], **kwargs)
+
+
+def start_cli(sshd: SshServer, *args: object) -> subprocess.Popen:
+    return subprocess.Popen([*SERVERMOVE, "move", "--json", "--ssh-config", str(sshd.config_file),
+                             *map(str, args)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_copying(process: subprocess.Popen) -> dict:
+    assert process.stdout is not None
+    for line in process.stdout:
+        data = json.loads(line)["data"]
+        if data.get("phase") == "copying" and data["bytesCopied"] > 0:
+            return data
+    raise AssertionError(f"never saw copying: {process.stderr.read() if process.stderr else ''}")
+
+
+def test_killed_client_the_move_goes_on_and_attach_replays_it(sshd, public_tmp, tmpfs):
+    contents = make_tree(public_tmp / "src", files=8, size=250_000)
+    client = start_cli(sshd, "--bwlimit", "2M", sshd.alias, public_tmp / "src", tmpfs / "dst")
+    seen = wait_for_copying(client)
+    client.kill()  # SIGKILL: no goodbye, no cancel
+    client.wait()
+    # The log on this machine has the move, unfinished: the client died mid-copy.
+    [entry] = [json.loads(line) for line in servermove("log", "--json").stdout.splitlines()]
+    assert entry["moveId"] == seen["moveId"] and entry["phase"] == "copying"
+
+    replay = ssh_cli(sshd, "attach", "--json", sshd.alias, timeout=60)
+    assert replay.returncode == 0, replay.stderr
+    events = [json.loads(line)["data"] for line in replay.stdout.splitlines()]
+    progress = [e for e in events if "phase" in e]
+    assert progress[0]["phase"] == "calculating" and progress[0]["seq"] == 1  # from the start
+    assert progress[-1]["phase"] == "complete" and progress[-1]["moveId"] == seen["moveId"]
+    seqs = [e["seq"] for e in events if "seq" in e]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert read_tree(tmpfs / "dst") == contents
+    assert not (public_tmp / "src").exists()
+    # ...and the log entry was finished from the server's journal.
+    [entry] = [json.loads(line) for line in servermove("log", "--json").stdout.splitlines()]
+    assert entry["phase"] == "complete" and entry["finishedAt"]
+    assert entry["bytesCopied"] == entry["bytesTotal"] == sum(contents_sizes(contents))
+
+
+def contents_sizes(contents: dict[str, bytes]) -> list[int]:
+    return [len(data) for data in contents.values()]
+
+
+def test_moves_lists_the_servers_journal_and_merges_it_into_the_log(sshd, public_tmp, tmpfs,
+                                                                    tmp_path):
+    make_tree(public_tmp / "src", files=3, size=1000)
+    # Another laptop (its own data dir) makes the move...
+    other_laptop = {**os.environ, "SERVERMOVE_DATA_DIR": str(tmp_path / "other-laptop")}
+    done = ssh_cli(sshd, "move", "--json", sshd.alias, public_tmp / "src", tmpfs / "dst",
+                   env=other_laptop)
+    assert done.returncode == 0, done.stderr
+    move_id = json.loads(done.stdout.splitlines()[-1])["data"]["moveId"]
+    assert servermove("log", "--json").stdout == ""  # ...so this one knows nothing of it
+    listed = ssh_cli(sshd, "moves", "--json", sshd.alias)
+    assert listed.returncode == 0, listed.stderr
+    entries = [json.loads(line) for line in listed.stdout.splitlines()]
+    mine = next(e for e in entries if e["moveId"] == move_id)
+    assert mine["phase"] == "complete" and mine["source"] == str(public_tmp / "src")
+    assert [step["phase"] for step in mine["timeline"]] == [
+        "calculating", "copying", "verifying", "cleaning", "complete"]
+    logged = [json.loads(line) for line in servermove("log", "--json").stdout.splitlines()]
+    assert [(e["moveId"], e["phase"]) for e in logged if e["moveId"] == move_id] == [
+        (move_id, "complete")]
+    table = ssh_cli(sshd, "moves", sshd.alias)
+    assert str(public_tmp / "src") in table.stdout and "complete" in table.stdout
+
+
+async def test_cancel_after_reattach(sshd, public_tmp, tmpfs):
+    contents = make_tree(public_tmp / "src", files=8, size=250_000)
+    settings = SshSettings(config_files=[sshd.config_file])
+    target = parse_target(sshd.alias)
+    first = await start_move(target, MoveRequest(str(public_tmp / "src"), str(tmpfs / "dst"),
+                                                  bwlimit="1M"), settings=settings)
+    async for event in first.events():
+        if isinstance(event, ProgressEvent) and event.bytes_copied:
+            break
+    first.close()  # this client walks away; the move goes on
+    again = await attach_move(target, first.move_id, settings=settings)
+    model = MoveProgress()
+    async for event in again.events():
+        model.apply(event)
+        if model.phase is Phase.COPYING and model.bytes_copied:
+            await again.cancel()
+    assert model.phase is Phase.CANCELLED
+    assert again.exit_status == 3
+    assert "the admin (servermove cancel)" in model.error
+    assert read_tree(public_tmp / "src") == contents
+    assert list(tmpfs.iterdir()) == []
+
+
+async def test_two_moves_of_one_source_the_second_is_refused(sshd, public_tmp, tmpfs):
+    contents = make_tree(public_tmp / "src", files=8, size=250_000)
+    settings = SshSettings(config_files=[sshd.config_file])
+    target = parse_target(sshd.alias)
+    first = await start_move(target, MoveRequest(str(public_tmp / "src"), str(tmpfs / "a"),
+                                                  bwlimit="2M"), settings=settings)
+    second = await start_move(target, MoveRequest(str(public_tmp / "src"), str(tmpfs / "b")),
+                              settings=settings)
+    refusal = [event async for event in second.events()]
+    assert second.exit_status == 2
+    assert refusal[-1].phase is Phase.ERROR
+    assert f"already being moved (move {first.move_id})" in refusal[-1].error
+    model = MoveProgress()
+    async for event in first.events():
+        model.apply(event)
+    assert model.phase is Phase.COMPLETE
+    assert read_tree(tmpfs / "a") == contents and not (tmpfs / "b").exists()
+
+
+async def test_sigkilled_worker_is_reported_failed_with_the_data_intact(sshd, public_tmp,
+                                                                         tmpfs):
+    contents = make_tree(public_tmp / "src", files=8, size=250_000)
+    settings = SshSettings(config_files=[sshd.config_file])
+    target = parse_target(sshd.alias)
+    move = await start_move(target, MoveRequest(str(public_tmp / "src"), str(tmpfs / "dst"),
+                                                 bwlimit="1M"), settings=settings)
+    async for event in move.events():
+        if isinstance(event, ProgressEvent) and event.bytes_copied:
+            break
+    move.close()
+    state_dir = f"/home/{sshd.user}/.local/state/servermove/moves/{move.move_id}"
+    pid = json.loads(Path(state_dir, "state.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)  # as a reboot or the OOM killer would
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    again = await attach_move(target, move.move_id, settings=settings)
+    model = MoveProgress()
+    async for event in again.events():
+        model.apply(event)
+    assert model.phase is Phase.ERROR and again.exit_status == 1
+    assert model.data_state.value == "source"
+    assert "stopped without finishing" in model.error and "untouched" in model.error
+    assert (model.seq_gaps, model.duplicates) == (0, 0)
+    assert read_tree(public_tmp / "src") == contents  # the source is whole
+    staging = [p for p in tmpfs.iterdir() if p.name.startswith(".servermove-staging-")]
+    assert staging and str(staging[0]) in model.error  # named so it can be cleaned
+    run("rm", "-rf", staging[0])
