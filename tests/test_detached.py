@@ -10,7 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.fstree import build_everything_tree, snapshot_tree
 from tests.harness import SshServer, run
+from tests.test_mover import interpreter, mover
 from tests.test_ssh import SERVERMOVE, make_tree, read_tree, servermove
 from tui.progress import MoveProgress
 from tui.protocol import Phase, ProgressEvent
@@ -162,3 +166,24 @@ async def test_sigkilled_worker_is_reported_failed_with_the_data_intact(sshd, pu
     staging = [p for p in tmpfs.iterdir() if p.name.startswith(".servermove-staging-")]
     assert staging and str(staging[0]) in model.error  # named so it can be cleaned
     run("rm", "-rf", staging[0])
+
+
+@pytest.mark.parametrize("name", ["default", "py3.6", "py3.13"])
+def test_journal_commands_on_every_interpreter(name, public_tmp, tmpfs):
+    """start / attach / list / cancel on the oldest and newest CPython a server may have."""
+    python = interpreter(name)
+    build_everything_tree(public_tmp / "src")
+    before = snapshot_tree(public_tmp / "src")
+    started = mover(python, "start", public_tmp / "src", tmpfs / "dst")
+    assert started.returncode == 0, started.stderr
+    move_id = started.subjects("move.started")[0]["moveId"]
+    attached = mover(python, "attach", move_id)
+    assert attached.returncode == 0, attached.stderr
+    assert attached.progress()[-1]["phase"] == "complete"
+    assert snapshot_tree(tmpfs / "dst") == before
+    [listed] = mover(python, "list").subjects("move.listed")
+    assert (listed["moveId"], listed["phase"], listed["alive"]) == (move_id, "complete", False)
+    cancel = mover(python, "cancel", move_id)
+    assert cancel.subjects("move.cancel-requested")[0]["running"] is False
+    unknown = mover(python, "attach", "0123456789ab")
+    assert unknown.returncode == 2 and "no move 0123456789ab" in unknown.progress()[-1]["error"]
