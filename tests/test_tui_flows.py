@@ -49,10 +49,14 @@ def outcome(app: ServerMoveApp) -> str:
     return f"{panel.border_title}\n{panel.render()}"
 
 
+def plan_shown(app: ServerMoveApp) -> bool:
+    return isinstance(app.screen, ConfirmMoveScreen) and bool(app.screen.query("#yes"))
+
+
 async def apply_and_confirm(app: ServerMoveApp, pilot, new_path: str) -> None:
     app.screen.query_one("#new-path", Input).value = new_path
     await pilot.click("#apply")
-    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen), what="the plan")
+    await wait_for(pilot, lambda: plan_shown(app), what="the plan")
     await pilot.click("#yes")
 
 
@@ -65,14 +69,14 @@ async def test_apply_confirm_and_complete_updates_inventory(tmp_path: Path) -> N
         await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
         app.screen.query_one("#new-path", Input).value = str(dst)
         await pilot.click("#apply")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen), what="the plan")
+        await wait_for(pilot, lambda: plan_shown(app), what="the plan")
         body = str(app.screen.query_one(".dialog-body", Static).render())
         assert "Rename" in body and "40 files" in body  # same filesystem: the real plan says so
         await pilot.click("#yes")
         await wait_for(pilot, lambda: app.fleet.get("box") and not app.fleet.is_active("box"),
-                       what="the move to end")
+                       timeout=60, what="the move to end")
         await pilot.pause(0.2)
-        assert app.fleet.get("box").succeeded, app.fleet.get("box")
+        assert app.fleet.get("box").succeeded, outcome(app)
         assert "Move complete" in outcome(app)
         assert "40 files" in outcome(app)
         assert load_inventory(app.inventory_path).get("box").data_path == str(dst)
@@ -90,15 +94,18 @@ async def test_cancel_asks_first_and_leaves_the_source_untouched(tmp_path: Path,
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
         await apply_and_confirm(app, pilot, str(dst))
-        await wait_for(pilot, lambda: app.fleet.get("box").progress.phase is Phase.COPYING,
-                       what="copying")
+        await wait_for(pilot, lambda: app.fleet.get("box") is not None
+                       and app.fleet.get("box").progress.phase is Phase.COPYING,
+                       timeout=60, what="copying")
         await pilot.press("c")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                       and bool(app.screen.query("#yes")))
         await pilot.click("#no")  # "Keep moving": nothing happens
         await pilot.pause(0.3)
         assert app.fleet.is_active("box")
         await pilot.click("#cancel-move")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                       and bool(app.screen.query("#yes")))
         await pilot.click("#yes")
         await wait_for(pilot, lambda: not app.fleet.is_active("box"), what="the cancel")
         await pilot.pause(0.2)

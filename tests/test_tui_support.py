@@ -105,9 +105,11 @@ class ScriptedHandle:
         if self._hold is not None and not self._cancelled.is_set():
             holding = asyncio.ensure_future(self._hold.wait())
             cancelling = asyncio.ensure_future(self._cancelled.wait())
-            await asyncio.wait([holding, cancelling], return_when=asyncio.FIRST_COMPLETED)
-            holding.cancel()
-            cancelling.cancel()
+            try:
+                await asyncio.wait([holding, cancelling], return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the app quits mid-move and the worker is cancelled
+                holding.cancel()
+                cancelling.cancel()
         if self._cancelled.is_set() and last is not None:
             self.exit_status = 3
             yield progress(last.server_name, Phase.CANCELLED, done=last.bytes_copied,

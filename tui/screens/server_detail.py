@@ -94,7 +94,10 @@ class ServerDetailScreen(Screen):
         if move is not None:
             panel.show(move.progress)
         self.query_one(OutcomePanel).show(move)
-        self.query_one("#new-path", Input).disabled = active
+        new_path = self.query_one("#new-path", Input)
+        new_path.disabled = active
+        if active and move is not None and new_path.value != move.new_path:
+            new_path.value = move.new_path  # e.g. opened from the dashboard mid-move
         self.query_one("#cancel-move", Button).display = active
         self.query_one("#cancel-move", Button).disabled = bool(move and move.cancel_requested)
         self.query_one("#apply", Button).display = not active
