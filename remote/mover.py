@@ -1572,19 +1572,25 @@ class Journal:
 
 
 def prune_journals(root, keep):
-    """Keep the newest `keep` moves' journals; never touch a running one."""
+    """Keep the newest `keep` moves' journals; never touch a running one. One pruner at a time
+    (starts run concurrently), and a journal still being set up has a dot name and is skipped."""
     moves = os.path.join(root, b"moves")
-    entries = []
-    for name in os.listdir(moves):
-        mdir = os.path.join(moves, name)
-        state = read_state(mdir) or {}
-        entries.append((state.get("startedAt") or 0, mdir))
-    entries.sort(reverse=True)
-    for _, mdir in entries[keep:]:
-        fd = try_lock(os.path.join(mdir, b"worker.lock"))
-        if fd is not None:
-            force_rmtree(mdir)
-            os.close(fd)
+    guard = os.open(os.path.join(root, b"locks", b"prune.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        entries = []
+        for name in os.listdir(moves):
+            if not name.startswith(b"."):
+                mdir = os.path.join(moves, name)
+                entries.append(((read_state(mdir) or {}).get("startedAt") or 0, mdir))
+        entries.sort(reverse=True)
+        for _, mdir in entries[keep:]:
+            fd = try_lock(os.path.join(mdir, b"worker.lock"))
+            if fd is not None:
+                force_rmtree(mdir)
+                os.close(fd)
+    finally:
+        os.close(guard)
 
 
 def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text):
@@ -1605,16 +1611,21 @@ def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text)
     move_id = os.urandom(6).hex()
     os.ftruncate(source_lock, 0)
     os.write(source_lock, move_id.encode("ascii"))
-    mdir = os.path.join(root, b"moves", move_id.encode())
-    os.mkdir(mdir, 0o700)
-    worker_lock = try_lock(os.path.join(mdir, b"worker.lock"))
+    # Built under a dot name and renamed into place whole: `list` and other starts' pruning
+    # never see a journal without its lock held and its state written.
+    building = os.path.join(root, b"moves", b"." + move_id.encode())
+    os.mkdir(building, 0o700)
+    worker_lock = try_lock(os.path.join(building, b"worker.lock"))
     state = {"moveId": move_id, "serverName": server_name, "src": show(src), "dst": show(dst),
              "verify": verify, "bwlimit": bwlimit_text, "startedAt": round(time.time(), 3),
              "finishedAt": None, "phase": CALCULATING, "bytesTotal": 0, "bytesCopied": 0,
              "filesTotal": 0, "filesCopied": 0, "error": None, "dataState": None,
              "timeline": [], "pid": None, "exitStatus": None, "lastSeq": 0}
-    journal = Journal(mdir, state)
+    journal = Journal(building, state)
     journal.save()
+    mdir = os.path.join(root, b"moves", move_id.encode())
+    os.rename(building, mdir)
+    journal.mdir = mdir
     sys.stdout.flush()
     child = os.fork()
     if child == 0:
@@ -1721,7 +1732,10 @@ def settle(mdir):
     state = read_state(mdir)
     if state is None:
         return None, False
-    fd = try_lock(os.path.join(mdir, b"worker.lock"))
+    try:
+        fd = try_lock(os.path.join(mdir, b"worker.lock"))
+    except FileNotFoundError:
+        return None, False  # pruned as we looked
     if fd is None:
         return state, True
     try:
@@ -1799,6 +1813,8 @@ def list_command(emitter):
     moves = os.path.join(journal_root(), b"moves")
     listed = []
     for name in os.listdir(moves) if os.path.isdir(moves) else []:
+        if name.startswith(b"."):
+            continue  # a journal still being set up
         state, alive = settle(os.path.join(moves, name))
         if state is not None:
             state["alive"] = alive

@@ -240,7 +240,7 @@ async def test_many_concurrent_moves_to_one_host(sshd, public_tmp, tmpfs):
         trees[i] = make_tree(public_tmp / f"src{i}", files=5, size=2000)
     settings = SshSettings(config_files=[sshd.config_file])
 
-    async def one(i: int) -> Phase | None:
+    async def one(i: int) -> tuple[Phase | None, str | None]:
         mover = await start_move(parse_target(sshd.alias),
                                  MoveRequest(str(public_tmp / f"src{i}"), str(tmpfs / f"dst{i}"),
                                              server_name=f"s{i}"), settings=settings)
@@ -248,10 +248,10 @@ async def test_many_concurrent_moves_to_one_host(sshd, public_tmp, tmpfs):
         async for event in mover.events():
             model.apply(event)
         mover.close()
-        return model.phase
+        return model.phase, model.error
 
-    phases = await asyncio.gather(*(one(i) for i in range(count)))
-    assert phases == [Phase.COMPLETE] * count
+    outcomes = await asyncio.gather(*(one(i) for i in range(count)))
+    assert outcomes == [(Phase.COMPLETE, None)] * count
     for i in range(count):
         assert read_tree(tmpfs / f"dst{i}") == trees[i]
 
