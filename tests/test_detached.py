@@ -95,17 +95,26 @@ def test_moves_lists_the_servers_journal_and_merges_it_into_the_log(sshd, public
     assert str(public_tmp / "src") in table.stdout and "complete" in table.stdout
 
 
+async def start_and_walk_away(sshd: SshServer, src: Path, dst: Path,
+                              settings: SshSettings) -> str:
+    """Start a throttled move, wait until it copies, and drop this client: the move goes on."""
+    move = await start_move(parse_target(sshd.alias), MoveRequest(str(src), str(dst),
+                                                                  bwlimit="1M"),
+                            settings=settings)
+    async for event in move.events():
+        if isinstance(event, ProgressEvent) and event.bytes_copied:
+            break
+    move.close()
+    assert move.move_id is not None
+    return move.move_id
+
+
 async def test_cancel_after_reattach(sshd, public_tmp, tmpfs):
     contents = make_tree(public_tmp / "src", files=8, size=250_000)
     settings = SshSettings(config_files=[sshd.config_file])
     target = parse_target(sshd.alias)
-    first = await start_move(target, MoveRequest(str(public_tmp / "src"), str(tmpfs / "dst"),
-                                                  bwlimit="1M"), settings=settings)
-    async for event in first.events():
-        if isinstance(event, ProgressEvent) and event.bytes_copied:
-            break
-    first.close()  # this client walks away; the move goes on
-    again = await attach_move(target, first.move_id, settings=settings)
+    move_id = await start_and_walk_away(sshd, public_tmp / "src", tmpfs / "dst", settings)
+    again = await attach_move(target, move_id, settings=settings)
     model = MoveProgress()
     async for event in again.events():
         model.apply(event)
@@ -142,19 +151,14 @@ async def test_sigkilled_worker_is_reported_failed_with_the_data_intact(sshd, pu
     contents = make_tree(public_tmp / "src", files=8, size=250_000)
     settings = SshSettings(config_files=[sshd.config_file])
     target = parse_target(sshd.alias)
-    move = await start_move(target, MoveRequest(str(public_tmp / "src"), str(tmpfs / "dst"),
-                                                 bwlimit="1M"), settings=settings)
-    async for event in move.events():
-        if isinstance(event, ProgressEvent) and event.bytes_copied:
-            break
-    move.close()
-    state_dir = f"/home/{sshd.user}/.local/state/servermove/moves/{move.move_id}"
+    move_id = await start_and_walk_away(sshd, public_tmp / "src", tmpfs / "dst", settings)
+    state_dir = f"/home/{sshd.user}/.local/state/servermove/moves/{move_id}"
     pid = json.loads(Path(state_dir, "state.json").read_text())["pid"]
     os.kill(pid, signal.SIGKILL)  # as a reboot or the OOM killer would
     deadline = time.monotonic() + 10
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    again = await attach_move(target, move.move_id, settings=settings)
+    again = await attach_move(target, move_id, settings=settings)
     model = MoveProgress()
     async for event in again.events():
         model.apply(event)
