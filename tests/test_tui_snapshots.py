@@ -89,6 +89,8 @@ async def steady(pilot) -> None:
     if screen.query("#new-free") and screen.query_one("#new-path", Input).value:
         await wait_for(pilot, lambda: "free" in str(screen.query_one("#new-free").render()),
                        what="the new path's free space")
+    await wait_for(pilot, lambda: all(worker.is_finished for worker in pilot.app.workers
+                                      if worker.group == "stat"), what="free space")
     await pilot.pause()
 
 

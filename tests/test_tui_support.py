@@ -28,11 +28,15 @@ def fixed_clock() -> float:
 
 async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float = 20.0,
                    what: str = "condition") -> None:
-    """Let the app run until `condition()` is true; fail after `timeout` seconds."""
+    """Let the app run until `condition()` is true; fail after `timeout` seconds, saying what
+    the fleet was doing then."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            moves = {name: (move.state.value, move.progress.phase, move.problem)
+                     for name, move in pilot.app.fleet.moves.items()}
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
+                                 f"screen {pilot.app.screen}, moves {moves}")
         await pilot.pause(0.02)
 
 
