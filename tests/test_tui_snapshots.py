@@ -26,6 +26,7 @@ from tui.app import ServerMoveApp
 from tui.inventory import ServerEntry
 from tui.protocol import DataState, Phase
 from tui.screens.modals import HostKeyScreen
+from tui.screens.server_detail import STAT_DEBOUNCE_S, ServerDetailScreen
 
 # Paths appear on screen, so the snapshots' inventories live at a fixed place, not in tmp_path.
 SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")
@@ -86,9 +87,14 @@ async def steady(pilot) -> None:
     screen = pilot.app.screen
     for field in screen.query(Input):
         field.cursor_blink = False
+    if isinstance(screen, ServerDetailScreen):
+        # Where the focus lands when a move ends depends on timing: put it in one place.
+        screen.query_one("#new-path", Input).focus()
     if screen.query("#new-free") and screen.query_one("#new-path", Input).value:
         await wait_for(pilot, lambda: "free" in str(screen.query_one("#new-free").render()),
                        what="the new path's free space")
+    # A changed path asks for free space after a pause (STAT_DEBOUNCE_S): let that happen.
+    await pilot.pause(STAT_DEBOUNCE_S + 0.1)
     await wait_for(pilot, lambda: all(worker.is_finished for worker in pilot.app.workers
                                       if worker.group == "stat"), what="free space")
     await pilot.pause()
