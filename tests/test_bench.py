@@ -1,0 +1,43 @@
+"""The benchmark runs end to end (tiny shapes, one round): every tool on every shape, checked.
+
+A benchmark is not a test: no timing thresholds here, only that it works and its JSON is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench import PLAN  # noqa: E402
+
+
+def test_quick_bench_measures_every_tool_on_every_shape(tmp_path: Path) -> None:
+    out = tmp_path / "quick.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["interrupted"] is False
+    rows = {(r["placement"], r["shape"], r["tool"]): r for r in result["results"]}
+    expected = {(p, s, t) for p, s, tools in PLAN for t in tools}
+    assert set(rows) == expected
+    for key, row in rows.items():
+        assert row["ok_runs"] == row["runs"] == 1, (key, row["problems"])
+        assert row["problems"] == [], key
+        assert row["median_s"] > 0, key
+        assert row["ratio_to_mv"] > 0, key
+        if key[2].startswith("mover"):
+            # hello, plan, a progress line per phase at least, complete
+            assert row["events_median"] >= 3, key
+            assert row["max_rss_kib"] > 0, key
+    assert all(n > 0 for n in result["shape_entries"].values())
+    assert result["parse_rate"]["parse_and_model_per_s"] > 0
+    machine = result["machine"]
+    assert machine["cores"] and machine["kernel"] and machine["rsync"]
+    assert {t["target"] for t in result["targets"]}  # every target is evaluated
+    assert "servermove bench" in proc.stdout
