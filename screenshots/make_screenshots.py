@@ -1,18 +1,23 @@
-"""Regenerate the README's screenshots: `.venv/bin/python screenshots/make_screenshots.py`.
+"""Regenerate the README's screenshots: `.venv/bin/python screenshots/make_screenshots.py [NAME…]`.
 
 Same fixed data and clock as the snapshot tests (tests/test_tui_snapshots.py), saved as SVG with
-App.save_screenshot: dashboard.svg, move-in-progress.svg, move-error.svg, move-complete.svg.
+App.save_screenshot: dashboard.svg, move-in-progress.svg, move-error.svg, move-complete.svg, and
+moves-log.svg (the sample moves log of tests/test_tui_moves_log.py, times in UTC).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from tests import test_tui_moves_log as moves_log  # noqa: E402
 from tests.test_tui_snapshots import SNAPSHOT_ROOT, app_for, moves  # noqa: E402
 
 SHOTS = [
@@ -38,10 +43,29 @@ async def shoot(name: str, server: str | None, names: tuple[str, ...],
     print(f"wrote {HERE / name}")
 
 
-async def main() -> None:
+async def shoot_moves_log(name: str = "moves-log.svg", size: tuple[int, int] = (120, 24)) -> None:
+    home = SNAPSHOT_ROOT / f"screenshot-{name}"
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "config").mkdir(parents=True)
+    # Its own moves log, and times shown in UTC so the picture is the same wherever it is made.
+    os.environ["SERVERMOVE_DATA_DIR"] = str(home / "data")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    moves_log.write_sample_log()
+    app = moves_log.app_for(home / "config")
+    async with app.run_test(size=size) as pilot:
+        await moves_log.open_log(app, pilot)
+        app.save_screenshot(name, path=str(HERE))
+    print(f"wrote {HERE / name}")
+
+
+async def main(only: list[str]) -> None:
     for shot in SHOTS:
-        await shoot(*shot)
+        if not only or shot[0] in only:
+            await shoot(*shot)
+    if not only or "moves-log.svg" in only:
+        await shoot_moves_log()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))  # names of pictures to make; none: all of them

@@ -38,6 +38,7 @@ from tui.screens.first_run import FirstRunScreen
 from tui.screens.help import HelpScreen
 from tui.screens.inventory_error import InventoryErrorScreen
 from tui.screens.modals import ConfirmScreen, HostKeyScreen, SudoPasswordScreen
+from tui.screens.moves_log import MovesLogScreen
 from tui.screens.server_detail import ServerDetailScreen
 from tui.screens.server_form import ServerFormScreen
 from tui.ssh import SshSettings
@@ -51,7 +52,8 @@ DEMO_REQUESTED = "demo"  # the app's return value when the user picks the demo o
 
 class ServerMoveApp(App[str | None]):
     CSS_PATH = ["app.tcss", "widgets/widgets.tcss", "screens/dashboard.tcss",
-                "screens/server_detail.tcss", "screens/first_run.tcss", "screens/modals.tcss"]
+                "screens/server_detail.tcss", "screens/first_run.tcss", "screens/modals.tcss",
+                "screens/moves_log.tcss"]
     TITLE = "servermove"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -155,6 +157,7 @@ class ServerMoveApp(App[str | None]):
         sections = [("Everywhere", list(self.BINDINGS)),
                     ("Servers", DashboardScreen.BINDINGS),
                     ("A server", ServerDetailScreen.BINDINGS),
+                    ("Moves log", MovesLogScreen.BINDINGS),
                     ("First run", FirstRunScreen.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
@@ -191,6 +194,8 @@ class ServerMoveApp(App[str | None]):
 
     def on_move_finished(self, message: MoveFinished) -> None:
         self.publish_progress()
+        # After the last progress: a screen that re-reads the moves log sees the final entry.
+        self.broadcast(lambda: MoveFinished(message.server_name))
 
     def cancel_move(self, name: str) -> None:
         self.run_worker(self.fleet.cancel(name), group="cancel", exit_on_error=False)

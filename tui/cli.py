@@ -19,7 +19,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -28,7 +27,16 @@ from rich.table import Table
 from rich.text import Text
 
 from tui.errors import BadInput, ConnectionLost, ServermoveError
-from tui.formatting import human_duration, human_eta, human_rate, human_size, of_total
+from tui.formatting import (
+    LOG_COLUMNS,
+    human_duration,
+    human_eta,
+    human_rate,
+    human_size,
+    log_cells,
+    log_header,
+    of_total,
+)
 from tui.history import MoveHistory, MoveRecord, MoveRecorder, record_from_listed
 from tui.progress import MoveProgress
 from tui.protocol import LinkEvent, Phase, PlanEvent, display_path
@@ -378,29 +386,20 @@ def print_records(records: list[MoveRecord], *, empty: str) -> None:
         print(empty)
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("started", "server", "result", "size", "files", "time", "rate"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("from → to", min_width=24, ratio=1, overflow="fold")
+    *short, route = LOG_COLUMNS
+    for name in short:
+        table.add_column(log_header(name), no_wrap=True)
+    # On a narrow terminal the paths fold rather than vanish.
+    table.add_column(route, min_width=24, ratio=1, overflow="fold")
     for record in records:
-        result = Text(record.phase, style={"complete": "green", "error": "red",
-                                           "cancelled": "yellow"}.get(record.phase, ""))
-        route = Text(f"{record.source} → {record.destination}")
+        cells = log_cells(record)
         if record.error:
-            route.append(f"\n{record.error}", style="red")
-        table.add_row(_local_time(record.startedAt), Text(record.server), result,
-                      human_size(record.bytesTotal), f"{record.filesTotal:,}",
-                      human_duration(record.duration), human_rate(record.averageRate), route)
+            cells[route].append(f"\n{record.error}", style="red")
+        table.add_row(*(cells[name] for name in LOG_COLUMNS))
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 200)  # into a file: never squeeze the paths
     console.print(table)
-
-
-def _local_time(iso: str | None) -> str:
-    if not iso:
-        return "—"
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime(
-        "%Y-%m-%d %H:%M")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

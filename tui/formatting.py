@@ -6,7 +6,14 @@ Headless: no Textual.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 from rich.filesize import decimal
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from tui.history import MoveRecord
 
 
 def human_size(num_bytes: int | float | None) -> str:
@@ -59,3 +66,54 @@ def of_total(done: int, total: int, *, sizes: bool) -> str:
     """`X of Y` for a progress line, in human sizes or counts."""
     fmt = human_size if sizes else human_count
     return f"{fmt(done)} of {fmt(total)}"
+
+
+# -- the moves log: one set of cells for `servermove log` and the TUI's Moves Log -------------
+
+FINISHED_RESULTS = ("complete", "error", "cancelled")
+RESULT_STYLES = {"complete": "green", "error": "red", "cancelled": "yellow"}
+# The route last: it is the one long column, so it takes (or folds into) what width is left.
+LOG_COLUMNS = ("started", "server", "result", "size", "files", "time", "avg rate", "from → to")
+LOG_NUMBER_COLUMNS = frozenset({"size", "files", "time", "avg rate"})  # right-aligned
+
+
+def parse_iso(iso: str | None) -> datetime | None:
+    """An ISO 8601 time as the moves log writes it (`2026-03-01T13:02:11Z`); None stays None."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")) if iso else None
+
+
+def local_time(iso: str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """An ISO 8601 UTC time from the moves log, in this machine's time zone; None → `—`."""
+    moment = parse_iso(iso)
+    return moment.astimezone().strftime(fmt) if moment else "—"
+
+
+def result_text(phase: str) -> Text:
+    """A move's result in a word: `complete`, `error`, `cancelled`, or `unfinished` for a move
+    the log never saw end (still running, or its client stopped watching it)."""
+    if phase in FINISHED_RESULTS:
+        return Text(phase, style=RESULT_STYLES[phase])
+    return Text("unfinished", style="italic")
+
+
+def log_cells(record: MoveRecord) -> dict[str, Text]:
+    """The cells of one moves-log row, keyed by LOG_COLUMNS. Paths are plain text, never markup:
+    they come from servers."""
+    cells = {
+        "started": Text(local_time(record.startedAt)),
+        "server": Text(record.server),
+        "result": result_text(record.phase),
+        "size": Text(human_size(record.bytesTotal)),
+        "files": Text(human_count(record.filesTotal)),
+        "time": Text(human_duration(record.duration)),
+        "avg rate": Text(human_rate(record.averageRate)),
+        "from → to": Text(f"{record.source} → {record.destination}"),
+    }
+    for name in LOG_NUMBER_COLUMNS:
+        cells[name].justify = "right"
+    return cells
+
+
+def log_header(name: str) -> Text:
+    """A moves-log column's heading, aligned like its cells."""
+    return Text(name, justify="right" if name in LOG_NUMBER_COLUMNS else "left")

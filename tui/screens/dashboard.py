@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from tui.fleet import MoveState, ServerMove, status_text
 from tui.messages import InventoryChanged, MoveProgressed
 from tui.protocol import Phase, display_path
+from tui.screens.moves_log import MovesLogScreen
 
 COLUMNS = (("Name", "name"), ("Target", "target"), ("Data path", "path"), ("Status", "status"))
 
@@ -33,6 +34,7 @@ class DashboardScreen(Screen):
         Binding("a", "add_server", "Add"),
         Binding("e", "edit_server", "Edit"),
         Binding("delete,d", "remove_server", "Remove"),
+        Binding("l,ctrl+l", "moves_log", "Moves log"),
         Binding("question_mark", "app.help", "Help"),
     ]
 
@@ -99,3 +101,6 @@ class DashboardScreen(Screen):
     def action_remove_server(self) -> None:
         if self.selected_server:
             self.app.remove_server(self.selected_server)
+
+    def action_moves_log(self) -> None:
+        self.app.push_screen(MovesLogScreen())

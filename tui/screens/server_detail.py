@@ -17,6 +17,7 @@ from tui.formatting import human_size
 from tui.inventory import ServerEntry
 from tui.messages import InventoryChanged, MoveProgressed
 from tui.screens.modals import ConfirmMoveScreen, ConfirmScreen
+from tui.screens.moves_log import MovesLogScreen
 from tui.screens.server_form import DataPathValidator
 from tui.widgets.move_panel import MoveProgressPanel, OutcomePanel
 from tui.widgets.path_label import PathLabel
@@ -37,6 +38,8 @@ class ServerDetailScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("c", "cancel_move", "Cancel move"),
+        # ctrl+l, not l: the new-path field has the focus here and takes plain letters.
+        Binding("ctrl+l", "moves_log", "Moves log"),
         Binding("question_mark", "app.help", "Help"),
     ]
 
@@ -213,6 +216,9 @@ class ServerDetailScreen(Screen):
                           "says where the data is.", yes="Cancel move", no="Keep moving",
                           danger=True),
             answered)
+
+    def action_moves_log(self) -> None:
+        self.app.push_screen(MovesLogScreen(self.server_name))
 
     def action_back(self) -> None:
         self.dismiss()
