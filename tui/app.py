@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.screen import Screen
 
 from tui.errors import ServermoveError
-from tui.fleet import DEFAULT_MOVE_OPTIONS, Fleet, MoveOptions
+from tui.fleet import DEFAULT_MOVE_OPTIONS, Fleet, MoveOptions, ServerMove
 from tui.inventory import (
     Inventory,
     InventoryError,
@@ -64,7 +64,7 @@ class ServerMoveApp(App[str | None]):
                  clock: Callable[[], float] = time.time,
                  move_options: MoveOptions = DEFAULT_MOVE_OPTIONS, open_server: str | None = None,
                  new_path: str = "", ssh_aliases: list[str] | None = None,
-                 offer_demo: bool = True) -> None:
+                 offer_demo: bool = True, cancel_moves_on_quit: bool = False) -> None:
         super().__init__()
         self.inventory_path = inventory_path
         self.inventory = Inventory(inventory_path or Path("servers.toml"), [], exists=False)
@@ -77,6 +77,9 @@ class ServerMoveApp(App[str | None]):
         self.initial_new_path = new_path
         self.ssh_aliases = ssh_host_aliases() if ssh_aliases is None else ssh_aliases
         self.offer_demo = offer_demo
+        # Moves run detached on their servers and outlive the app; only the demo, whose data
+        # lives in a temporary directory removed on exit, cancels them when it quits.
+        self.cancel_moves_on_quit = cancel_moves_on_quit
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
@@ -84,6 +87,10 @@ class ServerMoveApp(App[str | None]):
     def on_mount(self) -> None:
         self.set_interval(PUBLISH_INTERVAL_S, self.publish_progress)
         self.action_reload_inventory()
+        for server, record in self.fleet.unfinished_moves(self.inventory.servers):
+            self.notify(f"Picking up the move on {server.name} where it was left…")
+            self.fleet.begin(server, record.destination)
+            self.resume_move(server, record.moveId, record.destination, record.verify)
         if self.open_server_on_start in self.inventory:
             self.open_server(self.open_server_on_start, new_path=self.initial_new_path)
 
@@ -184,8 +191,19 @@ class ServerMoveApp(App[str | None]):
 
     @work(group="moves", exit_on_error=False)
     async def run_move(self, server: ServerEntry, new_path: str) -> None:
+        await self._moved(server, new_path,
+                          self.fleet.run_move(server, new_path, self.move_options))
+
+    @work(group="moves", exit_on_error=False)
+    async def resume_move(self, server: ServerEntry, move_id: str, new_path: str,
+                          verify: str) -> None:
+        await self._moved(server, new_path,
+                          self.fleet.resume(server, move_id, new_path, verify))
+
+    async def _moved(self, server: ServerEntry, new_path: str,
+                     following: Awaitable[ServerMove]) -> None:
         try:
-            move = await self.fleet.run_move(server, new_path, self.move_options)
+            move = await following
             if move.succeeded:
                 self._change_inventory(
                     lambda: set_data_path(server.name, new_path, self.inventory_path))
@@ -204,6 +222,14 @@ class ServerMoveApp(App[str | None]):
         active = [name for name in self.inventory.names if self.fleet.is_active(name)]
         if not active:
             self.exit()
+            return
+        if not self.cancel_moves_on_quit:
+            if await self._ask(ConfirmScreen(
+                    "Moves are running",
+                    f"The moves on {', '.join(active)} go on on their servers. servermove "
+                    "picks them up when you open it again (or: servermove attach SERVER).",
+                    yes="Quit, leave them running", no="Stay")):
+                self.exit()
             return
         if await self._ask(ConfirmScreen(
                 "Moves are running",

@@ -113,6 +113,7 @@ def run_demo() -> int:
     with demo_setup() as setup:
         app = ServerMoveApp(inventory_path=setup.inventory_path, open_server=DEMO_SERVER,
                             new_path=str(setup.new_path), offer_demo=False,
+                            cancel_moves_on_quit=True,
                             move_options=MoveOptions(verify="checksum", bwlimit=setup.bwlimit))
         app.run()
     return 0

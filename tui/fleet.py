@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from tui import runner
 from tui.errors import ConnectionLost, ServermoveError
+from tui.history import MoveHistory, MoveRecorder
 from tui.inventory import ServerEntry
 from tui.progress import MoveProgress
 from tui.protocol import Event, MalformedLine, Phase, PlanEvent, ProgressEvent
@@ -36,6 +37,7 @@ class MoveHandleLike(Protocol):
 # start_move(target, request, *, settings, prompter) and stat_paths(target, paths, ...), as in
 # tui.runner; injectable so tests can feed synthetic streams for many servers at once.
 StartMove = Callable[..., Awaitable[MoveHandleLike]]
+AttachMove = Callable[..., Awaitable[MoveHandleLike]]
 StatPaths = Callable[..., Awaitable[list[Any]]]
 
 
@@ -67,6 +69,7 @@ class ServerMove:
     exit_status: int | None = None
     cancel_requested: bool = False
     handle: MoveHandleLike | None = field(default=None, repr=False)
+    recorder: MoveRecorder | None = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:
@@ -103,6 +106,8 @@ def status_text(move: ServerMove | None) -> str:
     if move.state is MoveState.FAILED_TO_START:
         return f"error: {move.problem}"
     if move.state is MoveState.RUNNING:
+        if progress.link_lost:
+            return "connection lost — reconnecting"
         if move.cancel_requested:
             return "cancelling…"
         fraction = phase_fraction(progress)
@@ -120,10 +125,13 @@ class Fleet:
     """Runs moves (one at a time per server, any number of servers) and keeps their state."""
 
     def __init__(self, *, start_move: StartMove | None = None, stat_paths: StatPaths | None = None,
-                 settings: Any = None, prompter: Any = None,
+                 attach_move: AttachMove | None = None, settings: Any = None,
+                 prompter: Any = None, history: MoveHistory | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._start_move = start_move
         self._stat_paths = stat_paths
+        self._attach_move = attach_move
+        self.history = history if history is not None else MoveHistory()
         self.settings = settings
         self.prompter = prompter
         self.clock = clock
@@ -188,17 +196,36 @@ class Fleet:
             move.state = MoveState.RUNNING
         if move.progress.apply(event):
             self._touch(name)
+        if move.recorder is not None:
+            move.recorder.observe(event, move.progress)
 
     async def run_move(self, server: ServerEntry, new_path: str,
                        options: MoveOptions = DEFAULT_MOVE_OPTIONS) -> ServerMove:
         """Run a move to its end. Never raises for the failures a user can meet: they end up in
         the returned ServerMove (state, problem, progress.outcome())."""
+        return await self._follow(server, new_path, options.verify,
+                                  lambda: self._start(server, new_path, options, dry_run=False))
+
+    async def resume(self, server: ServerEntry, move_id: str, new_path: str,
+                     verify: str = "checksum") -> ServerMove:
+        """Pick up a move that is (or was) running on the server: one this app started before
+        it was closed, or one another machine started. The server's journal replays it."""
+        attach = self._attach_move or runner.attach_move
+        return await self._follow(server, new_path, verify,
+                                  lambda: attach(target_of(server), move_id,
+                                                 settings=self.settings, prompter=self.prompter))
+
+    async def _follow(self, server: ServerEntry, new_path: str, verify: str,
+                      open_handle: Callable[[], Awaitable[MoveHandleLike]]) -> ServerMove:
         move = self.moves.get(server.name)
         if move is None or not move.active:
             move = self.begin(server, new_path)
         name = server.name
+        move.recorder = MoveRecorder(self.history, server=name, target=server.target,
+                                     source=server.data_path, destination=new_path,
+                                     verify=verify, clock=self.clock)
         try:
-            move.handle = await self._start(server, new_path, options, dry_run=False)
+            move.handle = await open_handle()
             if move.cancel_requested:
                 await move.handle.cancel()
             move.state = MoveState.RUNNING
@@ -217,13 +244,24 @@ class Fleet:
                           else MoveState.FAILED_TO_START)
             move.problem = exc.message
         finally:
-            if move.active:  # cancelled from outside (the app quit): not a result to show
+            if move.active:  # the app quit while following: the move goes on on the server
                 move.state = MoveState.CONNECTION_LOST
-                move.problem = move.problem or "the move was interrupted"
+                move.problem = move.problem or "servermove stopped following the move"
+            if move.state is MoveState.CONNECTION_LOST:
+                move.recorder.connection_lost(move.progress, move.problem or "")
             if move.handle is not None:
                 move.handle.close()
             self._touch(name)
         return move
+
+    def unfinished_moves(self, servers: Sequence[ServerEntry]) -> list[tuple[ServerEntry, Any]]:
+        """(server, log record) for each server whose last logged move never told us its end."""
+        found = []
+        for server in servers:
+            last = self.history.records(server=server.name, limit=1)
+            if last and not last[0].finished and not self.is_active(server.name):
+                found.append((server, last[0]))
+        return found
 
     @staticmethod
     def _died_without_saying(move: ServerMove) -> str:

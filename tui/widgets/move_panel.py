@@ -33,6 +33,9 @@ def bar_counts(progress: MoveProgress) -> tuple[int, int, int, int]:
 def stats_line(progress: MoveProgress) -> str:
     if progress.finished:
         return f"took {human_duration(progress.elapsed)}"
+    if progress.link_lost:
+        return (f"connection lost — reconnecting  ·  the move goes on on the server  ·  "
+                f"elapsed {human_duration(progress.elapsed)}")
     return (f"{human_rate(progress.rate)}  ·  ETA {human_eta(progress.eta)}"
             f"  ·  elapsed {human_duration(progress.elapsed)}")
 
@@ -95,8 +98,9 @@ def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
     if move.state is MoveState.CONNECTION_LOST:
         return ("Connection lost",
                 [move.problem or "",
-                 "The mover may still be running on the server: its data is wherever the mover "
-                 "has got to. Check the server before starting another move."], "-lost")
+                 "The move goes on on the server, which keeps its journal: servermove picks it "
+                 f"up when you open it again, or follow it with: servermove attach "
+                 f"{move.server.name}"], "-lost")
     if progress.phase is Phase.COMPLETE:
         average = progress.average_rate
         return ("Move complete",
