@@ -56,6 +56,7 @@ CHUNK_START = 8 * 1024 * 1024
 CHUNK_MAX = 64 * 1024 * 1024
 CHUNK_TARGET_SECONDS = 0.2
 VERIFY_CHUNK = 4 * 1024 * 1024
+INLINE_VERIFY_MAX = 1024 * 1024  # smaller files are verified by the copy loop itself
 
 TICK_SECONDS = 0.2          # progress lines within a phase: at most 5 a second...
 HEARTBEAT_SECONDS = 0.9     # ...and at least one a second even when nothing changed
@@ -368,6 +369,9 @@ class Move:
         self.move_id = move_id or os.urandom(6).hex()
         self.cancel_file = None  # a detached worker's cancel request (see the journal)
         self.method = None
+        self.counted = False
+        self.blocks_needed = 0
+        self.inodes_needed = 0
         self.staging = None
         self.dst_is_mount = False
 
@@ -664,7 +668,12 @@ class Move:
                             else join(dst_parent, STAGING_PREFIX)) + self.move_id.encode()
         self.check()
 
-        self.calculate()
+        # A rename is one atomic step whatever the size, so counting a million files first
+        # would only make it slow: a real rename is not counted (the plan says so with
+        # "counted": false); a dry run still counts, to show the admin what would move.
+        self.counted = self.method == "copy" or self.dry_run
+        if self.counted:
+            self.calculate()
 
         src_vfs = os.statvfs(src)
         dst_vfs = os.statvfs(dst if dst_exists else dst_parent)
@@ -708,6 +717,7 @@ class Move:
             "verify": self.verify,
             "bwlimit": self.bwlimit,
             "dryRun": self.dry_run,
+            "counted": self.counted,
         })
 
     def calculate(self):
@@ -805,7 +815,7 @@ class Move:
                 verifier.stop()
         self.check()
         # Durable before anything is deleted: a crash after cleaning must not lose the copy.
-        os.sync()
+        sync_filesystem(self.staging)
         self.check()
         self.publish()
         self.clean_source()
@@ -868,8 +878,8 @@ class Move:
                 return
             self.hardlinks[key] = rel
         if stat.S_ISREG(mode):
-            self.copy_regular(rel, st, spath, dpath)
-            if verifier is not None:
+            inline = verifier is not None and st.st_size <= INLINE_VERIFY_MAX
+            if not self.copy_regular(rel, st, spath, dpath, inline) and verifier is not None:
                 verifier.put(rel, st)
             return
         try:
@@ -896,7 +906,8 @@ class Move:
         except OSError as err:
             raise self.read_failure(rel, err) from err
 
-    def copy_regular(self, rel, st, spath, dpath):
+    def copy_regular(self, rel, st, spath, dpath, verify_inline=False):
+        """Copy one regular file; True when its content was verified here already."""
         fin = self.open_source(rel, spath)
         try:
             fst = os.fstat(fin)
@@ -905,7 +916,7 @@ class Move:
                 raise SourceChanged("%s changed while the move ran — stop what writes to %s and "
                                     "run the move again" % (self.src_show(rel), show(self.src)))
             try:
-                fout = os.open(dpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                fout = os.open(dpath, os.O_RDWR | os.O_CREAT | os.O_EXCL |
                                getattr(os, "O_CLOEXEC", 0), 0o600)
             except OSError as err:
                 raise self.write_failure(rel, err) from err
@@ -913,6 +924,10 @@ class Move:
                 size = st.st_size
                 done = 0
                 sparse = size > 0 and st.st_blocks * 512 < size
+                if verify_inline and not sparse:
+                    self.copy_and_verify_small(rel, fin, fout, size)
+                    self.set_meta(rel, st, fin, fout, fout)
+                    return True
                 for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
                     if start > done:
                         self.bytes_copied += start - done  # a hole: nothing to write
@@ -926,10 +941,42 @@ class Move:
                     except OSError as err:
                         raise self.write_failure(rel, err) from err
                 self.set_meta(rel, st, fin, fout, fout)
+                return False
             finally:
                 os.close(fout)
         finally:
             os.close(fin)
+
+    def copy_and_verify_small(self, rel, fin, fout, size):
+        """A small file in one read: write it, read the copy back and compare, right here.
+
+        For the many small files of a typical data directory the verifier thread's per-file
+        hand-off (and its second open of the source) costs more than the bytes; reading the
+        source once and checking the copy against exactly those bytes is the same guarantee:
+        a source changed afterwards is caught by final_check and again before deletion."""
+        try:
+            data = os.pread(fin, size + 1, 0) if size else b""
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+        if len(data) != size:
+            raise SourceChanged("%s changed size while the move ran — stop what writes to %s "
+                                "and run the move again" % (self.src_show(rel), show(self.src)))
+        try:
+            view = memoryview(data)
+            written = 0
+            while written < size:
+                written += os.pwrite(fout, view[written:], written)
+            back = os.pread(fout, size + 1, 0) if size else b""
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        if back != data:
+            raise Failure("the copy of %s reads back different from what was written (a "
+                          "failing disk or filesystem?) — nothing was deleted; check the "
+                          "destination disk" % self.src_show(rel))
+        self.bytes_copied += size
+        self.bytes_verified += size
+        if self.bwlimit:
+            self.throttle()
 
     def copy_range(self, rel, fin, fout, offset, end):
         """Copy [offset, end) with the fastest call the kernel allows, in chunks: each chunk
@@ -1025,8 +1072,10 @@ class Move:
         self.set_meta(rel, st, spath, dpath, None)
 
     def set_owner(self, rel, st, target, is_fd):
-        if not self.is_root and st.st_uid == self.euid and st.st_gid == self.egid:
-            return  # what a new file gets anyway
+        if st.st_uid == self.euid and st.st_gid == self.egid:
+            # What a new entry gets anyway: the staging directories carry no setgid bit until
+            # their contents are in, so new files take our own group.
+            return
         try:
             if is_fd:
                 os.chown(target, st.st_uid, st.st_gid)
@@ -1409,6 +1458,24 @@ def read_full(f, buf):
             break
         total += n
     return total
+
+
+def sync_filesystem(path):
+    """syncfs(2) on the filesystem holding `path`: only the destination's disks are flushed,
+    not every filesystem of the server (a stuck NFS mount elsewhere must not hang the move)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError, ImportError):
+        pass
+    os.sync()
 
 
 def fsync_dir(path):

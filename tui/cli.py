@@ -190,6 +190,8 @@ def _phase_trail(model: MoveProgress) -> str:
 
 
 def _plan_line(plan: PlanEvent) -> str:
+    if not plan.counted:
+        return "plan: rename (same filesystem: one atomic step, nothing to copy)"
     how = "rename (same filesystem)" if plan.method == "rename" else "copy across filesystems"
     text = (f"plan: {how}, {human_size(plan.bytes_total)} in {plan.files_total:,} files and "
             f"{plan.dirs_total:,} directories, verify {plan.verify}")
@@ -199,6 +201,8 @@ def _plan_line(plan: PlanEvent) -> str:
 
 
 def summary_line(model: MoveProgress) -> str:
+    if model.phase is Phase.COMPLETE and model.uncounted_rename:
+        return model.outcome()
     if model.phase is Phase.COMPLETE:
         rate = human_rate(model.average_rate) if model.average_rate else "—"
         return (f"moved {human_size(model.bytes_total)} in {model.files_total:,} files in "
@@ -333,7 +337,8 @@ class LineView(contextlib.AbstractContextManager):
 
     def __init__(self, model: MoveProgress) -> None:
         self.model = model
-        self.console = Console(highlight=False)
+        # soft_wrap: a long path or message stays one line, whatever the width.
+        self.console = Console(highlight=False, soft_wrap=True)
         self._phase: Phase | None = None
 
     def __exit__(self, *exc: object) -> None:

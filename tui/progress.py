@@ -226,9 +226,17 @@ class MoveProgress:
         elapsed = self.elapsed
         return self.bytes_copied / elapsed if elapsed > 0 and self.bytes_copied else None
 
+    @property
+    def uncounted_rename(self) -> bool:
+        """A same-filesystem rename: instant, and not counted (its totals say nothing)."""
+        return self.plan is not None and not self.plan.counted
+
     def outcome(self) -> str:
         """One line in plain words: what happened and where the data is."""
         if self.phase is Phase.COMPLETE:
+            if self.uncounted_rename and self.plan is not None:
+                return (f"Renamed {self.plan.src} to {self.plan.dst} (same filesystem: one "
+                        "atomic rename, nothing copied).")
             return "Move complete."
         if self.phase in (Phase.ERROR, Phase.CANCELLED):
             what = "Move cancelled" if self.phase is Phase.CANCELLED else "Move failed"

@@ -81,6 +81,7 @@ class PlanEvent:
     bwlimit: int | None = None
     move_id: str | None = None
     seq: int | None = None
+    counted: bool = True  # False: a rename, done without walking the tree (totals are 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +254,7 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
         bwlimit=_opt_int(data, "bwlimit"),
         move_id=_opt_str(data, "moveId"),
         seq=_opt_int(data, "seq"),
+        counted=data.get("counted") is not False,
     )
 
 

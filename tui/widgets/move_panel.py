@@ -101,6 +101,10 @@ def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
                  "The move goes on on the server, which keeps its journal: servermove picks it "
                  f"up when you open it again, or follow it with: servermove attach "
                  f"{move.server.name}"], "-lost")
+    if progress.phase is Phase.COMPLETE and progress.uncounted_rename:
+        return ("Move complete",
+                [progress.outcome(), f"The data is now at {move.new_path}; the inventory says "
+                 "so too."], "-complete")
     if progress.phase is Phase.COMPLETE:
         average = progress.average_rate
         return ("Move complete",
