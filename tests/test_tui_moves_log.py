@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,14 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Select, Static
 from textual.widgets._select import SelectOverlay
 
-from tests.test_tui_support import make_app, wait_for
+from tests.test_tui_snapshots import finished_sequence
+from tests.test_tui_support import ScriptedHandle, ScriptedMover, make_app, plan, wait_for
 from tui.app import ServerMoveApp
 from tui.formatting import local_time
 from tui.history import MoveHistory, MoveRecord
 from tui.inventory import ServerEntry
 from tui.messages import MoveFinished
+from tui.protocol import Phase
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.moves_log import (
     MoveDetailScreen,
@@ -384,3 +387,24 @@ def test_move_detail_snapshot(snap_compare, tmp_path: Path) -> None:
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, MoveDetailScreen))
         await pilot.pause()
     assert snap_compare(app_for(tmp_path), terminal_size=(100, 30), run_before=run_before)
+
+
+async def test_a_move_run_in_the_app_appears_in_the_open_log(tmp_path: Path) -> None:
+    """End to end: the fleet records the move, the app says it finished, the open log re-reads."""
+    def script(request) -> ScriptedHandle:
+        name = request.server_name
+        if request.dry_run:
+            return ScriptedHandle([plan(name, request.src, request.dst)])
+        # A real mover names its move in every event: the log keys its entries by that name.
+        return ScriptedHandle([replace(event, move_id="m-in-app")
+                               for event in finished_sequence(name, Phase.COMPLETE)])
+
+    app = app_for(tmp_path, start_move=ScriptedMover(script))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await open_log(app, pilot)
+        assert rows(app) == []
+        app.start_move("web2", "/srv/app")
+        await wait_for(pilot, lambda: len(rows(app)) == 1, what="the move in the log")
+        assert rows(app) == ["m-in-app"]
+        assert cells(app, "m-in-app")["result"] == "complete"
+        assert cells(app, "m-in-app")["from → to"] == "/var/lib/app → /srv/app"
