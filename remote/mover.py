@@ -878,9 +878,7 @@ class Move:
                 return
             self.hardlinks[key] = rel
         if stat.S_ISREG(mode):
-            inline = verifier is not None and st.st_size <= INLINE_VERIFY_MAX
-            if not self.copy_regular(rel, st, spath, dpath, inline) and verifier is not None:
-                verifier.put(rel, st)
+            self.copy_regular(rel, st, spath, dpath, verifier)
             return
         try:
             if stat.S_ISLNK(mode):
@@ -906,8 +904,10 @@ class Move:
         except OSError as err:
             raise self.read_failure(rel, err) from err
 
-    def copy_regular(self, rel, st, spath, dpath, verify_inline=False):
-        """Copy one regular file; True when its content was verified here already."""
+    def copy_regular(self, rel, st, spath, dpath, verifier=None):
+        """Copy one regular file. With a verifier (checksum mode) its content is verified too:
+        a small file right here, a big one chunk by chunk by the verifier thread as each chunk
+        lands (so verifying overlaps copying, even for the last file), a sparse one whole."""
         fin = self.open_source(rel, spath)
         try:
             fst = os.fstat(fin)
@@ -924,14 +924,18 @@ class Move:
                 size = st.st_size
                 done = 0
                 sparse = size > 0 and st.st_blocks * 512 < size
-                if verify_inline and not sparse:
+                if verifier is not None and not sparse and size <= INLINE_VERIFY_MAX:
                     self.copy_and_verify_small(rel, fin, fout, size)
                     self.set_meta(rel, st, fin, fout, fout)
-                    return True
+                    return
+                on_chunk = None
+                if verifier is not None and not sparse:
+                    def on_chunk(start, end):
+                        verifier.put(("range", rel, st, start, end))
                 for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
                     if start > done:
                         self.bytes_copied += start - done  # a hole: nothing to write
-                    self.copy_range(rel, fin, fout, start, end)
+                    self.copy_range(rel, fin, fout, start, end, on_chunk)
                     done = end
                 if done < size:
                     self.bytes_copied += size - done
@@ -941,11 +945,12 @@ class Move:
                     except OSError as err:
                         raise self.write_failure(rel, err) from err
                 self.set_meta(rel, st, fin, fout, fout)
-                return False
             finally:
                 os.close(fout)
         finally:
             os.close(fin)
+        if verifier is not None:
+            verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
 
     def copy_and_verify_small(self, rel, fin, fout, size):
         """A small file in one read: write it, read the copy back and compare, right here.
@@ -978,9 +983,10 @@ class Move:
         if self.bwlimit:
             self.throttle()
 
-    def copy_range(self, rel, fin, fout, offset, end):
+    def copy_range(self, rel, fin, fout, offset, end, on_chunk=None):
         """Copy [offset, end) with the fastest call the kernel allows, in chunks: each chunk
-        advances bytesCopied, passes the cancellation point and, with --bwlimit, the throttle."""
+        advances bytesCopied, passes the cancellation point and, with --bwlimit, the throttle;
+        `on_chunk(start, end)` hears of each chunk once it is written."""
         sendfile_at = None
         while offset < end:
             self.check()
@@ -1029,6 +1035,8 @@ class Move:
             if got == 0:
                 raise SourceChanged("%s shrank while the move ran — stop what writes to %s and "
                                     "run the move again" % (self.src_show(rel), show(self.src)))
+            if on_chunk is not None:
+                on_chunk(offset, offset + got)
             offset += got
             self.bytes_copied += got
             elapsed = time.monotonic() - started
@@ -1313,8 +1321,12 @@ def data_segments(fd, size):
 
 
 class Verifier:
-    """Compares each copied file's content with its source in a thread, overlapping the copy of
-    the next files: the data is still in the page cache, and the two run on different cores."""
+    """Compares copied content with its source in a thread, overlapping the copy: the data is
+    still in the page cache, and the two run on different cores.
+
+    Work items: ("range", rel, st, start, end) as each chunk of a big file lands, then
+    ("end", rel, st) to check that the source did not change meanwhile; ("file", rel, st) for a
+    sparse file, compared whole once copied (its holes are compared by their map)."""
 
     def __init__(self, move):
         self.move = move
@@ -1325,22 +1337,24 @@ class Verifier:
         self.stopping = threading.Event()
         self.a = bytearray(VERIFY_CHUNK)
         self.b = bytearray(VERIFY_CHUNK)
+        self.open_rel = None  # the file whose two descriptors are open for "range" items
+        self.fs = self.fd = None
 
     def start(self):
         self.thread.start()
 
-    def put(self, rel, st):
+    def put(self, item):
         while True:
             self.move.check()
             try:
-                self.queue.put((rel, st), timeout=0.1)
+                self.queue.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
 
     def finish(self):
-        """Wait for every queued file, passing the cancellation point while waiting."""
-        self.put(None, None)
+        """Wait for every queued item, passing the cancellation point while waiting."""
+        self.put(None)
         while not self.done.wait(0.1):
             self.move.check()
         self.move.check()
@@ -1349,17 +1363,27 @@ class Verifier:
         self.stopping.set()
         if self.thread.is_alive():
             with contextlib.suppress(queue.Full):
-                self.queue.put_nowait((None, None))
+                self.queue.put_nowait(None)
             self.thread.join(2)
 
     def _run(self):
         move = self.move
+        rel = None
         try:
             while True:
-                rel, st = self.queue.get()
-                if rel is None or move.cancel.is_set() or self.stopping.is_set():
+                item = self.queue.get()
+                if item is None or move.cancel.is_set() or self.stopping.is_set():
                     break
-                self.compare(rel, st)
+                kind, rel, st = item[:3]
+                if kind == "range":
+                    self.open_pair(rel)
+                    self.compare_range(join(move.src, rel), self.fs, self.fd, item[3], item[4])
+                elif kind == "end":
+                    self.open_pair(rel)
+                    self.check_unchanged(join(move.src, rel), self.fs, st)
+                    self.close_pair()
+                else:
+                    self.compare(rel, st)
         except Failure as exc:
             move.verify_failure = exc
         except OSError as exc:
@@ -1368,7 +1392,26 @@ class Verifier:
             move.verify_failure = Failure("internal error in the mover's verifier (%s: %s) — "
                                           "please report it" % (type(exc).__name__, exc))
         finally:
+            self.close_pair()
             self.done.set()
+
+    def open_pair(self, rel):
+        if self.open_rel == rel:
+            return
+        self.close_pair()
+        move = self.move
+        try:
+            self.fs = open_readonly(join(move.src, rel), move.noatime)
+        except OSError as err:
+            raise move.read_failure(rel, err) from err
+        self.fd = open_readonly(join(move.staging, rel), 0)
+        self.open_rel = rel
+
+    def close_pair(self):
+        for fd in (self.fs, self.fd):
+            if fd is not None:
+                os.close(fd)
+        self.fs = self.fd = self.open_rel = None
 
     def compare(self, rel, st):
         move = self.move
@@ -1399,6 +1442,9 @@ class Verifier:
                 self.move.bytes_verified += size - sum(e - s for s, e in src_map)
         for start, end in ranges:
             self.compare_range(spath, fs, fd, start, end)
+        self.check_unchanged(spath, fs, st)
+
+    def check_unchanged(self, spath, fs, st):
         after = os.fstat(fs)
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             raise SourceChanged("%s was modified after it was copied — nothing was deleted; "
