@@ -47,10 +47,7 @@ async def shoot_moves_log(name: str = "moves-log.svg", size: tuple[int, int] = (
     home = SNAPSHOT_ROOT / f"screenshot-{name}"
     shutil.rmtree(home, ignore_errors=True)
     (home / "config").mkdir(parents=True)
-    # Its own moves log, and times shown in UTC so the picture is the same wherever it is made.
-    os.environ["SERVERMOVE_DATA_DIR"] = str(home / "data")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
+    os.environ["SERVERMOVE_DATA_DIR"] = str(home / "data")  # the sample log, and only it
     moves_log.write_sample_log()
     app = moves_log.app_for(home / "config")
     async with app.run_test(size=size) as pilot:
@@ -59,7 +56,19 @@ async def shoot_moves_log(name: str = "moves-log.svg", size: tuple[int, int] = (
     print(f"wrote {HERE / name}")
 
 
+def isolate() -> None:
+    """Never read or write the user's own servermove files (the fleet logs every move it runs),
+    and show times in UTC so a picture is the same wherever it is made."""
+    home = SNAPSHOT_ROOT / "screenshot-home"
+    shutil.rmtree(home, ignore_errors=True)
+    for name in ("CONFIG", "DATA", "STATE", "JOURNAL"):
+        os.environ[f"SERVERMOVE_{name}_DIR"] = str(home / name.lower())
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
 async def main(only: list[str]) -> None:
+    isolate()
     for shot in SHOTS:
         if not only or shot[0] in only:
             await shoot(*shot)

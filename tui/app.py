@@ -87,7 +87,9 @@ class ServerMoveApp(App[str | None]):
     def on_mount(self) -> None:
         self.set_interval(PUBLISH_INTERVAL_S, self.publish_progress)
         self.action_reload_inventory()
-        for server, record in self.fleet.unfinished_moves(self.inventory.servers):
+        # The demo's data is temporary: a demo move from an earlier run is gone with it.
+        resumable = [] if self.cancel_moves_on_quit else self.inventory.servers
+        for server, record in self.fleet.unfinished_moves(resumable):
             self.notify(f"Picking up the move on {server.name} where it was left…")
             self.fleet.begin(server, record.destination)
             self.resume_move(server, record.moveId, record.destination, record.verify)

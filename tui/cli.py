@@ -18,7 +18,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -54,6 +54,7 @@ from tui.targets import Target, parse_target
 VERIFY_MODES = ("checksum", "size", "none")
 # Exit statuses mirror the mover's (docs/protocol.md), plus one for a lost connection.
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_CONNECTION_LOST = 0, 1, 2, 3, 4
+EXIT_STOPPED_FOLLOWING = 130  # a second Ctrl-C: we stopped watching; the move goes on
 REFRESH_PER_SECOND = 10
 
 
@@ -122,7 +123,9 @@ def resolve_target(text: str, *, sudo: bool = False) -> Target:
     inventory = load_inventory()
     if text in inventory:
         entry = inventory.get(text)
-        return parse_target(entry.target, sudo=sudo or entry.sudo, python=entry.python)
+        # Named as in the inventory (messages, the moves log), reached as its target says.
+        return replace(parse_target(entry.target, sudo=sudo or entry.sudo, python=entry.python),
+                       label=entry.name)
     return parse_target(text, sudo=sudo)
 
 
@@ -276,22 +279,17 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
                  err: Console) -> int:
     """Show a move to its end (or the end of a dry run), recording it; returns the exit status.
 
-    Ctrl-C or SIGTERM asks the mover to cancel and keeps following until it says `cancelled`.
+    Ctrl-C or SIGTERM asks the mover to cancel and keeps following until it says `cancelled`;
+    a second one stops following at once (the move, and the cancel request if it got through,
+    go on on the server).
     """
     model = MoveProgress()
     loop = asyncio.get_running_loop()
     cancelling: list[asyncio.Task[None]] = []
-
-    def on_interrupt() -> None:
-        if not cancelling:
-            say("cancelling: waiting for the mover to clean up…")
-            cancelling.append(asyncio.ensure_future(handle.cancel()))
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_interrupt)
     view = JsonView() if args.json else (LiveView(model) if Console().is_terminal
                                          else LineView(model))
-    try:
+
+    async def show_to_the_end() -> None:
         with view:
             async for raw, event in handle.records():
                 model.apply(event)
@@ -300,6 +298,26 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
                     say(f"servermove: {event.message}")
                 elif raw is not None:
                     view.show(raw, event)
+
+    following = asyncio.ensure_future(show_to_the_end())
+
+    def on_interrupt() -> None:
+        if not cancelling:
+            say("cancelling: waiting for the mover to clean up… (again to stop waiting)")
+            cancelling.append(asyncio.ensure_future(handle.cancel()))
+        else:
+            following.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_interrupt)
+    try:
+        await following
+    except asyncio.CancelledError:
+        where = getattr(handle, "target", "the server")
+        recorder.connection_lost(model, "stopped following at the user's request")
+        say(f"servermove: stopped following; the move goes on on {where} (follow it again with "
+            "servermove attach)")
+        return EXIT_STOPPED_FOLLOWING
     except ConnectionLost as exc:
         recorder.connection_lost(model, exc.message)
         raise

@@ -123,9 +123,11 @@ class ServerDetailScreen(Screen):
             problem = "that is the current path"
         if not new_path:
             problem = ""  # nothing typed yet: nothing to complain about
-        self.query_one("#new-free", Label).set_class(bool(problem), "-problem")
-        if problem:
-            self.query_one("#new-free", Label).update(problem)
+        label = self.query_one("#new-free", Label)
+        label.set_class(bool(problem), "-problem")
+        if problem is not None:
+            # Also when the field was just emptied: an old complaint must not linger.
+            label.update(problem)
         return None if problem is not None else new_path
 
     def update_apply(self) -> None:
