@@ -4,6 +4,7 @@ on its server, and the client was killed), and shows a dropped link as 'reconnec
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -59,3 +60,24 @@ def test_a_dropped_link_shows_as_reconnecting() -> None:
     assert status_text(move) == "connection lost — reconnecting"
     progress.apply(LinkEvent(lost=False, message="reconnected to web1"))
     assert status_text(move) == "copying 40%" and progress.phase is Phase.COPYING
+
+
+async def test_opening_a_server_merges_its_journal_into_the_log(tmp_path: Path,
+                                                                public_tmp: Path,
+                                                                tmpfs: Path) -> None:
+    src, dst = public_tmp / "src", tmpfs / "dst"
+    make_tree(src, files=3, size=1000)
+    add_server(ServerEntry("box", "local", str(src)))
+    # Another laptop (its own moves log) moved box's data; this one has never heard of it.
+    other_laptop = {**os.environ, "SERVERMOVE_DATA_DIR": str(tmp_path / "other-laptop")}
+    done = subprocess.run([*SERVERMOVE, "move", "--json", "box", str(src), str(dst)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=other_laptop, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert MoveHistory().records() == []
+    app = make_app(tmp_path, [ServerEntry("box", "local", str(dst))], real_runner=True,
+                   open_server="box")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: MoveHistory().records(), what="the journal merge")
+    [merged] = MoveHistory().records()
+    assert (merged.server, merged.phase, merged.source) == ("box", "complete", str(src))

@@ -53,6 +53,11 @@ class FakeFsStat:
     device: int | None = 1
 
 
+async def no_journal(target, **_: object) -> list:
+    """The synthetic servers keep no journal of moves."""
+    return []
+
+
 async def fake_stat_paths(target, paths, **_: object) -> list[FakeFsStat]:
     return [FakeFsStat(path, mount_point="/srv" if path.startswith("/srv") else "/")
             for path in paths]
@@ -154,7 +159,7 @@ def make_app(config_dir: Path, servers: Iterable[ServerEntry], *,
              clock: Callable[[], float] = fixed_clock, **kwargs: object) -> ServerMoveApp:
     path = write_inventory(config_dir, servers)
     fleet = None if real_runner else Fleet(start_move=start_move, stat_paths=fake_stat_paths,
-                                           clock=clock)
+                                           list_moves=no_journal, clock=clock)
     kwargs.setdefault("ssh_aliases", ["web1", "db-primary"])
     kwargs.setdefault("move_options", MoveOptions())
     return ServerMoveApp(inventory_path=path, fleet=fleet, clock=clock, **kwargs)

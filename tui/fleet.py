@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from tui import runner
 from tui.errors import ConnectionLost, ServermoveError
-from tui.history import MoveHistory, MoveRecorder
+from tui.history import MoveHistory, MoveRecorder, record_from_listed
 from tui.inventory import ServerEntry
 from tui.progress import MoveProgress
 from tui.protocol import Event, MalformedLine, Phase, PlanEvent, ProgressEvent
@@ -38,6 +38,7 @@ class MoveHandleLike(Protocol):
 # tui.runner; injectable so tests can feed synthetic streams for many servers at once.
 StartMove = Callable[..., Awaitable[MoveHandleLike]]
 AttachMove = Callable[..., Awaitable[MoveHandleLike]]
+ListMoves = Callable[..., Awaitable[list[Any]]]
 StatPaths = Callable[..., Awaitable[list[Any]]]
 
 
@@ -125,12 +126,14 @@ class Fleet:
     """Runs moves (one at a time per server, any number of servers) and keeps their state."""
 
     def __init__(self, *, start_move: StartMove | None = None, stat_paths: StatPaths | None = None,
-                 attach_move: AttachMove | None = None, settings: Any = None,
+                 attach_move: AttachMove | None = None, list_moves: ListMoves | None = None,
+                 settings: Any = None,
                  prompter: Any = None, history: MoveHistory | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._start_move = start_move
         self._stat_paths = stat_paths
         self._attach_move = attach_move
+        self._list_moves = list_moves
         self.history = history if history is not None else MoveHistory()
         self.settings = settings
         self.prompter = prompter
@@ -253,6 +256,15 @@ class Fleet:
                 move.handle.close()
             self._touch(name)
         return move
+
+    async def merge_journal(self, server: ServerEntry) -> int:
+        """Take the server's journal into the moves log: moves another machine started, and
+        the true end of moves this one stopped watching. Returns how many entries changed."""
+        list_moves = self._list_moves or runner.list_target_moves
+        listed = await list_moves(target_of(server), settings=self.settings,
+                                  prompter=self.prompter)
+        return len(self.history.merge(record_from_listed(entry, server.target)
+                                      for entry in listed))
 
     def unfinished_moves(self, servers: Sequence[ServerEntry]) -> list[tuple[ServerEntry, Any]]:
         """(server, log record) for each server whose last logged move never told us its end."""

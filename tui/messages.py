@@ -29,6 +29,14 @@ class MoveFinished(Message, bubble=False):
 
 
 @dataclass
+class JournalMerged(Message, bubble=False):
+    """Moves from a server's journal (started elsewhere, or finished while we were away) were
+    added to the moves log."""
+
+    server_name: str
+
+
+@dataclass
 class InventoryChanged(Message, bubble=False):
     """servers.toml was written (a server added, edited, removed, or its data path moved)."""
 

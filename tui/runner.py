@@ -46,7 +46,8 @@ from tui.ssh import Prompter, SshSettings, connect_target
 from tui.targets import Target
 
 __all__ = ["BOOTSTRAP", "FollowedMove", "MoveHandle", "MoveRequest", "Prompter", "SshSettings",
-           "TargetSession", "attach_move", "list_moves", "mover_source", "start_move",
+           "TargetSession", "attach_move", "list_moves", "list_target_moves", "mover_source",
+           "start_move",
            "stat_paths"]
 
 # Exit code the bootstrap uses for an interpreter older than the mover supports. The version test
@@ -428,6 +429,16 @@ async def list_moves(session: TargetSession) -> list[ListedEvent]:
     listed = [event async for event in mover.events() if isinstance(event, ListedEvent)]
     mover.close()
     return listed
+
+
+async def list_target_moves(target: Target, *, settings: SshSettings | None = None,
+                            prompter: Prompter | None = None) -> list[ListedEvent]:
+    """`list_moves` on a session of its own."""
+    session = TargetSession(target, settings, prompter)
+    try:
+        return await list_moves(session)
+    finally:
+        session.close()
 
 
 RECONNECT_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)

@@ -29,7 +29,7 @@ from tui.formatting import (
     parse_iso,
 )
 from tui.history import MoveHistory, MoveRecord
-from tui.messages import MoveFinished
+from tui.messages import JournalMerged, MoveFinished
 from tui.protocol import DataState
 
 ALL = ""  # the "all" choice of a filter; no server is named "" and no result is ""
@@ -207,6 +207,9 @@ class MovesLogScreen(Screen):
         table.focus()
 
     def on_move_finished(self, _: MoveFinished) -> None:
+        self.load()
+
+    def on_journal_merged(self, _: JournalMerged) -> None:
         self.load()
 
     # -- reading the log -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from tui.errors import ServermoveError
 from tui.fleet import MoveState
 from tui.formatting import human_size
 from tui.inventory import ServerEntry
-from tui.messages import InventoryChanged, MoveProgressed
+from tui.messages import InventoryChanged, JournalMerged, MoveProgressed
 from tui.screens.modals import ConfirmMoveScreen, ConfirmScreen
 from tui.screens.moves_log import MovesLogScreen
 from tui.screens.server_form import DataPathValidator
@@ -80,6 +80,7 @@ class ServerDetailScreen(Screen):
         self.show_move()
         self.check_new_path()
         self.stat_free_space()
+        self.merge_journal()
         new_path = self.query_one("#new-path", Input)
         if not new_path.disabled:
             new_path.focus()
@@ -170,6 +171,16 @@ class ServerDetailScreen(Screen):
         self.query_one("#current-free", Label).update(free_space_text(stats[0]))
         if new_path and len(stats) > 1 and self.check_new_path() == new_path:
             self.query_one("#new-free", Label).update(free_space_text(stats[1]))
+
+    @work(exclusive=True, group="journal", exit_on_error=False)
+    async def merge_journal(self) -> None:
+        # Best effort: the free-space line already says when the server cannot be reached.
+        try:
+            merged = await self.app.fleet.merge_journal(self.server)
+        except ServermoveError:
+            return
+        if merged:
+            self.app.broadcast(lambda: JournalMerged(self.server_name))
 
     # -- apply ---------------------------------------------------------------------------------
 
