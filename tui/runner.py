@@ -89,7 +89,6 @@ class _Process(Protocol):
     """What we need of a child process, local (asyncio) or remote (asyncssh) alike."""
 
     async def write(self, data: bytes) -> None: ...
-    def close_stdin(self) -> None: ...
     async def readline(self) -> bytes: ...
     async def read_stderr(self) -> bytes: ...
     async def wait(self) -> int | None: ...
@@ -105,10 +104,6 @@ class _LocalProcess:
         assert self._process.stdin is not None
         self._process.stdin.write(data)
         await self._process.stdin.drain()
-
-    def close_stdin(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
 
     async def readline(self) -> bytes:
         assert self._process.stdout is not None
@@ -138,9 +133,6 @@ class _RemoteProcess:
     async def write(self, data: bytes) -> None:
         self._process.stdin.write(data)
         await self._process.stdin.drain()
-
-    def close_stdin(self) -> None:
-        self._process.stdin.write_eof()
 
     async def readline(self) -> bytes:
         return await self._process.stdout.readline()
@@ -264,15 +256,11 @@ class MoverProcess(_EventSource):
                               f"{last[0]}")
 
     async def cancel(self) -> None:
-        """Ask the mover to stop; it cleans up and reports `cancelled`."""
-        if self._cancel_sent:
-            return
-        self._cancel_sent = True
-        # A line on stdin reaches the mover through any sudo and any shell; the signal is for a
-        # mover that does not read its stdin.
-        with contextlib.suppress(asyncssh.Error, OSError, ConnectionError):
-            await self._process.write(b"cancel\n")
-        self._process.terminate()
+        """Ask a foreground mover (a dry run, statfs) to stop: SIGTERM, which the bootstrap's
+        `exec` delivers to the mover itself. Real moves are detached: see FollowedMove.cancel."""
+        if not self._cancel_sent:
+            self._cancel_sent = True
+            self._process.terminate()
 
     async def wait(self) -> int | None:
         if self.exit_status is None:
