@@ -17,7 +17,7 @@ from tests.harness import SshServer, run
 from tests.test_mover import interpreter, mover
 from tests.test_ssh import SERVERMOVE, make_tree, read_tree, servermove
 from tui.progress import MoveProgress
-from tui.protocol import Phase, ProgressEvent
+from tui.protocol import LinkEvent, Phase, ProgressEvent
 from tui.runner import MoveRequest, SshSettings, attach_move, start_move
 from tui.targets import parse_target
 
@@ -191,3 +191,75 @@ def test_journal_commands_on_every_interpreter(name, public_tmp, tmpfs):
     assert cancel.subjects("move.cancel-requested")[0]["running"] is False
     unknown = mover(python, "attach", "0123456789ab")
     assert unknown.returncode == 2 and "no move 0123456789ab" in unknown.progress()[-1]["error"]
+
+
+class FlakyLink:
+    """A TCP relay to the real sshd whose open connections can be made to go silent, as when
+    Wi-Fi drops or a laptop sleeps: no FIN, no RST, just nothing. New connections get through."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: asyncio.base_events.Server | None = None
+        self.silenced: list[asyncio.Event] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        silent = asyncio.Event()
+        self.silenced.append(silent)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if not silent.is_set():
+                    dst.write(data)
+                    await dst.drain()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer),
+                             return_exceptions=True)
+        for w in (writer, up_writer):
+            w.close()
+
+    def go_silent(self) -> None:
+        for silent in self.silenced:
+            silent.set()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.silenced:
+            w.set()
+
+
+async def test_a_silent_network_is_noticed_by_keepalive_and_the_move_picked_up(
+        sshd, public_tmp, tmpfs, tmp_path):
+    contents = make_tree(public_tmp / "src", files=8, size=250_000)
+    link = FlakyLink(sshd.port)
+    port = await link.start()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {sshd.host_public_key}\n")
+    config = sshd.write_config(tmp_path / "cfg", known_hosts=known, extra=(
+        # ServerAlive* from the ssh config are honoured: a dead link is noticed in ~2 s.
+        "    ServerAliveInterval 1\n    ServerAliveCountMax 2\n"))
+    config.write_text(config.read_text().replace(f"Port {sshd.port}", f"Port {port}"))
+    try:
+        move = await start_move(parse_target(sshd.alias),
+                                MoveRequest(str(public_tmp / "src"), str(tmpfs / "dst"),
+                                            bwlimit="1M"),
+                                settings=SshSettings(config_files=[config]))
+        model = MoveProgress()
+        links: list[bool] = []
+        async for event in move.events():
+            model.apply(event)
+            if isinstance(event, LinkEvent):
+                links.append(event.lost)
+            elif not links and model.phase is Phase.COPYING and model.bytes_copied:
+                link.go_silent()
+        assert links == [True, False]
+        assert model.phase is Phase.COMPLETE and move.exit_status == 0
+        assert (model.seq_gaps, model.duplicates) == (0, 0)
+        assert read_tree(tmpfs / "dst") == contents
+    finally:
+        await link.close()
