@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -49,19 +50,43 @@ def test_complete_move_is_recorded_with_every_field(public_tmp, tmpfs):
 
 def test_failed_disk_full_move_is_recorded_with_its_error(public_tmp, tiny_fs):
     (public_tmp / "src").mkdir()
-    # Few bytes but many files: each takes a whole page on tmpfs, so a 1 MiB filesystem fills
-    # up part-way through the copy.
-    for i in range(400):
-        (public_tmp / "src" / f"f{i}").write_bytes(os.urandom(100))
-    result = servermove("move", "local", public_tmp / "src", tiny_fs / "dst")
-    assert result.returncode != 0
+    for i in range(6):
+        (public_tmp / "src" / f"part-{i}").write_bytes(os.urandom(100 * 1024))
+    process = subprocess.Popen(
+        [*SERVERMOVE, "move", "--json", "--bwlimit", "200K", "local", str(public_tmp / "src"),
+         str(tiny_fs / "dst")], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        data = json.loads(line)["data"]
+        if data.get("phase") == "copying" and data["bytesCopied"] > 0:
+            break
+    # Someone else fills the disk while the move runs: a real ENOSPC, mid-copy.
+    fd = os.open(tiny_fs / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    process.communicate(timeout=30)
+    assert process.returncode == 1
     [entry] = log_json()
     assert entry["phase"] == "error"
-    assert entry["error"] and ("space" in entry["error"] or "full" in entry["error"])
+    assert "no space left" in entry["error"] and "part-" in entry["error"]
     assert entry["dataState"] == "source"
     assert entry["timeline"][-1]["phase"] == "error"
     assert entry["timeline"][-1]["error"] == entry["error"]
-    assert entry["finishedAt"] is not None
+    assert entry["finishedAt"] is not None and 0 < entry["bytesCopied"] < entry["bytesTotal"]
+
+
+def test_a_move_refused_at_its_checks_is_not_logged(public_tmp):
+    result = servermove("move", "local", public_tmp / "missing", public_tmp / "dst")
+    assert result.returncode == 2
+    assert result.stderr == (f"servermove: source {public_tmp / 'missing'} does not exist — "
+                             "check the path\n")
+    assert log_json() == []
 
 
 def test_cancelled_move_is_recorded(public_tmp, tmpfs):

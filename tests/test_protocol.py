@@ -149,3 +149,17 @@ def test_warning_events_reach_the_model():
     assert isinstance(parse_line(line), WarningEvent)
     model.apply(parse_line(line))
     assert model.warnings == ["owner not kept (a)"]
+
+
+def test_the_mover_and_the_client_agree_on_phases_and_data_states():
+    # The mover is standalone (stdlib only, shipped as one file), so it spells these out itself;
+    # this keeps the two spellings from drifting apart.
+    from remote import mover
+
+    phases = (mover.CALCULATING, mover.COPYING, mover.VERIFYING, mover.CLEANING, mover.COMPLETE,
+              mover.ERROR, mover.CANCELLED)
+    assert list(phases) == [phase.value for phase in Phase]
+    assert set(mover.TERMINAL) == {"complete", "error", "cancelled"}
+    assert {mover.STATE_SOURCE, mover.STATE_DESTINATION, mover.STATE_BOTH} == {
+        state.value for state in DataState}
+    assert mover.PROTOCOL_VERSION == 1

@@ -395,9 +395,13 @@ async def test_a_move_run_in_the_app_appears_in_the_open_log(tmp_path: Path) -> 
         name = request.server_name
         if request.dry_run:
             return ScriptedHandle([plan(name, request.src, request.dst)])
-        # A real mover names its move in every event: the log keys its entries by that name.
-        return ScriptedHandle([replace(event, move_id="m-in-app")
-                               for event in finished_sequence(name, Phase.COMPLETE)])
+        # A real mover names its move in every event (the log keys its entries by that name)
+        # and states its plan right after calculating (the log starts an entry with it).
+        events = [replace(event, move_id="m-in-app")
+                  for event in finished_sequence(name, Phase.COMPLETE)]
+        events.insert(1, replace(plan(name, request.src, request.dst), dry_run=False,
+                                 move_id="m-in-app"))
+        return ScriptedHandle(events)
 
     app = app_for(tmp_path, start_move=ScriptedMover(script))
     async with app.run_test(size=(160, 50)) as pilot:

@@ -329,12 +329,15 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
         say(f"warning: {warning}")
     if not args.json and model.phase is Phase.COMPLETE:
         view.console.print(Text(summary_line(model)))
+    if handle.exit_status == EXIT_REFUSED and model.error:
+        # Refused before anything was touched: the mover's words say what to do.
+        say(f"servermove: {model.error}")
+        return EXIT_REFUSED
     if model.phase in (Phase.ERROR, Phase.CANCELLED) or (model.phase is None and not args.dry_run):
         say(f"servermove: {summary_line(model)}")
         if model.phase is None and handle.stderr_text.strip():
             say(handle.stderr_text.strip())
-    status = exit_status_for(model, args.dry_run)
-    return EXIT_REFUSED if handle.exit_status == EXIT_REFUSED else status
+    return exit_status_for(model, args.dry_run)
 
 
 class JsonView(contextlib.AbstractContextManager):

@@ -219,6 +219,8 @@ class MoveRecorder:
             # The mover's own (absolute, normalised) paths: right even when attaching to a move
             # that another machine started.
             self._base.update(source=event.src, destination=event.dst, verify=event.verify)
+        elif self.record is None:
+            return  # no plan yet: a move refused at its checks (a typo) is not a move to log
         if self.record is None:
             self.record = MoveRecord(moveId=model.move_id, phase="calculating",
                                      startedAt=iso_utc(model.first_ts or at), **self._base)
