@@ -3,6 +3,9 @@
     servermove                          the TUI (fleet dashboard)
     servermove demo                     the TUI on a generated demo server, no SSH needed
     servermove move TARGET SRC DST      one move with a rich progress display (or --json lines)
+    servermove attach TARGET [MOVE_ID]  follow (or replay) a move running on TARGET
+    servermove moves TARGET             the moves in TARGET's journal
+    servermove log                      every move made from this machine
 
 A user mistake gets one line on stderr, `servermove: <what is wrong and what to do>`, and a
 non-zero exit; never a traceback.
@@ -44,9 +47,8 @@ from tui.runner import (
     MoveHandle,
     MoveRequest,
     SshSettings,
-    TargetSession,
     attach_move,
-    list_moves,
+    list_target_moves,
     start_move,
 )
 from tui.targets import Target, parse_target
@@ -250,11 +252,8 @@ async def run_attach(args: argparse.Namespace) -> int:
 async def run_moves(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
     target = resolve_target(args.target, sudo=args.sudo)
-    session = TargetSession(target, _settings(args), TerminalPrompter(err))
-    try:
-        listed = await list_moves(session)
-    finally:
-        session.close()
+    listed = await list_target_moves(target, settings=_settings(args),
+                                     prompter=TerminalPrompter(err))
     _history(err).merge(record_from_listed(entry, target.label) for entry in listed)
     if args.json:
         for entry in listed:
