@@ -9,6 +9,7 @@ that needs sshd must fail, never skip, so a missing component cannot hide behind
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import shutil
@@ -233,6 +234,19 @@ def mounted_tmpfs(size: str = "256m", *, parent: Path | None = None,
             run("umount", "-l", mountpoint, check=False)
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
+
+
+def fill_up(path: Path) -> None:
+    """Write `path` until its filesystem is full (a real ENOSPC, as another process would)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
 
 
 def as_user(user: str = TEST_USER) -> dict:

@@ -12,10 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_support import (
+    make_tree,
+    read_tree,
+    servermove,
+    start_json_move,
+    wait_for_copying,
+)
 from tests.fstree import build_everything_tree, snapshot_tree
 from tests.harness import SshServer, run
 from tests.test_mover import interpreter, mover
-from tests.test_ssh import SERVERMOVE, make_tree, read_tree, servermove
 from tui.progress import MoveProgress
 from tui.protocol import LinkEvent, Phase, ProgressEvent
 from tui.runner import MoveRequest, SshSettings, attach_move, start_move
@@ -26,24 +32,10 @@ def ssh_cli(sshd: SshServer, *args: object, **kwargs) -> subprocess.CompletedPro
     return servermove(*args[:1], "--ssh-config", sshd.config_file, *args[1:], **kwargs)
 
 
-def start_cli(sshd: SshServer, *args: object) -> subprocess.Popen:
-    return subprocess.Popen([*SERVERMOVE, "move", "--json", "--ssh-config", str(sshd.config_file),
-                             *map(str, args)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_copying(process: subprocess.Popen) -> dict:
-    assert process.stdout is not None
-    for line in process.stdout:
-        data = json.loads(line)["data"]
-        if data.get("phase") == "copying" and data["bytesCopied"] > 0:
-            return data
-    raise AssertionError(f"never saw copying: {process.stderr.read() if process.stderr else ''}")
-
-
 def test_killed_client_the_move_goes_on_and_attach_replays_it(sshd, public_tmp, tmpfs):
     contents = make_tree(public_tmp / "src", files=8, size=250_000)
-    client = start_cli(sshd, "--bwlimit", "2M", sshd.alias, public_tmp / "src", tmpfs / "dst")
+    client = start_json_move("--bwlimit", "2M", "--ssh-config", sshd.config_file, sshd.alias,
+                             public_tmp / "src", tmpfs / "dst")
     seen = wait_for_copying(client)
     client.kill()  # SIGKILL: no goodbye, no cancel
     client.wait()

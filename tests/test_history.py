@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
-from tests.test_ssh import SERVERMOVE, make_tree, servermove
+from tests.cli_support import make_tree, servermove, start_json_move, wait_for_copying
+from tests.harness import fill_up
 from tui.history import MoveHistory, MoveRecord
 
 REQUIRED = {"moveId", "server", "target", "source", "destination", "phase", "bytesTotal",
@@ -52,24 +51,9 @@ def test_failed_disk_full_move_is_recorded_with_its_error(public_tmp, tiny_fs):
     (public_tmp / "src").mkdir()
     for i in range(6):
         (public_tmp / "src" / f"part-{i}").write_bytes(os.urandom(100 * 1024))
-    process = subprocess.Popen(
-        [*SERVERMOVE, "move", "--json", "--bwlimit", "200K", "local", str(public_tmp / "src"),
-         str(tiny_fs / "dst")], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        data = json.loads(line)["data"]
-        if data.get("phase") == "copying" and data["bytesCopied"] > 0:
-            break
-    # Someone else fills the disk while the move runs: a real ENOSPC, mid-copy.
-    fd = os.open(tiny_fs / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as err:
-        assert err.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
+    process = start_json_move("--bwlimit", "200K", "local", public_tmp / "src", tiny_fs / "dst")
+    wait_for_copying(process)
+    fill_up(tiny_fs / "filler")  # someone else fills the disk: a real ENOSPC, mid-copy
     process.communicate(timeout=30)
     assert process.returncode == 1
     [entry] = log_json()
@@ -91,16 +75,9 @@ def test_a_move_refused_at_its_checks_is_not_logged(public_tmp):
 
 def test_cancelled_move_is_recorded(public_tmp, tmpfs):
     make_tree(public_tmp / "src", files=10, size=300_000)
-    process = subprocess.Popen(
-        [*SERVERMOVE, "move", "--json", "--bwlimit", "1M", "local", str(public_tmp / "src"),
-         str(tmpfs / "dst")], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        data = json.loads(line)["data"]
-        if data.get("phase") == "copying" and data["bytesCopied"] > 0:
-            process.send_signal(signal.SIGINT)
-            break
+    process = start_json_move("--bwlimit", "1M", "local", public_tmp / "src", tmpfs / "dst")
+    wait_for_copying(process)
+    process.send_signal(signal.SIGINT)
     process.communicate(timeout=30)
     assert process.returncode == 3
     [entry] = log_json()

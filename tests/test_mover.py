@@ -6,7 +6,6 @@ Key tests run under the default interpreter and the oldest and newest CPython th
 
 from __future__ import annotations
 
-import errno
 import itertools
 import json
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.fstree import build_everything_tree, diff_snapshots, snapshot_tree
-from tests.harness import as_user, mounted_tmpfs, run
+from tests.harness import as_user, fill_up, mounted_tmpfs, run
 from tui import protocol
 
 MOVER = Path(__file__).resolve().parent.parent / "remote" / "mover.py"
@@ -424,15 +423,7 @@ def test_disk_full_mid_copy(tiny_fs, tmp_path):
     proc = start(sys.executable, "move", "--bwlimit", "200K", src, tiny_fs / "d")
     seen: list[bytes] = []
     wait_for_copying(proc, seen)
-    # Someone else fills the disk while the move runs: a real ENOSPC, mid-copy.
-    fd = os.open(tiny_fs / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as err:
-        assert err.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
+    fill_up(tiny_fs / "filler")  # someone else fills the disk: a real ENOSPC, mid-copy
     result = finish(proc, seen)
     check_stream(result)
     assert result.returncode == 1

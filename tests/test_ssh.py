@@ -6,14 +6,20 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import asyncssh
 import pytest
 
+from tests.cli_support import (
+    SERVERMOVE,
+    make_tree,
+    read_tree,
+    servermove,
+    start_json_move,
+    wait_for_copying,
+)
 from tests.harness import NO_PYTHON_USER, NOISY_USER, SshServer, run
 from tui.errors import HostKeyUnknown, PythonMissing
 from tui.progress import MoveProgress
@@ -21,31 +27,6 @@ from tui.protocol import LinkEvent, MalformedLine, Phase, ProgressEvent
 from tui.runner import BOOTSTRAP, MoveRequest, SshSettings, start_move
 from tui.ssh import connect_target
 from tui.targets import parse_target
-
-SERVERMOVE = [sys.executable, "-m", "tui"]
-
-
-def servermove(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-    """The real CLI, as a user runs it, with stdin that is not a terminal."""
-    return subprocess.run([*SERVERMOVE, *map(str, args)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout, **kwargs)
-
-
-def make_tree(root: Path, files: int = 20, size: int = 10_000) -> dict[str, bytes]:
-    """A small tree owned by the test user (who moves it over SSH)."""
-    contents = {}
-    for i in range(files):
-        rel = f"d{i % 3}/file {i}.bin"
-        data = os.urandom(size + i)
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-        contents[rel] = data
-    run("chown", "-R", "smtest:smtest", root)
-    return contents
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def test_bootstrap_fits_on_any_command_line():
@@ -335,18 +316,11 @@ async def test_dropped_link_reattaches_with_no_gap_or_duplicate(tmp_path):
 
 def test_ctrl_c_cancels_the_move_and_waits_for_cancelled(sshd, public_tmp, tmpfs):
     contents = make_tree(public_tmp / "src", files=10, size=400_000)
-    process = subprocess.Popen(
-        [*SERVERMOVE, "move", "--json", "--bwlimit", "1M", "--ssh-config", str(sshd.config_file),
-         sshd.alias, str(public_tmp / "src"), str(tmpfs / "dst")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(json.loads(line))
-        data = lines[-1]["data"]
-        if data.get("phase") == "copying" and data["bytesCopied"] > 0:
-            process.send_signal(signal.SIGINT)
-            break
+    process = start_json_move("--bwlimit", "1M", "--ssh-config", sshd.config_file, sshd.alias,
+                              public_tmp / "src", tmpfs / "dst")
+    lines: list[dict] = []
+    wait_for_copying(process, lines)
+    process.send_signal(signal.SIGINT)
     rest, stderr = process.communicate(timeout=30)
     lines += [json.loads(line) for line in rest.splitlines()]
     assert process.returncode == 3, stderr

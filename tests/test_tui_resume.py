@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
-from tests.test_ssh import SERVERMOVE, make_tree, read_tree
+from tests.cli_support import (
+    make_tree,
+    read_tree,
+    servermove,
+    start_json_move,
+    wait_for_copying,
+)
 from tests.test_tui_support import make_app, wait_for
 from tui.fleet import MoveState, ServerMove, status_text
 from tui.history import MoveHistory
@@ -24,14 +29,8 @@ async def test_a_move_left_running_is_picked_up_at_start(tmp_path: Path, public_
     # A servermove started the move on the inventory's "box" and was killed mid-copy: the move
     # goes on, detached.
     add_server(ServerEntry("box", "local", str(src)))
-    client = subprocess.Popen([*SERVERMOVE, "move", "--json", "--bwlimit", "2M", "box",
-                               str(src), str(dst)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, text=True)
-    assert client.stdout is not None
-    for line in client.stdout:
-        data = json.loads(line)["data"]
-        if data.get("phase") == "copying" and data["bytesCopied"] > 0:
-            break
+    client = start_json_move("--bwlimit", "2M", "box", src, dst)
+    wait_for_copying(client)
     client.kill()
     client.wait()
     [left] = MoveHistory().records()
@@ -70,9 +69,7 @@ async def test_opening_a_server_merges_its_journal_into_the_log(tmp_path: Path,
     add_server(ServerEntry("box", "local", str(src)))
     # Another laptop (its own moves log) moved box's data; this one has never heard of it.
     other_laptop = {**os.environ, "SERVERMOVE_DATA_DIR": str(tmp_path / "other-laptop")}
-    done = subprocess.run([*SERVERMOVE, "move", "--json", "box", str(src), str(dst)],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          env=other_laptop, timeout=60)
+    done = servermove("move", "--json", "box", src, dst, env=other_laptop)
     assert done.returncode == 0, done.stderr
     assert MoveHistory().records() == []
     app = make_app(tmp_path, [ServerEntry("box", "local", str(dst))], real_runner=True,
