@@ -625,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None,
                         help="rounds per shape (default 5; 1 with --quick; empty-1m at most 3)")
     parser.add_argument("--shapes", nargs="+", default=None, help="only these shapes")
+    parser.add_argument("--tools", nargs="+", default=None, choices=ALL_CROSS,
+                        help="only these tools (mv always runs: ratios need it)")
     parser.add_argument("--placements", nargs="+", default=None, choices=sorted(PLACEMENT_KEYS),
                         help="only these placements: cross (tmpfs→tmpfs), disk (disk→tmpfs), "
                         "same (one filesystem)")
@@ -649,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown shapes {sorted(unknown)}; choose from {sorted(shape_table)}")
     wanted_places = {PLACEMENT_KEYS[p] for p in (args.placements or PLACEMENT_KEYS)}
     plan = [(p, s, t) for p, s, t in PLAN if s in wanted_shapes and p in wanted_places]
+    if args.tools:
+        keep = {"mv", *args.tools}
+        plan = [(p, s, [t for t in ts if t in keep]) for p, s, ts in plan]
 
     signal.signal(signal.SIGTERM, _on_term)
     info = machine(args.mover_python, args.workdir)

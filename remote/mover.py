@@ -57,6 +57,7 @@ CHUNK_MAX = 64 * 1024 * 1024
 CHUNK_TARGET_SECONDS = 0.2
 VERIFY_CHUNK = 4 * 1024 * 1024
 INLINE_VERIFY_MAX = 1024 * 1024  # smaller files are verified by the copy loop itself
+SMALL_FILE_MAX = 64 * 1024  # unverified, smaller files are copied by one read and one write
 
 TICK_SECONDS = 0.2          # progress lines within a phase: at most 5 a second...
 HEARTBEAT_SECONDS = 0.9     # ...and at least one a second even when nothing changed
@@ -296,13 +297,17 @@ class WalkError(Exception):
         self.err = err
 
 
-def walk(root):
+def walk(root, stat_files=True):
     """Yield (kind, rel, lstat) over a tree: files of a directory before its subdirectories,
     each directory once before (WALK_DIR) and once after (WALK_POST) its contents.
 
     A directory's listing is finished before descending, so at most one directory is open at any
     time (deep trees do not run out of descriptors) and only subdirectory names are held, never a
     list of every file: memory stays small for millions of files.
+
+    With stat_files=False a file comes with its os.DirEntry instead of an lstat: the copy, which
+    opens and fstats each regular file anyway, saves a stat call per file (the type comes with
+    the directory listing).
     """
     try:
         root_st = os.lstat(root)
@@ -322,11 +327,14 @@ def walk(root):
             with os.scandir(join(root, rel)) as entries:
                 for entry in entries:
                     child = rel + b"/" + entry.name if rel else entry.name
-                    cst = entry.stat(follow_symlinks=False)
-                    if stat.S_ISDIR(cst.st_mode):
-                        subdirs.append((child, cst))
+                    if stat_files or entry.is_dir(follow_symlinks=False):
+                        cst = entry.stat(follow_symlinks=False)
+                        if stat.S_ISDIR(cst.st_mode):
+                            subdirs.append((child, cst))
+                        else:
+                            yield WALK_FILE, child, cst
                     else:
-                        yield WALK_FILE, child, cst
+                        yield WALK_FILE, child, entry
                     child = b""
         except OSError as err:
             raise WalkError(child or rel, err) from err
@@ -407,6 +415,8 @@ class Move:
         self.use_sendfile = hasattr(os, "sendfile")
         self.chunk = CHUNK_START
         self.noatime = getattr(os, "O_NOATIME", 0)
+        self.umask = os.umask(0o077)  # reading the umask means setting it: put it straight back
+        os.umask(self.umask)
         self.hardlinks = {}
         self.copy_started = 0.0
 
@@ -822,7 +832,7 @@ class Move:
 
     def copy_tree(self, verifier):
         staging, src = self.staging, self.src
-        for kind, rel, st in walk(src):
+        for kind, rel, st in walk(src, stat_files=False):
             self.check()
             dpath = join(staging, rel)
             if kind == WALK_DIR:
@@ -831,6 +841,8 @@ class Move:
                     # Owner-only until its contents are in: a read-only directory stays writable
                     # for us, and nobody else sees half a tree.
                     os.mkdir(dpath, 0o700)
+                    if not rel:
+                        self.isolate_staging(dpath)
                 except OSError as err:
                     raise self.write_failure(rel, err) from err
                 continue
@@ -838,7 +850,15 @@ class Move:
                 self.set_dir_meta(rel, st, dpath)
                 continue
             self.current = rel
-            self.copy_entry(rel, st, dpath, verifier)
+            entry = st
+            if entry.is_file(follow_symlinks=False):
+                self.copy_regular(rel, join(src, rel), dpath, verifier)
+            else:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError as err:
+                    raise self.read_failure(rel, err) from err
+                self.copy_special(rel, st, dpath)
             self.files_copied += 1
             if self.files_copied > self.files_total:
                 raise SourceChanged("%s appeared in the source during the move — stop what "
@@ -856,6 +876,10 @@ class Move:
 
     def read_failure(self, rel, err):
         hint = ""
+        if isinstance(err, OSError) and err.errno == errno.ELOOP:
+            return SourceChanged("%s was replaced by a symbolic link during the move — stop "
+                                 "what writes to %s and run the move again"
+                                 % (self.src_show(rel), show(self.src)))
         if isinstance(err, OSError) and err.errno == errno.ENOENT:
             return SourceChanged("%s vanished from the source during the move — stop what "
                                  "writes to %s and run the move again"
@@ -864,21 +888,44 @@ class Move:
             hint = " — run the move as root or as the owner of the files"
         return Failure("cannot read %s: %s%s" % (self.src_show(rel), words(err), hint))
 
-    def copy_entry(self, rel, st, dpath, verifier):
+    def isolate_staging(self, path):
+        """Staging must not pass on what it inherited from DST's parent: under a setgid parent
+        every copy would take the parent's group (set_owner relies on new entries being ours),
+        and under a default ACL every copy would get its entries, which the source never had."""
+        for name in (b"system.posix_acl_default", b"system.posix_acl_access"):
+            try:
+                os.removexattr(path, name)
+            except OSError as err:
+                if err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                     errno.ENOSYS):
+                    raise
+        if os.lstat(path).st_gid != self.egid:
+            os.chown(path, -1, self.egid)
+        os.chmod(path, 0o700)  # also drops an inherited setgid bit
+
+    def link_if_seen(self, rel, st, dpath):
+        """A further name of a hard-linked inode already copied: link it, and say so."""
+        if st.st_nlink < 2:
+            return False
+        key = (st.st_dev, st.st_ino)
+        first = self.hardlinks.get(key)
+        if first is None:
+            self.hardlinks[key] = rel
+            return False
+        try:
+            os.link(join(self.staging, first), dpath, follow_symlinks=False)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        return True
+
+    def copy_special(self, rel, st, dpath):
+        """A symlink, fifo, socket or device node."""
         mode = st.st_mode
         spath = join(self.src, rel)
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            first = self.hardlinks.get(key)
-            if first is not None:
-                try:
-                    os.link(join(self.staging, first), dpath, follow_symlinks=False)
-                except OSError as err:
-                    raise self.write_failure(rel, err) from err
-                return
-            self.hardlinks[key] = rel
-        if stat.S_ISREG(mode):
-            self.copy_regular(rel, st, spath, dpath, verifier)
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
+                                "and run the move again" % (self.src_show(rel), show(self.src)))
+        if self.link_if_seen(rel, st, dpath):
             return
         try:
             if stat.S_ISLNK(mode):
@@ -904,29 +951,39 @@ class Move:
         except OSError as err:
             raise self.read_failure(rel, err) from err
 
-    def copy_regular(self, rel, st, spath, dpath, verifier=None):
+    def copy_regular(self, rel, spath, dpath, verifier=None):
         """Copy one regular file. With a verifier (checksum mode) its content is verified too:
         a small file right here, a big one chunk by chunk by the verifier thread as each chunk
-        lands (so verifying overlaps copying, even for the last file), a sparse one whole."""
+        lands (so verifying overlaps copying, even for the last file), a sparse one whole.
+
+        The source's type and metadata come from fstat on the open file, never from an earlier
+        lstat: what is copied and what is described are the same inode."""
         fin = self.open_source(rel, spath)
         try:
-            fst = os.fstat(fin)
-            if (fst.st_ino, fst.st_size, fst.st_mtime_ns) != (st.st_ino, st.st_size,
-                                                              st.st_mtime_ns):
-                raise SourceChanged("%s changed while the move ran — stop what writes to %s and "
-                                    "run the move again" % (self.src_show(rel), show(self.src)))
+            st = os.fstat(fin)
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
+                                    "and run the move again" % (self.src_show(rel), show(self.src)))
+            if self.link_if_seen(rel, st, dpath):
+                return
+            mode = stat.S_IMODE(st.st_mode)
+            # Created with its final mode when the umask lets it through whole, so set_meta needs
+            # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
+            # locks us out (the verifier opens the copy again to read it).
+            final_mode = not (mode & 0o7000 or mode & self.umask
+                              or (mode & 0o600 != 0o600 and not self.is_root))
             try:
                 fout = os.open(dpath, os.O_RDWR | os.O_CREAT | os.O_EXCL |
-                               getattr(os, "O_CLOEXEC", 0), 0o600)
+                               getattr(os, "O_CLOEXEC", 0), mode if final_mode else 0o600)
             except OSError as err:
                 raise self.write_failure(rel, err) from err
             try:
                 size = st.st_size
                 done = 0
                 sparse = size > 0 and st.st_blocks * 512 < size
-                if verifier is not None and not sparse and size <= INLINE_VERIFY_MAX:
-                    self.copy_and_verify_small(rel, fin, fout, size)
-                    self.set_meta(rel, st, fin, fout, fout)
+                if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
+                    self.copy_small(rel, fin, fout, size, verifier is not None)
+                    self.set_meta(rel, st, fin, fout, fout, final_mode)
                     return
                 on_chunk = None
                 if verifier is not None and not sparse:
@@ -944,7 +1001,7 @@ class Move:
                         os.ftruncate(fout, size)
                     except OSError as err:
                         raise self.write_failure(rel, err) from err
-                self.set_meta(rel, st, fin, fout, fout)
+                self.set_meta(rel, st, fin, fout, fout, final_mode)
             finally:
                 os.close(fout)
         finally:
@@ -952,13 +1009,15 @@ class Move:
         if verifier is not None:
             verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
 
-    def copy_and_verify_small(self, rel, fin, fout, size):
-        """A small file in one read: write it, read the copy back and compare, right here.
+    def copy_small(self, rel, fin, fout, size, verify):
+        """A small file in one read and one write; with `verify`, the copy is read back and
+        compared right here.
 
-        For the many small files of a typical data directory the verifier thread's per-file
-        hand-off (and its second open of the source) costs more than the bytes; reading the
-        source once and checking the copy against exactly those bytes is the same guarantee:
-        a source changed afterwards is caught by final_check and again before deletion."""
+        For the many small files of a typical data directory the kernel copy calls and the
+        verifier thread's per-file hand-off (and its second open of the source) cost more than
+        the bytes; reading the source once and checking the copy against exactly those bytes is
+        the same guarantee: a source changed afterwards is caught by final_check and again
+        before deletion."""
         try:
             data = os.pread(fin, size + 1, 0) if size else b""
         except OSError as err:
@@ -971,7 +1030,7 @@ class Move:
             written = 0
             while written < size:
                 written += os.pwrite(fout, view[written:], written)
-            back = os.pread(fout, size + 1, 0) if size else b""
+            back = os.pread(fout, size + 1, 0) if verify and size else data
         except OSError as err:
             raise self.write_failure(rel, err) from err
         if back != data:
@@ -979,7 +1038,8 @@ class Move:
                           "failing disk or filesystem?) — nothing was deleted; check the "
                           "destination disk" % self.src_show(rel))
         self.bytes_copied += size
-        self.bytes_verified += size
+        if verify:
+            self.bytes_verified += size
         if self.bwlimit:
             self.throttle()
 
@@ -1058,15 +1118,16 @@ class Move:
 
     # -- metadata ------------------------------------------------------------------------------
 
-    def set_meta(self, rel, st, src_ref, dpath, fd):
+    def set_meta(self, rel, st, src_ref, dpath, fd, mode_is_set=False):
         """Owner, xattrs, mode and times, in that order: chown clears setuid/setgid bits, and an
-        ACL xattr rewrites the group mode bits, so chmod comes after both; times come last."""
+        ACL xattr rewrites the group mode bits, so chmod comes after both; times come last.
+        `mode_is_set`: created with its final mode, which stands unless chown or xattrs ran."""
         is_link = stat.S_ISLNK(st.st_mode)
         target = fd if fd is not None else dpath
-        self.set_owner(rel, st, target, fd is not None)
-        self.copy_xattrs(rel, src_ref, target, is_link)
+        chowned = self.set_owner(rel, st, target, fd is not None)
+        copied = self.copy_xattrs(rel, src_ref, target, is_link)
         try:
-            if not is_link:
+            if not is_link and not (mode_is_set and not chowned and not copied):
                 os.chmod(target, stat.S_IMODE(st.st_mode))
             if fd is not None:
                 os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -1080,10 +1141,11 @@ class Move:
         self.set_meta(rel, st, spath, dpath, None)
 
     def set_owner(self, rel, st, target, is_fd):
+        """Give the copy the source's owner; say whether chown was called."""
         if st.st_uid == self.euid and st.st_gid == self.egid:
             # What a new entry gets anyway: the staging directories carry no setgid bit until
-            # their contents are in, so new files take our own group.
-            return
+            # their contents are in (isolate_staging), so new files take our own group.
+            return False
         try:
             if is_fd:
                 os.chown(target, st.st_uid, st.st_gid)
@@ -1094,8 +1156,11 @@ class Move:
                 raise self.write_failure(rel, err) from err
             self.warn("owner", "owner and group not kept (only root can give files to another "
                       "user): the copies belong to the user running the move", rel)
+        return True
 
     def copy_xattrs(self, rel, src_ref, target, is_link):
+        """Copy every extended attribute (ACLs among them); say whether any was set."""
+        copied = False
         try:
             if isinstance(src_ref, int):
                 names = os.listxattr(src_ref)
@@ -1103,7 +1168,7 @@ class Move:
                 names = os.listxattr(src_ref, follow_symlinks=False)
         except OSError as err:
             if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
-                return
+                return False
             raise self.read_failure(rel, err) from err
         for name in names:
             try:
@@ -1120,11 +1185,13 @@ class Move:
                     os.setxattr(target, name, value)
                 else:
                     os.setxattr(target, name, value, follow_symlinks=False)
+                copied = True
             except OSError as err:
                 if err.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise self.write_failure(rel, err) from err
                 self.warn("xattr:" + name, "extended attribute %s not kept: %s" % (
                     name, words(err)), rel)
+        return copied
 
     # -- verify --------------------------------------------------------------------------------
 
@@ -1483,7 +1550,10 @@ class Verifier:
 
 
 def open_readonly(path, noatime):
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NOFOLLOW and O_NONBLOCK: a regular file swapped for a symlink or a fifo since it was
+    # listed must fail (ELOOP) or open at once, to be caught by fstat, not followed or hang.
+    flags = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_NONBLOCK", 0))
     if noatime:
         try:
             return os.open(path, flags | noatime)

@@ -194,6 +194,22 @@ def test_verify_none_still_moves_everything(tmpfs, tmp_path):
     assert diff_snapshots(before, snapshot_tree(tmpfs / "d")) == []
 
 
+def test_destination_parent_passes_nothing_on_to_the_copies(python, tmpfs, tmp_path):
+    """A shared parent with a setgid bit and a default ACL (common for /srv/<team>): the copies
+    must keep the source's group and carry no ACL entries the source never had, as `cp -a`."""
+    shared = tmpfs / "shared"
+    shared.mkdir()
+    os.chown(shared, -1, 100)  # group "users": not root's own
+    shared.chmod(0o2775)
+    run("setfacl", "-d", "-m", "u:nobody:rwx", shared)
+    src = tmp_path / "src"
+    facts = build_everything_tree(src)
+    before = snapshot_tree(src)
+    result = mover(python, "move", src, shared / "data")
+    check_complete(result, facts, "copy")
+    assert diff_snapshots(before, snapshot_tree(shared / "data")) == []
+
+
 def test_same_filesystem_is_one_rename(python, tmp_path):
     src = tmp_path / "src"
     facts = build_everything_tree(src)
