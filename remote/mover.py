@@ -29,18 +29,18 @@ import argparse
 import contextlib
 import errno
 import fcntl
-import hashlib
 import io
 import json
 import os
 import queue
-import shutil
 import signal
-import socket
 import stat
 import sys
 import threading
 import time
+
+# hashlib and shutil are imported where used (start, a failed move's clean-up): a foreground
+# move starts 10 ms sooner without them, a noticeable part of moving a small tree.
 
 PROTOCOL_VERSION = 1
 
@@ -58,6 +58,11 @@ CHUNK_TARGET_SECONDS = 0.2
 VERIFY_CHUNK = 4 * 1024 * 1024
 INLINE_VERIFY_MAX = 1024 * 1024  # smaller files are verified by the copy loop itself
 SMALL_FILE_MAX = 64 * 1024  # unverified, smaller files are copied by one read and one write
+# O_NOFOLLOW and O_NONBLOCK: a regular file swapped for a symlink or a fifo since it was listed
+# must fail (ELOOP) or open at once, to be caught by fstat, not be followed or hang.
+READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+              | getattr(os, "O_NONBLOCK", 0))
+CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 TICK_SECONDS = 0.2          # progress lines within a phase: at most 5 a second...
 HEARTBEAT_SECONDS = 0.9     # ...and at least one a second even when nothing changed
@@ -973,8 +978,7 @@ class Move:
             final_mode = not (mode & 0o7000 or mode & self.umask
                               or (mode & 0o600 != 0o600 and not self.is_root))
             try:
-                fout = os.open(dpath, os.O_RDWR | os.O_CREAT | os.O_EXCL |
-                               getattr(os, "O_CLOEXEC", 0), mode if final_mode else 0o600)
+                fout = os.open(dpath, CREATE_FLAGS, mode if final_mode else 0o600)
             except OSError as err:
                 raise self.write_failure(rel, err) from err
             try:
@@ -1026,10 +1030,9 @@ class Move:
             raise SourceChanged("%s changed size while the move ran — stop what writes to %s "
                                 "and run the move again" % (self.src_show(rel), show(self.src)))
         try:
-            view = memoryview(data)
-            written = 0
-            while written < size:
-                written += os.pwrite(fout, view[written:], written)
+            written = os.pwrite(fout, data, 0) if size else 0
+            while written < size:  # a short write: rare, but allowed
+                written += os.pwrite(fout, memoryview(data)[written:], written)
             back = os.pread(fout, size + 1, 0) if verify and size else data
         except OSError as err:
             raise self.write_failure(rel, err) from err
@@ -1296,55 +1299,56 @@ class Move:
         os.utime(self.dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def clean_source(self):
-        """Remove the source entry by entry, each one only if its copy at DST still matches."""
+        """Remove the source: each file only if its copy at DST still matches (checked here,
+        just before it is handed to the Remover's threads), then the emptied directories,
+        deepest first."""
         self.set_phase(CLEANING)
-        kept = []
-        first_cause = None
+        kept = []  # (rel, why), in the order found
         src, dst = self.src, self.dst
-        for kind, rel, st in walk(src):
-            self.check()
-            if kind == WALK_DIR:
-                continue
-            self.current = rel or None
-            path = join(src, rel)
-            if kind == WALK_FILE:
+        remover = Remover(self)
+        try:
+            for kind, rel, st in walk(src):
+                self.check()
+                if kind != WALK_FILE:
+                    continue
+                self.current = rel
                 try:
                     dst_st = os.lstat(join(dst, rel))
                     problem = self.differs(rel, st, dst_st, self.is_root, dst)
                 except OSError:
                     problem = "is not at the destination"
                 if problem:
-                    kept.append(rel)
-                    first_cause = first_cause or "%s %s" % (self.src_show(rel), problem)
-                    continue
-                err = self.remove(os.unlink, path)
-                if err is None:
-                    self.deleted_any = True
-                    self.data_state = STATE_DESTINATION
-                    self.files_removed += 1
+                    kept.append((rel, "%s %s" % (self.src_show(rel), problem)))
                 else:
-                    kept.append(rel)
-                    first_cause = first_cause or "%s: %s" % (self.src_show(rel), words(err))
-            else:
-                err = self.remove(os.rmdir, path)
-                if err is None:
-                    self.deleted_any = True
-                    self.data_state = STATE_DESTINATION
-                elif rel == b"" and err.errno == errno.EBUSY and not kept:
-                    self.warn("srcmount", "%s is a mount point: it was emptied but not removed"
-                              % show(src), b"")
-                elif not kept or err.errno != errno.ENOTEMPTY:
-                    kept.append(rel)
-                    first_cause = first_cause or "%s: %s" % (self.src_show(rel), words(err))
+                    remover.add(rel, join(src, rel))
+            remover.finish()
+        finally:
+            remover.stop()
+        kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
+                    for rel, err in remover.failed)
+        for kind, rel, _st in walk(src):
+            self.check()
+            if kind != WALK_POST:
+                continue
+            self.current = rel or None
+            err = self.remove(os.rmdir, join(src, rel))
+            if err is None:
+                self.deleted_any = True
+                self.data_state = STATE_DESTINATION
+            elif rel == b"" and err.errno == errno.EBUSY and not kept:
+                self.warn("srcmount", "%s is a mount point: it was emptied but not removed"
+                          % show(src), b"")
+            elif not kept or err.errno != errno.ENOTEMPTY:
+                kept.append((rel, "%s: %s" % (self.src_show(rel), words(err))))
         self.flush_warnings()
         if kept:
             self.data_state = STATE_DESTINATION if self.deleted_any else STATE_BOTH
-            listed = ", ".join(self.src_show(r) for r in kept[:5])
+            listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
             if len(kept) > 5:
                 listed += " and %d more" % (len(kept) - 5)
             raise Failure("%s is complete and verified, but removing the source failed (%s); "
                           "still there: %s — check and delete them by hand"
-                          % (show(dst), first_cause, listed))
+                          % (show(dst), kept[0][1], listed))
         self.finish(COMPLETE, None, EXIT_OK)
 
     def remove(self, func, path):
@@ -1387,6 +1391,118 @@ def data_segments(fd, size):
         pos = end
 
 
+def put_unless_cancelled(move, work, item):
+    """Queue `item`, waiting for room, but passing the cancellation point while waiting."""
+    while True:
+        move.check()
+        try:
+            work.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+class Remover:
+    """Unlinks source files, on worker threads once unlinks prove slow, while the main thread
+    re-checks the next files against their copies.
+
+    On ext4 an unlink waits on the journal (0.19 ms each for 10,000 small files on the benchmark
+    machine), and waits in parallel overlap: rm -rf took 1.86 s, four at a time 1.25 s. On tmpfs
+    an unlink takes microseconds and threads would only contend for the interpreter, so files
+    are removed inline until a window of them averages over SLOW_UNLINK_SECONDS. Batches are
+    small and the queue short: a file is deleted within milliseconds of its check."""
+
+    WORKERS = 4
+    BATCH = 64
+    WINDOW = 32
+    SLOW_UNLINK_SECONDS = 50e-6
+
+    def __init__(self, move):
+        self.move = move
+        self.queue = queue.Queue(maxsize=self.WORKERS)
+        self.batch = []
+        self.failed = []  # (rel, OSError), for the files that could not be removed
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = []
+        self.window_count = 0
+        self.window_seconds = 0.0
+
+    def add(self, rel, path):
+        if self.threads:
+            self.batch.append((rel, path))
+            if len(self.batch) >= self.BATCH:
+                put_unless_cancelled(self.move, self.queue, self.batch)
+                self.batch = []
+            return
+        started = time.monotonic()
+        self.remove_batch(((rel, path),))
+        self.window_seconds += time.monotonic() - started
+        self.window_count += 1
+        if self.window_count == self.WINDOW:
+            if self.window_seconds > self.WINDOW * self.SLOW_UNLINK_SECONDS:
+                self.start_workers()
+            self.window_count = 0
+            self.window_seconds = 0.0
+
+    def start_workers(self):
+        for _ in range(self.WORKERS):
+            thread = threading.Thread(target=self._run, name="remover")
+            thread.daemon = True
+            thread.start()
+            self.threads.append(thread)
+
+    def finish(self):
+        """Wait until every file handed over was removed (or failed)."""
+        if self.batch:
+            put_unless_cancelled(self.move, self.queue, self.batch)
+            self.batch = []
+        for _ in self.threads:
+            put_unless_cancelled(self.move, self.queue, None)
+        for thread in self.threads:
+            while thread.is_alive():
+                thread.join(0.1)
+                self.move.check()
+
+    def stop(self):
+        """After finish, or on a cancel or failure: stop at the next file and wait for that."""
+        self.stopping.set()
+        while True:  # only this thread puts: once drained, the sentinels fit
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self.threads:
+            with contextlib.suppress(queue.Full):
+                self.queue.put_nowait(None)
+        for thread in self.threads:
+            thread.join(5)
+
+    def remove_batch(self, batch):
+        move = self.move
+        removed = 0
+        for rel, path in batch:
+            if self.stopping.is_set() or move.cancel.is_set():
+                break
+            err = move.remove(os.unlink, path)
+            if err is None:
+                removed += 1
+            else:
+                self.failed.append((rel, err))
+        if removed:
+            with self.lock:
+                move.files_removed += removed
+                move.deleted_any = True
+                move.data_state = STATE_DESTINATION
+
+    def _run(self):
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            self.remove_batch(batch)
+
+
 class Verifier:
     """Compares copied content with its source in a thread, overlapping the copy: the data is
     still in the page cache, and the two run on different cores.
@@ -1411,13 +1527,7 @@ class Verifier:
         self.thread.start()
 
     def put(self, item):
-        while True:
-            self.move.check()
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_unless_cancelled(self.move, self.queue, item)
 
     def finish(self):
         """Wait for every queued item, passing the cancellation point while waiting."""
@@ -1550,17 +1660,13 @@ class Verifier:
 
 
 def open_readonly(path, noatime):
-    # O_NOFOLLOW and O_NONBLOCK: a regular file swapped for a symlink or a fifo since it was
-    # listed must fail (ELOOP) or open at once, to be caught by fstat, not followed or hang.
-    flags = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-             | getattr(os, "O_NONBLOCK", 0))
     if noatime:
         try:
-            return os.open(path, flags | noatime)
+            return os.open(path, READ_FLAGS | noatime)
         except OSError as err:
             if err.errno != errno.EPERM:
                 raise
-    return os.open(path, flags)
+    return os.open(path, READ_FLAGS)
 
 
 def read_full(f, buf):
@@ -1609,6 +1715,8 @@ def fsync_dir(path):
 
 def force_rmtree(path):
     """Remove a tree we made, including read-only directories inside it."""
+    import shutil
+
     def fix(func, failed, exc_info):
         parent = os.path.dirname(failed)
         os.chmod(parent, 0o700)
@@ -1777,6 +1885,8 @@ def prune_journals(root, keep):
 
 
 def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text):
+    import hashlib
+
     root = journal_root()
     for sub in (b"moves", b"locks"):
         os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
@@ -2071,7 +2181,7 @@ def refuse(emitter, server_name, message):
 def main(argv):
     emitter = Emitter(getattr(sys.stdout, "buffer", sys.stdout))
     emitter.hello()
-    server_name = socket.gethostname()
+    server_name = os.uname().nodename  # what socket.gethostname() returns
     try:
         args = build_parser().parse_args(argv)
     except ArgumentError as exc:

@@ -23,6 +23,7 @@ from tests.harness import as_user, fill_up, mounted_tmpfs, run
 from tui import protocol
 
 MOVER = Path(__file__).resolve().parent.parent / "remote" / "mover.py"
+REMOVER_MOVER = Path(__file__).resolve().parent / "remover_mover.py"
 PYENV_VERSIONS = {"py3.6": "3.6.15", "py3.13": "3.13.0"}
 # The unprivileged test user cannot reach root's pyenv or the venv: it runs the system python3,
 # as a server's own login would.
@@ -45,6 +46,13 @@ def interpreter(name: str) -> str:
 @pytest.fixture(params=["default", "py3.6", "py3.13"])
 def python(request) -> str:
     return interpreter(request.param)
+
+
+@pytest.fixture(params=["inline", "threads"])
+def removal(request) -> list[str]:
+    """The command that runs the mover with the source removed inline or by the Remover's
+    worker threads (which of the two the mover picks depends on how slow the disk is)."""
+    return [sys.executable, str(REMOVER_MOVER), request.param]
 
 
 @dataclass
@@ -73,8 +81,10 @@ def parse(stdout: bytes, returncode: int, stderr: bytes) -> Result:
     return Result(returncode, lines, stderr.decode("utf-8", "replace"), events)
 
 
-def mover(python: str, *args: str | os.PathLike | bytes, **kwargs) -> Result:
-    cmd = [python, str(MOVER), *[a if isinstance(a, bytes) else str(a) for a in args]]
+def mover(python: str | list[str], *args: str | os.PathLike | bytes, **kwargs) -> Result:
+    """Run the mover to the end: `python` is an interpreter, or a whole command (`removal`)."""
+    prefix = [python, str(MOVER)] if isinstance(python, str) else python
+    cmd = [*prefix, *[a if isinstance(a, bytes) else str(a) for a in args]]
     proc = subprocess.run(cmd, capture_output=True, timeout=60,
                           **kwargs)
     return parse(proc.stdout, proc.returncode, proc.stderr)
@@ -410,8 +420,9 @@ def test_not_enough_inodes_is_refused_up_front(public_root, tmp_path):
 # Faults: error, staging removed, source untouched
 
 
-def start(python: str, *args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([python, str(MOVER), *[str(a) for a in args]],
+def start(python: str | list[str], *args, **kwargs) -> subprocess.Popen:
+    prefix = [python, str(MOVER)] if isinstance(python, str) else python
+    return subprocess.Popen([*prefix, *[str(a) for a in args]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
@@ -638,7 +649,7 @@ def test_statfs_reports_the_filesystems(python, tmp_path, tmpfs):
     assert disk.mount_point != mount.mount_point and disk.device != mount.device
 
 
-def test_cancel_while_cleaning_keeps_the_complete_destination(tmp_path, tmpfs):
+def test_cancel_while_cleaning_keeps_the_complete_destination(removal, tmp_path, tmpfs):
     # Once the copy is in place at DST, a cancel stops the removal of the source where it is:
     # DST stays complete, and the error says what is left of the source.
     src = tmp_path / "src"
@@ -648,7 +659,7 @@ def test_cancel_while_cleaning_keeps_the_complete_destination(tmp_path, tmpfs):
             (src / f"d{d}" / f"f{f}").write_bytes(b"%d-%d" % (d, f))
     before = snapshot_tree(src)
     dst = tmpfs / "d"
-    proc = start(sys.executable, "move", src, dst)
+    proc = start(removal, "move", src, dst)
     seen: list[bytes] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -672,3 +683,40 @@ def test_cancel_while_cleaning_keeps_the_complete_destination(tmp_path, tmpfs):
         assert len(files_left) < 10000
         for rel, entry in files_left.items():  # what is left of the source is intact
             assert entry["sha256"] == before[rel]["sha256"]
+
+
+def test_removing_the_source_keeps_everything(removal, tmp_path, tmpfs):
+    src = tmp_path / "src"
+    facts = build_everything_tree(src)
+    before = snapshot_tree(src)
+    result = mover(removal, "move", src, tmpfs / "d")
+    check_complete(result, facts, "copy")
+    assert not src.exists()
+    assert diff_snapshots(before, snapshot_tree(tmpfs / "d")) == []
+
+
+def test_a_file_that_cannot_be_removed_is_named_and_the_rest_goes(removal, tmp_path, tmpfs):
+    # An immutable file (chattr +i: not even root may unlink it) fails its unlink in the middle
+    # of the clean: the rest of the source goes, DST is complete, and the error names the file.
+    src = tmp_path / "src"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(100):
+            (src / f"d{d}" / f"f{f}").write_bytes(b"%d-%d" % (d, f))
+    stuck = src / "d1" / "f7"
+    before = snapshot_tree(src)
+    run("chattr", "+i", stuck)
+    try:
+        result = mover(removal, "move", src, tmpfs / "d")
+        check_stream(result)
+        assert result.returncode == 1
+        last = result.progress()[-1]
+        assert last["phase"] == "error" and last["dataState"] == "destination"
+        assert "complete and verified, but removing the source failed" in last["error"]
+        assert f"still there: {stuck}" in last["error"]
+        assert diff_snapshots(before, snapshot_tree(tmpfs / "d")) == []
+        left = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+        assert left == ["d1", "d1/f7"]
+        assert stuck.read_bytes() == b"1-7"
+    finally:
+        run("chattr", "-i", stuck, check=False)
