@@ -35,6 +35,8 @@ def test_quick_bench_measures_every_tool_on_every_shape(tmp_path: Path) -> None:
             # hello, plan, a progress line per phase at least, complete
             assert row["events_median"] >= 3, key
             assert row["max_rss_kib"] > 0, key
+        if key[2] == "mover metered":
+            assert row["reporting_cpu_pct"] > 0, key  # the reporter ran and was metered
     assert all(n > 0 for n in result["shape_entries"].values())
     assert result["parse_rate"]["parse_and_model_per_s"] > 0
     machine = result["machine"]
