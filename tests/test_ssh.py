@@ -78,6 +78,26 @@ def test_full_move_across_filesystems_over_ssh(sshd: SshServer, public_tmp, tmpf
     assert owners == {sshd_uid()}  # moved as the unprivileged login user
 
 
+def test_a_json_py_in_the_login_home_is_never_imported(sshd: SshServer, public_tmp, tmpfs):
+    # The bootstrap runs in the login's home: a json.py lying there (or on PYTHONPATH) must not
+    # be what it imports; under sudo it would run as root.
+    import pwd
+
+    trap = Path(pwd.getpwnam("smtest").pw_dir) / "json.py"
+    marker = public_tmp / "the-trap-ran"
+    trap.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    run("chown", "smtest", trap)
+    try:
+        contents = make_tree(public_tmp / "src", files=3)
+        result = servermove("move", "--json", "--ssh-config", sshd.config_file, sshd.alias,
+                            public_tmp / "src", tmpfs / "moved")
+        assert not marker.exists()
+        assert result.returncode == 0, result.stderr
+        assert read_tree(tmpfs / "moved") == contents
+    finally:
+        trap.unlink()
+
+
 def sshd_uid() -> int:
     import pwd
 
