@@ -205,9 +205,11 @@ class Tool:
 
 
 def tools(mover_python: str) -> dict[str, Tool]:
+    from tui.runner import PYTHON_FLAGS  # the interpreter flags servermove starts the mover with
+
     def mover(verify: str, script: Path = MOVER) -> Callable[[str, str], list[list[str]]]:
-        return lambda s, d: [[mover_python, str(script), "move", "--server-name", "bench",
-                              "--verify", verify, s, d]]
+        return lambda s, d: [[mover_python, *PYTHON_FLAGS, str(script), "move", "--server-name",
+                              "bench", "--verify", verify, s, d]]
 
     table = [
         Tool("mv", lambda s, d: [["mv", s, d]]),
@@ -520,12 +522,18 @@ def summarize(cells: list[Cell], shape_table: dict[str, Shape]) -> list[dict[str
         rss = [s.max_rss_kib for s in good if s.max_rss_kib is not None]
         shares = [s.reporting_cpu_s / s.seconds * 100 for s in good
                   if s.reporting_cpu_s is not None]
+        # Round by round: each tool's time over mv's in the same round (they ran minutes apart at
+        # most), which a machine that slows down or speeds up mid-run does not tilt.
+        paired = [s.seconds / m.seconds
+                  for s, m in zip(c.samples, mv.samples if mv else [], strict=False)
+                  if s.ok and m.ok and m.seconds > 0]
         rows.append({
             "placement": c.placement, "shape": c.shape, "shape_title": shape_table[c.shape].title,
             "tool": c.tool, "runs": len(c.samples), "ok_runs": len(good),
             "seconds": [round(s.seconds, 4) for s in c.samples],
             "median_s": round(med, 4) if med is not None else None,
             "ratio_to_mv": round(med / mv_med, 3) if med and mv_med else None,
+            "paired_ratio_to_mv": round(median(paired), 3) if paired else None,
             "minus_mv_s": round(med - mv_med, 4) if med is not None and mv_med else None,
             "events_median": median(events),
             "max_rss_kib": max(rss) if rss else None,
@@ -610,6 +618,7 @@ def print_report(rows: list[dict[str, object]], targets: list[dict[str, object]]
     table = Table(title="servermove bench: medians (wall clock)", title_justify="left")
     for name, justify in (("placement", "left"), ("shape", "left"), ("tool", "left"),
                           ("runs", "right"), ("median s", "right"), ("x mv", "right"),
+                          ("x mv paired", "right"),
                           ("events", "right"), ("peak RSS MiB", "right"),
                           ("reporting CPU %", "right"), ("check", "left")):
         table.add_column(name, justify=justify)
@@ -622,6 +631,7 @@ def print_report(rows: list[dict[str, object]], targets: list[dict[str, object]]
         ratio = r["ratio_to_mv"]
         table.add_row(r["placement"], r["shape"], r["tool"], str(r["ok_runs"]),
                       fmt_s(r["median_s"]), f"{ratio:.2f}" if ratio is not None else "-",
+                      "-" if r["paired_ratio_to_mv"] is None else f"{r['paired_ratio_to_mv']:.2f}",
                       "-" if r["events_median"] is None else f"{r['events_median']:.0f}",
                       "-" if not r["max_rss_kib"] else f"{r['max_rss_kib'] / 1024:.1f}",
                       "-" if r["reporting_cpu_pct"] is None else f"{r['reporting_cpu_pct']:.2f}",

@@ -837,7 +837,8 @@ class Move:
 
     def copy_tree(self, verifier):
         staging, src = self.staging, self.src
-        for kind, rel, st in walk(src, stat_files=False):
+        # A directory comes with its lstat, a file with its os.DirEntry (see walk).
+        for kind, rel, item in walk(src, stat_files=False):
             self.check()
             dpath = join(staging, rel)
             if kind == WALK_DIR:
@@ -852,15 +853,14 @@ class Move:
                     raise self.write_failure(rel, err) from err
                 continue
             if kind == WALK_POST:
-                self.set_dir_meta(rel, st, dpath)
+                self.set_dir_meta(rel, item, dpath)
                 continue
             self.current = rel
-            entry = st
-            if entry.is_file(follow_symlinks=False):
+            if item.is_file(follow_symlinks=False):
                 self.copy_regular(rel, join(src, rel), dpath, verifier)
             else:
                 try:
-                    st = entry.stat(follow_symlinks=False)
+                    st = item.stat(follow_symlinks=False)
                 except OSError as err:
                     raise self.read_failure(rel, err) from err
                 self.copy_special(rel, st, dpath)
@@ -974,9 +974,9 @@ class Move:
             mode = stat.S_IMODE(st.st_mode)
             # Created with its final mode when the umask lets it through whole, so set_meta needs
             # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
-            # locks us out (the verifier opens the copy again to read it).
-            final_mode = not (mode & 0o7000 or mode & self.umask
-                              or (mode & 0o600 != 0o600 and not self.is_root))
+            # locks the owner out (the verifier opens the copy again to read it, and root may be
+            # just another user on a root-squashed NFS destination).
+            final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
             try:
                 fout = os.open(dpath, CREATE_FLAGS, mode if final_mode else 0o600)
             except OSError as err:

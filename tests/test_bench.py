@@ -30,7 +30,7 @@ def test_quick_bench_measures_every_tool_on_every_shape(tmp_path: Path) -> None:
         assert row["ok_runs"] == row["runs"] == 1, (key, row["problems"])
         assert row["problems"] == [], key
         assert row["median_s"] > 0, key
-        assert row["ratio_to_mv"] > 0, key
+        assert row["ratio_to_mv"] > 0 and row["paired_ratio_to_mv"] > 0, key
         if key[2].startswith("mover"):
             # hello, plan, a progress line per phase at least, complete
             assert row["events_median"] >= 3, key
