@@ -42,8 +42,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 MOVER = REPO / "remote" / "mover.py"
-QUIET_MOVER = REPO / "bench" / "quiet_mover.py"
-METERED_MOVER = REPO / "bench" / "metered_mover.py"
+INSTRUMENTED_MOVER = REPO / "bench" / "instrumented_mover.py"
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -207,9 +206,10 @@ class Tool:
 def tools(mover_python: str) -> dict[str, Tool]:
     from tui.runner import PYTHON_FLAGS  # the interpreter flags servermove starts the mover with
 
-    def mover(verify: str, script: Path = MOVER) -> Callable[[str, str], list[list[str]]]:
-        return lambda s, d: [[mover_python, *PYTHON_FLAGS, str(script), "move", "--server-name",
-                              "bench", "--verify", verify, s, d]]
+    def mover(verify: str, *script: str) -> Callable[[str, str], list[list[str]]]:
+        """The mover, or with `script` ("instrumented_mover.py", "quiet") a wrapper around it."""
+        return lambda s, d: [[mover_python, *PYTHON_FLAGS, *(script or (str(MOVER),)), "move",
+                              "--server-name", "bench", "--verify", verify, s, d]]
 
     table = [
         Tool("mv", lambda s, d: [["mv", s, d]]),
@@ -222,8 +222,9 @@ def tools(mover_python: str) -> dict[str, Tool]:
         Tool("mover checksum", mover("checksum"), mover=True),
         Tool("mover size", mover("size"), mover=True),
         Tool("mover none", mover("none"), mover=True),
-        Tool("mover quiet", mover("checksum", QUIET_MOVER), mover=True),
-        Tool("mover metered", mover("checksum", METERED_MOVER), mover=True, metered=True),
+        Tool("mover quiet", mover("checksum", str(INSTRUMENTED_MOVER), "quiet"), mover=True),
+        Tool("mover metered", mover("checksum", str(INSTRUMENTED_MOVER), "metered"), mover=True,
+             metered=True),
     ]
     return {t.name: t for t in table}
 
@@ -233,9 +234,9 @@ ALL_CROSS = ["mv", "cp -a + rm -rf", "rsync -aHAXS", "mover checksum", "mover si
 NO_QUIET = ALL_CROSS[:-2]
 
 # (placement, shape, tools): what runs. The cost of progress reporting is measured two ways:
-# "mover quiet" is the default mover with progress events throttled to the minimum
-# (bench/quiet_mover.py), to time against it; "mover metered" is the default mover reporting
-# the CPU time its reporting took (bench/metered_mover.py).
+# "mover quiet" is the default mover with progress events throttled to the minimum, to time
+# against it; "mover metered" is the default mover reporting the CPU time its reporting took
+# (both bench/instrumented_mover.py).
 PLAN: list[tuple[str, str, list[str]]] = [
     ("tmpfs→tmpfs", "big", ALL_CROSS),
     ("tmpfs→tmpfs", "small", ALL_CROSS),

@@ -649,14 +649,19 @@ def test_statfs_reports_the_filesystems(python, tmp_path, tmpfs):
     assert disk.mount_point != mount.mount_point and disk.device != mount.device
 
 
+def numbered_tree(src: Path, dirs: int, files: int) -> None:
+    """src/d<i>/f<j>, each file holding b"<i>-<j>"."""
+    for d in range(dirs):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(files):
+            (src / f"d{d}" / f"f{f}").write_bytes(b"%d-%d" % (d, f))
+
+
 def test_cancel_while_cleaning_keeps_the_complete_destination(removal, tmp_path, tmpfs):
     # Once the copy is in place at DST, a cancel stops the removal of the source where it is:
     # DST stays complete, and the error says what is left of the source.
     src = tmp_path / "src"
-    for d in range(10):
-        (src / f"d{d}").mkdir(parents=True)
-        for f in range(1000):
-            (src / f"d{d}" / f"f{f}").write_bytes(b"%d-%d" % (d, f))
+    numbered_tree(src, dirs=10, files=1000)
     before = snapshot_tree(src)
     dst = tmpfs / "d"
     proc = start(removal, "move", src, dst)
@@ -699,10 +704,7 @@ def test_a_file_that_cannot_be_removed_is_named_and_the_rest_goes(removal, tmp_p
     # An immutable file (chattr +i: not even root may unlink it) fails its unlink in the middle
     # of the clean: the rest of the source goes, DST is complete, and the error names the file.
     src = tmp_path / "src"
-    for d in range(3):
-        (src / f"d{d}").mkdir(parents=True)
-        for f in range(100):
-            (src / f"d{d}" / f"f{f}").write_bytes(b"%d-%d" % (d, f))
+    numbered_tree(src, dirs=3, files=100)
     stuck = src / "d1" / "f7"
     before = snapshot_tree(src)
     run("chattr", "+i", stuck)
