@@ -406,6 +406,7 @@ class Move:
         self.deleted_any = False
 
         self._report_lock = threading.Lock()
+        self._verified_lock = threading.Lock()
         self._last_report = 0.0
         self._last_counters = None
         self._reporter_stop = threading.Event()
@@ -1042,7 +1043,7 @@ class Move:
                           "destination disk" % self.src_show(rel))
         self.bytes_copied += size
         if verify:
-            self.bytes_verified += size
+            self.add_verified(size)
         if self.bwlimit:
             self.throttle()
 
@@ -1109,6 +1110,12 @@ class Move:
                 self.chunk *= 2
             if self.bwlimit:
                 self.throttle()
+
+    def add_verified(self, count):
+        # Both the copy loop (small files) and the verifier thread count verified bytes: `+=`
+        # on an attribute is a read and a write, and a thread switch between them loses one.
+        with self._verified_lock:
+            self.bytes_verified += count
 
     def throttle(self):
         due = self.copy_started + self.bytes_copied / float(self.bwlimit)
@@ -1616,7 +1623,7 @@ class Verifier:
             src_map = tuple(data_segments(fs, size))
             if src_map == tuple(data_segments(fd, size)):
                 ranges = src_map
-                self.move.bytes_verified += size - sum(e - s for s, e in src_map)
+                self.move.add_verified(size - sum(e - s for s, e in src_map))
         for start, end in ranges:
             self.compare_range(spath, fs, fd, start, end)
         self.check_unchanged(spath, fs, st)
@@ -1656,7 +1663,7 @@ class Verifier:
                     "copied, or a disk returned bad data) — nothing was deleted; stop what "
                     "writes to %s and run the move again" % (show(spath), show(move.src)))
             left -= want
-            move.bytes_verified += want
+            move.add_verified(want)
 
 
 def open_readonly(path, noatime):
