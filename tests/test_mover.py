@@ -81,10 +81,14 @@ def parse(stdout: bytes, returncode: int, stderr: bytes) -> Result:
     return Result(returncode, lines, stderr.decode("utf-8", "replace"), events)
 
 
+def mover_command(python: str | list[str]) -> list[str]:
+    """`python` is an interpreter to run the mover with, or a whole command (`removal`)."""
+    return [python, str(MOVER)] if isinstance(python, str) else python
+
+
 def mover(python: str | list[str], *args: str | os.PathLike | bytes, **kwargs) -> Result:
-    """Run the mover to the end: `python` is an interpreter, or a whole command (`removal`)."""
-    prefix = [python, str(MOVER)] if isinstance(python, str) else python
-    cmd = [*prefix, *[a if isinstance(a, bytes) else str(a) for a in args]]
+    """Run the mover to the end."""
+    cmd = [*mover_command(python), *[a if isinstance(a, bytes) else str(a) for a in args]]
     proc = subprocess.run(cmd, capture_output=True, timeout=60,
                           **kwargs)
     return parse(proc.stdout, proc.returncode, proc.stderr)
@@ -421,8 +425,7 @@ def test_not_enough_inodes_is_refused_up_front(public_root, tmp_path):
 
 
 def start(python: str | list[str], *args, **kwargs) -> subprocess.Popen:
-    prefix = [python, str(MOVER)] if isinstance(python, str) else python
-    return subprocess.Popen([*prefix, *[str(a) for a in args]],
+    return subprocess.Popen([*mover_command(python), *[str(a) for a in args]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
