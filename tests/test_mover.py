@@ -23,7 +23,7 @@ from tests.harness import as_user, fill_up, mounted_tmpfs, run
 from tui import protocol
 
 MOVER = Path(__file__).resolve().parent.parent / "remote" / "mover.py"
-REMOVER_MOVER = Path(__file__).resolve().parent / "remover_mover.py"
+RIGGED_MOVER = Path(__file__).resolve().parent / "rigged_mover.py"
 PYENV_VERSIONS = {"py3.6": "3.6.15", "py3.13": "3.13.0"}
 # The unprivileged test user cannot reach root's pyenv or the venv: it runs the system python3,
 # as a server's own login would.
@@ -48,11 +48,16 @@ def python(request) -> str:
     return interpreter(request.param)
 
 
+def rigged(ways: str) -> list[str]:
+    """The command that runs the mover with choices pinned or faults staged (rigged_mover.py)."""
+    return [sys.executable, str(RIGGED_MOVER), ways]
+
+
 @pytest.fixture(params=["inline", "threads"])
 def removal(request) -> list[str]:
     """The command that runs the mover with the source removed inline or by the Remover's
     worker threads (which of the two the mover picks depends on how slow the disk is)."""
-    return [sys.executable, str(REMOVER_MOVER), request.param]
+    return rigged(request.param)
 
 
 @dataclass
@@ -511,6 +516,36 @@ def test_a_file_changed_after_it_was_copied_deletes_nothing(tmp_path, tmpfs):
     assert any(name in last["error"] for name in ("early", "later"))
     assert os.listdir(tmpfs) == []
     assert diff_snapshots(after_change, snapshot_tree(src)) == []
+
+
+@pytest.mark.parametrize("ways", ["corrupt-copy", "corrupt-copy,unmapped"])
+def test_a_copy_that_reads_back_different_is_caught(ways, tmp_path, tmpfs):
+    """What only the checksum verify can tell: a big file's copy with one byte per chunk wrong
+    (a disk returning bad data), every size and time right. The copy is compared in place
+    (mapped) or read back (on a filesystem that cannot map); chunks of 1,000,000 bytes start
+    off page boundaries."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    before = snapshot_tree(src)
+    result = mover(rigged(ways), "move", "--bwlimit", "10000000", src, tmpfs / "d")
+    check_stream(result)
+    assert result.returncode == 1
+    last = result.progress()[-1]
+    assert last["dataState"] == "source"
+    assert "the copy of" in last["error"] and "differs from the source" in last["error"]
+    assert "nothing was deleted" in last["error"]
+    assert diff_snapshots(before, snapshot_tree(src)) == []
+    assert os.listdir(tmpfs) == []
+
+
+def test_verify_reads_copies_back_where_they_cannot_be_mapped(tmpfs, tmp_path):
+    src = tmp_path / "src"
+    facts = build_everything_tree(src)
+    before = snapshot_tree(src)
+    result = mover(rigged("unmapped"), "move", src, tmpfs / "d")
+    check_complete(result, facts, "copy")
+    assert diff_snapshots(before, snapshot_tree(tmpfs / "d")) == []
 
 
 def test_unreadable_file_as_unprivileged_user_is_refused(public_tmp, tmpfs):

@@ -1,0 +1,59 @@
+"""remote/mover.py with one of its choices pinned, or a fault staged, for the tests:
+
+    python3 tests/rigged_mover.py WAY[,WAY...] move [...] SRC DST
+
+- `inline`, `threads`: the source is removed inline, or by the Remover's worker threads. The
+  mover picks threads only once unlinks prove slow (Remover.SLOW_UNLINK_SECONDS), which depends
+  on the disk; pinned, both paths run on any machine.
+- `unmapped`: the verifier reads big copies back instead of mapping them, as it does on a
+  filesystem that cannot map files.
+- `corrupt-copy`: a disk that returns bad data: one byte of each chunk of a big file's copy is
+  flipped after the chunk is written and before the verifier hears of it.
+"""
+
+import importlib.util
+import os
+import sys
+
+MOVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "remote",
+                     "mover.py")
+
+
+def corrupt_each_chunk(mover) -> None:
+    copy_range = mover.Move.copy_range
+
+    def rigged(self, rel, fin, fout, offset, end, on_chunk=None):
+        if on_chunk is None:
+            return copy_range(self, rel, fin, fout, offset, end)
+
+        def corrupted(start, stop):
+            byte = os.pread(fout, 1, start)[0]
+            os.pwrite(fout, bytes([byte ^ 0xFF]), start)
+            on_chunk(start, stop)
+
+        return copy_range(self, rel, fin, fout, offset, end, corrupted)
+
+    mover.Move.copy_range = rigged
+
+
+def main() -> int:
+    spec = importlib.util.spec_from_file_location("servermove_mover", MOVER)
+    assert spec is not None and spec.loader is not None
+    mover = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mover)
+    ways, argv = sys.argv[1].split(","), sys.argv[2:]
+    for way in ways:
+        if way in ("inline", "threads"):
+            mover.Remover.WINDOW = 1
+            mover.Remover.SLOW_UNLINK_SECONDS = {"threads": -1.0, "inline": float("inf")}[way]
+        elif way == "unmapped":
+            mover.Verifier.MAP_COPIES = False
+        elif way == "corrupt-copy":
+            corrupt_each_chunk(mover)
+        else:
+            raise SystemExit(f"rigged_mover.py: unknown way {way!r}")
+    return mover.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
