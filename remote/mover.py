@@ -63,6 +63,8 @@ SMALL_FILE_MAX = 64 * 1024  # unverified, smaller files are copied by one read a
 READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
               | getattr(os, "O_NONBLOCK", 0))
 CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+DIR_FLAGS = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
 
 TICK_SECONDS = 0.2          # progress lines within a phase: at most 5 a second...
 HEARTBEAT_SECONDS = 0.9     # ...and at least one a second even when nothing changed
@@ -303,8 +305,11 @@ class WalkError(Exception):
 
 
 def walk(root, stat_files=True):
-    """Yield (kind, rel, lstat) over a tree: files of a directory before its subdirectories,
-    each directory once before (WALK_DIR) and once after (WALK_POST) its contents.
+    """Yield (kind, rel, lstat, name, dir_fd) over a tree: files of a directory before its
+    subdirectories, each directory once before (WALK_DIR) and once after (WALK_POST) its
+    contents. A file also comes with its name and a descriptor of its directory, open while that
+    directory is listed (that is, while its files are yielded): calls relative to it look up one
+    name instead of a whole path, and no directory above can be swapped underneath them.
 
     A directory's listing is finished before descending, so at most one directory is open at any
     time (deep trees do not run out of descriptors) and only subdirectory names are held, never a
@@ -322,29 +327,58 @@ def walk(root, stat_files=True):
     while stack:
         rel, st, post = stack.pop()
         if post:
-            yield WALK_POST, rel, st
+            yield WALK_POST, rel, st, None, None
             continue
-        yield WALK_DIR, rel, st
+        yield WALK_DIR, rel, st, None, None
         stack.append((rel, st, True))
         subdirs = []
         child = b""
+        path = join(root, rel)
         try:
-            with os.scandir(join(root, rel)) as entries:
-                for entry in entries:
-                    child = rel + b"/" + entry.name if rel else entry.name
-                    if stat_files or entry.is_dir(follow_symlinks=False):
-                        cst = entry.stat(follow_symlinks=False)
-                        if stat.S_ISDIR(cst.st_mode):
-                            subdirs.append((child, cst))
+            dir_fd = os.open(path, DIR_FLAGS)
+            try:
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        name = entry.name
+                        child = rel + b"/" + name if rel else name
+                        if stat_files or entry.is_dir(follow_symlinks=False):
+                            cst = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                            if stat.S_ISDIR(cst.st_mode):
+                                subdirs.append((child, cst))
+                            else:
+                                yield WALK_FILE, child, cst, name, dir_fd
                         else:
-                            yield WALK_FILE, child, cst
-                    else:
-                        yield WALK_FILE, child, entry
-                    child = b""
+                            yield WALK_FILE, child, entry, name, dir_fd
+                        child = b""
+            finally:
+                os.close(dir_fd)
         except OSError as err:
             raise WalkError(child or rel, err) from err
         for child, cst in reversed(subdirs):
             stack.append((child, cst, False))
+
+
+class MirrorDir:
+    """The directory of another tree (the copy) that matches the one a walk is listing, open for
+    calls relative to it: `enter` it on each WALK_DIR, whose files follow at once."""
+
+    def __init__(self, root):
+        self.root = root
+        self.fd = None
+
+    def enter(self, rel):
+        self.close()
+        self.fd = os.open(join(self.root, rel), DIR_FLAGS)
+
+    def lstat(self, name):
+        if self.fd is None:  # never relative to the working directory
+            raise OSError(errno.EBADF, "the directory of the copy could not be opened")
+        return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -745,7 +779,7 @@ class Move:
         check_access = copying and not self.is_root
         src_len = len(self.src)
         dst_len = max(len(self.dst), len(self.staging or b""))
-        for kind, rel, st in walk(self.src):
+        for kind, rel, st, _name, _dir_fd in walk(self.src):
             self.check()
             self.current = rel
             if kind == WALK_POST:
@@ -838,38 +872,42 @@ class Move:
 
     def copy_tree(self, verifier):
         staging, src = self.staging, self.src
-        # A directory comes with its lstat, a file with its os.DirEntry (see walk).
-        for kind, rel, item in walk(src, stat_files=False):
-            self.check()
-            dpath = join(staging, rel)
-            if kind == WALK_DIR:
-                self.current = rel or None
-                try:
-                    # Owner-only until its contents are in: a read-only directory stays writable
-                    # for us, and nobody else sees half a tree.
-                    os.mkdir(dpath, 0o700)
-                    if not rel:
-                        self.isolate_staging(dpath)
-                except OSError as err:
-                    raise self.write_failure(rel, err) from err
-                continue
-            if kind == WALK_POST:
-                self.set_dir_meta(rel, item, dpath)
-                continue
-            self.current = rel
-            if item.is_file(follow_symlinks=False):
-                self.copy_regular(rel, join(src, rel), dpath, verifier)
-            else:
-                try:
-                    st = item.stat(follow_symlinks=False)
-                except OSError as err:
-                    raise self.read_failure(rel, err) from err
-                self.copy_special(rel, st, dpath)
-            self.files_copied += 1
-            if self.files_copied > self.files_total:
-                raise SourceChanged("%s appeared in the source during the move — stop what "
-                                    "writes to %s and run the move again"
-                                    % (self.src_show(rel), show(src)))
+        copies = MirrorDir(staging)
+        try:
+            # A directory comes with its lstat, a file with its os.DirEntry (see walk).
+            for kind, rel, item, name, src_dir in walk(src, stat_files=False):
+                self.check()
+                if kind == WALK_DIR:
+                    self.current = rel or None
+                    try:
+                        # Owner-only until its contents are in: a read-only directory stays
+                        # writable for us, and nobody else sees half a tree.
+                        os.mkdir(join(staging, rel), 0o700)
+                        if not rel:
+                            self.isolate_staging(staging)
+                        copies.enter(rel)
+                    except OSError as err:
+                        raise self.write_failure(rel, err) from err
+                    continue
+                if kind == WALK_POST:
+                    self.set_dir_meta(rel, item, join(staging, rel))
+                    continue
+                self.current = rel
+                if item.is_file(follow_symlinks=False):
+                    self.copy_regular(rel, name, src_dir, copies.fd, verifier)
+                else:
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except OSError as err:
+                        raise self.read_failure(rel, err) from err
+                    self.copy_special(rel, st, join(staging, rel))
+                self.files_copied += 1
+                if self.files_copied > self.files_total:
+                    raise SourceChanged("%s appeared in the source during the move — stop what "
+                                        "writes to %s and run the move again"
+                                        % (self.src_show(rel), show(src)))
+        finally:
+            copies.close()
 
     def write_failure(self, rel, err):
         where = show(self.dst)
@@ -909,8 +947,9 @@ class Move:
             os.chown(path, -1, self.egid)
         os.chmod(path, 0o700)  # also drops an inherited setgid bit
 
-    def link_if_seen(self, rel, st, dpath):
-        """A further name of a hard-linked inode already copied: link it, and say so."""
+    def link_if_seen(self, rel, st, target, dst_dir=None):
+        """A further name of a hard-linked inode already copied: link it, and say so. `target`
+        is a path, or a name in the directory `dst_dir`."""
         if st.st_nlink < 2:
             return False
         key = (st.st_dev, st.st_ino)
@@ -919,7 +958,8 @@ class Move:
             self.hardlinks[key] = rel
             return False
         try:
-            os.link(join(self.staging, first), dpath, follow_symlinks=False)
+            os.link(join(self.staging, first), target, dst_dir_fd=dst_dir,
+                    follow_symlinks=False)
         except OSError as err:
             raise self.write_failure(rel, err) from err
         return True
@@ -949,28 +989,29 @@ class Move:
             raise self.write_failure(rel, err) from err
         self.set_meta(rel, st, spath, dpath, None)
 
-    def open_source(self, rel, spath):
+    def open_source(self, rel, name, src_dir):
         # O_NOATIME: reading must not even touch the source's access times (only the owner or
         # root may ask for it; open_readonly falls back).
         try:
-            return open_readonly(spath, self.noatime)
+            return open_readonly(name, self.noatime, src_dir)
         except OSError as err:
             raise self.read_failure(rel, err) from err
 
-    def copy_regular(self, rel, spath, dpath, verifier=None):
-        """Copy one regular file. With a verifier (checksum mode) its content is verified too:
-        a small file right here, a big one chunk by chunk by the verifier thread as each chunk
-        lands (so verifying overlaps copying, even for the last file), a sparse one whole.
+    def copy_regular(self, rel, name, src_dir, dst_dir, verifier=None):
+        """Copy the regular file `name` of the directory `src_dir` into `dst_dir` (descriptors).
+        With a verifier (checksum mode) its content is verified too: a small file right here, a
+        big one chunk by chunk by the verifier thread as each chunk lands (so verifying overlaps
+        copying, even for the last file), a sparse one whole.
 
         The source's type and metadata come from fstat on the open file, never from an earlier
         lstat: what is copied and what is described are the same inode."""
-        fin = self.open_source(rel, spath)
+        fin = self.open_source(rel, name, src_dir)
         try:
             st = os.fstat(fin)
             if not stat.S_ISREG(st.st_mode):
                 raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
                                     "and run the move again" % (self.src_show(rel), show(self.src)))
-            if self.link_if_seen(rel, st, dpath):
+            if self.link_if_seen(rel, st, name, dst_dir):
                 return
             mode = stat.S_IMODE(st.st_mode)
             # Created with its final mode when the umask lets it through whole, so set_meta needs
@@ -979,7 +1020,8 @@ class Move:
             # just another user on a root-squashed NFS destination).
             final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
             try:
-                fout = os.open(dpath, CREATE_FLAGS, mode if final_mode else 0o600)
+                fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600,
+                               dir_fd=dst_dir)
             except OSError as err:
                 raise self.write_failure(rel, err) from err
             try:
@@ -1215,30 +1257,45 @@ class Move:
         compare_owner = self.is_root
         counting = self.verify != "none"
         seen = 0
-        for kind, rel, sst in walk(self.src):
-            self.check()
-            if kind == WALK_POST:
-                continue
-            self.current = rel or None
-            try:
-                dst_st = os.lstat(join(self.staging, rel))
-            except FileNotFoundError:
-                raise SourceChanged("%s appeared in the source after it was copied — nothing "
-                                    "was deleted; stop what writes to %s and run the move again"
-                                    % (self.src_show(rel), show(self.src))) from None
-            except OSError as err:
-                raise Failure("cannot check the copy of %s: %s" % (show(rel), words(err))) from err
-            problem = self.differs(rel, sst, dst_st, compare_owner, self.staging)
-            if problem:
-                raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s and "
-                                    "run the move again" % (self.src_show(rel), problem,
-                                                            show(self.src)))
-            if kind == WALK_FILE:
+        copies = MirrorDir(self.staging)
+        try:
+            for kind, rel, sst, name, _dir_fd in walk(self.src):
+                self.check()
+                if kind == WALK_POST:
+                    continue
+                self.current = rel or None
+                try:
+                    if kind == WALK_FILE:
+                        dst_st = copies.lstat(name)
+                    else:
+                        dst_st = os.lstat(join(self.staging, rel))
+                except FileNotFoundError:
+                    raise SourceChanged("%s appeared in the source after it was copied — "
+                                        "nothing was deleted; stop what writes to %s and run "
+                                        "the move again"
+                                        % (self.src_show(rel), show(self.src))) from None
+                except OSError as err:
+                    raise Failure("cannot check the copy of %s: %s"
+                                  % (show(rel), words(err))) from err
+                problem = self.differs(rel, sst, dst_st, compare_owner, self.staging)
+                if problem:
+                    raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s "
+                                        "and run the move again"
+                                        % (self.src_show(rel), problem, show(self.src)))
+                if kind == WALK_DIR:
+                    try:
+                        copies.enter(rel)
+                    except OSError as err:
+                        raise Failure("cannot check the copy of %s: %s"
+                                      % (show(rel), words(err))) from err
+                    continue
                 seen += 1
                 if counting:
                     self.files_verified += 1
                     if self.verify == "size" and stat.S_ISREG(sst.st_mode):
                         self.bytes_verified += sst.st_size
+        finally:
+            copies.close()
         if seen != self.files_copied:
             raise SourceChanged("%d entries vanished from %s during the move — nothing was "
                                 "deleted; stop what writes to it and run the move again"
@@ -1313,15 +1370,18 @@ class Move:
         kept = []  # (rel, why), in the order found
         src, dst = self.src, self.dst
         remover = Remover(self)
+        copies = MirrorDir(dst)
         try:
-            for kind, rel, st in walk(src):
+            for kind, rel, st, name, _dir_fd in walk(src):
                 self.check()
+                if kind == WALK_DIR:
+                    with contextlib.suppress(OSError):  # then its files are not at DST: kept
+                        copies.enter(rel)
                 if kind != WALK_FILE:
                     continue
                 self.current = rel
                 try:
-                    dst_st = os.lstat(join(dst, rel))
-                    problem = self.differs(rel, st, dst_st, self.is_root, dst)
+                    problem = self.differs(rel, st, copies.lstat(name), self.is_root, dst)
                 except OSError:
                     problem = "is not at the destination"
                 if problem:
@@ -1331,9 +1391,10 @@ class Move:
             remover.finish()
         finally:
             remover.stop()
+            copies.close()
         kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
                     for rel, err in remover.failed)
-        for kind, rel, _st in walk(src):
+        for kind, rel, _st, _name, _dir_fd in walk(src):
             self.check()
             if kind != WALK_POST:
                 continue
@@ -1703,14 +1764,14 @@ class Verifier:
             window.close()
 
 
-def open_readonly(path, noatime):
+def open_readonly(path, noatime, dir_fd=None):
     if noatime:
         try:
-            return os.open(path, READ_FLAGS | noatime)
+            return os.open(path, READ_FLAGS | noatime, dir_fd=dir_fd)
         except OSError as err:
             if err.errno != errno.EPERM:
                 raise
-    return os.open(path, READ_FLAGS)
+    return os.open(path, READ_FLAGS, dir_fd=dir_fd)
 
 
 def read_full(f, buf):
