@@ -43,3 +43,20 @@ def test_quick_bench_measures_every_tool_on_every_shape(tmp_path: Path) -> None:
     assert machine["cores"] and machine["kernel"] and machine["rsync"]
     assert {t["target"] for t in result["targets"]}  # every target is evaluated
     assert "servermove bench" in proc.stdout
+
+
+def test_phases_compares_two_movers_phase_by_phase() -> None:
+    """bench/phases.py, the A/B tool: the mover at HEAD (from git) against the working tree's,
+    with mv, on a tiny shape; every phase of a copy is timed for both."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "phases.py"), "--quick",
+                           "--rounds", "2", "--shape", "small", "--verify", "size",
+                           "git:HEAD", str(REPO / "remote" / "mover.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    table = proc.stdout.split("medians of 2\n", 1)[1].splitlines()
+    header, rows = table[0].split(), {line.split()[0]: line.split()[1:] for line in table[1:]}
+    assert header == ["wall", "start-up", "calculating", "copying", "verifying", "cleaning"]
+    assert set(rows) == {"mv", "git:HEAD", str(REPO / "remote" / "mover.py")}
+    assert rows["mv"][0].endswith("s") and rows["mv"][1:] == ["-"] * 5
+    for mover in ("git:HEAD", str(REPO / "remote" / "mover.py")):
+        assert all(cell.endswith("s") and float(cell[:-1]) >= 0 for cell in rows[mover]), rows

@@ -360,7 +360,8 @@ def _refused(result: Result, *needles: str) -> str:
 @pytest.mark.parametrize("case", ["missing", "file", "symlink", "same", "dst-inside-src",
                                   "src-inside-dst", "dst-not-empty", "dst-is-file",
                                   "relative-src", "relative-dst", "dotdot", "bad-verify",
-                                  "bad-bwlimit", "no-parent", "no-args", "unknown-option"])
+                                  "bad-bwlimit", "no-parent", "no-args", "unknown-option",
+                                  "unknown-command", "one-path", "no-value", "bad-from-seq"])
 def test_refusals_touch_nothing(case, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -388,6 +389,10 @@ def test_refusals_touch_nothing(case, tmp_path):
         "no-parent": ["move", src, tmp_path / "no" / "such" / "parent"],
         "no-args": [],
         "unknown-option": ["move", "--fast", src, dst],
+        "unknown-command": ["copy", src, dst],
+        "one-path": ["move", "--verify=size", src],
+        "no-value": ["move", src, dst, "--bwlimit"],
+        "bad-from-seq": ["attach", "0123abcd", "--from-seq", "ten"],
     }[case]
     result = mover(sys.executable, *args, cwd=tmp_path)
     message = _refused(result)
@@ -397,7 +402,9 @@ def test_refusals_touch_nothing(case, tmp_path):
              "dst-is-file": "not a directory", "relative-src": "absolute path",
              "relative-dst": "absolute path", "dotdot": "'..'", "bad-verify": "checksum, size",
              "bad-bwlimit": "40Q", "no-parent": "create it first", "no-args": "usage",
-             "unknown-option": "usage"}[case]
+             "unknown-option": "unknown option --fast", "unknown-command": "unknown command",
+             "one-path": "takes SRC DST, got 1 argument", "no-value": "--bwlimit needs a value",
+             "bad-from-seq": "--from-seq: not a valid value"}[case]
     assert words in message
     assert diff_snapshots(before, snapshot_tree(tmp_path)) == []
 
