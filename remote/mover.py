@@ -586,8 +586,7 @@ class Move:
         except Failure as exc:
             return self.finish_failure(str(exc))
         except WalkError as exc:
-            return self.finish_failure("cannot read %s: %s" % (self.src_show(exc.rel),
-                                                                words(exc.err)))
+            return self.finish_failure(str(self.read_failure(exc.rel, exc.err)))
         except Exception as exc:  # a bug: still end with a terminal event and the data state
             tb = sys.exc_info()[2]
             while tb is not None and tb.tb_next is not None:
@@ -923,6 +922,9 @@ class Move:
             return SourceChanged("%s was replaced by a symbolic link during the move — stop "
                                  "what writes to %s and run the move again"
                                  % (self.src_show(rel), show(self.src)))
+        if isinstance(err, OSError) and err.errno == errno.ENOTDIR:
+            return SourceChanged("%s changed type during the move — stop what writes to %s and "
+                                 "run the move again" % (self.src_show(rel), show(self.src)))
         if isinstance(err, OSError) and err.errno == errno.ENOENT:
             return SourceChanged("%s vanished from the source during the move — stop what "
                                  "writes to %s and run the move again"

@@ -498,6 +498,33 @@ def test_a_file_vanishing_mid_copy_stops_the_move(tmp_path, tmpfs):
     assert sorted(os.listdir(src)) == ["a-big"]
 
 
+def test_a_directory_swapped_for_a_symlink_mid_copy_is_not_followed(tmp_path, tmpfs):
+    """A directory not yet copied is replaced by a symbolic link to another tree while the move
+    runs: the walk opens each directory without following links, so the other tree is never
+    copied, and the move stops with the source as it is."""
+    src = tmp_path / "src"
+    (src / "z-later").mkdir(parents=True)
+    (src / "z-later" / "mine").write_text("mine")
+    (src / "a-big").write_bytes(os.urandom(6 * 1024 * 1024))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret").write_text("not part of the move")
+    proc = start(sys.executable, "move", "--bwlimit", "4M", src, tmpfs / "d")
+    seen: list[bytes] = []
+    wait_for_copying(proc, seen)
+    (src / "z-later").rename(tmp_path / "z-moved-away")
+    (src / "z-later").symlink_to(elsewhere)
+    after_swap = snapshot_tree(tmp_path)
+    result = finish(proc, seen)
+    check_stream(result)
+    assert result.returncode == 1
+    last = result.progress()[-1]
+    assert last["dataState"] == "source"
+    assert "z-later changed type during the move" in last["error"]  # not "after it was copied"
+    assert os.listdir(tmpfs) == []
+    assert diff_snapshots(after_swap, snapshot_tree(tmp_path)) == []
+
+
 def test_a_file_changed_after_it_was_copied_deletes_nothing(tmp_path, tmpfs):
     src = tmp_path / "src"
     src.mkdir()
