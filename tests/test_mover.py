@@ -342,6 +342,15 @@ def test_progress_is_byte_level_inside_a_big_file_with_a_heartbeat(tmp_path, tmp
     assert min(same_phase) >= 0.09, same_phase  # at most 10 a second
 
 
+def failed_at_source(result: Result) -> str:
+    """The move failed (exit 1) and said the whole data is still in the source; its error."""
+    check_stream(result)
+    assert result.returncode == 1, result.lines
+    last = result.progress()[-1]
+    assert last["phase"] == "error" and last["dataState"] == "source"
+    return last["error"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals: exit 2, nothing written
 
@@ -467,12 +476,9 @@ def test_disk_full_mid_copy(tiny_fs, tmp_path):
     wait_for_copying(proc, seen)
     fill_up(tiny_fs / "filler")  # someone else fills the disk: a real ENOSPC, mid-copy
     result = finish(proc, seen)
-    check_stream(result)
-    assert result.returncode == 1
-    last = result.progress()[-1]
-    assert last["phase"] == "error" and last["dataState"] == "source"
-    assert "no space left" in last["error"] and "part-" in last["error"]
-    assert "the source is untouched" in last["error"]
+    error = failed_at_source(result)
+    assert "no space left" in error and "part-" in error
+    assert "the source is untouched" in error
     assert os.listdir(tiny_fs) == ["filler"]  # staging removed
     assert diff_snapshots(before, snapshot_tree(src)) == []
 
@@ -489,11 +495,9 @@ def test_a_file_vanishing_mid_copy_stops_the_move(tmp_path, tmpfs):
     for i in range(20):
         (src / f"small-{i}").unlink()
     result = finish(proc, seen)
-    check_stream(result)
-    assert result.returncode == 1
-    last = result.progress()[-1]
-    assert last["dataState"] == "source" and "small-" in last["error"]
-    assert "vanished" in last["error"] or "changed" in last["error"]
+    error = failed_at_source(result)
+    assert "small-" in error
+    assert "vanished" in error or "changed" in error
     assert os.listdir(tmpfs) == []
     assert sorted(os.listdir(src)) == ["a-big"]
 
@@ -516,11 +520,8 @@ def test_a_directory_swapped_for_a_symlink_mid_copy_is_not_followed(tmp_path, tm
     (src / "z-later").symlink_to(elsewhere)
     after_swap = snapshot_tree(tmp_path)
     result = finish(proc, seen)
-    check_stream(result)
-    assert result.returncode == 1
-    last = result.progress()[-1]
-    assert last["dataState"] == "source"
-    assert "z-later changed type during the move" in last["error"]  # not "after it was copied"
+    error = failed_at_source(result)
+    assert "z-later changed type during the move" in error  # not "after it was copied"
     assert os.listdir(tmpfs) == []
     assert diff_snapshots(after_swap, snapshot_tree(tmp_path)) == []
 
@@ -542,12 +543,9 @@ def test_a_file_changed_after_it_was_copied_deletes_nothing(tmp_path, tmpfs):
         f.write(b"changed!")
     after_change = snapshot_tree(src)
     result = finish(proc, seen)
-    check_stream(result)
-    assert result.returncode == 1
-    last = result.progress()[-1]
-    assert last["dataState"] == "source"
-    assert "nothing was deleted" in last["error"] or "run the move again" in last["error"]
-    assert any(name in last["error"] for name in ("early", "later"))
+    error = failed_at_source(result)
+    assert "nothing was deleted" in error or "run the move again" in error
+    assert any(name in error for name in ("early", "later"))
     assert os.listdir(tmpfs) == []
     assert diff_snapshots(after_change, snapshot_tree(src)) == []
 
@@ -563,12 +561,9 @@ def test_a_copy_that_reads_back_different_is_caught(ways, tmp_path, tmpfs):
     (src / "big").write_bytes(os.urandom(3 * 1024 * 1024 + 5))
     before = snapshot_tree(src)
     result = mover(rigged(ways), "move", "--bwlimit", "10000000", src, tmpfs / "d")
-    check_stream(result)
-    assert result.returncode == 1
-    last = result.progress()[-1]
-    assert last["dataState"] == "source"
-    assert "the copy of" in last["error"] and "differs from the source" in last["error"]
-    assert "nothing was deleted" in last["error"]
+    error = failed_at_source(result)
+    assert "the copy of" in error and "differs from the source" in error
+    assert "nothing was deleted" in error
     assert diff_snapshots(before, snapshot_tree(src)) == []
     assert os.listdir(tmpfs) == []
 
@@ -628,10 +623,8 @@ def test_permission_denied_mid_copy_as_unprivileged_user(public_tmp, tmpfs):
         os.chmod(src / f"small-{i}", 0o600)
     expected = snapshot_tree(src)
     result = finish(proc, seen)
-    check_stream(result)
-    assert result.returncode == 1
-    last = result.progress()[-1]
-    assert last["dataState"] == "source" and "small-" in last["error"]
+    error = failed_at_source(result)
+    assert "small-" in error
     assert os.listdir(dst_parent) == []
     assert diff_snapshots(expected, snapshot_tree(src)) == []
 
