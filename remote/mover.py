@@ -2279,7 +2279,9 @@ def parse_arguments(argv):
             positional.extend(words)
         elif word.startswith("-") and word != "-":
             key, has_value, value = word.partition("=")
-            if key in flags and not has_value:
+            if key in flags:
+                if has_value:
+                    raise ArgumentError("%s takes no value" % key)
                 setattr(args, key[2:].replace("-", "_"), True)
                 continue
             if key not in options:

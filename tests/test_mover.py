@@ -370,7 +370,8 @@ def _refused(result: Result, *needles: str) -> str:
                                   "src-inside-dst", "dst-not-empty", "dst-is-file",
                                   "relative-src", "relative-dst", "dotdot", "bad-verify",
                                   "bad-bwlimit", "no-parent", "no-args", "unknown-option",
-                                  "unknown-command", "one-path", "no-value", "bad-from-seq"])
+                                  "unknown-command", "one-path", "no-value", "bad-from-seq",
+                                  "flag-with-value"])
 def test_refusals_touch_nothing(case, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -402,6 +403,7 @@ def test_refusals_touch_nothing(case, tmp_path):
         "one-path": ["move", "--verify=size", src],
         "no-value": ["move", src, dst, "--bwlimit"],
         "bad-from-seq": ["attach", "0123abcd", "--from-seq", "ten"],
+        "flag-with-value": ["move", "--dry-run=yes", src, dst],
     }[case]
     result = mover(sys.executable, *args, cwd=tmp_path)
     message = _refused(result)
@@ -413,7 +415,8 @@ def test_refusals_touch_nothing(case, tmp_path):
              "bad-bwlimit": "40Q", "no-parent": "create it first", "no-args": "usage",
              "unknown-option": "unknown option --fast", "unknown-command": "unknown command",
              "one-path": "takes SRC DST, got 1 argument", "no-value": "--bwlimit needs a value",
-             "bad-from-seq": "--from-seq: not a valid value"}[case]
+             "bad-from-seq": "--from-seq: not a valid value",
+             "flag-with-value": "--dry-run takes no value"}[case]
     assert words in message
     assert diff_snapshots(before, snapshot_tree(tmp_path)) == []
 
