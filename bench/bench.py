@@ -161,6 +161,12 @@ class Shape:
     title: str
     build: Callable[[str], None]
     rounds_cap: int | None = None  # fewer rounds for shapes that take minutes
+    # More rounds for shapes that take about a second a run: there the machine's noise is as big
+    # as what a target tells apart (two runs of 7 rounds put one cell at 0.94x and 1.10x mv).
+    rounds_floor: int | None = None
+
+
+CHEAP_ROUNDS = 15
 
 
 def shapes(quick: bool) -> dict[str, Shape]:
@@ -178,11 +184,11 @@ def shapes(quick: bool) -> dict[str, Shape]:
         table = [
             Shape("big", "4 files x 256 MiB", lambda r: build_big(r, 4, 256 * MiB)),
             Shape("small", "10,000 files x 4 KiB in 100 dirs",
-                  lambda r: build_small(r, 100, 100, 4 * KiB)),
+                  lambda r: build_small(r, 100, 100, 4 * KiB), rounds_floor=CHEAP_ROUNDS),
             Shape("mixed", "mixed tree: ~2,400 entries, ~270 MiB, links, sparse",
-                  lambda r: build_mixed(r, 1.0)),
+                  lambda r: build_mixed(r, 1.0), rounds_floor=CHEAP_ROUNDS),
             Shape("empty-10k", "10,000 empty files in 10 dirs",
-                  lambda r: build_empty(r, 10, 1000)),
+                  lambda r: build_empty(r, 10, 1000), rounds_floor=CHEAP_ROUNDS),
             Shape("empty-100k", "100,000 empty files in 100 dirs",
                   lambda r: build_empty(r, 100, 1000)),
             Shape("empty-1m", "1,000,000 empty files in 1,000 dirs",
@@ -657,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="tiny shapes, one round: proves the benchmark works (CI)")
     parser.add_argument("--runs", type=int, default=None,
-                        help="rounds per shape (default 5; 1 with --quick; empty-1m at most 3)")
+                        help="rounds per shape (default 5; 1 with --quick; empty-1m at most "
+                             f"3; small, mixed and empty-10k at least {CHEAP_ROUNDS})")
     parser.add_argument("--shapes", nargs="+", default=None, help="only these shapes")
     parser.add_argument("--tools", nargs="+", default=None, choices=ALL_CROSS,
                         help="only these tools (mv always runs: ratios need it)")
@@ -706,7 +713,8 @@ def main(argv: list[str] | None = None) -> int:
                 src, dst = os.path.join(base_src, "src"), os.path.join(base_dst, "dst")
                 group = [Cell(placement, shape_name, t) for t in tool_names]
                 cells.extend(group)
-                n = min(rounds, shape.rounds_cap) if shape.rounds_cap else rounds
+                n = min(rounds, shape.rounds_cap or rounds)
+                n = max(n, shape.rounds_floor or n)
                 for rnd in range(n):
                     order = group[rnd % len(group):] + group[:rnd % len(group)]
                     for cell in order:
