@@ -169,6 +169,11 @@ class Shape:
 CHEAP_ROUNDS = 15
 
 
+def rounds_for(shape: Shape, rounds: int) -> int:
+    """How many rounds `shape` gets when `rounds` were asked for."""
+    return max(min(rounds, shape.rounds_cap or rounds), shape.rounds_floor or 0)
+
+
 def shapes(quick: bool) -> dict[str, Shape]:
     if quick:
         table = [
@@ -713,8 +718,7 @@ def main(argv: list[str] | None = None) -> int:
                 src, dst = os.path.join(base_src, "src"), os.path.join(base_dst, "dst")
                 group = [Cell(placement, shape_name, t) for t in tool_names]
                 cells.extend(group)
-                n = min(rounds, shape.rounds_cap or rounds)
-                n = max(n, shape.rounds_floor or n)
+                n = rounds_for(shape, rounds)
                 for rnd in range(n):
                     order = group[rnd % len(group):] + group[:rnd % len(group)]
                     for cell in order:

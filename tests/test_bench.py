@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench import PLAN  # noqa: E402
+from bench.bench import PLAN, rounds_for, shapes  # noqa: E402
 
 
 def test_quick_bench_measures_every_tool_on_every_shape(tmp_path: Path) -> None:
@@ -60,3 +60,12 @@ def test_phases_compares_two_movers_phase_by_phase() -> None:
     assert rows["mv"][0].endswith("s") and rows["mv"][1:] == ["-"] * 5
     for mover in ("git:HEAD", str(REPO / "remote" / "mover.py")):
         assert all(cell.endswith("s") and float(cell[:-1]) >= 0 for cell in rows[mover]), rows
+
+
+def test_rounds_are_capped_for_the_slowest_shape_and_raised_for_the_cheap_ones() -> None:
+    full, quick = shapes(False), shapes(True)
+    assert rounds_for(full["big"], 7) == 7
+    assert rounds_for(full["empty-1m"], 7) == 3
+    assert [rounds_for(full[name], 7) for name in ("small", "mixed", "empty-10k")] == [15] * 3
+    assert rounds_for(full["small"], 20) == 20
+    assert all(rounds_for(shape, 1) == 1 for shape in quick.values())
