@@ -1270,6 +1270,7 @@ class Move:
                         dst_st = copies.lstat(name)
                     else:
                         dst_st = os.lstat(join(self.staging, rel))
+                        copies.enter(rel)  # its files come next
                 except FileNotFoundError:
                     raise SourceChanged("%s appeared in the source after it was copied — "
                                         "nothing was deleted; stop what writes to %s and run "
@@ -1284,11 +1285,6 @@ class Move:
                                         "and run the move again"
                                         % (self.src_show(rel), problem, show(self.src)))
                 if kind == WALK_DIR:
-                    try:
-                        copies.enter(rel)
-                    except OSError as err:
-                        raise Failure("cannot check the copy of %s: %s"
-                                      % (show(rel), words(err))) from err
                     continue
                 seen += 1
                 if counting:
