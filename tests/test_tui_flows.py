@@ -14,6 +14,7 @@ from tests.test_tui_support import (
     make_app,
     plan,
     progress,
+    settle,
     wait_for,
 )
 from tui.app import ServerMoveApp
@@ -75,7 +76,7 @@ async def test_apply_confirm_and_complete_updates_inventory(tmp_path: Path) -> N
         await pilot.click("#yes")
         await wait_for(pilot, lambda: app.fleet.get("box") and not app.fleet.is_active("box"),
                        timeout=60, what="the move to end")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert app.fleet.get("box").succeeded, outcome(app)
         assert "Move complete" in outcome(app)
         # A same-filesystem move is one rename: nothing copied, nothing counted.
@@ -102,14 +103,15 @@ async def test_cancel_asks_first_and_leaves_the_source_untouched(tmp_path: Path,
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen)
                        and bool(app.screen.query("#yes")))
         await pilot.click("#no")  # "Keep moving": nothing happens
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
+        await settle(pilot)
         assert app.fleet.is_active("box")
         await pilot.click("#cancel-move")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen)
                        and bool(app.screen.query("#yes")))
         await pilot.click("#yes")
         await wait_for(pilot, lambda: not app.fleet.is_active("box"), what="the cancel")
-        await pilot.pause(0.2)
+        await settle(pilot)
         text = outcome(app)
         assert "Move cancelled while copying" in text
         assert "source untouched; nothing was written at the destination" in text
@@ -152,7 +154,7 @@ async def test_error_during_the_move_shows_what_happened_and_where_the_data_is(
         await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
         await apply_and_confirm(app, pilot, "/srv/app")
         await wait_for(pilot, lambda: app.fleet.get("web1") and not app.fleet.is_active("web1"))
-        await pilot.pause(0.2)
+        await settle(pilot)
         text = outcome(app)
         assert "Move failed while copying" in text
         assert "No space left on device: db/big.ibd" in text
@@ -160,7 +162,7 @@ async def test_error_during_the_move_shows_what_happened_and_where_the_data_is(
         assert app.screen.query_one("#apply", Button).display
         assert load_inventory(app.inventory_path).get("web1").data_path == "/var/lib/app"
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await settle(pilot)
         table = app.screen.query_one(DataTable)
         assert str(table.get_cell("web1", "status")) == "error while copying"
 

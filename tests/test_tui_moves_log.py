@@ -17,7 +17,14 @@ from textual.widgets import DataTable, Select, Static
 from textual.widgets._select import SelectOverlay
 
 from tests.test_tui_snapshots import finished_sequence
-from tests.test_tui_support import ScriptedHandle, ScriptedMover, make_app, plan, wait_for
+from tests.test_tui_support import (
+    ScriptedHandle,
+    ScriptedMover,
+    make_app,
+    plan,
+    settle,
+    wait_for,
+)
 from tui.app import ServerMoveApp
 from tui.formatting import local_time
 from tui.history import MoveHistory, MoveRecord
@@ -327,7 +334,7 @@ async def test_a_corrupt_line_is_a_notification_and_the_rest_is_shown(tmp_path: 
         assert f"{history.path}:3: skipped an unreadable entry" in notification.message
         # Read again (a move ended): the same bad line is not announced twice.
         app.post_message(MoveFinished("web1"))
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert len(app._notifications) == 1
 
 

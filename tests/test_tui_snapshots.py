@@ -20,6 +20,7 @@ from tests.test_tui_support import (
     make_app,
     plan,
     progress,
+    settle,
     wait_for,
 )
 from tui.app import ServerMoveApp
@@ -110,8 +111,7 @@ def moves(*names: str) -> Callable:
             app.fleet.get(n) and (not app.fleet.is_active(n)
                                   or app.fleet.get(n).progress.files_copied >= 1350)
             for n in names))
-        await wait_for(pilot, lambda: not app.fleet._changed)
-        await pilot.pause(0.3)  # the next publish tick and its repaint
+        await settle(pilot)
         await steady(pilot)
     return run_before
 

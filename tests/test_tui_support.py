@@ -40,6 +40,20 @@ async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float
         await pilot.pause(0.02)
 
 
+async def settle(pilot: Pilot) -> None:
+    """Wait until the screen shows what the fleet knows, on conditions rather than the clock:
+    every ended move's worker has finished (its last act is to post MoveFinished), no progress
+    is left unpublished, and the messages those set off have been handled."""
+    app = pilot.app
+    await wait_for(pilot, lambda: sum(1 for worker in app.workers
+                                      if worker.group == "moves" and not worker.is_finished)
+                   == sum(1 for name in app.fleet.moves if app.fleet.is_active(name)),
+                   what="the workers of ended moves to finish")
+    await wait_for(pilot, lambda: not app.fleet._changed, what="the last progress published")
+    for _ in range(3):  # the app's queue, then each screen's, then its widgets'
+        await pilot.pause()
+
+
 @dataclass
 class FakeFsStat:
     """Shaped like tui.protocol.FsStatEvent."""
@@ -95,7 +109,7 @@ class ScriptedHandle:
 
     def __init__(self, events: Iterable[Event | MalformedLine], *, delay: float = 0.0,
                  hold: asyncio.Event | None = None, exit_status: int = 0) -> None:
-        self._events = list(events)
+        self._events = events  # read once, lazily: a generator may go on until a test stops it
         self._delay = delay
         self._hold = hold
         self._cancelled = asyncio.Event()
