@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tui.progress import MoveProgress
 from tui.protocol import (
     DataState,
@@ -55,6 +57,14 @@ def test_malformed_lines_are_reported_not_raised():
         assert isinstance(parse_line(line), MalformedLine), line
     assert parse_line("   \n") is None
     assert isinstance(parse_line(b"\xff\xfe{"), MalformedLine)
+
+
+@pytest.mark.parametrize("field, value", [("filesVerified", 1.5), ("bytesCopied", True),
+                                          ("filesTotal", None), ("seq", "7")])
+def test_a_bad_counter_is_named(field: str, value: object) -> None:
+    event = parse_line(progress(**{field: value}))
+    assert isinstance(event, MalformedLine)
+    assert event.reason == f"bad move.progress message: {field} is not an integer"
 
 
 def test_a_stream_with_noise_keeps_flowing():

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from tui.protocol import (
     DataState,
     Event,
-    HelloEvent,
     LinkEvent,
     MalformedLine,
     Phase,
@@ -67,42 +66,44 @@ class MoveProgress:
 
     def apply(self, event: Event | MalformedLine | None) -> bool:
         """Fold one parsed line in. Returns whether anything a user sees changed."""
-        if event is None or isinstance(event, HelloEvent):
-            return False
+        if type(event) is ProgressEvent:  # nearly every line: tested first, by exact type
+            return self._in_sequence(event) and self._apply_progress(event)
+        if isinstance(event, WarningEvent):
+            if not self._in_sequence(event):
+                return False
+            where = f" ({event.path})" if event.path else ""
+            self.warnings.append(event.message + where)
+            return True
+        if isinstance(event, PlanEvent):
+            if not self._in_sequence(event):
+                return False
+            self.plan = event
+            self.server_name = event.server_name or self.server_name
+            self.method = event.method
+            self.bytes_total, self.files_total = event.bytes_total, event.files_total
+            return True
         if isinstance(event, MalformedLine):
             self.warnings.append(f"unreadable line from the mover: {event.line[:200]}")
             return True
         if isinstance(event, LinkEvent):
             self.link_lost, self.link_message = event.lost, event.message
             return True
-        if not isinstance(event, PlanEvent | ProgressEvent | WarningEvent):
-            return False
-        if not self._accept_seq(event.seq):
-            return False
+        return False  # nothing to show: a blank line, the hello, a stat or a listing
+
+    def _in_sequence(self, event: PlanEvent | ProgressEvent | WarningEvent) -> bool:
+        """Whether the event is news (a replayed one is not); counts gaps, keeps the move id."""
+        seq = event.seq
+        if seq is not None:
+            last = self.last_seq
+            if last is not None:
+                if seq <= last:
+                    self.duplicates += 1
+                    return False
+                if seq > last + 1:
+                    self.seq_gaps += 1
+            self.last_seq = seq
         if event.move_id:
             self.move_id = event.move_id
-        if isinstance(event, WarningEvent):
-            where = f" ({event.path})" if event.path else ""
-            self.warnings.append(event.message + where)
-            return True
-        if isinstance(event, PlanEvent):
-            self.plan = event
-            self.server_name = event.server_name or self.server_name
-            self.method = event.method
-            self.bytes_total, self.files_total = event.bytes_total, event.files_total
-            return True
-        return self._apply_progress(event)
-
-    def _accept_seq(self, seq: int | None) -> bool:
-        if seq is None:
-            return True
-        if self.last_seq is not None:
-            if seq <= self.last_seq:
-                self.duplicates += 1
-                return False
-            if seq > self.last_seq + 1:
-                self.seq_gaps += 1
-        self.last_seq = seq
         return True
 
     def _apply_progress(self, event: ProgressEvent) -> bool:

@@ -211,33 +211,53 @@ def _opt_int(data: dict[str, Any], key: str) -> int | None:
     raise ValueError(f"{key} is not an integer")
 
 
+def _text(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
+
+
 def _opt_str(data: dict[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    return None if value is None else str(value)
+    return _text(data.get(key))
 
 
 def _data_state(value: Any) -> DataState | None:
     return _DATA_STATES.get(value) if isinstance(value, str) else None
 
 
+_PROGRESS_COUNTERS = ("bytesTotal", "bytesCopied", "filesTotal", "filesCopied", "bytesVerified",
+                      "filesVerified")
+
+
 def _progress(data: dict[str, Any]) -> ProgressEvent:
-    ts = data.get("ts")
+    # Nearly every line is one of these, so it is built without a helper call per field: all the
+    # counters are checked in one expression, and only a bad line pays to find which was wrong.
+    get = data.get
+    bytes_total, bytes_copied = get("bytesTotal", 0), get("bytesCopied", 0)
+    files_total, files_copied = get("filesTotal", 0), get("filesCopied", 0)
+    bytes_verified, files_verified = get("bytesVerified", 0), get("filesVerified", 0)
+    seq = get("seq")
+    if not (type(bytes_total) is type(bytes_copied) is type(files_total) is type(files_copied)
+            is type(bytes_verified) is type(files_verified) is int
+            and (seq is None or type(seq) is int)):
+        for key in _PROGRESS_COUNTERS:
+            _int(data, key)
+        _opt_int(data, "seq")
+    ts = get("ts")
     return ProgressEvent(
-        server_name=str(data.get("serverName", "")),
+        server_name=_text(get("serverName", "")) or "",
         phase=_PHASES[data["phase"]],
-        bytes_total=_int(data, "bytesTotal"),
-        bytes_copied=_int(data, "bytesCopied"),
-        files_total=_int(data, "filesTotal"),
-        files_copied=_int(data, "filesCopied"),
-        current_file=_opt_str(data, "currentFile"),
-        error=_opt_str(data, "error"),
-        move_id=_opt_str(data, "moveId"),
-        seq=_opt_int(data, "seq"),
-        ts=float(ts) if isinstance(ts, int | float) else None,
-        bytes_verified=_int(data, "bytesVerified"),
-        files_verified=_int(data, "filesVerified"),
-        data_state=_data_state(data.get("dataState")),
-        method=_opt_str(data, "method"),
+        bytes_total=bytes_total,
+        bytes_copied=bytes_copied,
+        files_total=files_total,
+        files_copied=files_copied,
+        current_file=_text(get("currentFile")),
+        error=_text(get("error")),
+        move_id=_text(get("moveId")),
+        seq=seq,
+        ts=float(ts) if type(ts) is float or type(ts) is int else None,
+        bytes_verified=bytes_verified,
+        files_verified=files_verified,
+        data_state=_data_state(get("dataState")),
+        method=_text(get("method")),
     )
 
 
