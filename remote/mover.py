@@ -397,7 +397,6 @@ USE_READ = "read"
 DELETED_SUFFIX = b" (deleted)"
 SCOPE_ALL = "all processes"
 SCOPE_OWN = "own processes only"
-READERS_LISTED = 5  # readers named in the plan
 
 
 class SourceUse(object):
@@ -549,17 +548,21 @@ def refuse_source_writers(real_src, error):
         raise error("%s%s — stop that program first, then run the move again"
                     % (writers[0].describe(), " (and %d more program%s)"
                        % (others, "s" if others > 1 else "") if others else ""))
-    return [use for use in users if use.how == USE_READ], scope
+    readers = {}
+    for use in users:  # one per program: the first file it reads
+        readers.setdefault(use.pid, use)
+    return sorted(readers.values(), key=lambda use: use.pid), scope
 
 
-def reader_warning(readers, move_id):
-    """The move.warning about programs that only read under SRC: they keep the files they
-    opened, so they should be restarted to use the new path."""
-    pids = len(set(use.pid for use in readers))
+def reader_warning(readers, real_src, move_id):
+    """The move.warning about programs that only read under SRC (one SourceUse each): they keep
+    the files they opened, so they should be restarted to use the new path."""
     text = readers[0].describe() + " — restart it after the move so that it uses the new path"
-    if pids > 1:
-        text += " (%d programs read from the source)" % pids
-    return {"message": text, "path": show(readers[0].path), "count": pids, "moveId": move_id}
+    if len(readers) > 1:
+        text += " (%d programs read from the source)" % len(readers)
+    rel = readers[0].path[len(real_src) + 1:]  # warnings name a path relative to SRC
+    return {"message": text, "path": show(rel), "count": len(readers),
+            "moveId": move_id}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -934,7 +937,7 @@ class Move:
                                                             self.inodes_needed,
                                                             dst_vfs.f_favail))
         if readers:
-            self.out.emit("move.warning", reader_warning(readers, self.move_id))
+            self.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
         self.out.emit("move.plan", {
             "moveId": self.move_id,
             "serverName": self.server_name,
@@ -953,7 +956,7 @@ class Move:
             "counted": self.counted,
             "openFilesCheck": open_files["openFilesCheck"],
             "openFilesUnchecked": open_files["openFilesUnchecked"],
-            "openFilesReaders": [use.as_data() for use in readers[:READERS_LISTED]],
+            "openFilesReaders": [use.as_data() for use in readers],
         })
 
     def calculate(self):

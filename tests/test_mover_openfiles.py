@@ -33,6 +33,9 @@ from tests.test_mover import (
     start,
     wait_for_copying,
 )
+from tui import protocol
+from tui.cli import _plan_line
+from tui.screens.modals import plan_lines
 
 # One small program for every way of using a file: it sets itself up, says "ready", then waits
 # (the "append" mode writes a numbered line every 20 ms, as a running server's log does).
@@ -202,12 +205,36 @@ def test_a_program_that_only_reads_is_a_warning_and_the_move_goes_on(python, mod
     assert warnings[0]["message"] == (
         f"pid {reader.pid} ({command_of(reader)}) has {target} open for reading — restart it "
         "after the move so that it uses the new path")
-    assert warnings[0]["path"] == str(target) and warnings[0]["count"] == 1
+    assert warnings[0]["path"] == "world/level.dat" and warnings[0]["count"] == 1
     plan = result.subjects("move.plan")[0]
     assert plan["openFilesCheck"] == "all processes"
     assert plan["openFilesReaders"] == [{"pid": reader.pid, "command": command_of(reader),
                                          "path": str(target), "how": "read"}]
     assert not src.exists()
+
+
+def test_the_plan_and_the_confirmation_say_what_the_check_found(hold, tmp_path, tmpfs):
+    """The dry run's plan, parsed by the client, in the CLI's plan line and the TUI's
+    confirmation."""
+    src = tmp_path / "src"
+    server_tree(src)
+    reader = hold("read", src / "logs" / "console.log")
+    result = mover(sys.executable, "move", "--dry-run", src, tmpfs / "moved")
+    check_stream(result)
+    plan = result.events[-1]
+    assert isinstance(plan, protocol.PlanEvent)
+    assert plan.open_files_check == "all processes"
+    assert plan.source_readers == (protocol.SourceReader(reader.pid, command_of(reader),
+                                                         str(src / "logs" / "console.log")),)
+    unchecked = plan.open_files_unchecked  # processes even root may not inspect (a container's)
+    checked = ("all programs were checked" if not unchecked else
+               f"all programs were checked but {unchecked:,} that could not be inspected")
+    reading = (f"eading from it: pid {reader.pid} ({command_of(reader)}) "
+               f"{src / 'logs' / 'console.log'} — restart it after the move")
+    assert f"No program writes in the source ({checked})." in plan_lines(plan)
+    assert "R" + reading + "." in plan_lines(plan)
+    assert _plan_line(plan).endswith(f"; no program writes in the source ({checked}); r"
+                                      + reading)
 
 
 def test_the_working_directory_of_the_shell_that_runs_the_move_does_not_count(tmp_path, tmpfs):
@@ -275,6 +302,10 @@ def test_an_unprivileged_user_sees_only_its_own_programs(sshd, public_tmp, tmpfs
     assert len(plans) == 1
     assert plans[0]["openFilesCheck"] == "own processes only"
     assert plans[0]["openFilesUnchecked"] > 0
+    shown = servermove(*(a for a in args if a != "--json"))
+    assert shown.returncode == 0, shown.stderr
+    assert "; no program writes in the source (only this user's own programs were checked: " \
+        "run as root to check all)" in shown.stdout
 
     writer = hold("hold", log, **as_user())
     result = servermove(*args)
