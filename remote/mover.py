@@ -451,17 +451,22 @@ def _fd_opened_for_writing(proc, fd):
 def _fd_uses(proc, inside):
     """(path, how) for each open file descriptor of the process that points under SRC."""
     uses = []
-    for fd in os.listdir(proc + b"/fd"):
+    links = proc + b"/fd/"
+    readlink = os.readlink  # a busy server has tens of thousands of descriptors: a tight loop
+    for fd in os.listdir(links):
         try:
-            target = os.readlink(proc + b"/fd/" + fd)
-            if not inside(target):
-                continue
-            # An unlinked file is already out of the tree: moving it loses nothing of it.
-            if target.endswith(DELETED_SUFFIX) and os.stat(proc + b"/fd/" + fd).st_nlink == 0:
-                continue
-            how = USE_WRITE if _fd_opened_for_writing(proc, fd) else USE_READ
+            target = readlink(links + fd)
         except PermissionError:
             raise
+        except OSError:  # closed meanwhile
+            continue
+        if not inside(target):
+            continue
+        try:
+            # An unlinked file is already out of the tree: moving it loses nothing of it.
+            if target.endswith(DELETED_SUFFIX) and os.stat(links + fd).st_nlink == 0:
+                continue
+            how = USE_WRITE if _fd_opened_for_writing(proc, fd) else USE_READ
         except (OSError, ValueError):  # closed meanwhile
             continue
         uses.append((target, how))
