@@ -550,9 +550,10 @@ def refuse_source_writers(real_src, error):
         # A file open for writing says most about what to stop; a working directory the least.
         writers.sort(key=lambda use: (use.how == USE_CWD, use.pid))
         others = len(set(use.pid for use in writers)) - 1
-        raise error("%s%s — stop that program first, then run the move again"
+        raise error("%s%s — stop that program first%s, then run the move again"
                     % (writers[0].describe(), " (and %d more program%s)"
-                       % (others, "s" if others > 1 else "") if others else ""))
+                       % (others, "s" if others > 1 else "") if others else "",
+                       " (a shell: cd out of it)" if writers[0].how == USE_CWD else ""))
     readers = {}
     for use in users:  # one per program: the first file it reads
         readers.setdefault(use.pid, use)

@@ -8,6 +8,7 @@ and checks again just before the copy is put in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_support import servermove
+from tests.cli_support import servermove, start_json_move
+from tests.cli_support import wait_for_copying as wait_for_json_copying
 from tests.fstree import diff_snapshots, snapshot_tree
 from tests.harness import as_user, run
 from tests.test_mover import (
@@ -313,3 +315,49 @@ def test_an_unprivileged_user_sees_only_its_own_programs(sshd, public_tmp, tmpfs
     assert f"pid {writer.pid} ({command_of(writer)}) has {log} open for writing" \
         in result.stderr
     assert os.listdir(tmpfs) == []
+
+
+def descendants(root: int) -> set[int]:
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, ValueError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            parents[int(pid)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found = {root}
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return found - {root}
+        found |= more
+
+
+def test_servermoves_own_sessions_on_the_server_work_in_the_root_directory(sshd, public_tmp,
+                                                                         tmpfs):
+    """A login lands in its home; were the mover and the sudo above it left working there, a move
+    of a directory that holds that home (/home) would find them as programs working in it."""
+    src = public_tmp / "src"
+    server_tree(src)
+    run("chown", "-R", "smtest:smtest", src)
+    proc = start_json_move("--bwlimit", "2M", "--ssh-config", sshd.config_file, sshd.alias, src,
+                           tmpfs / "moved")
+    try:
+        wait_for_json_copying(proc)
+        # This test's sessions (other test runs use smtest too): what its sshd started (attach),
+        # and what holds this move's files open (the detached worker, whose parent is init).
+        cwds = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):  # ended meanwhile
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    continue
+                if int(pid) in descendants(sshd.process.pid) or any(
+                        os.readlink(f"/proc/{pid}/fd/{fd}").startswith((str(src), str(tmpfs)))
+                        for fd in os.listdir(f"/proc/{pid}/fd")):
+                    cwds[pid] = os.readlink(f"/proc/{pid}/cwd")
+        assert len(cwds) >= 2, cwds  # the detached worker and the attach following it
+        assert set(cwds.values()) == {"/"}, cwds
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
