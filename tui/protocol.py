@@ -295,9 +295,10 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
         counted=data.get("counted") is not False,
         open_files_check=_opt_str(data, "openFilesCheck"),
         open_files_unchecked=_opt_int(data, "openFilesUnchecked") or 0,
-        source_readers=tuple(SourceReader(pid=_int(r, "pid"), command=str(r.get("command", "")),
+        source_readers=tuple(SourceReader(pid=r["pid"], command=str(r.get("command", "")),
                                           path=str(r.get("path", "")))
-                             for r in data.get("openFilesReaders") or () if isinstance(r, dict)),
+                             for r in data.get("openFilesReaders") or ()
+                             if isinstance(r, dict) and type(r.get("pid")) is int),
     )
 
 
