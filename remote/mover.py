@@ -381,6 +381,197 @@ class MirrorDir:
 
 
 # ----------------------------------------------------------------------------------------------
+# Programs that use the source
+#
+# A program that keeps a file under SRC open for writing goes on writing into the old inode after
+# a copy-move removed it: every later write is lost. So before anything is written, and again
+# just before the copy is put in place, /proc is searched for processes that have a file under
+# SRC open for writing, mapped shared and writable, or SRC as their working directory. /proc
+# shows real paths, so they are compared with the real path of SRC. Only processes the mover may
+# inspect are seen: all of them as root, a user's own otherwise.
+
+USE_WRITE = "write"
+USE_MAP = "map"
+USE_CWD = "cwd"
+USE_READ = "read"
+DELETED_SUFFIX = b" (deleted)"
+SCOPE_ALL = "all processes"
+SCOPE_OWN = "own processes only"
+
+
+class SourceUse(object):
+    """One process using a path under SRC: `how` is one of the USE_* kinds."""
+
+    __slots__ = ("pid", "command", "path", "how")
+
+    def __init__(self, pid, command, path, how):
+        self.pid = pid
+        self.command = command
+        self.path = path
+        self.how = how
+
+    def describe(self):
+        what = {USE_WRITE: "has %s open for writing", USE_MAP: "has %s mapped for writing",
+                USE_CWD: "works in %s (its working directory)",
+                USE_READ: "has %s open for reading"}[self.how] % show(self.path)
+        return "pid %d (%s) %s" % (self.pid, self.command, what)
+
+    def as_data(self):
+        return {"pid": self.pid, "command": self.command, "path": show(self.path),
+                "how": self.how}
+
+
+def _parent_pid(pid):
+    with open(b"/proc/%d/stat" % pid, "rb") as handle:
+        text = handle.read()
+    return int(text[text.rindex(b")") + 2:].split()[1])  # the command may hold ") "
+
+
+def mover_ancestors():
+    """This process's parents up to init: the shell, sudo and sshd that started the move."""
+    found = set()
+    pid = os.getpid()
+    while pid > 1:
+        try:
+            pid = _parent_pid(pid)
+        except (OSError, ValueError, IndexError):
+            break
+        found.add(pid)
+    return found
+
+
+def _fd_opened_for_writing(proc, fd):
+    with open(proc + b"/fdinfo/" + fd, "rb") as handle:
+        for line in handle:
+            if line.startswith(b"flags:"):
+                return (int(line.split()[1], 8) & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+    return False
+
+
+def _fd_uses(proc, inside):
+    """(path, how) for each open file descriptor of the process that points under SRC."""
+    uses = []
+    links = proc + b"/fd/"
+    readlink = os.readlink  # a busy server has tens of thousands of descriptors: a tight loop
+    for fd in os.listdir(links):
+        try:
+            target = readlink(links + fd)
+        except PermissionError:
+            raise
+        except OSError:  # closed meanwhile
+            continue
+        if not inside(target):
+            continue
+        try:
+            # An unlinked file is already out of the tree: moving it loses nothing of it.
+            if target.endswith(DELETED_SUFFIX) and os.stat(links + fd).st_nlink == 0:
+                continue
+            how = USE_WRITE if _fd_opened_for_writing(proc, fd) else USE_READ
+        except (OSError, ValueError):  # closed meanwhile
+            continue
+        uses.append((target, how))
+    return uses
+
+
+def _map_uses(proc, real_src):
+    """(path, how) for each file under SRC the process has mapped. A private mapping, even a
+    writable one, never writes to its file: only a shared writable one counts as writing."""
+    with open(proc + b"/maps", "rb") as handle:
+        text = handle.read()
+    uses = []
+    if real_src + b"/" not in text:  # the common case: one search, nothing parsed
+        return uses
+    for line in text.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) < 6 or not fields[5].startswith(real_src + b"/") or \
+                fields[5].endswith(DELETED_SUFFIX):
+            continue
+        perms = fields[1]
+        writes = perms[1:2] == b"w" and perms[3:4] == b"s"
+        uses.append((fields[5], USE_MAP if writes else USE_READ))
+    return uses
+
+
+def _process_uses(pid, real_src, inside, skip_cwd):
+    proc = b"/proc/%d" % pid
+    uses = _fd_uses(proc, inside) + _map_uses(proc, real_src)
+    if not skip_cwd:
+        try:
+            cwd = os.readlink(proc + b"/cwd")
+        except OSError:  # a zombie or a kernel thread has none
+            cwd = b""
+        if inside(cwd) and not cwd.endswith(DELETED_SUFFIX):
+            uses.append((cwd, USE_CWD))
+    if not uses:
+        return []
+    try:
+        with open(proc + b"/comm", "rb") as handle:
+            command = show(handle.read().strip()) or "?"
+    except OSError:
+        command = "?"
+    return [SourceUse(pid, command, path, how) for path, how in uses]
+
+
+def source_users(real_src):
+    """Every process but this one using something under real_src, and how many processes could
+    not be inspected (as a user: other users'). The working directory of this process's parents
+    does not count: it is the admin's shell, sudo or sshd, which write nothing there (their open
+    files still count)."""
+    prefix = real_src + b"/"
+
+    def inside(path):
+        return path == real_src or path.startswith(prefix)
+
+    me = os.getpid()
+    parents = mover_ancestors()
+    found = []
+    hidden = 0
+    for name in os.listdir(b"/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        pid = int(name)
+        try:
+            found.extend(_process_uses(pid, real_src, inside, pid in parents))
+        except (PermissionError, ProcessLookupError):
+            hidden += 1  # another user's process (EACCES), or a dying one
+        except FileNotFoundError:
+            continue  # it ended while we looked
+    return found, hidden
+
+
+def refuse_source_writers(real_src, error):
+    """Raise `error` (Refused or Failure) naming a program that writes under SRC; return the
+    readers and what the search covered (the plan's openFilesCheck and openFilesUnchecked)."""
+    users, hidden = source_users(real_src)
+    scope = {"openFilesCheck": SCOPE_ALL if os.geteuid() == 0 else SCOPE_OWN,
+             "openFilesUnchecked": hidden}
+    writers = [use for use in users if use.how != USE_READ]
+    if writers:
+        # A file open for writing says most about what to stop; a working directory the least.
+        writers.sort(key=lambda use: (use.how == USE_CWD, use.pid))
+        others = len(set(use.pid for use in writers)) - 1
+        raise error("%s%s — stop that program first%s, then run the move again"
+                    % (writers[0].describe(), " (and %d more program%s)"
+                       % (others, "s" if others > 1 else "") if others else "",
+                       " (a shell: cd out of it)" if writers[0].how == USE_CWD else ""))
+    readers = {}
+    for use in users:  # one per program: the first file it reads
+        readers.setdefault(use.pid, use)
+    return sorted(readers.values(), key=lambda use: use.pid), scope
+
+
+def reader_warning(readers, real_src, move_id):
+    """The move.warning about programs that only read under SRC (one SourceUse each): they keep
+    the files they opened, so they should be restarted to use the new path."""
+    text = readers[0].describe() + " — restart it after the move so that it uses the new path"
+    if len(readers) > 1:
+        text += " (%d programs read from the source)" % len(readers)
+    rel = readers[0].path[len(real_src) + 1:]  # warnings name a path relative to SRC
+    return {"message": text, "path": show(rel), "count": len(readers),
+            "moveId": move_id}
+
+
+# ----------------------------------------------------------------------------------------------
 # The move
 
 
@@ -679,6 +870,7 @@ class Move:
         if real_src.startswith(real_dst + b"/"):
             raise Refused("the source %s is inside the destination %s — pick another "
                           "destination" % (show(src), show(dst)))
+        readers, open_files = refuse_source_writers(real_src, Refused)
 
         dst_exists = False
         try:
@@ -750,6 +942,8 @@ class Move:
                               "pick another destination" % (show(dst_mount[1]),
                                                             self.inodes_needed,
                                                             dst_vfs.f_favail))
+        if readers:
+            self.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
         self.out.emit("move.plan", {
             "moveId": self.move_id,
             "serverName": self.server_name,
@@ -766,6 +960,9 @@ class Move:
             "bwlimit": self.bwlimit,
             "dryRun": self.dry_run,
             "counted": self.counted,
+            "openFilesCheck": open_files["openFilesCheck"],
+            "openFilesUnchecked": open_files["openFilesUnchecked"],
+            "openFilesReaders": [use.as_data() for use in readers],
         })
 
     def calculate(self):
@@ -865,6 +1062,7 @@ class Move:
         # Durable before anything is deleted: a crash after cleaning must not lose the copy.
         sync_filesystem(self.staging)
         self.check()
+        refuse_source_writers(os.path.realpath(self.src), Failure)  # one that started meanwhile
         self.publish()
         self.clean_source()
 

@@ -39,6 +39,7 @@ from tui.formatting import (
     log_cells,
     log_header,
     of_total,
+    open_files_sentences,
 )
 from tui.history import MoveHistory, MoveRecord, MoveRecorder, record_from_listed
 from tui.progress import MoveProgress
@@ -196,13 +197,19 @@ def _phase_trail(model: MoveProgress) -> str:
 
 def _plan_line(plan: PlanEvent) -> str:
     if not plan.counted:
-        return "plan: rename (same filesystem: one atomic step, nothing to copy)"
+        return _with_open_files("plan: rename (same filesystem: one atomic step, nothing to copy)",
+                                plan)
     how = "rename (same filesystem)" if plan.method == "rename" else "copy across filesystems"
     text = (f"plan: {how}, {human_size(plan.bytes_total)} in {plan.files_total:,} files and "
             f"{plan.dirs_total:,} directories, verify {plan.verify}")
     if plan.dst_free_bytes is not None and plan.method == "copy":
         text += f"; {human_size(plan.dst_free_bytes - plan.bytes_total)} free after"
-    return text
+    return _with_open_files(text, plan)
+
+
+def _with_open_files(text: str, plan: PlanEvent) -> str:
+    """The plan line with what the check for programs using the source found."""
+    return "; ".join([text, *(s[0].lower() + s[1:] for s in open_files_sentences(plan))])
 
 
 def summary_line(model: MoveProgress) -> str:

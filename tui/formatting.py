@@ -14,6 +14,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from tui.history import MoveRecord
+    from tui.protocol import PlanEvent
 
 
 def human_size(num_bytes: int | float | None) -> str:
@@ -117,3 +118,27 @@ def log_cells(record: MoveRecord) -> dict[str, Text]:
 def log_header(name: str) -> Text:
     """A moves-log column's heading, aligned like its cells."""
     return Text(name, justify="right" if name in LOG_NUMBER_COLUMNS else "left")
+
+
+def open_files_sentences(plan: PlanEvent) -> list[str]:
+    """What the mover's check for programs using the source found, as sentences without a final
+    period ([] from a mover without the check). A program writing there refuses the move, so a
+    plan only ever reports readers."""
+    if plan.open_files_check is None:
+        return []
+    if plan.open_files_check == "own processes only":
+        scope = "only this user's own programs were checked: run as root to check all"
+    elif plan.open_files_unchecked:
+        scope = (f"all programs were checked but {plan.open_files_unchecked:,} that could not be "
+                 "inspected")
+    else:
+        scope = "all programs were checked"
+    sentences = [f"No program writes in the source ({scope})"]
+    readers = plan.source_readers
+    if readers:
+        named = ", ".join(f"pid {r.pid} ({r.command}) {r.path}" for r in readers[:3])
+        if len(readers) > 3:
+            named += f" and {len(readers) - 3:,} more"
+        them = "it" if len(readers) == 1 else "them"
+        sentences.append(f"Reading from it: {named} — restart {them} after the move")
+    return sentences

@@ -63,6 +63,15 @@ class HelloEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceReader:
+    """A program that had a file under the source open for reading (`openFilesReaders`)."""
+
+    pid: int
+    command: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class PlanEvent:
     """`move.plan`: what the mover is about to do (or, with --dry-run, would do)."""
 
@@ -82,6 +91,11 @@ class PlanEvent:
     move_id: str | None = None
     seq: int | None = None
     counted: bool = True  # False: a rename, done without walking the tree (totals are 0)
+    # Which programs the open-files check could see: "all processes" or "own processes only";
+    # None from a mover without the check.
+    open_files_check: str | None = None
+    open_files_unchecked: int = 0  # processes it could not inspect
+    source_readers: tuple[SourceReader, ...] = ()
 
 
 @dataclass(slots=True)
@@ -279,6 +293,12 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
         move_id=_opt_str(data, "moveId"),
         seq=_opt_int(data, "seq"),
         counted=data.get("counted") is not False,
+        open_files_check=_opt_str(data, "openFilesCheck"),
+        open_files_unchecked=_opt_int(data, "openFilesUnchecked") or 0,
+        source_readers=tuple(SourceReader(pid=r["pid"], command=str(r.get("command", "")),
+                                          path=str(r.get("path", "")))
+                             for r in data.get("openFilesReaders") or ()
+                             if isinstance(r, dict) and type(r.get("pid")) is int),
     )
 
 

@@ -175,7 +175,7 @@ async def _spawn_local(argv: list[str]) -> _LocalProcess:
     # A session of its own: Ctrl-C in the terminal reaches us, and we decide how to cancel.
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        stderr=asyncio.subprocess.PIPE, start_new_session=True, cwd="/")
     return _LocalProcess(process)
 
 
@@ -346,8 +346,10 @@ class TargetSession:
         else:
             try:
                 # exec: the mover replaces the login shell, so a signal sent over the channel
-                # reaches the mover itself and its exit status is the session's.
-                remote = await self._conn.create_process("exec " + shlex.join(command),
+                # reaches the mover itself and its exit status is the session's. cd /: the login
+                # lands in its home, and sudo and the mover working there would count as
+                # programs using the source when that holds the home (a move of /home).
+                remote = await self._conn.create_process("cd / && exec " + shlex.join(command),
                                                          encoding=None)
             except (asyncssh.Error, OSError) as exc:
                 self.reset()

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from tui.formatting import human_count, human_size
+from tui.formatting import human_count, human_size, open_files_sentences
 from tui.protocol import PlanEvent
 
 
@@ -71,6 +71,7 @@ def plan_lines(plan: PlanEvent) -> list[str]:
                      + ("  — NOT ENOUGH SPACE" if after < 0 else ""))
     if plan.bwlimit:
         lines.append(f"Bandwidth limit: {human_size(plan.bwlimit)}/s.")
+    lines.extend(f"{sentence}." for sentence in open_files_sentences(plan))
     return lines
 
 
