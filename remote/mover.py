@@ -420,6 +420,7 @@ class Move:
         self.inodes_needed = 0
         self.staging = None
         self.dst_is_mount = False
+        self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
 
         self.phase = None
         self.bytes_total = 0
@@ -567,6 +568,8 @@ class Move:
         finally:
             self._reporter_stop.set()
             reporter.join(2)
+            if self.dst_watch is not None:
+                os.close(self.dst_watch)
 
     def _run(self):
         try:
@@ -839,6 +842,7 @@ class Move:
     # -- copy ----------------------------------------------------------------------------------
 
     def do_copy(self):
+        self.watch_destination()
         verifier = None
         if self.verify == "checksum":
             verifier = Verifier(self)
@@ -863,10 +867,40 @@ class Move:
                 verifier.stop()
         self.check()
         # Durable before anything is deleted: a crash after cleaning must not lose the copy.
-        sync_filesystem(self.staging)
+        self.flush_copy(self.staging)
         self.check()
         self.publish()
+        self.flush_copy(None)  # the rename too: DST must still be there after a crash
         self.clean_source()
+
+    def watch_destination(self):
+        """Open the directory that will hold staging, before anything is written, and keep it
+        open for the whole move: syncfs on it reports every write-back error of the
+        destination's filesystem since this moment, that is, of the whole copy."""
+        path = os.path.dirname(self.staging)
+        try:
+            self.dst_watch = os.open(path, DIR_FLAGS)
+        except OSError as err:
+            raise Failure("cannot open %s: %s" % (show(path), words(err))) from err
+
+    def flush_copy(self, tree):
+        """Make the copy durable, and fail the move if the disk did not store it: a copy
+        verified from the page cache can still be lost when the cache is written back. `tree`:
+        the copy to fsync file by file where syncfs does not report write-back errors."""
+        try:
+            if not flush_filesystem(self.dst_watch) or not syncfs_reports_errors():
+                os.sync()
+                if tree is not None:
+                    fsync_tree(tree)
+                os.fsync(self.dst_watch)
+        except OSError as err:
+            where = "check that disk (dmesg) before trying again"
+            if tree is None:  # after the rename: staging is DST now, and nothing says so
+                where = ("nothing was deleted: the source %s is whole; check that disk "
+                         "(dmesg), delete %s and run the move again" % (show(self.src),
+                                                                       show(self.dst)))
+            raise Failure("the destination disk failed to store the copy: %s — %s"
+                          % (words(err), where)) from err
 
     def copy_tree(self, verifier):
         staging, src = self.staging, self.src
@@ -1784,22 +1818,47 @@ def read_full(f, buf):
     return total
 
 
-def sync_filesystem(path):
-    """syncfs(2) on the filesystem holding `path`: only the destination's disks are flushed,
-    not every filesystem of the server (a stuck NFS mount elsewhere must not hang the move)."""
+def syncfs_reports_errors():
+    """Whether syncfs(2) returns the writeback errors of the filesystem (Linux 5.8 and later);
+    before that it returns 0 even when the disk failed to store the data."""
+    release = os.uname().release.split(".")
+    try:
+        return (int(release[0]), int(release[1].split("-")[0])) >= (5, 8)
+    except (IndexError, ValueError):
+        return False
+
+
+def flush_filesystem(fd):
+    """syncfs(2) on the filesystem of the open descriptor `fd` (only the destination's disk is
+    flushed, not every filesystem of the server: a stuck NFS mount elsewhere must not hang the
+    move). Raises the OSError it reports: a write-back error since `fd` was opened. Returns
+    False when syncfs cannot be called (then the caller fsyncs each file)."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError, ImportError):
+        return False
+    if syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return True
+
+
+def fsync_tree(root):
+    """fsync every file and directory of a tree: each reports the write-back errors of its own
+    inode, where syncfs cannot (old kernels)."""
+    for kind, rel, st, _name, _dir_fd in walk(root):
+        if kind == WALK_POST or stat.S_ISLNK(st.st_mode) or \
+                not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            continue
+        fd = os.open(join(root, rel), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
         try:
-            if libc.syncfs(fd) == 0:
-                return
+            os.fsync(fd)
         finally:
             os.close(fd)
-    except (OSError, AttributeError, ImportError):
-        pass
-    os.sync()
 
 
 def fsync_dir(path):

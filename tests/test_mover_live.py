@@ -1,0 +1,88 @@
+"""remote/mover.py against what a live server has: a disk that fails only at write-back, mounts
+inside the source, a destination whose parents are missing, and the texts a move says when the
+source changes under it. Real loop devices, mounts and processes; helpers from test_mover."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fstree import diff_snapshots, snapshot_tree
+from tests.harness import mounted_tmpfs, run
+from tests.test_mover import (
+    _refused,
+    check_complete,
+    check_stream,
+    failed_at_source,
+    finish,
+    mover,
+    python,  # noqa: F401 (a fixture)
+    start,
+    wait_for_copying,
+)
+
+MIB = 1024 * 1024
+
+
+@contextlib.contextmanager
+def loop_mount(image: Path, mkfs: list[str], parent: Path) -> Iterator[Path]:
+    """A filesystem made by `mkfs` on a loop device over `image`, mounted; unmounted and the
+    loop device detached afterwards, whatever happens."""
+    loop = run("losetup", "-f", "--show", image).stdout.strip()
+    try:
+        run(*mkfs, loop)
+        point = Path(tempfile.mkdtemp(prefix="sm-loop-", dir=parent))
+        point.chmod(0o755)
+        try:
+            run("mount", loop, point)
+            try:
+                yield point
+            finally:
+                if run("umount", point, check=False).returncode != 0:
+                    run("umount", "-l", point, check=False)
+        finally:
+            with contextlib.suppress(OSError):
+                point.rmdir()
+    finally:
+        run("losetup", "-d", loop, check=False)
+
+
+@contextlib.contextmanager
+def disk_failing_at_writeback(parent: Path) -> Iterator[Path]:
+    """ext4 without a journal on a loop device whose sparse 1 GiB image sits on a 120 MiB tmpfs
+    with 80 MiB already taken: writes land in the page cache and read back fine, and fail (EIO)
+    only when the cache is written back and the image's tmpfs is full."""
+    with mounted_tmpfs("120m", parent=parent) as backing:
+        run("fallocate", "-l", "80M", backing / "ballast")
+        run("truncate", "-s", "1G", backing / "disk.img")
+        with loop_mount(backing / "disk.img", ["mkfs.ext4", "-q", "-O", "^has_journal"],
+                        parent) as point:
+            yield point
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. A failed flush fails the move
+
+
+def test_a_disk_failing_at_writeback_fails_the_move_and_keeps_the_source(python, public_root,
+                                                                       tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"part-{i}").write_bytes(os.urandom(100 * MIB))
+    (src / "small").write_text("small")
+    before = snapshot_tree(src)
+    with disk_failing_at_writeback(public_root) as disk:
+        result = mover(python, "move", src, disk / "d")
+        error = failed_at_source(result)
+        assert "the destination disk failed to store the copy: input/output error" in error
+        assert "the source is untouched" in error
+        assert not (disk / "d").exists()
+    assert diff_snapshots(before, snapshot_tree(src)) == []
