@@ -215,7 +215,9 @@ def _unescape_mount(field):
 
 
 def read_mounts():
-    """[(mount_id, mount_point, fs_type, source)] from /proc/self/mountinfo, or [] without /proc."""
+    """[(mount_id, mount_point, fs_type, source, major_minor, root)] from /proc/self/mountinfo,
+    or [] without /proc. `root` is the directory of the filesystem mounted there (not / for a
+    bind mount of a directory)."""
     try:
         with open("/proc/self/mountinfo", "rb") as f:
             text = f.read()
@@ -227,7 +229,8 @@ def read_mounts():
         try:
             sep = parts.index(b"-", 6)
             mounts.append((parts[0], _unescape_mount(parts[4]), parts[sep + 1],
-                           _unescape_mount(parts[sep + 2])))
+                           _unescape_mount(parts[sep + 2]), parts[2],
+                           _unescape_mount(parts[3])))
         except (ValueError, IndexError):
             continue
     return mounts
@@ -253,6 +256,27 @@ def mount_of(real_path, mounts):
             break
         path = parent
     return (str(dev).encode(), path, b"", b"")
+
+
+def mounts_inside(real_path, mounts):
+    """The mounts whose mount point is below real_path (a resolved absolute path)."""
+    return [m for m in mounts if m[1].startswith(real_path + b"/")]
+
+
+def describe_mount(mount, mounts):
+    """What is mounted there, in a few words: "bind of /srv/assets", "tmpfs", "/dev/sdb1"."""
+    dev, root = mount[4], mount[5]
+    if root != b"/":
+        # A bind mount of a directory: name it where the same filesystem is mounted whole.
+        for other in mounts:
+            base = other[5].rstrip(b"/")
+            if other[4] == dev and other is not mount and \
+                    (root == other[5] or root.startswith(base + b"/")):
+                return "bind of %s" % show(other[1].rstrip(b"/") + root[len(base):])
+        return "bind of %s of %s" % (show(root), show(mount[3]))
+    if mount[2] in (b"tmpfs", b"ramfs") or not mount[3].startswith(b"/"):
+        return show(mount[2])
+    return "%s, %s" % (show(mount[3]), show(mount[2]))
 
 
 def nearest_existing(path):
@@ -693,6 +717,7 @@ class Move:
             raise Refused("cannot check destination %s: %s" % (show(dst), words(err))) from err
         mounts = read_mounts()
         src_mount = mount_of(real_src, mounts)
+        self.refuse_mounts_inside(real_src, mounts)
         if dst_exists:
             if stat.S_ISLNK(dst_st.st_mode) or not stat.S_ISDIR(dst_st.st_mode):
                 raise Refused("destination %s already exists and is not a directory — remove it "
@@ -770,6 +795,17 @@ class Move:
             "dryRun": self.dry_run,
             "counted": self.counted,
         })
+
+    def refuse_mounts_inside(self, real_src, mounts):
+        """A mount below SRC belongs to someone else: a copy would copy the mounted tree and
+        cleaning would then empty it, and a rename would carry the mount along to DST while
+        fstab and the services that use it still name the old path. Refused either way."""
+        inside = mounts_inside(real_src, mounts)
+        if inside:
+            mount = min(inside, key=lambda m: len(m[1]))
+            where = self.src + mount[1][len(real_src):]
+            raise Refused("%s is a mount point (%s): unmount it, or move it on its own"
+                          % (show(where), describe_mount(mount, mounts)))
 
     def calculate(self):
         """Count what will be moved, and for a copy refuse early what would fail half-way."""

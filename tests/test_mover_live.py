@@ -22,13 +22,18 @@ from tests.test_mover import (
     check_stream,
     failed_at_source,
     finish,
+    interpreter,
     mover,
-    python,  # noqa: F401 (a fixture)
     start,
     wait_for_copying,
 )
 
 MIB = 1024 * 1024
+
+
+@pytest.fixture(params=["default", "py3.6", "py3.13"])
+def python(request) -> str:
+    return interpreter(request.param)
 
 
 @contextlib.contextmanager
@@ -86,3 +91,45 @@ def test_a_disk_failing_at_writeback_fails_the_move_and_keeps_the_source(python,
         assert "the source is untouched" in error
         assert not (disk / "d").exists()
     assert diff_snapshots(before, snapshot_tree(src)) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. A mount inside the source
+
+
+@contextlib.contextmanager
+def bind_mounted(what: Path, where: Path) -> Iterator[None]:
+    run("mount", "--bind", what, where)
+    try:
+        yield
+    finally:
+        if run("umount", where, check=False).returncode != 0:
+            run("umount", "-l", where, check=False)
+
+
+@pytest.mark.parametrize("method", ["copy", "rename"])
+@pytest.mark.parametrize("kind", ["bind", "tmpfs"])
+def test_a_mount_inside_the_source_is_refused(kind, method, public_root, tmpfs, tmp_path):
+    src = tmp_path / "src"
+    (src / "data" / "shared").mkdir(parents=True)
+    (src / "data" / "mine").write_text("mine")
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "logo.png").write_bytes(os.urandom(4096))
+    dst = (tmpfs if method == "copy" else tmp_path) / "moved"
+    with contextlib.ExitStack() as stack:
+        if kind == "bind":
+            stack.enter_context(bind_mounted(assets, src / "data" / "shared"))
+            source = f"bind of {assets}"
+        else:
+            mounted = stack.enter_context(mounted_tmpfs("1m", parent=public_root))
+            (mounted / "scratch").write_text("theirs")
+            stack.enter_context(bind_mounted(mounted, src / "data" / "shared"))
+            source = "tmpfs"
+        before = snapshot_tree(tmp_path)
+        for extra in ([], ["--dry-run"]):
+            message = _refused(mover(sys.executable, "move", *extra, src, dst))
+            assert message == (f"{src}/data/shared is a mount point ({source}): unmount it, or "
+                               "move it on its own"), message
+        assert diff_snapshots(before, snapshot_tree(tmp_path)) == []
+        assert not dst.exists()
