@@ -445,6 +445,8 @@ class Move:
         self.staging = None
         self.dst_is_mount = False
         self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
+        self.missing_parents = []  # DST's parents to make, outermost first
+        self.made_parents = []
 
         self.phase = None
         self.bytes_total = 0
@@ -601,6 +603,7 @@ class Move:
             self.preflight()
             if self.dry_run:
                 return EXIT_OK
+            self.make_parents()
             if self.method == "rename":
                 self.do_rename()
             else:
@@ -624,6 +627,8 @@ class Move:
 
     def finish(self, phase, error, status, data_state=None):
         self.current = None
+        if phase != COMPLETE and (data_state or self.data_state) == STATE_SOURCE:
+            self.remove_made_parents()
         self.set_phase(phase, error=error, data_state=data_state or self.data_state)
         if error:
             stderr_line(error)
@@ -687,13 +692,7 @@ class Move:
             raise Refused("refusing to move / — give a data directory")
 
         dst_parent = os.path.dirname(dst)
-        try:
-            parent_st = os.stat(dst_parent)
-        except OSError as err:
-            raise Refused("the destination's parent %s is unusable (%s) — create it first"
-                          % (show(dst_parent), words(err))) from err
-        if not stat.S_ISDIR(parent_st.st_mode):
-            raise Refused("the destination's parent %s is not a directory" % show(dst_parent))
+        self.find_missing_parents(dst_parent)
 
         real_src = os.path.realpath(src)
         real_dst = os.path.join(os.path.realpath(dst_parent), os.path.basename(dst))
@@ -752,12 +751,12 @@ class Move:
             self.calculate()
 
         src_vfs = os.statvfs(src)
-        dst_vfs = os.statvfs(dst if dst_exists else dst_parent)
+        dst_vfs = os.statvfs(dst if dst_exists else nearest_existing(dst_parent))
         dst_free = dst_vfs.f_bavail * dst_vfs.f_frsize
         if dst_vfs.f_flag & getattr(os, "ST_RDONLY", 1):
             raise Refused("the destination filesystem (%s) is read-only — remount it "
                           "read-write or pick another destination" % show(dst_mount[1]))
-        writable_dir = dst if self.dst_is_mount else dst_parent
+        writable_dir = dst if self.dst_is_mount else nearest_existing(dst_parent)
         if not os.access(writable_dir, os.W_OK | os.X_OK):
             raise Refused("cannot write in %s: permission denied — run as a user who may, or "
                           "pick another destination" % show(writable_dir))
@@ -794,7 +793,47 @@ class Move:
             "bwlimit": self.bwlimit,
             "dryRun": self.dry_run,
             "counted": self.counted,
+            "createdParents": [show(path) for path in self.missing_parents],
         })
+
+    def find_missing_parents(self, dst_parent):
+        """The destination's missing parent directories, outermost first, into
+        missing_parents: the move makes them (make_parents), like mkdir -p."""
+        missing = []
+        path = dst_parent
+        while True:
+            try:
+                parent_st = os.stat(path)
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                missing.insert(0, path)
+                path = os.path.dirname(path)
+            except OSError as err:
+                raise Refused("the destination's parent %s is unusable (%s) — pick another "
+                              "destination" % (show(path), words(err))) from err
+        if not stat.S_ISDIR(parent_st.st_mode):
+            raise Refused("the destination's parent %s is not a directory — pick another "
+                          "destination" % show(path))
+        self.missing_parents = missing
+
+    def make_parents(self):
+        """Make the missing parents (mode 755, owned by the user running the move); a move
+        that does not complete removes them again (remove_made_parents)."""
+        for path in self.missing_parents:
+            try:
+                os.mkdir(path, 0o755)
+                self.made_parents.append(path)
+                os.chmod(path, 0o755)  # whatever the umask
+            except OSError as err:
+                raise Failure("cannot create the destination's parent %s: %s — nothing was "
+                              "changed" % (show(path), words(err))) from err
+            fsync_dir(os.path.dirname(path))
+
+    def remove_made_parents(self):
+        while self.made_parents:
+            with contextlib.suppress(OSError):  # not empty: someone else's now
+                os.rmdir(self.made_parents[-1])
+            self.made_parents.pop()
 
     def refuse_mounts_inside(self, real_src, mounts):
         """A mount below SRC belongs to someone else: a copy would copy the mounted tree and

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fstree import diff_snapshots, snapshot_tree
-from tests.harness import mounted_tmpfs, run
+from tests.harness import as_user, ensure_test_user, mounted_tmpfs, run
 from tests.test_mover import (
     _refused,
     check_complete,
@@ -24,6 +25,7 @@ from tests.test_mover import (
     finish,
     interpreter,
     mover,
+    USER_PYTHON,
     start,
     wait_for_copying,
 )
@@ -133,3 +135,71 @@ def test_a_mount_inside_the_source_is_refused(kind, method, public_root, tmpfs, 
                                "move it on its own"), message
         assert diff_snapshots(before, snapshot_tree(tmp_path)) == []
         assert not dst.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. A destination whose parents do not exist
+
+
+def test_missing_parents_are_made_and_listed_in_the_plan(python, tmpfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("data")
+    dst = tmpfs / "new" / "deeper" / "d"
+    dry = mover(python, "move", "--dry-run", src, dst)
+    check_stream(dry)
+    assert dry.returncode == 0
+    made = [str(tmpfs / "new"), str(tmpfs / "new" / "deeper")]
+    assert dry.subjects("move.plan")[0]["createdParents"] == made
+    assert os.listdir(tmpfs) == []  # a dry run makes nothing
+    result = mover(python, "move", src, dst)
+    check_complete(result, {"files": 1, "bytes": 4, "dirs": 1}, "copy")
+    assert result.subjects("move.plan")[0]["createdParents"] == made
+    for path in made:
+        st = os.stat(path)
+        assert (oct(st.st_mode & 0o7777), st.st_uid) == ("0o755", 0)
+    assert (dst / "f").read_text() == "data" and not src.exists()
+    # An existing parent: nothing to make.
+    again = mover(python, "move", dst, tmpfs / "new" / "e")
+    check_complete(again, {"files": 1, "bytes": 4, "dirs": 1}, "rename")
+    assert again.subjects("move.plan")[0]["createdParents"] == []
+
+
+def test_missing_parents_are_made_for_a_rename_and_owned_by_the_user(public_tmp):
+    user = ensure_test_user()
+    src = public_tmp / "src"
+    src.mkdir()
+    (src / "f").write_text("data")
+    run("chown", "-R", f"{user.pw_uid}:{user.pw_gid}", src)
+    dst = public_tmp / "a" / "b" / "d"
+    result = mover(USER_PYTHON, "move", src, dst, **as_user())
+    check_complete(result, {}, "rename")
+    for path in (public_tmp / "a", public_tmp / "a" / "b"):
+        st = os.stat(path)
+        assert (oct(st.st_mode & 0o7777), st.st_uid) == ("0o755", user.pw_uid)
+    assert (dst / "f").read_text() == "data"
+
+
+@pytest.mark.parametrize("how", ["cancel", "error"])
+def test_parents_made_by_a_move_that_does_not_complete_are_removed(how, tmpfs, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a-big").write_bytes(os.urandom(6 * MIB))
+    for i in range(5):
+        (src / f"small-{i}").write_text(str(i))
+    (tmpfs / "kept").mkdir()
+    proc = start(sys.executable, "move", "--bwlimit", "4M", src, tmpfs / "kept" / "x" / "y" / "d")
+    seen: list[bytes] = []
+    wait_for_copying(proc, seen)
+    assert os.path.isdir(tmpfs / "kept" / "x" / "y")
+    if how == "cancel":
+        proc.send_signal(signal.SIGINT)
+    else:
+        for i in range(5):
+            (src / f"small-{i}").unlink()
+    result = finish(proc, seen)
+    check_stream(result)
+    last = result.progress()[-1]
+    assert last["phase"] == ("cancelled" if how == "cancel" else "error")
+    assert last["dataState"] == "source"
+    assert os.listdir(tmpfs) == ["kept"] and os.listdir(tmpfs / "kept") == []
