@@ -446,6 +446,7 @@ class Move:
         self.dst_is_mount = False
         self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
         self.missing_parents = []  # DST's parents to make, outermost first
+        self.counted_at_ns = 0  # when calculate began (changed_example)
         self.made_parents = []
 
         self.phase = None
@@ -602,6 +603,7 @@ class Move:
             self.set_phase(CALCULATING)
             self.preflight()
             if self.dry_run:
+                self.flush_warnings()
                 return EXIT_OK
             self.make_parents()
             if self.method == "rename":
@@ -794,6 +796,7 @@ class Move:
             "dryRun": self.dry_run,
             "counted": self.counted,
             "createdParents": [show(path) for path in self.missing_parents],
+            "bytesNeeded": self.blocks_needed + self.dirs_total * dst_vfs.f_frsize,
         })
 
     def find_missing_parents(self, dst_parent):
@@ -848,7 +851,9 @@ class Move:
 
     def calculate(self):
         """Count what will be moved, and for a copy refuse early what would fail half-way."""
-        seen_links = set()
+        # A little before now: ctimes come from a coarse clock (changed_example compares them).
+        self.counted_at_ns = int((time.time() - 0.05) * 1e9)
+        seen_links = {}  # (dev, ino) -> [names found, st_nlink, first name]
         blocks = 0
         inodes = 0
         copying = self.method == "copy"
@@ -870,29 +875,50 @@ class Move:
                 # a read-only directory writable (it is going away).
                 need = os.R_OK | os.X_OK | (0 if st.st_uid == self.euid else os.W_OK)
                 if check_access and not os.access(join(self.src, rel), need):
-                    raise Refused("cannot read or empty directory %s: permission denied — run "
-                                  "as its owner or as root" % self.src_show(rel))
+                    raise Refused(self.unreadable(rel, st, "rx"))
                 continue
             self.files_total += 1
             mode = st.st_mode
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 if key in seen_links:
+                    seen_links[key][0] += 1
                     continue
-                seen_links.add(key)
+                seen_links[key] = [1, st.st_nlink, rel]
             inodes += 1
             if stat.S_ISREG(mode):
                 self.bytes_total += st.st_size
                 blocks += st.st_blocks * 512
                 if check_access and not os.access(join(self.src, rel), os.R_OK):
-                    raise Refused("cannot read %s: permission denied — run as its owner or as "
-                                  "root" % self.src_show(rel))
+                    raise Refused(self.unreadable(rel, st, "r"))
             elif (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and copying and not self.is_root:
                 raise Refused("%s is a device node and only root can create one — run the move "
                               "as root" % self.src_show(rel))
         self.current = None
         self.blocks_needed = blocks
         self.inodes_needed = inodes
+        if copying:
+            self.warn_links_outside(seen_links)
+
+    def warn_links_outside(self, seen_links):
+        """A file with hard links outside SRC: its copy cannot stay linked to them."""
+        for found, nlink, rel in seen_links.values():
+            if found < nlink:
+                self.warn("linksoutside", "%s has hard links outside the source: its copy at %s "
+                          "is a file of its own, no longer linked to them"
+                          % (self.src_show(rel), show(self.dst)), rel)
+
+    def unreadable(self, rel, st, need):
+        """Why a file or directory the move must read (and empty) is refused, and what to do."""
+        kind = "directory" if need == "rx" else "file"
+        if st.st_uid == self.euid:
+            return ("cannot read %s %s: its mode (%03o) keeps out even its owner, the user "
+                    "running the move — give it back (chmod u+%s %s) and run the move again"
+                    % (kind, self.src_show(rel), stat.S_IMODE(st.st_mode),
+                       "rwx" if kind == "directory" else "r", self.src_show(rel)))
+        what = "read or empty directory" if kind == "directory" else "read"
+        return ("cannot %s %s: permission denied — run as its owner or as root"
+                % (what, self.src_show(rel)))
 
     # -- rename --------------------------------------------------------------------------------
 
@@ -928,11 +954,7 @@ class Move:
             self.copy_tree(verifier)
             self.flush_warnings()
             if self.files_copied != self.files_total or self.bytes_copied != self.bytes_total:
-                raise SourceChanged(
-                    "the source changed during the move: counted %d files and %s before "
-                    "copying, found %d files and %s — stop what writes to %s and run the move "
-                    "again" % (self.files_total, human(self.bytes_total), self.files_copied,
-                               human(self.bytes_copied), show(self.src)))
+                raise SourceChanged(self.count_changed())
             self.set_phase(VERIFYING)
             if verifier is not None:
                 verifier.finish()
@@ -1000,6 +1022,11 @@ class Move:
                     self.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.current = rel
+                if self.files_copied == self.files_total:  # one more than counted
+                    raise SourceChanged("files appeared in the source during the move (%d "
+                                        "counted before copying, more found)%s — stop what "
+                                        "writes to %s and run the move again"
+                                        % (self.files_total, self.changed_example(), show(src)))
                 if item.is_file(follow_symlinks=False):
                     self.copy_regular(rel, name, src_dir, copies.fd, verifier)
                 else:
@@ -1009,12 +1036,36 @@ class Move:
                         raise self.read_failure(rel, err) from err
                     self.copy_special(rel, st, join(staging, rel))
                 self.files_copied += 1
-                if self.files_copied > self.files_total:
-                    raise SourceChanged("%s appeared in the source during the move — stop what "
-                                        "writes to %s and run the move again"
-                                        % (self.src_show(rel), show(src)))
         finally:
             copies.close()
+
+    def changed_example(self):
+        """", e.g. X was created or changed since it was counted": the first file of the source
+        whose ctime is later than the count, to name in an error ("" when none is found)."""
+        try:
+            for kind, rel, st, _name, _dir_fd in walk(self.src):
+                if kind == WALK_FILE and st.st_ctime_ns >= self.counted_at_ns:
+                    return ", e.g. %s was created or changed since it was counted" % (
+                        self.src_show(rel))
+        except (OSError, WalkError):
+            pass
+        return ""
+
+    def count_changed(self):
+        """What changed in the source between counting and copying, in words."""
+        changes = []
+        if self.files_copied != self.files_total:
+            changes.append("%d files were counted before copying and %d copied (%d %s)" % (
+                self.files_total, self.files_copied, abs(self.files_copied - self.files_total),
+                "more" if self.files_copied > self.files_total else "fewer"))
+        if self.bytes_copied != self.bytes_total:
+            changes.append("the files held {:,} bytes when counted and {:,} when copied ({:,} "
+                           "bytes {})".format(self.bytes_total, self.bytes_copied,
+                                              abs(self.bytes_copied - self.bytes_total),
+                                              "more" if self.bytes_copied > self.bytes_total
+                                              else "fewer"))
+        return ("the source changed during the move: %s%s — stop what writes to %s and run "
+                "the move again" % ("; ".join(changes), self.changed_example(), show(self.src)))
 
     def write_failure(self, rel, err):
         where = show(self.dst)
@@ -1474,6 +1525,7 @@ class Move:
         deepest first."""
         self.set_phase(CLEANING)
         kept = []  # (rel, why), in the order found
+        newer = []  # the files among them that changed after they were copied
         src, dst = self.src, self.dst
         remover = Remover(self)
         copies = MirrorDir(dst)
@@ -1490,6 +1542,9 @@ class Move:
                     problem = self.differs(rel, st, copies.lstat(name), self.is_root, dst)
                 except OSError:
                     problem = "is not at the destination"
+                else:
+                    if problem:
+                        newer.append(rel)
                 if problem:
                     kept.append((rel, "%s %s" % (self.src_show(rel), problem)))
                 else:
@@ -1520,10 +1575,27 @@ class Move:
             listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
             if len(kept) > 5:
                 listed += " and %d more" % (len(kept) - 5)
+            if newer:
+                raise Failure(self.newer_in_source(newer, listed))
             raise Failure("%s is complete and verified, but removing the source failed (%s); "
                           "still there: %s — check and delete them by hand"
                           % (show(dst), kept[0][1], listed))
         self.finish(COMPLETE, None, EXIT_OK)
+
+    def newer_in_source(self, newer, listed):
+        """The error of a clean that kept files changed after they were copied (a writer still
+        at work): DST holds the move, but those source files are newer than their copies."""
+        names = ", ".join(self.src_show(rel) for rel in newer[:5])
+        if len(newer) > 5:
+            names += " and %d more" % (len(newer) - 5)
+        return ("%s holds the whole move as verified, but %d source file%s changed after %s "
+                "copied and %s kept: the source's version%s newer than the copy in %s (%s) — "
+                "stop what writes there, copy what you need over by hand, then delete the rest "
+                "of the source; still there: %s"
+                % (show(self.dst), len(newer), "s" if len(newer) > 1 else "",
+                   "they were" if len(newer) > 1 else "it was",
+                   "were" if len(newer) > 1 else "was", "s are" if len(newer) > 1 else " is",
+                   show(self.dst), names, listed))
 
     def remove(self, func, path):
         try:

@@ -82,6 +82,13 @@ class PlanEvent:
     move_id: str | None = None
     seq: int | None = None
     counted: bool = True  # False: a rename, done without walking the tree (totals are 0)
+    created_parents: tuple[str, ...] = ()  # DST's missing parents the move makes
+    bytes_needed: int | None = None  # space the copy takes (allocated blocks: sparse files)
+
+    @property
+    def space_needed(self) -> int:
+        """What the copy takes at the destination: older movers only give the file sizes."""
+        return self.bytes_needed if self.bytes_needed is not None else self.bytes_total
 
 
 @dataclass(slots=True)
@@ -279,6 +286,9 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
         move_id=_opt_str(data, "moveId"),
         seq=_opt_int(data, "seq"),
         counted=data.get("counted") is not False,
+        created_parents=tuple(str(p) for p in data.get("createdParents") or ()
+                              if isinstance(p, str)),
+        bytes_needed=_opt_int(data, "bytesNeeded"),
     )
 
 
