@@ -447,6 +447,7 @@ class Move:
         self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
         self.missing_parents = []  # DST's parents to make, outermost first
         self.counted_at_ns = 0  # when calculate began (changed_example)
+        self.needs = {}  # what the copy must keep -> an entry of the source that has it
         self.made_parents = []
 
         self.phase = None
@@ -779,6 +780,8 @@ class Move:
                               "pick another destination" % (show(dst_mount[1]),
                                                             self.inodes_needed,
                                                             dst_vfs.f_favail))
+        if self.method == "copy":
+            self.refuse_what_destination_loses(dst_mount)
         self.out.emit("move.plan", {
             "moveId": self.move_id,
             "serverName": self.server_name,
@@ -869,6 +872,7 @@ class Move:
                 raise Refused("path too long to copy (over %d bytes): %s — shorten it or move "
                               "a deeper directory" % (PATH_MAX, self.src_show(rel)))
             if kind == WALK_DIR:
+                self.note_needs(rel, st)
                 self.dirs_total += 1
                 inodes += 1
                 # Emptying it needs write access too, unless it is ours: cleaning then makes
@@ -879,10 +883,12 @@ class Move:
                 continue
             self.files_total += 1
             mode = st.st_mode
+            self.note_needs(rel, st)
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 if key in seen_links:
                     seen_links[key][0] += 1
+                    self.needs.setdefault("hard links", rel)
                     continue
                 seen_links[key] = [1, st.st_nlink, rel]
             inodes += 1
@@ -899,6 +905,31 @@ class Move:
         self.inodes_needed = inodes
         if copying:
             self.warn_links_outside(seen_links)
+
+    def note_needs(self, rel, st):
+        """Note what the destination must keep for this entry (see destination_lacks)."""
+        needs = self.needs
+        if st.st_mtime_ns % 1000000000 and "nanosecond times" not in needs:
+            needs["nanosecond times"] = rel
+        if stat.S_ISLNK(st.st_mode):
+            needs.setdefault("symbolic links", rel)
+        else:
+            needs.setdefault("permission modes", rel)
+        if self.is_root and (st.st_uid, st.st_gid) != (self.euid, self.egid):
+            needs.setdefault("owners", rel)
+
+    def refuse_what_destination_loses(self, dst_mount):
+        """Refuse a destination filesystem that cannot keep what the source has (exFAT and FAT:
+        no owners, modes, symbolic or hard links, times only to the second or coarser): the
+        verify would find every such copy different, and blame a writer."""
+        lacks = [what for what in destination_lacks(
+            self.dst if self.dst_is_mount else nearest_existing(os.path.dirname(self.dst)),
+            self.is_root) if what in self.needs]
+        if lacks:
+            raise Refused("the destination filesystem (%s at %s) cannot keep the source's %s "
+                          "(e.g. %s) — move it to a filesystem that can, such as ext4, xfs or "
+                          "btrfs" % (show(dst_mount[2]) or "unknown", show(dst_mount[1]),
+                                     ", ".join(lacks), self.src_show(self.needs[lacks[0]])))
 
     def warn_links_outside(self, seen_links):
         """A file with hard links outside SRC: its copy cannot stay linked to them."""
@@ -2006,6 +2037,48 @@ def fsync_tree(root):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+PROBE_NS = 1500000000123456789  # a time with every digit: what a filesystem rounds shows
+
+
+def destination_lacks(parent, is_root):
+    """What a filesystem cannot keep, found by trying in a probe directory made (and removed)
+    in `parent`: [] when the probe cannot be made (the copy will say why)."""
+    probe = join(parent, b".servermove-probe-" + os.urandom(6).hex().encode())
+    try:
+        os.mkdir(probe, 0o700)
+    except OSError:
+        return []
+    lacks = []
+    try:
+        path = join(probe, b"f")
+        os.close(os.open(path, CREATE_FLAGS, 0o600))
+        os.chmod(path, 0o640)
+        if stat.S_IMODE(os.lstat(path).st_mode) != 0o640:
+            lacks.append("permission modes")
+        os.utime(path, ns=(PROBE_NS, PROBE_NS))
+        if os.lstat(path).st_mtime_ns != PROBE_NS:
+            lacks.append("nanosecond times")
+        for what, make in (("symbolic links", os.symlink), ("hard links", os.link)):
+            try:
+                make(path, join(probe, b"l"))
+                os.unlink(join(probe, b"l"))
+            except OSError:
+                lacks.append(what)
+        if is_root:
+            try:
+                os.chown(path, 1, 1)
+                if (os.lstat(path).st_uid, os.lstat(path).st_gid) != (1, 1):
+                    lacks.append("owners")
+            except OSError:
+                lacks.append("owners")
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            force_rmtree(probe)
+    return lacks
 
 
 def fsync_dir(path):

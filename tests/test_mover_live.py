@@ -373,3 +373,44 @@ def test_a_second_ctrl_c_does_not_say_the_move_goes_on(tmp_path, tmpfs):
     assert process.returncode == 130, stderr
     assert "goes on" not in stderr
     assert "stopped waiting for the cancel" in stderr
+
+
+@contextlib.contextmanager
+def exfat_disk(parent: Path, tmp_path: Path) -> Iterator[Path]:
+    """A real exFAT filesystem (FUSE: this kernel has no exFAT driver) on a loop device."""
+    image = tmp_path / "exfat.img"
+    image.write_bytes(b"")
+    os.truncate(image, 64 * MIB)
+    loop = run("losetup", "-f", "--show", image).stdout.strip()
+    try:
+        run("mkfs.exfat", loop)
+        point = Path(tempfile.mkdtemp(prefix="sm-exfat-", dir=parent))
+        try:
+            run("mount.exfat-fuse", loop, point)
+            try:
+                yield point
+            finally:
+                if run("umount", point, check=False).returncode != 0:
+                    run("umount", "-l", point, check=False)
+        finally:
+            with contextlib.suppress(OSError):
+                point.rmdir()
+    finally:
+        run("losetup", "-d", loop, check=False)
+
+
+def test_a_destination_that_cannot_keep_the_source_is_refused_up_front(public_root, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("data")
+    os.symlink("a", src / "link")
+    before = snapshot_tree(src)
+    with exfat_disk(public_root, tmp_path) as disk:
+        for extra in ([], ["--dry-run"]):
+            message = _refused(mover(sys.executable, "move", *extra, src, disk / "d"))
+            assert message == (
+                f"the destination filesystem (fuseblk at {disk}) cannot keep the source's "
+                "permission modes, nanosecond times, symbolic links (e.g. "
+                f"{src}) — move it to a filesystem that can, such as ext4, xfs or btrfs"), message
+            assert os.listdir(disk) == []
+    assert diff_snapshots(before, snapshot_tree(src)) == []
