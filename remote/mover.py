@@ -854,8 +854,8 @@ class Move:
 
     def calculate(self):
         """Count what will be moved, and for a copy refuse early what would fail half-way."""
-        # A little before now: ctimes come from a coarse clock (changed_example compares them).
-        self.counted_at_ns = int((time.time() - 0.05) * 1e9)
+        # A tick before now: ctimes come from a coarse clock (changed_example compares them).
+        self.counted_at_ns = int((time.time() - 0.01) * 1e9)
         seen_links = {}  # (dev, ino) -> [names found, st_nlink, first name]
         blocks = 0
         inodes = 0
@@ -1071,16 +1071,19 @@ class Move:
             copies.close()
 
     def changed_example(self):
-        """", e.g. X was created or changed since it was counted": the first file of the source
-        whose ctime is later than the count, to name in an error ("" when none is found)."""
+        """", e.g. X was created or changed since it was counted": the file of the source
+        changed last, if its ctime is later than the count, to name in an error ("" when none
+        is)."""
+        newest, newest_ns = None, self.counted_at_ns
         try:
             for kind, rel, st, _name, _dir_fd in walk(self.src):
-                if kind == WALK_FILE and st.st_ctime_ns >= self.counted_at_ns:
-                    return ", e.g. %s was created or changed since it was counted" % (
-                        self.src_show(rel))
+                if kind == WALK_FILE and st.st_ctime_ns >= newest_ns:
+                    newest, newest_ns = rel, st.st_ctime_ns
         except (OSError, WalkError):
             pass
-        return ""
+        if newest is None:
+            return ""
+        return ", e.g. %s was created or changed since it was counted" % self.src_show(newest)
 
     def count_changed(self):
         """What changed in the source between counting and copying, in words."""
@@ -1571,11 +1574,10 @@ class Move:
                 self.current = rel
                 try:
                     problem = self.differs(rel, st, copies.lstat(name), self.is_root, dst)
-                except OSError:
-                    problem = "is not at the destination"
-                else:
                     if problem:
                         newer.append(rel)
+                except OSError:
+                    problem = "is not at the destination"
                 if problem:
                     kept.append((rel, "%s %s" % (self.src_show(rel), problem)))
                 else:
