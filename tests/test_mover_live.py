@@ -107,13 +107,19 @@ def test_a_disk_failing_at_writeback_fails_the_move_and_keeps_the_source(python,
 
 
 @contextlib.contextmanager
-def bind_mounted(what: Path, where: Path) -> Iterator[None]:
+def bind_mounted(what: Path, where: Path, tree: Path) -> Iterator[None]:
+    """`what` bind-mounted at `where`; afterwards every mount under `tree` is unmounted, also
+    one that a wrong move carried along to another path in it."""
     run("mount", "--bind", what, where)
     try:
         yield
     finally:
-        if run("umount", where, check=False).returncode != 0:
-            run("umount", "-l", where, check=False)
+        prefix = str(tree) + "/"
+        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if line.split()[4].startswith(prefix)]
+        for point in sorted(points, key=len, reverse=True):
+            if run("umount", point, check=False).returncode != 0:
+                run("umount", "-l", point, check=False)
 
 
 @pytest.mark.parametrize("method", ["copy", "rename"])
@@ -128,12 +134,12 @@ def test_a_mount_inside_the_source_is_refused(kind, method, public_root, tmpfs, 
     dst = (tmpfs if method == "copy" else tmp_path) / "moved"
     with contextlib.ExitStack() as stack:
         if kind == "bind":
-            stack.enter_context(bind_mounted(assets, src / "data" / "shared"))
+            stack.enter_context(bind_mounted(assets, src / "data" / "shared", tmp_path))
             source = f"bind of {assets}"
         else:
             mounted = stack.enter_context(mounted_tmpfs("1m", parent=public_root))
             (mounted / "scratch").write_text("theirs")
-            stack.enter_context(bind_mounted(mounted, src / "data" / "shared"))
+            stack.enter_context(bind_mounted(mounted, src / "data" / "shared", tmp_path))
             source = "tmpfs"
         before = snapshot_tree(tmp_path)
         for extra in ([], ["--dry-run"]):
