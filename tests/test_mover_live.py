@@ -124,7 +124,8 @@ def bind_mounted(what: Path, where: Path, tree: Path) -> Iterator[None]:
 
 @pytest.mark.parametrize("method", ["copy", "rename"])
 @pytest.mark.parametrize("kind", ["bind", "tmpfs"])
-def test_a_mount_inside_the_source_is_refused(kind, method, public_root, tmpfs, tmp_path):
+def test_a_mount_inside_the_source_is_refused(python, kind, method, public_root, tmpfs,
+                                              tmp_path):
     src = tmp_path / "src"
     (src / "data" / "shared").mkdir(parents=True)
     (src / "data" / "mine").write_text("mine")
@@ -143,7 +144,7 @@ def test_a_mount_inside_the_source_is_refused(kind, method, public_root, tmpfs, 
             source = "tmpfs"
         before = snapshot_tree(tmp_path)
         for extra in ([], ["--dry-run"]):
-            message = _refused(mover(sys.executable, "move", *extra, src, dst))
+            message = _refused(mover(python, "move", *extra, src, dst))
             assert message == (f"{src}/data/shared is a mount point ({source}): unmount it, or "
                                "move it on its own"), message
         assert diff_snapshots(before, snapshot_tree(tmp_path)) == []
@@ -252,12 +253,12 @@ def test_a_file_appearing_mid_copy_is_the_one_named(tmp_path, tmpfs):
     assert diff_snapshots(after, snapshot_tree(src)) == [] and os.listdir(tmpfs) == []
 
 
-def test_a_file_growing_mid_copy_says_what_changed(tmp_path, tmpfs):
+def test_a_file_growing_mid_copy_says_what_changed(python, tmp_path, tmpfs):
     src = tmp_path / "src"
     (src / "later").mkdir(parents=True)
     (src / "big").write_bytes(os.urandom(6 * MIB))
     (src / "later" / "grow.log").write_text("line\n")
-    proc = start(sys.executable, "move", "--bwlimit", "4M", src, tmpfs / "d")
+    proc = start(python, "move", "--bwlimit", "4M", src, tmpfs / "d")
     seen: list[bytes] = []
     wait_for_copying(proc, seen)
     with open(src / "later" / "grow.log", "a") as log:
@@ -405,7 +406,8 @@ def exfat_disk(parent: Path, tmp_path: Path) -> Iterator[Path]:
         run("losetup", "-d", loop, check=False)
 
 
-def test_a_destination_that_cannot_keep_the_source_is_refused_up_front(public_root, tmp_path):
+def test_a_destination_that_cannot_keep_the_source_is_refused_up_front(python, public_root,
+                                                                       tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_text("data")
@@ -413,7 +415,7 @@ def test_a_destination_that_cannot_keep_the_source_is_refused_up_front(public_ro
     before = snapshot_tree(src)
     with exfat_disk(public_root, tmp_path) as disk:
         for extra in ([], ["--dry-run"]):
-            message = _refused(mover(sys.executable, "move", *extra, src, disk / "d"))
+            message = _refused(mover(python, "move", *extra, src, disk / "d"))
             assert message == (
                 f"the destination filesystem (fuseblk at {disk}) cannot keep the source's "
                 "permission modes, nanosecond times, symbolic links (e.g. "
