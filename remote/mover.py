@@ -215,7 +215,9 @@ def _unescape_mount(field):
 
 
 def read_mounts():
-    """[(mount_id, mount_point, fs_type, source)] from /proc/self/mountinfo, or [] without /proc."""
+    """[(mount_id, mount_point, fs_type, source, major_minor, root)] from /proc/self/mountinfo,
+    or [] without /proc. `root` is the directory of the filesystem mounted there (not / for a
+    bind mount of a directory)."""
     try:
         with open("/proc/self/mountinfo", "rb") as f:
             text = f.read()
@@ -227,7 +229,8 @@ def read_mounts():
         try:
             sep = parts.index(b"-", 6)
             mounts.append((parts[0], _unescape_mount(parts[4]), parts[sep + 1],
-                           _unescape_mount(parts[sep + 2])))
+                           _unescape_mount(parts[sep + 2]), parts[2],
+                           _unescape_mount(parts[3])))
         except (ValueError, IndexError):
             continue
     return mounts
@@ -253,6 +256,27 @@ def mount_of(real_path, mounts):
             break
         path = parent
     return (str(dev).encode(), path, b"", b"")
+
+
+def mounts_inside(real_path, mounts):
+    """The mounts whose mount point is below real_path (a resolved absolute path)."""
+    return [m for m in mounts if m[1].startswith(real_path + b"/")]
+
+
+def describe_mount(mount, mounts):
+    """What is mounted there, in a few words: "bind of /srv/assets", "tmpfs", "/dev/sdb1"."""
+    dev, root = mount[4], mount[5]
+    if root != b"/":
+        # A bind mount of a directory: name it where the same filesystem is mounted whole.
+        for other in mounts:
+            base = other[5].rstrip(b"/")
+            if other[4] == dev and other is not mount and \
+                    (root == other[5] or root.startswith(base + b"/")):
+                return "bind of %s" % show(other[1].rstrip(b"/") + root[len(base):])
+        return "bind of %s of %s" % (show(root), show(mount[3]))
+    if mount[2] in (b"tmpfs", b"ramfs") or not mount[3].startswith(b"/"):
+        return show(mount[2])
+    return "%s, %s" % (show(mount[3]), show(mount[2]))
 
 
 def nearest_existing(path):
@@ -611,6 +635,11 @@ class Move:
         self.inodes_needed = 0
         self.staging = None
         self.dst_is_mount = False
+        self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
+        self.missing_parents = []  # DST's parents to make, outermost first
+        self.counted_at_ns = 0  # when calculate began (changed_example)
+        self.needs = {}  # what the copy must keep -> an entry of the source that has it
+        self.made_parents = []
 
         self.phase = None
         self.bytes_total = 0
@@ -758,13 +787,17 @@ class Move:
         finally:
             self._reporter_stop.set()
             reporter.join(2)
+            if self.dst_watch is not None:
+                os.close(self.dst_watch)
 
     def _run(self):
         try:
             self.set_phase(CALCULATING)
             self.preflight()
             if self.dry_run:
+                self.flush_warnings()
                 return EXIT_OK
+            self.make_parents()
             if self.method == "rename":
                 self.do_rename()
             else:
@@ -788,6 +821,8 @@ class Move:
 
     def finish(self, phase, error, status, data_state=None):
         self.current = None
+        if phase != COMPLETE and (data_state or self.data_state) == STATE_SOURCE:
+            self.remove_made_parents()
         self.set_phase(phase, error=error, data_state=data_state or self.data_state)
         if error:
             stderr_line(error)
@@ -851,13 +886,7 @@ class Move:
             raise Refused("refusing to move / — give a data directory")
 
         dst_parent = os.path.dirname(dst)
-        try:
-            parent_st = os.stat(dst_parent)
-        except OSError as err:
-            raise Refused("the destination's parent %s is unusable (%s) — create it first"
-                          % (show(dst_parent), words(err))) from err
-        if not stat.S_ISDIR(parent_st.st_mode):
-            raise Refused("the destination's parent %s is not a directory" % show(dst_parent))
+        self.find_missing_parents(dst_parent)
 
         real_src = os.path.realpath(src)
         real_dst = os.path.join(os.path.realpath(dst_parent), os.path.basename(dst))
@@ -882,6 +911,7 @@ class Move:
             raise Refused("cannot check destination %s: %s" % (show(dst), words(err))) from err
         mounts = read_mounts()
         src_mount = mount_of(real_src, mounts)
+        self.refuse_mounts_inside(real_src, mounts)
         if dst_exists:
             if stat.S_ISLNK(dst_st.st_mode) or not stat.S_ISDIR(dst_st.st_mode):
                 raise Refused("destination %s already exists and is not a directory — remove it "
@@ -916,12 +946,12 @@ class Move:
             self.calculate()
 
         src_vfs = os.statvfs(src)
-        dst_vfs = os.statvfs(dst if dst_exists else dst_parent)
+        dst_vfs = os.statvfs(dst if dst_exists else nearest_existing(dst_parent))
         dst_free = dst_vfs.f_bavail * dst_vfs.f_frsize
         if dst_vfs.f_flag & getattr(os, "ST_RDONLY", 1):
             raise Refused("the destination filesystem (%s) is read-only — remount it "
                           "read-write or pick another destination" % show(dst_mount[1]))
-        writable_dir = dst if self.dst_is_mount else dst_parent
+        writable_dir = dst if self.dst_is_mount else nearest_existing(dst_parent)
         if not os.access(writable_dir, os.W_OK | os.X_OK):
             raise Refused("cannot write in %s: permission denied — run as a user who may, or "
                           "pick another destination" % show(writable_dir))
@@ -942,6 +972,8 @@ class Move:
                               "pick another destination" % (show(dst_mount[1]),
                                                             self.inodes_needed,
                                                             dst_vfs.f_favail))
+        if self.method == "copy":
+            self.refuse_what_destination_loses(dst_mount)
         if readers:
             self.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
         self.out.emit("move.plan", {
@@ -963,11 +995,65 @@ class Move:
             "openFilesCheck": open_files["openFilesCheck"],
             "openFilesUnchecked": open_files["openFilesUnchecked"],
             "openFilesReaders": [use.as_data() for use in readers],
+            "createdParents": [show(path) for path in self.missing_parents],
+            "bytesNeeded": self.blocks_needed + self.dirs_total * dst_vfs.f_frsize,
         })
+
+    def find_missing_parents(self, dst_parent):
+        """The destination's missing parent directories, outermost first, into
+        missing_parents: the move makes them (make_parents), like mkdir -p."""
+        missing = []
+        path = dst_parent
+        while True:
+            try:
+                parent_st = os.stat(path)
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                missing.insert(0, path)
+                path = os.path.dirname(path)
+            except OSError as err:
+                raise Refused("the destination's parent %s is unusable (%s) — pick another "
+                              "destination" % (show(path), words(err))) from err
+        if not stat.S_ISDIR(parent_st.st_mode):
+            raise Refused("the destination's parent %s is not a directory — pick another "
+                          "destination" % show(path))
+        self.missing_parents = missing
+
+    def make_parents(self):
+        """Make the missing parents (mode 755, owned by the user running the move); a move
+        that does not complete removes them again (remove_made_parents)."""
+        for path in self.missing_parents:
+            try:
+                os.mkdir(path, 0o755)
+                self.made_parents.append(path)
+                os.chmod(path, 0o755)  # whatever the umask
+            except OSError as err:
+                raise Failure("cannot create the destination's parent %s: %s — nothing was "
+                              "changed" % (show(path), words(err))) from err
+            fsync_dir(os.path.dirname(path))
+
+    def remove_made_parents(self):
+        while self.made_parents:
+            with contextlib.suppress(OSError):  # not empty: someone else's now
+                os.rmdir(self.made_parents[-1])
+            self.made_parents.pop()
+
+    def refuse_mounts_inside(self, real_src, mounts):
+        """A mount below SRC belongs to someone else: a copy would copy the mounted tree and
+        cleaning would then empty it, and a rename would carry the mount along to DST while
+        fstab and the services that use it still name the old path. Refused either way."""
+        inside = mounts_inside(real_src, mounts)
+        if inside:
+            mount = min(inside, key=lambda m: len(m[1]))
+            where = self.src + mount[1][len(real_src):]
+            raise Refused("%s is a mount point (%s): unmount it, or move it on its own"
+                          % (show(where), describe_mount(mount, mounts)))
 
     def calculate(self):
         """Count what will be moved, and for a copy refuse early what would fail half-way."""
-        seen_links = set()
+        # A tick before now: ctimes come from a coarse clock (changed_example compares them).
+        self.counted_at_ns = int((time.time() - 0.01) * 1e9)
+        seen_links = {}  # (dev, ino) -> [names found, st_nlink, first name]
         blocks = 0
         inodes = 0
         copying = self.method == "copy"
@@ -983,35 +1069,84 @@ class Move:
                 raise Refused("path too long to copy (over %d bytes): %s — shorten it or move "
                               "a deeper directory" % (PATH_MAX, self.src_show(rel)))
             if kind == WALK_DIR:
+                self.note_needs(rel, st)
                 self.dirs_total += 1
                 inodes += 1
                 # Emptying it needs write access too, unless it is ours: cleaning then makes
                 # a read-only directory writable (it is going away).
                 need = os.R_OK | os.X_OK | (0 if st.st_uid == self.euid else os.W_OK)
                 if check_access and not os.access(join(self.src, rel), need):
-                    raise Refused("cannot read or empty directory %s: permission denied — run "
-                                  "as its owner or as root" % self.src_show(rel))
+                    raise Refused(self.unreadable(rel, st, "rx"))
                 continue
             self.files_total += 1
             mode = st.st_mode
+            self.note_needs(rel, st)
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 if key in seen_links:
+                    seen_links[key][0] += 1
+                    self.needs.setdefault("hard links", rel)
                     continue
-                seen_links.add(key)
+                seen_links[key] = [1, st.st_nlink, rel]
             inodes += 1
             if stat.S_ISREG(mode):
                 self.bytes_total += st.st_size
                 blocks += st.st_blocks * 512
                 if check_access and not os.access(join(self.src, rel), os.R_OK):
-                    raise Refused("cannot read %s: permission denied — run as its owner or as "
-                                  "root" % self.src_show(rel))
+                    raise Refused(self.unreadable(rel, st, "r"))
             elif (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and copying and not self.is_root:
                 raise Refused("%s is a device node and only root can create one — run the move "
                               "as root" % self.src_show(rel))
         self.current = None
         self.blocks_needed = blocks
         self.inodes_needed = inodes
+        if copying:
+            self.warn_links_outside(seen_links)
+
+    def note_needs(self, rel, st):
+        """Note what the destination must keep for this entry (see destination_lacks)."""
+        needs = self.needs
+        if st.st_mtime_ns % 1000000000 and "nanosecond times" not in needs:
+            needs["nanosecond times"] = rel
+        if stat.S_ISLNK(st.st_mode):
+            needs.setdefault("symbolic links", rel)
+        else:
+            needs.setdefault("permission modes", rel)
+        if self.is_root and (st.st_uid, st.st_gid) != (self.euid, self.egid):
+            needs.setdefault("owners", rel)
+
+    def refuse_what_destination_loses(self, dst_mount):
+        """Refuse a destination filesystem that cannot keep what the source has (exFAT and FAT:
+        no owners, modes, symbolic or hard links, times only to the second or coarser): the
+        verify would find every such copy different, and blame a writer."""
+        lacks = [what for what in destination_lacks(
+            self.dst if self.dst_is_mount else nearest_existing(os.path.dirname(self.dst)),
+            self.is_root) if what in self.needs]
+        if lacks:
+            raise Refused("the destination filesystem (%s at %s) cannot keep the source's %s "
+                          "(e.g. %s) — move it to a filesystem that can, such as ext4, xfs or "
+                          "btrfs" % (show(dst_mount[2]) or "unknown", show(dst_mount[1]),
+                                     ", ".join(lacks), self.src_show(self.needs[lacks[0]])))
+
+    def warn_links_outside(self, seen_links):
+        """A file with hard links outside SRC: its copy cannot stay linked to them."""
+        for found, nlink, rel in seen_links.values():
+            if found < nlink:
+                self.warn("linksoutside", "%s has hard links outside the source: its copy at %s "
+                          "is a file of its own, no longer linked to them"
+                          % (self.src_show(rel), show(self.dst)), rel)
+
+    def unreadable(self, rel, st, need):
+        """Why a file or directory the move must read (and empty) is refused, and what to do."""
+        kind = "directory" if need == "rx" else "file"
+        if st.st_uid == self.euid:
+            return ("cannot read %s %s: its mode (%03o) keeps out even its owner, the user "
+                    "running the move — give it back (chmod u+%s %s) and run the move again"
+                    % (kind, self.src_show(rel), stat.S_IMODE(st.st_mode),
+                       "rwx" if kind == "directory" else "r", self.src_show(rel)))
+        what = "read or empty directory" if kind == "directory" else "read"
+        return ("cannot %s %s: permission denied — run as its owner or as root"
+                % (what, self.src_show(rel)))
 
     # -- rename --------------------------------------------------------------------------------
 
@@ -1036,6 +1171,7 @@ class Move:
     # -- copy ----------------------------------------------------------------------------------
 
     def do_copy(self):
+        self.watch_destination()
         verifier = None
         if self.verify == "checksum":
             verifier = Verifier(self)
@@ -1046,11 +1182,7 @@ class Move:
             self.copy_tree(verifier)
             self.flush_warnings()
             if self.files_copied != self.files_total or self.bytes_copied != self.bytes_total:
-                raise SourceChanged(
-                    "the source changed during the move: counted %d files and %s before "
-                    "copying, found %d files and %s — stop what writes to %s and run the move "
-                    "again" % (self.files_total, human(self.bytes_total), self.files_copied,
-                               human(self.bytes_copied), show(self.src)))
+                raise SourceChanged(self.count_changed())
             self.set_phase(VERIFYING)
             if verifier is not None:
                 verifier.finish()
@@ -1060,11 +1192,41 @@ class Move:
                 verifier.stop()
         self.check()
         # Durable before anything is deleted: a crash after cleaning must not lose the copy.
-        sync_filesystem(self.staging)
+        self.flush_copy(self.staging)
         self.check()
         refuse_source_writers(os.path.realpath(self.src), Failure)  # one that started meanwhile
         self.publish()
+        self.flush_copy(None)  # the rename too: DST must still be there after a crash
         self.clean_source()
+
+    def watch_destination(self):
+        """Open the directory that will hold staging, before anything is written, and keep it
+        open for the whole move: syncfs on it reports every write-back error of the
+        destination's filesystem since this moment, that is, of the whole copy."""
+        path = os.path.dirname(self.staging)
+        try:
+            self.dst_watch = os.open(path, DIR_FLAGS)
+        except OSError as err:
+            raise Failure("cannot open %s: %s" % (show(path), words(err))) from err
+
+    def flush_copy(self, tree):
+        """Make the copy durable, and fail the move if the disk did not store it: a copy
+        verified from the page cache can still be lost when the cache is written back. `tree`:
+        the copy to fsync file by file where syncfs does not report write-back errors."""
+        try:
+            if not flush_filesystem(self.dst_watch) or not syncfs_reports_errors():
+                os.sync()
+                if tree is not None:
+                    fsync_tree(tree)
+                os.fsync(self.dst_watch)
+        except OSError as err:
+            where = "check that disk (dmesg) before trying again"
+            if tree is None:  # after the rename: staging is DST now, and nothing says so
+                where = ("nothing was deleted: the source %s is whole; check that disk "
+                         "(dmesg), delete %s and run the move again" % (show(self.src),
+                                                                       show(self.dst)))
+            raise Failure("the destination disk failed to store the copy: %s — %s"
+                          % (words(err), where)) from err
 
     def copy_tree(self, verifier):
         staging, src = self.staging, self.src
@@ -1089,6 +1251,11 @@ class Move:
                     self.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.current = rel
+                if self.files_copied == self.files_total:  # one more than counted
+                    raise SourceChanged("files appeared in the source during the move (%d "
+                                        "counted before copying, more found)%s — stop what "
+                                        "writes to %s and run the move again"
+                                        % (self.files_total, self.changed_example(), show(src)))
                 if item.is_file(follow_symlinks=False):
                     self.copy_regular(rel, name, src_dir, copies.fd, verifier)
                 else:
@@ -1098,12 +1265,39 @@ class Move:
                         raise self.read_failure(rel, err) from err
                     self.copy_special(rel, st, join(staging, rel))
                 self.files_copied += 1
-                if self.files_copied > self.files_total:
-                    raise SourceChanged("%s appeared in the source during the move — stop what "
-                                        "writes to %s and run the move again"
-                                        % (self.src_show(rel), show(src)))
         finally:
             copies.close()
+
+    def changed_example(self):
+        """", e.g. X was created or changed since it was counted": the file of the source
+        changed last, if its ctime is later than the count, to name in an error ("" when none
+        is)."""
+        newest, newest_ns = None, self.counted_at_ns
+        try:
+            for kind, rel, st, _name, _dir_fd in walk(self.src):
+                if kind == WALK_FILE and st.st_ctime_ns >= newest_ns:
+                    newest, newest_ns = rel, st.st_ctime_ns
+        except (OSError, WalkError):
+            pass
+        if newest is None:
+            return ""
+        return ", e.g. %s was created or changed since it was counted" % self.src_show(newest)
+
+    def count_changed(self):
+        """What changed in the source between counting and copying, in words."""
+        changes = []
+        if self.files_copied != self.files_total:
+            changes.append("%d files were counted before copying and %d copied (%d %s)" % (
+                self.files_total, self.files_copied, abs(self.files_copied - self.files_total),
+                "more" if self.files_copied > self.files_total else "fewer"))
+        if self.bytes_copied != self.bytes_total:
+            changes.append("the files held {:,} bytes when counted and {:,} when copied ({:,} "
+                           "bytes {})".format(self.bytes_total, self.bytes_copied,
+                                              abs(self.bytes_copied - self.bytes_total),
+                                              "more" if self.bytes_copied > self.bytes_total
+                                              else "fewer"))
+        return ("the source changed during the move: %s%s — stop what writes to %s and run "
+                "the move again" % ("; ".join(changes), self.changed_example(), show(self.src)))
 
     def write_failure(self, rel, err):
         where = show(self.dst)
@@ -1563,6 +1757,7 @@ class Move:
         deepest first."""
         self.set_phase(CLEANING)
         kept = []  # (rel, why), in the order found
+        newer = []  # the files among them that changed after they were copied
         src, dst = self.src, self.dst
         remover = Remover(self)
         copies = MirrorDir(dst)
@@ -1577,6 +1772,8 @@ class Move:
                 self.current = rel
                 try:
                     problem = self.differs(rel, st, copies.lstat(name), self.is_root, dst)
+                    if problem:
+                        newer.append(rel)
                 except OSError:
                     problem = "is not at the destination"
                 if problem:
@@ -1609,10 +1806,27 @@ class Move:
             listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
             if len(kept) > 5:
                 listed += " and %d more" % (len(kept) - 5)
+            if newer:
+                raise Failure(self.newer_in_source(newer, listed))
             raise Failure("%s is complete and verified, but removing the source failed (%s); "
                           "still there: %s — check and delete them by hand"
                           % (show(dst), kept[0][1], listed))
         self.finish(COMPLETE, None, EXIT_OK)
+
+    def newer_in_source(self, newer, listed):
+        """The error of a clean that kept files changed after they were copied (a writer still
+        at work): DST holds the move, but those source files are newer than their copies."""
+        names = ", ".join(self.src_show(rel) for rel in newer[:5])
+        if len(newer) > 5:
+            names += " and %d more" % (len(newer) - 5)
+        return ("%s holds the whole move as verified, but %d source file%s changed after %s "
+                "copied and %s kept: the source's version%s newer than the copy in %s (%s) — "
+                "stop what writes there, copy what you need over by hand, then delete the rest "
+                "of the source; still there: %s"
+                % (show(self.dst), len(newer), "s" if len(newer) > 1 else "",
+                   "they were" if len(newer) > 1 else "it was",
+                   "were" if len(newer) > 1 else "was", "s are" if len(newer) > 1 else " is",
+                   show(self.dst), names, listed))
 
     def remove(self, func, path):
         try:
@@ -1982,22 +2196,89 @@ def read_full(f, buf):
     return total
 
 
-def sync_filesystem(path):
-    """syncfs(2) on the filesystem holding `path`: only the destination's disks are flushed,
-    not every filesystem of the server (a stuck NFS mount elsewhere must not hang the move)."""
+def syncfs_reports_errors():
+    """Whether syncfs(2) returns the writeback errors of the filesystem (Linux 5.8 and later);
+    before that it returns 0 even when the disk failed to store the data."""
+    release = os.uname().release.split(".")
+    try:
+        return (int(release[0]), int(release[1].split("-")[0])) >= (5, 8)
+    except (IndexError, ValueError):
+        return False
+
+
+def flush_filesystem(fd):
+    """syncfs(2) on the filesystem of the open descriptor `fd` (only the destination's disk is
+    flushed, not every filesystem of the server: a stuck NFS mount elsewhere must not hang the
+    move). Raises the OSError it reports: a write-back error since `fd` was opened. Returns
+    False when syncfs cannot be called (then the caller fsyncs each file)."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError, ImportError):
+        return False
+    if syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return True
+
+
+def fsync_tree(root):
+    """fsync every file and directory of a tree: each reports the write-back errors of its own
+    inode, where syncfs cannot (old kernels)."""
+    for kind, rel, st, _name, _dir_fd in walk(root):
+        if kind == WALK_POST or stat.S_ISLNK(st.st_mode) or \
+                not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            continue
+        fd = os.open(join(root, rel), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
         try:
-            if libc.syncfs(fd) == 0:
-                return
+            os.fsync(fd)
         finally:
             os.close(fd)
-    except (OSError, AttributeError, ImportError):
+
+
+PROBE_NS = 1500000000123456789  # a time with every digit: what a filesystem rounds shows
+
+
+def destination_lacks(parent, is_root):
+    """What a filesystem cannot keep, found by trying in a probe directory made (and removed)
+    in `parent`: [] when the probe cannot be made (the copy will say why)."""
+    probe = join(parent, b".servermove-probe-" + os.urandom(6).hex().encode())
+    try:
+        os.mkdir(probe, 0o700)
+    except OSError:
+        return []
+    lacks = []
+    try:
+        path = join(probe, b"f")
+        os.close(os.open(path, CREATE_FLAGS, 0o600))
+        os.chmod(path, 0o640)
+        if stat.S_IMODE(os.lstat(path).st_mode) != 0o640:
+            lacks.append("permission modes")
+        os.utime(path, ns=(PROBE_NS, PROBE_NS))
+        if os.lstat(path).st_mtime_ns != PROBE_NS:
+            lacks.append("nanosecond times")
+        for what, make in (("symbolic links", os.symlink), ("hard links", os.link)):
+            try:
+                make(path, join(probe, b"l"))
+                os.unlink(join(probe, b"l"))
+            except OSError:
+                lacks.append(what)
+        if is_root:
+            try:
+                os.chown(path, 1, 1)
+                if (os.lstat(path).st_uid, os.lstat(path).st_gid) != (1, 1):
+                    lacks.append("owners")
+            except OSError:
+                lacks.append("owners")
+    except OSError:
         pass
-    os.sync()
+    finally:
+        with contextlib.suppress(OSError):
+            force_rmtree(probe)
+    return lacks
 
 
 def fsync_dir(path):

@@ -9,11 +9,14 @@
   filesystem that cannot map files.
 - `corrupt-copy`: a disk that returns bad data: one byte of each chunk of a big file's copy is
   flipped after the chunk is written and before the verifier hears of it.
+- `slow-clean`: the source is removed a file every 3 ms, so that a test's writer can change the
+  files still there while the move cleans.
 """
 
 import importlib.util
 import os
 import sys
+import time
 
 MOVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "remote",
                      "mover.py")
@@ -36,6 +39,16 @@ def corrupt_each_chunk(mover) -> None:
     mover.Move.copy_range = rigged
 
 
+def slow_clean(mover) -> None:
+    add = mover.Remover.add
+
+    def rigged(self, rel, path):
+        time.sleep(0.003)
+        return add(self, rel, path)
+
+    mover.Remover.add = rigged
+
+
 def main() -> int:
     spec = importlib.util.spec_from_file_location("servermove_mover", MOVER)
     assert spec is not None and spec.loader is not None
@@ -50,6 +63,8 @@ def main() -> int:
             mover.Verifier.MAP_COPIES = False
         elif way == "corrupt-copy":
             corrupt_each_chunk(mover)
+        elif way == "slow-clean":
+            slow_clean(mover)
         else:
             raise SystemExit(f"rigged_mover.py: unknown way {way!r}")
     return mover.main(argv)

@@ -369,7 +369,7 @@ def _refused(result: Result, *needles: str) -> str:
 @pytest.mark.parametrize("case", ["missing", "file", "symlink", "same", "dst-inside-src",
                                   "src-inside-dst", "dst-not-empty", "dst-is-file",
                                   "relative-src", "relative-dst", "dotdot", "bad-verify",
-                                  "bad-bwlimit", "no-parent", "no-args", "unknown-option",
+                                  "bad-bwlimit", "parent-is-file", "no-args", "unknown-option",
                                   "unknown-command", "one-path", "no-value", "bad-from-seq",
                                   "flag-with-value"])
 def test_refusals_touch_nothing(case, tmp_path):
@@ -396,7 +396,7 @@ def test_refusals_touch_nothing(case, tmp_path):
         "dotdot": ["move", src, tmp_path / "full" / ".." / "new"],
         "bad-verify": ["move", "--verify", "md5", src, dst],
         "bad-bwlimit": ["move", "--bwlimit", "40Q", src, dst],
-        "no-parent": ["move", src, tmp_path / "no" / "such" / "parent"],
+        "parent-is-file": ["move", src, tmp_path / "afile" / "sub" / "new"],
         "no-args": [],
         "unknown-option": ["move", "--fast", src, dst],
         "unknown-command": ["copy", src, dst],
@@ -412,7 +412,7 @@ def test_refusals_touch_nothing(case, tmp_path):
              "src-inside-dst": "inside the destination", "dst-not-empty": "not empty",
              "dst-is-file": "not a directory", "relative-src": "absolute path",
              "relative-dst": "absolute path", "dotdot": "'..'", "bad-verify": "checksum, size",
-             "bad-bwlimit": "40Q", "no-parent": "create it first", "no-args": "usage",
+             "bad-bwlimit": "40Q", "parent-is-file": "afile is not a directory", "no-args": "usage",
              "unknown-option": "unknown option --fast", "unknown-command": "unknown command",
              "one-path": "takes SRC DST, got 1 argument", "no-value": "--bwlimit needs a value",
              "bad-from-seq": "--from-seq: not a valid value",

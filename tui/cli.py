@@ -57,7 +57,7 @@ from tui.targets import Target, parse_target
 VERIFY_MODES = ("checksum", "size", "none")
 # Exit statuses mirror the mover's (docs/protocol.md), plus one for a lost connection.
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_CONNECTION_LOST = 0, 1, 2, 3, 4
-EXIT_STOPPED_FOLLOWING = 130  # a second Ctrl-C: we stopped watching; the move goes on
+EXIT_STOPPED_FOLLOWING = 130  # a second Ctrl-C: we stopped waiting for the cancel
 REFRESH_PER_SECOND = 10
 
 
@@ -203,7 +203,9 @@ def _plan_line(plan: PlanEvent) -> str:
     text = (f"plan: {how}, {human_size(plan.bytes_total)} in {plan.files_total:,} files and "
             f"{plan.dirs_total:,} directories, verify {plan.verify}")
     if plan.dst_free_bytes is not None and plan.method == "copy":
-        text += f"; {human_size(plan.dst_free_bytes - plan.bytes_total)} free after"
+        text += f"; {human_size(plan.dst_free_bytes - plan.space_needed)} free after"
+    if plan.created_parents:
+        text += f"; makes {', '.join(plan.created_parents)}"
     return _with_open_files(text, plan)
 
 
@@ -321,8 +323,9 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
     except asyncio.CancelledError:
         where = getattr(handle, "target", "the server")
         recorder.connection_lost(model, "stopped following at the user's request")
-        say(f"servermove: stopped following; the move goes on on {where} (follow it again with "
-            "servermove attach)")
+        # Only a second Ctrl-C gets here, after the first one asked the mover to cancel.
+        say(f"servermove: stopped waiting for the cancel on {where}; the mover there is still "
+            "cancelling (servermove attach shows how it ends)")
         return EXIT_STOPPED_FOLLOWING
     except ConnectionLost as exc:
         recorder.connection_lost(model, exc.message)

@@ -96,6 +96,13 @@ class PlanEvent:
     open_files_check: str | None = None
     open_files_unchecked: int = 0  # processes it could not inspect
     source_readers: tuple[SourceReader, ...] = ()
+    created_parents: tuple[str, ...] = ()  # DST's missing parents the move makes
+    bytes_needed: int | None = None  # space the copy takes (allocated blocks: sparse files)
+
+    @property
+    def space_needed(self) -> int:
+        """What the copy takes at the destination: older movers only give the file sizes."""
+        return self.bytes_needed if self.bytes_needed is not None else self.bytes_total
 
 
 @dataclass(slots=True)
@@ -299,6 +306,9 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
                                           path=str(r.get("path", "")))
                              for r in data.get("openFilesReaders") or ()
                              if isinstance(r, dict) and type(r.get("pid")) is int),
+        created_parents=tuple(str(p) for p in data.get("createdParents") or ()
+                              if isinstance(p, str)),
+        bytes_needed=_opt_int(data, "bytesNeeded"),
     )
 
 

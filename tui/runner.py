@@ -85,7 +85,7 @@ class MoveRequest:
 
     def argv(self, command: str = "move") -> list[str]:
         args = [command, "--server-name", self.server_name, "--verify", self.verify]
-        if self.bwlimit:
+        if self.bwlimit is not None:  # an empty one too: the mover refuses it, it is no limit
             args += ["--bwlimit", self.bwlimit]
         if self.dry_run:
             args.append("--dry-run")

@@ -66,12 +66,14 @@ def plan_lines(plan: PlanEvent) -> list[str]:
              f"{human_size(plan.bytes_total)} in {human_count(plan.files_total)} files and "
              f"{human_count(plan.dirs_total)} directories."]
     if plan.method != "rename" and plan.dst_free_bytes is not None:
-        after = plan.dst_free_bytes - plan.bytes_total
+        after = plan.dst_free_bytes - plan.space_needed
         lines.append(f"Free at the destination after the move: {human_size(max(after, 0))}"
                      + ("  — NOT ENOUGH SPACE" if after < 0 else ""))
     if plan.bwlimit:
         lines.append(f"Bandwidth limit: {human_size(plan.bwlimit)}/s.")
     lines.extend(f"{sentence}." for sentence in open_files_sentences(plan))
+    if plan.created_parents:
+        lines.append(f"Makes the missing directories {', '.join(plan.created_parents)}.")
     return lines
 
 
