@@ -2332,8 +2332,8 @@ def parse_service_spec(payload):
     timeout = data.get("checkTimeout", CHECK_TIMEOUT_DEFAULT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
             or not 0 < timeout <= CHECK_TIMEOUT_MAX:
-        raise Refused("the service's checkTimeout must be a number of seconds from 1 to %d"
-                      % CHECK_TIMEOUT_MAX)
+        raise Refused("the service's checkTimeout must be a number of seconds, more than 0 "
+                      "and at most %d" % CHECK_TIMEOUT_MAX)
     expect = data.get("checkOutput")
     if expect is not None and (not isinstance(expect, str) or not expect.strip()
                                or "\n" in expect):
