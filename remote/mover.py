@@ -1871,6 +1871,11 @@ def wire_path(text):
     return text.encode("utf-8", "surrogateescape")
 
 
+def words_for_given_path(err):
+    """words(), but a path the admin gave that is not there does not exist: it did not vanish."""
+    return "it does not exist" if err.errno == errno.ENOENT else words(err)
+
+
 def command_text(command):
     """A service command as the admin wrote it, for messages."""
     if isinstance(command, str):
@@ -2031,7 +2036,7 @@ class SymlinkCutover(object):
         try:
             st = os.lstat(old)
         except OSError as err:
-            raise Refused(symlink_problem(old, words(err))) from None
+            raise Refused(symlink_problem(old, words_for_given_path(err))) from None
         if not stat.S_ISDIR(st.st_mode):
             raise Refused(symlink_problem(old, "it is not a directory"))
         aside = sibling_name(old, ASIDE_MARKER, move_id)
@@ -2196,7 +2201,7 @@ class ConfigCutover(object):
             return read_config(self.path)
         except OSError as err:
             raise refusal("cannot read the cutover's config file %s: %s"
-                          % (show(self.path), words(err))) from None
+                          % (show(self.path), words_for_given_path(err))) from None
 
     def plan(self, old, new, move_id):
         """The lines that will change, as wire strings; refused when FILE does not hold the old
