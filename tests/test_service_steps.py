@@ -15,7 +15,6 @@ import pwd
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import TEST_USER, PgCluster, run
+from tests.harness import TEST_USER, PgCluster, drop_cluster, run
 from tests.test_mover import interpreter
 from tui.inventory import InventoryError, ServiceConfig, load_inventory
 
@@ -51,6 +50,15 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def gone(pid: int) -> bool:
+    """Wait (a few seconds at most) for a killed process to be gone: SIGKILL lands when the
+    kernel next schedules it."""
+    deadline = time.monotonic() + 5
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not running(pid)
 
 
 def wait_for_file(path: Path) -> str:
@@ -116,7 +124,7 @@ def test_a_timeout_kills_the_command_and_everything_in_its_group(tmp_path, stray
     background = int(wait_for_file(pidfile))
     stray_pids.append(background)
     assert "did not finish within 1 second: it was killed" in str(failure.value)
-    assert not running(background), "the command's child outlived the timeout"
+    assert gone(background), "the command's child outlived the timeout"
 
 
 def test_a_daemon_that_keeps_the_output_open_does_not_hold_the_start(tmp_path,
@@ -138,7 +146,7 @@ def test_a_cancel_kills_the_running_command(tmp_path, stray_pids) -> None:
         mover.run_service_command("stop", command, timeout=60, cancel_check=cancel_after(20))
     pid = int(wait_for_file(pidfile))
     stray_pids.append(pid)
-    assert not running(pid)
+    assert gone(pid)
 
 
 # --- the health check ---------------------------------------------------------------------------
@@ -250,7 +258,7 @@ def test_symlink_cutover_is_refused_for_what_is_not_a_directory(tmp_path) -> Non
     plain.write_text("x")
     with pytest.raises(mover.Refused, match="it is not a directory"):
         mover.SymlinkCutover().plan(bytes(plain), bytes(tmp_path / "new"), MOVE_ID)
-    with pytest.raises(mover.Refused, match="it does not exist$"):
+    with pytest.raises(mover.Refused, match=r"it does not exist$"):
         mover.SymlinkCutover().plan(bytes(tmp_path / "missing"), bytes(tmp_path / "new"),
                                     MOVE_ID)
 
@@ -351,8 +359,8 @@ def test_config_cutover_is_refused_up_front_when_the_file_does_not_name_the_old_
         cutover.apply(OLD, NEW, MOVE_ID)
     assert path.read_bytes() == b"data = '/srv/data2'\nx = /srv/data.old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.conf"]
-    with pytest.raises(mover.Refused, match="cannot read the cutover's config file .*: it does "
-                       "not exist$"):
+    with pytest.raises(mover.Refused, match=r"cannot read the cutover's config file .*: it does "
+                       r"not exist$"):
         mover.cutover_from_text(f"config:{tmp_path / 'missing.conf'}").plan(OLD, NEW, MOVE_ID)
 
 
@@ -418,3 +426,231 @@ def test_a_bad_service_spec_is_refused_in_one_line(payload, message) -> None:
     with pytest.raises(mover.Refused) as refusal:
         mover.parse_service_spec(text)
     assert str(refusal.value).startswith(message) and "\n" not in str(refusal.value)
+
+
+# --- servers.toml -------------------------------------------------------------------------------
+# This machine has no systemd as PID 1 and no docker daemon: the shorthands are checked by the
+# commands they produce (and that the mover takes them), not by running them.
+
+def inventory(tmp_path: Path, table: str) -> Path:
+    path = tmp_path / "servers.toml"
+    path.write_text('[db1]\ntarget = "db1"\ndata_path = "/var/lib/postgresql/15/main"\n' + table)
+    return path
+
+
+def service_of(tmp_path: Path, table: str) -> ServiceConfig | None:
+    return load_inventory(inventory(tmp_path, table)).get("db1").service
+
+
+def test_a_server_without_service_keys_has_no_service(tmp_path) -> None:
+    assert service_of(tmp_path, "sudo = true\n") is None
+
+
+def test_the_service_keys_are_read_and_given_to_the_mover(tmp_path) -> None:
+    service = service_of(tmp_path, textwrap.dedent("""\
+        stop = "pg_ctlcluster 15 main stop"
+        start = ["pg_ctlcluster", "15", "main", "start"]
+        check = "pg_isready -q"
+        check_timeout = 90
+        cutover = "config:/etc/postgresql/15/main/postgresql.conf"
+        """))
+    assert service == ServiceConfig(
+        "pg_ctlcluster 15 main stop", ("pg_ctlcluster", "15", "main", "start"), "pg_isready -q",
+        90, "config:/etc/postgresql/15/main/postgresql.conf")
+    wire = service.to_mover()
+    assert wire == {"stop": "pg_ctlcluster 15 main stop",
+                    "start": ["pg_ctlcluster", "15", "main", "start"], "check": "pg_isready -q",
+                    "checkTimeout": 90,
+                    "cutover": "config:/etc/postgresql/15/main/postgresql.conf"}
+    spec = mover.parse_service_spec(json.dumps(wire))  # the mover takes what the client sends
+    assert (spec.stop, spec.start, spec.check_timeout) == (wire["stop"], wire["start"], 90)
+
+
+def test_the_systemd_shorthand_gives_systemctl_commands(tmp_path) -> None:
+    service = service_of(tmp_path, 'service = "systemd:postgresql@15-main.service"\n')
+    assert service.to_mover() == {
+        "stop": ["systemctl", "stop", "postgresql@15-main.service"],
+        "start": ["systemctl", "start", "postgresql@15-main.service"],
+        "check": ["systemctl", "is-active", "--quiet", "postgresql@15-main.service"],
+        "checkTimeout": 60, "cutover": "none"}
+    mover.parse_service_spec(json.dumps(service.to_mover()))
+
+
+def test_the_docker_shorthand_checks_that_inspect_prints_true(tmp_path) -> None:
+    service = service_of(tmp_path, 'service = "docker:minecraft_1"\ncutover = "symlink"\n')
+    assert service.to_mover() == {
+        "stop": ["docker", "stop", "minecraft_1"], "start": ["docker", "start", "minecraft_1"],
+        "check": ["docker", "inspect", "-f", "{{.State.Running}}", "minecraft_1"],
+        "checkOutput": "true", "checkTimeout": 60, "cutover": "symlink"}
+    spec = mover.parse_service_spec(json.dumps(service.to_mover()))
+    assert spec.check_output == "true" and spec.cutover.name == "symlink"
+
+
+def test_explicit_keys_override_the_shorthand(tmp_path) -> None:
+    service = service_of(tmp_path, 'service = "docker:web"\ncheck = "curl -fs localhost"\n'
+                                   'stop = ["docker", "stop", "-t", "60", "web"]\n')
+    assert service.to_mover() == {
+        "stop": ["docker", "stop", "-t", "60", "web"], "start": ["docker", "start", "web"],
+        "check": "curl -fs localhost", "checkTimeout": 60, "cutover": "none"}
+
+
+@pytest.mark.parametrize(("table", "problem"), [
+    ('service = "systemd:"\n', 'service must be "systemd:UNIT" or "docker:NAME"'),
+    ('service = "docker:-rm"\n', 'service must be "systemd:UNIT" or "docker:NAME"'),
+    ('service = "systemd:a b"\n', 'service must be "systemd:UNIT" or "docker:NAME"'),
+    ('service = "upstart:x"\n', 'service must be "systemd:UNIT" or "docker:NAME"'),
+    ('stop = "a"\nstart = "b"\n', "has no check command"),
+    ('check_timeout = 5\n', "has no stop command"),
+    ('service = "systemd:x"\nstop = []\n', "stop must be a command in quotes"),
+    ('service = "systemd:x"\nstart = ["ok", 1]\n', "start must be a command in quotes"),
+    ('service = "systemd:x"\ncheck = " "\n', "check must be a command in quotes"),
+    ('service = "systemd:x"\ncheck_timeout = 0\n', "check_timeout must be a number of seconds"),
+    ('service = "systemd:x"\ncheck_timeout = "60"\n', "check_timeout must be a number"),
+    ('service = "systemd:x"\ncutover = "link"\n', 'cutover must be "none", "symlink" or '),
+    ('service = "systemd:x"\ncutover = "config:etc/x.conf"\n',
+     "cutover config file must be an absolute path"),
+])
+def test_a_bad_service_key_names_the_file_line_server_and_key(tmp_path, table, problem) -> None:
+    path = inventory(tmp_path, table)
+    with pytest.raises(InventoryError) as error:
+        load_inventory(path)
+    assert str(error.value).startswith(f"{path}, line 1: server [db1] {problem}")
+    assert "\n" not in str(error.value)
+
+
+# --- the steps together, on real services -------------------------------------------------------
+
+def game_server(action: str, *args: Path) -> list[str]:
+    return [sys.executable, str(GAME_SERVER), action, *map(str, args)]
+
+
+def log_of(data_dir: Path) -> str:
+    return (data_dir / "logs" / "console.log").read_text()
+
+
+def wait_for_ticks(data_dir: Path, starts: int) -> None:
+    """Until the server's `starts`-th run has written a few ticks into its log."""
+    deadline = time.monotonic() + 30
+    while True:
+        runs = log_of(data_dir).split("started pid=")[1:]
+        if len(runs) >= starts and runs[-1].count("\ntick ") >= 3:
+            return
+        assert time.monotonic() < deadline, "the game server did not tick"
+        time.sleep(0.05)
+
+
+def test_a_game_server_is_repointed_by_symlink_and_rolled_back(tmp_path) -> None:
+    old, new, pidfile = tmp_path / "srv" / "world", tmp_path / "big" / "world", tmp_path / "pid"
+    old.mkdir(parents=True)
+    new.parent.mkdir()
+    stop, start = game_server("stop", pidfile), game_server("start", old, pidfile)
+    check = game_server("check", pidfile)
+    try:
+        mover.run_service_command("start", start)
+        mover.wait_until_healthy(check, 30)
+        wait_for_ticks(old, 1)
+        mover.run_service_command("stop", stop)
+        assert re.search(r"stopped at tick \d+\n$", log_of(old))
+        run("cp", "-a", old, new)
+        inode, log_at_stop = old.stat().st_ino, log_of(old)
+        record = mover.SymlinkCutover().apply(bytes(old), bytes(new), MOVE_ID)
+        mover.run_service_command("start", start)
+        mover.wait_until_healthy(check, 30)
+        wait_for_ticks(new, 2)  # started on the old path, it runs from the new directory
+        assert log_of(Path(record["aside"])) == log_at_stop  # the old copy is left alone
+
+        mover.run_service_command("stop", stop)
+        log_of_new = log_of(new)
+        mover.undo_cutover(record)
+        mover.run_service_command("start", start)
+        mover.wait_until_healthy(check, 30)
+        wait_for_ticks(old, 2)
+        assert old.stat().st_ino == inode and not old.is_symlink()
+        assert log_of(old).startswith(log_at_stop) and log_of(new) == log_of_new
+        mover.run_service_command("stop", stop)
+    finally:
+        pid = pidfile.exists() and int(pidfile.read_text())
+        if pid and running(pid):
+            os.kill(pid, signal.SIGTERM)
+            assert gone(pid)
+
+
+def test_postgres_moves_by_config_cutover_and_rolls_back(pg_cluster: PgCluster,
+                                                         public_root: Path) -> None:
+    pg = pg_cluster
+    pg.psql("CREATE TABLE moved (id int PRIMARY KEY, note text); "
+            "INSERT INTO moved SELECT g, 'row ' || g FROM generate_series(1, 1000) g")
+    old, original_conf = pg.data_dir, pg.config_file.read_bytes()
+    new_home = Path(tempfile.mkdtemp(prefix="sm-pg-new-", dir=public_root))
+    new_home.chmod(0o755)
+    new = new_home / "data"
+    is_ready = ["pg_isready", "-p", str(pg.port)]
+    try:
+        mover.run_service_command("stop", pg.ctl("stop"))
+        run("cp", "-a", old, new)
+        cutover = mover.cutover_from_text(f"config:{pg.config_file}")
+        [change] = cutover.plan(bytes(old), bytes(new), MOVE_ID)
+        assert change["before"].startswith(f"data_directory = '{old}'")
+        assert change["after"].startswith(f"data_directory = '{new}'")
+        record = cutover.apply(bytes(old), bytes(new), MOVE_ID)
+        mover.run_service_command("start", pg.ctl("start"))
+        mover.wait_until_healthy(is_ready, 60)
+        assert pg.psql("SHOW data_directory") == str(new)
+        assert pg.psql("SELECT count(*), sum(id) FROM moved") == "1000|500500"
+
+        mover.run_service_command("stop", pg.ctl("stop"))
+        mover.undo_cutover(record)
+        mover.run_service_command("start", pg.ctl("start"))
+        mover.wait_until_healthy(is_ready, 60)
+        assert pg.psql("SHOW data_directory") == str(old)
+        assert pg.psql("SELECT count(*), sum(id) FROM moved") == "1000|500500"
+        assert pg.config_file.read_bytes() == original_conf
+        assert not Path(record["backup"]).exists()
+    finally:
+        drop_cluster(pg)  # before its data goes: a server left running from `new` is stopped
+        shutil.rmtree(new_home, ignore_errors=True)
+
+
+# --- the oldest and newest CPython the servers have -----------------------------------------------
+
+ON_OTHER_PYTHON = textwrap.dedent(r"""
+    import importlib.util, json, os, sys
+    spec = importlib.util.spec_from_file_location("mover", sys.argv[1])
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    base = sys.argv[2].encode()
+    conf = base + b"/app.conf"
+    with open(conf, "wb") as handle:
+        handle.write(b"dir = '/srv/data' \xff\nother = /srv/data2\n")
+    record = m.cutover_from_text("config:" + conf.decode()).apply(b"/srv/data", b"/mnt/new", "ab")
+    after = open(conf, "rb").read()
+    m.undo_cutover(record)
+    old, new = base + b"/old", base + b"/new"
+    os.mkdir(old)
+    os.mkdir(new)
+    link = m.SymlinkCutover().apply(old, new, "ab")
+    was_link = os.readlink(old) == new
+    m.undo_cutover(link)
+    try:
+        m.run_service_command("start", ["sh", "-c", "echo no port >&2; exit 3"], 10)
+    except m.Failure as err:
+        failure = str(err)
+    m.wait_until_healthy(["true"], 5)
+    spec = m.parse_service_spec('{"stop": "a", "start": ["b"], "check": "c", "cutover": "symlink"}')
+    print(json.dumps({
+        "after": after.decode("latin-1"), "restored": open(conf, "rb").read().decode("latin-1"),
+        "wasLink": was_link, "back": os.path.isdir(old) and not os.path.islink(old),
+        "shell": m.run_service_command("stop", "echo $((2 + 3))", 10), "failure": failure,
+        "cutover": spec.cutover.name}))
+""")
+
+
+@pytest.mark.parametrize("python", ["py3.6", "py3.13"])
+def test_the_service_steps_run_on_the_servers_pythons(python, tmp_path) -> None:
+    result = run(interpreter(python), "-c", ON_OTHER_PYTHON, MOVER, tmp_path, timeout=60)
+    assert json.loads(result.stdout) == {
+        "after": "dir = '/mnt/new' \xff\nother = /srv/data2\n",
+        "restored": "dir = '/srv/data' \xff\nother = /srv/data2\n", "wasLink": True,
+        "back": True, "shell": "5\n",
+        "failure": "the start command `sh -c 'echo no port >&2; exit 3'` failed (exit 3): no port",
+        "cutover": "symlink"}
