@@ -1985,9 +1985,8 @@ def wait_until_healthy(check, timeout=CHECK_TIMEOUT_DEFAULT, cancel_check=None,
     deadline = started + timeout
     tries = 0
     while True:
-        left = deadline - time.monotonic()
-        status, tail = run_command(check, max(1.0, min(CHECK_ATTEMPT_SECONDS, left)),
-                                   cancel_check)
+        attempt_seconds = max(1.0, min(CHECK_ATTEMPT_SECONDS, deadline - time.monotonic()))
+        status, tail = run_command(check, attempt_seconds, cancel_check)
         tries += 1
         if status == 0 and (expect_output is None or last_line(tail) == expect_output):
             return time.monotonic() - started
@@ -1998,7 +1997,7 @@ def wait_until_healthy(check, timeout=CHECK_TIMEOUT_DEFAULT, cancel_check=None,
     if status == 0:
         last = "printed `%s`, not `%s`" % (last_line(tail), expect_output)
     else:
-        last = how_it_ended(status, tail, CHECK_ATTEMPT_SECONDS)
+        last = how_it_ended(status, tail, attempt_seconds)
     raise Failure("the service did not pass its check `%s` within %s (%d tries; the last one %s)"
                   % (command_text(check), seconds_text(timeout), tries, last))
 

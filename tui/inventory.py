@@ -6,12 +6,13 @@
     data_path = "/var/lib/app"
     sudo = true                               # optional
     python = "/usr/bin/python3"               # optional
-    service = "systemd:app.service"           # optional: the service to stop, start and check
+    service = "systemd:app.service"           # optional: the service that uses data_path
 
 The service keys: `stop`, `start`, `check` (a string runs with /bin/sh -c on the server, an
 array of words without a shell), `check_timeout` (seconds, default 60) and `cutover` ("none",
 "symlink" or "config:FILE"); `service = "systemd:UNIT"` or `"docker:NAME"` gives the three
-commands, and explicit keys override them.
+commands, and explicit keys override them. (They are read and checked here; moves do not use
+them yet.)
 
 Reading uses tomllib; edits go through tomlkit so the user's comments and layout survive, and
 are written atomically. A broken file raises `InventoryError` naming the file and the line.
