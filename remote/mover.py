@@ -2318,6 +2318,514 @@ def force_rmtree(path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Service steps: stop, start and check the service whose data is moved, and repoint it
+#
+# The building blocks of a service move: running the admin's stop, start and check commands, the
+# health check, and the cutover that makes the service find its data at the new path, each
+# cutover with its exact undo. The client sends the service as JSON (parse_service_spec). A
+# command given as a string runs with /bin/sh -c, a list runs without a shell; the mover never
+# puts a path of its own into a shell string. A cutover returns a record (JSON-ready, paths as
+# wire strings) from which undo_cutover puts back exactly what it changed.
+
+SERVICE_COMMAND_TIMEOUT = 300   # seconds a stop or start command may take before it is killed
+CHECK_TIMEOUT_DEFAULT = 60
+CHECK_TIMEOUT_MAX = 3600
+CHECK_ATTEMPT_SECONDS = 10      # one run of the check; a hung check is killed and tried again
+CHECK_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
+KILL_GRACE_SECONDS = 2
+OUTPUT_TAIL_BYTES = 4096
+ASIDE_MARKER = b".servermove-old-"
+LINK_MARKER = b".servermove-link-"
+BACKUP_MARKER = b".servermove-"
+TEMP_MARKER = b".servermove-tmp-"
+NAME_MAX = 255
+# Bytes that continue a path name: after the old path one of these means another path
+# (/srv/data2, /srv/data.old); before it, these or "/" mean a longer path (/mnt/srv/data).
+# Bytes from 0x80 up are the parts of non-ASCII names.
+PATH_NAME_BYTES = b"A-Za-z0-9_.~+@%\\-\\x80-\\xff"
+
+
+def wire_path(text):
+    """A wire string back to the path's bytes (the inverse of show)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def words_for_given_path(err):
+    """words(), but a path the admin gave that is not there does not exist: it did not vanish."""
+    return "it does not exist" if err.errno == errno.ENOENT else words(err)
+
+
+def command_text(command):
+    """A service command as the admin wrote it, for messages."""
+    if isinstance(command, str):
+        return command
+    import shlex
+
+    return " ".join(shlex.quote(word) for word in command)
+
+
+def last_line(text):
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def kill_group(process):
+    """SIGTERM to the command's whole process group, SIGKILL to what is left after a grace."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + KILL_GRACE_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(SLEEP_SLICE)
+    process.wait()
+
+
+def run_command(command, timeout, cancel_check=None):
+    """Run a service command to its end: (exit status, the tail of its output as text). The status
+    is None when it ran out of time (it and its process group were killed), negative when a
+    signal ended it. `cancel_check` is called while it runs; what it raises kills the command and
+    goes on up.
+
+    The command gets its own session (so its own process group: a timeout kills everything it
+    started that is still in it), stdin /dev/null and cwd /, so it never holds the source open.
+    Its output goes to an unlinked file, not a pipe: a start command leaves a daemon behind that
+    may keep its stdout, and a pipe would then keep us waiting for as long as the daemon runs."""
+    import subprocess
+    import tempfile
+
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    with tempfile.TemporaryFile() as output:
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output,
+                                       stderr=subprocess.STDOUT, cwd="/", close_fds=True,
+                                       start_new_session=True)
+        except OSError as err:
+            problem = "not found" if err.errno == errno.ENOENT else words(err)
+            return 127, "cannot run %s: %s" % (argv[0], problem)
+        deadline = time.monotonic() + timeout
+        status = None
+        while status is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = process.wait(timeout=SLEEP_SLICE)
+            if status is None and time.monotonic() >= deadline:
+                kill_group(process)
+                break
+            if status is None and cancel_check is not None:
+                try:
+                    cancel_check()
+                except BaseException:
+                    kill_group(process)
+                    raise
+        output.seek(max(0, os.fstat(output.fileno()).st_size - OUTPUT_TAIL_BYTES))
+        return status, output.read().decode("utf-8", "replace")
+
+
+def how_it_ended(status, tail, timeout):
+    """A command's end in plain words: "failed (exit 3): <its last line>"."""
+    line = last_line(tail)
+    if status is None:
+        return ("did not finish within %s: it was killed, with what it started in its process "
+                "group" % seconds_text(timeout))
+    text = "was killed by signal %d" % -status if status < 0 else "failed (exit %d)" % status
+    return text + (": " + line if line else " without any output")
+
+
+def seconds_text(seconds):
+    return "1 second" if seconds == 1 else "%g seconds" % seconds
+
+
+def run_service_command(role, command, timeout=SERVICE_COMMAND_TIMEOUT, cancel_check=None):
+    """Run the service's stop or start command (`role`); a failure raises Failure in one line:
+    "the stop command `...` failed (exit 3): <the last line of its output>"."""
+    status, tail = run_command(command, timeout, cancel_check)
+    if status != 0:
+        raise Failure("the %s command `%s` %s" % (role, command_text(command),
+                                                   how_it_ended(status, tail, timeout)))
+    return tail
+
+
+def pause(seconds, cancel_check):
+    deadline = time.monotonic() + seconds
+    while True:
+        if cancel_check is not None:
+            cancel_check()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, SLEEP_SLICE))
+
+
+def wait_until_healthy(check, timeout=CHECK_TIMEOUT_DEFAULT, cancel_check=None,
+                       expect_output=None):
+    """Run `check` until it passes, with a short backoff, for at most `timeout` seconds; return
+    the seconds it took. It passes when it exits 0 and, if `expect_output` is given, its last line
+    of output is exactly that (`docker inspect` prints false and still exits 0)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    tries = 0
+    while True:
+        attempt_seconds = max(1.0, min(CHECK_ATTEMPT_SECONDS, deadline - time.monotonic()))
+        status, tail = run_command(check, attempt_seconds, cancel_check)
+        tries += 1
+        if status == 0 and (expect_output is None or last_line(tail) == expect_output):
+            return time.monotonic() - started
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        pause(min(left, CHECK_BACKOFF[min(tries - 1, len(CHECK_BACKOFF) - 1)]), cancel_check)
+    if status == 0:
+        last = "printed `%s`, not `%s`" % (last_line(tail), expect_output)
+    else:
+        last = how_it_ended(status, tail, attempt_seconds)
+    raise Failure("the service did not pass its check `%s` within %s (%d tries; the last one %s)"
+                  % (command_text(check), seconds_text(timeout), tries, last))
+
+
+def sibling_name(path, marker, move_id):
+    """A hidden name beside `path` with servermove's marker and the move id in it."""
+    parent, base = os.path.split(path)
+    tail = marker + move_id.encode("ascii")
+    return join(parent, b"." + base[:NAME_MAX - 1 - len(tail)] + tail)
+
+
+class NoCutover(object):
+    """cutover = "none": the service is not repointed (the admin does it, or it needs nothing)."""
+
+    name = "none"
+
+    def plan(self, old, new, move_id):
+        return []
+
+    def apply(self, old, new, move_id):
+        return {"cutover": "none"}
+
+
+def symlink_problem(old, why):
+    return "cannot repoint %s with a symlink: %s" % (show(old), why)
+
+
+class SymlinkCutover(object):
+    """cutover = "symlink": the old directory is renamed aside (a sibling, so one atomic rename
+    on its own filesystem) and a symlink at the old path points to the new one."""
+
+    name = "symlink"
+
+    def plan(self, old, new, move_id):
+        try:
+            st = os.lstat(old)
+        except OSError as err:
+            raise Refused(symlink_problem(old, words_for_given_path(err))) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise Refused(symlink_problem(old, "it is not a directory"))
+        aside = sibling_name(old, ASIDE_MARKER, move_id)
+        if os.path.lexists(aside):
+            raise Refused("%s is in the way of the symlink cutover (it keeps the old directory): "
+                          "move it away first" % show(aside))
+        return [{"change": "%s is renamed to %s, and %s becomes a symlink to %s"
+                 % (show(old), show(aside), show(old), show(new))}]
+
+    def apply(self, old, new, move_id):
+        aside = sibling_name(old, ASIDE_MARKER, move_id)
+        link = sibling_name(old, LINK_MARKER, move_id)
+        self.plan(old, new, move_id)
+        try:
+            # The symlink is made first under a temporary name: if it cannot be made, nothing
+            # was touched; then two renames, each undone if the next one fails.
+            os.symlink(new, link)
+            os.rename(old, aside)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(link)
+            raise Failure(symlink_problem(old, words(err))) from None
+        try:
+            os.rename(link, old)
+        except OSError as err:
+            os.rename(aside, old)
+            os.unlink(link)
+            raise Failure(symlink_problem(old, words(err))) from None
+        fsync_dir(os.path.dirname(old))
+        st = os.lstat(aside)
+        return {"cutover": "symlink", "old": show(old), "new": show(new), "aside": show(aside),
+                "asideDevice": st.st_dev, "asideInode": st.st_ino}
+
+
+def undo_symlink_cutover(record):
+    """Remove the symlink (only if it is still ours, pointing where we set it) and rename the
+    old directory back. Running it again after it succeeded changes nothing."""
+    old, new, aside = (wire_path(record[key]) for key in ("old", "new", "aside"))
+    try:
+        st = os.lstat(old)
+    except OSError as err:
+        if err.errno != errno.ENOENT:
+            raise Failure("cannot undo the symlink at %s: %s" % (show(old), words(err))) from None
+        st = None
+    if st is not None:
+        if (st.st_dev, st.st_ino) == (record["asideDevice"], record["asideInode"]):
+            return  # already back in place
+        if not stat.S_ISLNK(st.st_mode) or os.readlink(old) != new:
+            raise Failure("%s is no longer the symlink servermove made: left it as it is; the "
+                          "old directory is at %s" % (show(old), show(aside)))
+    try:
+        st = os.lstat(aside)
+        if (st.st_dev, st.st_ino) != (record["asideDevice"], record["asideInode"]):
+            raise Failure("%s is not the directory servermove renamed aside: left both as they "
+                          "are" % show(aside))
+        if os.path.lexists(old):
+            os.unlink(old)
+        os.rename(aside, old)
+    except OSError as err:
+        raise Failure("cannot put the old directory %s back at %s: %s"
+                      % (show(aside), show(old), words(err))) from None
+    fsync_dir(os.path.dirname(old))
+
+
+def whole_path_pattern(old):
+    """The old path where it stands as a whole path: not preceded by a name byte or "/", not
+    followed by a name byte. Followed by "/" it is a path inside the old directory and matches
+    too, so /srv/data/pg_wal moves with /srv/data (rule in docs/protocol.md)."""
+    import re
+
+    return re.compile(b"(?<![" + PATH_NAME_BYTES + b"/])" + re.escape(old)
+                      + b"(?![" + PATH_NAME_BYTES + b"])")
+
+
+def repointed(content, old, new):
+    """(the content with `old` replaced by `new` as a whole path, [(line number, before, after)]
+    for each line that changes). Works on bytes: what is not UTF-8 passes through as it is."""
+    pattern = whole_path_pattern(old)
+    lines = content.split(b"\n")
+    changes = []
+    for number, line in enumerate(lines):
+        changed = pattern.sub(lambda match: new, line)
+        if changed != line:
+            changes.append((number + 1, line, changed))
+            lines[number] = changed
+    return b"\n".join(lines), changes
+
+
+def sha256_of(payload):
+    import hashlib
+
+    return hashlib.sha256(payload).hexdigest()
+
+
+def read_config(path):
+    """(the real path of a config file, its stat, its bytes)."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "it is not a regular file")
+    with open(real, "rb") as handle:
+        return real, st, handle.read()
+
+
+def write_like(path, payload, like):
+    """Create `path` (never over an existing file) with `payload` and the owner, group and mode
+    of the stat `like`; fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (like.st_uid, like.st_gid):
+            os.fchown(fd, like.st_uid, like.st_gid)
+        os.fchmod(fd, stat.S_IMODE(like.st_mode))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_xattrs(source, target):
+    """Best effort: ACLs and security labels of the config file go with its new content."""
+    try:
+        names = os.listxattr(source)
+    except (OSError, AttributeError):
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.setxattr(target, name, os.getxattr(source, name))
+
+
+def replace_atomically(real, payload, like, move_id):
+    """Replace the file `real` with `payload`: a temp file beside it with its owner, group, mode
+    and xattrs, fsynced, renamed over it, and the directory fsynced."""
+    tmp = sibling_name(real, TEMP_MARKER, move_id)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)  # a temp file of ours left by a worker that died
+    try:
+        write_like(tmp, payload, like)
+        copy_xattrs(real, tmp)
+        os.rename(tmp, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(os.path.dirname(real))
+
+
+class ConfigCutover(object):
+    """cutover = "config:FILE": the old path is replaced by the new one in FILE wherever it
+    stands as a whole path; FILE is rewritten atomically, keeping its owner, group, mode and
+    xattrs, and its original is kept beside it as FILE.servermove-<move id>."""
+
+    name = "config"
+
+    def __init__(self, path):
+        self.path = path
+
+    def _read(self, refusal):
+        try:
+            return read_config(self.path)
+        except OSError as err:
+            raise refusal("cannot read the cutover's config file %s: %s"
+                          % (show(self.path), words_for_given_path(err))) from None
+
+    def plan(self, old, new, move_id):
+        """The lines that will change, as wire strings; refused when FILE does not hold the old
+        path as a whole path (there would be nothing to repoint)."""
+        real, _st, content = self._read(Refused)
+        _payload, changes = repointed(content, old, new)
+        if not changes:
+            raise Refused("%s does not mention %s as a whole path: servermove cannot repoint "
+                          "the service there — check cutover in servers.toml"
+                          % (show(real), show(old)))
+        return [{"file": show(real), "line": number, "before": show(before),
+                 "after": show(after)} for number, before, after in changes]
+
+    def apply(self, old, new, move_id):
+        real, st, content = self._read(Failure)
+        payload, changes = repointed(content, old, new)
+        if not changes:
+            raise Failure("%s no longer mentions %s: it changed since the plan; nothing was "
+                          "repointed" % (show(real), show(old)))
+        backup = real + BACKUP_MARKER + move_id.encode("ascii")
+        try:
+            write_like(backup, content, st)
+        except OSError as err:
+            raise Failure("cannot keep a backup of %s as %s: %s (nothing was changed)"
+                          % (show(real), show(backup), words(err))) from None
+        try:
+            copy_xattrs(real, backup)
+            replace_atomically(real, payload, st, move_id)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+            raise Failure("cannot rewrite %s to point to %s: %s (it was left as it was)"
+                          % (show(real), show(new), words(err))) from None
+        return {"cutover": "config", "moveId": move_id, "file": show(real), "backup": show(backup),
+                "old": show(old), "new": show(new), "originalSha256": sha256_of(content),
+                "newSha256": sha256_of(payload)}
+
+
+def undo_config_cutover(record):
+    """Put FILE's original content back, atomically, from the backup; then remove the backup.
+    A FILE changed by something else since servermove rewrote it is left alone, loudly. Running
+    it again after it succeeded changes nothing."""
+    real, backup = wire_path(record["file"]), wire_path(record["backup"])
+    try:
+        _real, st, current = read_config(real)
+        if sha256_of(current) == record["originalSha256"]:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+            return
+        if sha256_of(current) != record["newSha256"]:
+            raise Failure("%s was changed by something else after servermove rewrote it: left "
+                          "it as it is; its original content is in %s" % (show(real),
+                                                                          show(backup)))
+        with open(backup, "rb") as handle:
+            original = handle.read()
+        if sha256_of(original) != record["originalSha256"]:
+            raise Failure("the backup %s is not the original of %s any more: left both as they "
+                          "are" % (show(backup), show(real)))
+        replace_atomically(real, original, st, record["moveId"])
+    except OSError as err:
+        raise Failure("cannot put back the original %s from %s: %s"
+                      % (show(real), show(backup), words(err))) from None
+    with contextlib.suppress(OSError):
+        os.unlink(backup)
+    fsync_dir(os.path.dirname(real))
+
+
+def undo_cutover(record):
+    """Undo what a cutover's apply() did, from the record it returned."""
+    kind = record.get("cutover")
+    if kind == "symlink":
+        undo_symlink_cutover(record)
+    elif kind == "config":
+        undo_config_cutover(record)
+
+
+def cutover_from_text(text):
+    """"none", "symlink" or "config:/abs/path" as a cutover object; Refused otherwise."""
+    if text == "none":
+        return NoCutover()
+    if text == "symlink":
+        return SymlinkCutover()
+    if isinstance(text, str) and text.startswith("config:"):
+        return ConfigCutover(absolute("the cutover's config file", text[len("config:"):]))
+    raise Refused("the service's cutover must be \"none\", \"symlink\" or \"config:FILE\" "
+                  "(got %s)" % json.dumps(text))
+
+
+class ServiceSpec(object):
+    """The service of a move, as the client sent it (parse_service_spec)."""
+
+    def __init__(self, stop, start, check, check_timeout, check_output, cutover):
+        self.stop = stop
+        self.start = start
+        self.check = check
+        self.check_timeout = check_timeout
+        self.check_output = check_output
+        self.cutover = cutover
+
+
+SERVICE_KEYS = ("stop", "start", "check", "checkTimeout", "checkOutput", "cutover")
+
+
+def service_command(data, key):
+    command = data.get(key)
+    if command is None:
+        raise Refused("the service has no %s command: stop, start and check are all needed"
+                      % key)
+    words_ok = isinstance(command, list) and command and all(
+        isinstance(word, str) and word and "\0" not in word for word in command)
+    text_ok = isinstance(command, str) and command.strip() and "\0" not in command
+    if not (words_ok or text_ok):
+        raise Refused("the service's %s must be a command: a non-empty string (run by /bin/sh) "
+                      "or a list of non-empty strings (run without a shell)" % key)
+    return command
+
+
+def parse_service_spec(payload):
+    """The service as JSON from the client: {"stop", "start", "check": a string or a list of
+    strings, "checkTimeout": seconds, "checkOutput": the line a passing check prints (optional),
+    "cutover": "none" | "symlink" | "config:FILE"}. Anything else is refused in one line."""
+    try:
+        data = json.loads(payload.decode("utf-8") if isinstance(payload, bytes) else payload)
+    except ValueError as err:
+        raise Refused("the service description is not valid JSON (%s)" % err) from None
+    if not isinstance(data, dict):
+        raise Refused("the service description must be a JSON object")
+    unknown = sorted(set(data) - set(SERVICE_KEYS))
+    if unknown:
+        raise Refused("the service description has an unknown key %s (known: %s)"
+                      % (json.dumps(unknown[0]), ", ".join(SERVICE_KEYS)))
+    commands = [service_command(data, key) for key in ("stop", "start", "check")]
+    timeout = data.get("checkTimeout", CHECK_TIMEOUT_DEFAULT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout <= CHECK_TIMEOUT_MAX:
+        raise Refused("the service's checkTimeout must be a number of seconds, more than 0 "
+                      "and at most %d" % CHECK_TIMEOUT_MAX)
+    expect = data.get("checkOutput")
+    if expect is not None and (not isinstance(expect, str) or not expect.strip()
+                               or "\n" in expect):
+        raise Refused("the service's checkOutput must be the one line a passing check prints")
+    cutover = cutover_from_text(data.get("cutover", "none"))
+    return ServiceSpec(commands[0], commands[1], commands[2], timeout, expect, cutover)
+
+
+# ----------------------------------------------------------------------------------------------
 # Detached moves and their journal
 #
 # `start` runs a move in a worker detached from the SSH session (setsid and a double fork, stdio

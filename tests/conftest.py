@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import SshServer, mounted_tmpfs, start_sshd, user_owned_dir
+from tests.harness import (
+    PgCluster,
+    SshServer,
+    mounted_tmpfs,
+    postgres_cluster,
+    start_sshd,
+    user_owned_dir,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +68,10 @@ def tiny_fs(public_root: Path) -> Iterator[Path]:
     """A real 1 MiB filesystem, for real disk-full faults."""
     with mounted_tmpfs("1m", parent=public_root, mode="0777") as path:
         yield path
+
+
+@pytest.fixture
+def pg_cluster(public_root: Path) -> Iterator[PgCluster]:
+    """A real throwaway PostgreSQL cluster, running, on a free port; dropped afterwards."""
+    with postgres_cluster(public_root) as cluster:
+        yield cluster

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -261,3 +262,73 @@ def as_user(user: str = TEST_USER) -> dict:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": entry.pw_dir, "USER": user,
            "LANG": "C.UTF-8"}
     return {"preexec_fn": demote, "env": env}
+
+
+PG_VERSION = "15"
+
+
+@dataclass
+class PgCluster:
+    """A throwaway PostgreSQL cluster made by Debian's pg_createcluster."""
+
+    version: str
+    name: str
+    port: int
+    data_dir: Path
+    config_file: Path  # postgresql.conf, which names the data directory
+
+    def ctl(self, action: str) -> list[str]:
+        """The pg_ctlcluster command (an argv, no shell) that starts or stops the cluster."""
+        return ["pg_ctlcluster", self.version, self.name, action]
+
+    def psql(self, sql: str) -> str:
+        """Run SQL as the postgres superuser; its output, unaligned and without headers."""
+        return run("runuser", "-u", "postgres", "--", "psql", "-X", "-p", str(self.port),
+                   "-v", "ON_ERROR_STOP=1", "-Atc", sql, timeout=60).stdout.strip()
+
+
+def _cluster_exists(version: str, name: str) -> bool:
+    return Path("/etc/postgresql", version, name).exists()
+
+
+@contextlib.contextmanager
+def postgres_cluster(parent: Path) -> Iterator[PgCluster]:
+    """Create and start a PostgreSQL cluster on a free port with its data in a fresh directory
+    under `parent` (which user postgres must be able to traverse); drop it afterwards, running
+    or not, whatever happened. Fails (never skips) when postgresql is not installed."""
+    if not shutil.which("pg_createcluster"):
+        raise HarnessError("pg_createcluster not found: install postgresql (the README's test "
+                           "command does)")
+    name = f"smtest-{secrets.token_hex(4)}"
+    port = free_port()
+    home = Path(tempfile.mkdtemp(prefix="sm-pg-", dir=parent))
+    home.chmod(0o755)
+    cluster = PgCluster(PG_VERSION, name, port, home / "data",
+                        Path("/etc/postgresql", PG_VERSION, name, "postgresql.conf"))
+    try:
+        run("pg_createcluster", PG_VERSION, name, "-p", str(port), "-d", cluster.data_dir,
+            timeout=120)
+        run(*cluster.ctl("start"), timeout=120)
+        yield cluster
+    finally:
+        drop_cluster(cluster)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def drop_cluster(cluster: PgCluster) -> None:
+    """pg_dropcluster --stop, with an immediate stop first if a plain drop fails (a server
+    started from another data directory by the test); raise if the cluster is still there."""
+    if not _cluster_exists(cluster.version, cluster.name):
+        return
+    dropped = run("pg_dropcluster", "--stop", cluster.version, cluster.name, check=False,
+                  timeout=120)
+    if dropped.returncode != 0:
+        run("pg_ctlcluster", cluster.version, cluster.name, "stop", "-m", "immediate",
+            check=False, timeout=120)
+        dropped = run("pg_dropcluster", "--stop", cluster.version, cluster.name, check=False,
+                      timeout=120)
+    Path(f"/var/log/postgresql/postgresql-{cluster.version}-{cluster.name}.log").unlink(
+        missing_ok=True)
+    if _cluster_exists(cluster.version, cluster.name):
+        raise HarnessError(f"could not drop the test cluster {cluster.version}/{cluster.name}: "
+                           f"{dropped.stderr.strip()}")

@@ -6,6 +6,13 @@
     data_path = "/var/lib/app"
     sudo = true                               # optional
     python = "/usr/bin/python3"               # optional
+    service = "systemd:app.service"           # optional: the service that uses data_path
+
+The service keys: `stop`, `start`, `check` (a string runs with /bin/sh -c on the server, an
+array of words without a shell), `check_timeout` (seconds, default 60) and `cutover` ("none",
+"symlink" or "config:FILE"); `service = "systemd:UNIT"` or `"docker:NAME"` gives the three
+commands, and explicit keys override them. (They are read and checked here; moves do not use
+them yet.)
 
 Reading uses tomllib; edits go through tomlkit so the user's comments and layout survive, and
 are written atomically. A broken file raises `InventoryError` naming the file and the line.
@@ -39,11 +46,48 @@ FILE_HEADER = """\
 # python = "/usr/bin/python3"  # optional: the server's python
 """
 
-_KNOWN_KEYS = frozenset({"target", "data_path", "sudo", "python"})
+_SERVICE_KEYS = ("service", "stop", "start", "check", "check_timeout", "cutover")
+_KNOWN_KEYS = frozenset({"target", "data_path", "sudo", "python", *_SERVICE_KEYS})
+CHECK_TIMEOUT_DEFAULT = 60
+CHECK_TIMEOUT_MAX = 3600  # the mover refuses more
+# systemd unit and docker container names: no spaces, no leading "-" (it would read as an option).
+_UNIT_NAME = re.compile(r"[A-Za-z0-9_.@:\\][A-Za-z0-9_.@:\\-]*")
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+Command = str | tuple[str, ...]
+"""A service command: a string runs with /bin/sh -c, a tuple of words without a shell."""
 
 
 class InventoryError(ServermoveError):
     """servers.toml cannot be read or does not say what a server needs."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The service whose data is the server's data_path: how the mover stops, starts and checks
+    it, and how it is repointed to the new path (the cutover)."""
+
+    stop: Command
+    start: Command
+    check: Command
+    check_timeout: float = CHECK_TIMEOUT_DEFAULT
+    cutover: str = "none"
+    # The last line a passing check prints, for checks that exit 0 either way (docker inspect).
+    check_output: str | None = None
+
+    def to_mover(self) -> dict[str, Any]:
+        """The service as the mover takes it (parse_service_spec in remote/mover.py)."""
+        spec: dict[str, Any] = {"stop": _wire_command(self.stop),
+                                "start": _wire_command(self.start),
+                                "check": _wire_command(self.check),
+                                "checkTimeout": self.check_timeout, "cutover": self.cutover}
+        if self.check_output is not None:
+            spec["checkOutput"] = self.check_output
+        return spec
+
+
+def _wire_command(command: Command) -> str | list[str]:
+    return command if isinstance(command, str) else list(command)
 
 
 @dataclass(frozen=True)
@@ -53,6 +97,7 @@ class ServerEntry:
     data_path: str
     sudo: bool = False
     python: str | None = None
+    service: ServiceConfig | None = None
 
 
 @dataclass
@@ -110,6 +155,75 @@ def _line_of_table(text: str, name: str) -> int | None:
     return None
 
 
+def _shorthand_service(value: Any) -> dict[str, Any]:
+    """The commands that `service = "systemd:UNIT"` or `"docker:NAME"` stands for; raises
+    ValueError with the problem in plain words."""
+    kind, _, name = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if kind == "systemd" and _UNIT_NAME.fullmatch(name):
+        return {"stop": ("systemctl", "stop", name), "start": ("systemctl", "start", name),
+                "check": ("systemctl", "is-active", "--quiet", name)}
+    if kind == "docker" and _CONTAINER_NAME.fullmatch(name):
+        # docker inspect exits 0 for a stopped container too: it is healthy when it prints true.
+        return {"stop": ("docker", "stop", name), "start": ("docker", "start", name),
+                "check": ("docker", "inspect", "-f", "{{.State.Running}}", name),
+                "check_output": "true"}
+    raise ValueError('service must be "systemd:UNIT" or "docker:NAME" with a unit or container '
+                     "name (letters, digits, _ . - @ :)")
+
+
+def _command(key: str, value: Any) -> Command:
+    if isinstance(value, str) and value.strip() and "\0" not in value:
+        return value
+    if isinstance(value, list) and value and all(
+            isinstance(word, str) and word and "\0" not in word for word in value):
+        return tuple(value)
+    raise ValueError(f"{key} must be a command in quotes (run by /bin/sh) or an array of "
+                     "words (run without a shell)")
+
+
+def _check_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 < value <= CHECK_TIMEOUT_MAX:
+        raise ValueError(f"check_timeout must be a number of seconds, more than 0 and at most "
+                         f"{CHECK_TIMEOUT_MAX}")
+    return value
+
+
+def _cutover(value: Any) -> str:
+    if value in ("none", "symlink"):
+        return value
+    if isinstance(value, str) and value.startswith("config:"):
+        problem = absolute_path_problem(value.removeprefix("config:"))
+        if problem is None:
+            return value
+        raise ValueError(f"cutover config file {problem}")
+    raise ValueError('cutover must be "none", "symlink" or "config:/path/to/the/config/file"')
+
+
+def service_from_table(table: dict[str, Any]) -> ServiceConfig | None:
+    """The service keys of one server's table; None when it has none. Raises ValueError with
+    the problem (naming the key) in plain words."""
+    if not any(key in table for key in _SERVICE_KEYS):
+        return None
+    keys: dict[str, Any] = {}
+    if "service" in table:
+        keys.update(_shorthand_service(table["service"]))
+    for key in ("stop", "start", "check"):
+        if key in table:
+            keys[key] = _command(key, table[key])
+    if "check" in table:
+        keys.pop("check_output", None)  # the shorthand's expected output is for its own check
+    missing = [key for key in ("stop", "start", "check") if key not in keys]
+    if missing:
+        raise ValueError(f"has no {missing[0]} command: a service needs stop, start and check "
+                         '(or service = "systemd:UNIT" or "docker:NAME")')
+    if "check_timeout" in table:
+        keys["check_timeout"] = _check_timeout(table["check_timeout"])
+    if "cutover" in table:
+        keys["cutover"] = _cutover(table["cutover"])
+    return ServiceConfig(**keys)
+
+
 def _entry_from_table(name: str, table: Any, path: Path, text: str) -> ServerEntry:
     line = _line_of_table(text, name)
     where = f"{path}, line {line}" if line else str(path)
@@ -121,7 +235,8 @@ def _entry_from_table(name: str, table: Any, path: Path, text: str) -> ServerEnt
         raise fail("is not a table (write it as [name] with target and data_path below)")
     unknown = sorted(set(table) - _KNOWN_KEYS)
     if unknown:
-        raise fail(f"has unknown key {unknown[0]!r} (known: target, data_path, sudo, python)")
+        raise fail(f"has unknown key {unknown[0]!r} (known: target, data_path, sudo, python, "
+                   f"{', '.join(_SERVICE_KEYS)})")
     for key in ("target", "data_path"):
         if not isinstance(table.get(key), str):
             raise fail(f"needs {key} = \"...\"")
@@ -130,8 +245,12 @@ def _entry_from_table(name: str, table: Any, path: Path, text: str) -> ServerEnt
     python = table.get("python")
     if python is not None and not isinstance(python, str):
         raise fail("python must be a path in quotes")
+    try:
+        service = service_from_table(table)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     entry = ServerEntry(name, table["target"], table["data_path"], table.get("sudo", False),
-                        python)
+                        python, service)
     try:
         validate_entry(entry)
     except BadInput as exc:
