@@ -44,6 +44,7 @@ from tui.history import MoveHistory, MoveRecord, MoveRecorder, record_from_liste
 from tui.progress import MoveProgress
 from tui.protocol import LinkEvent, Phase, PlanEvent, display_path
 from tui.runner import (
+    HostKeyQuestion,
     MoveHandle,
     MoveRequest,
     SshSettings,
@@ -147,13 +148,21 @@ class TerminalPrompter:
     def __init__(self, console: Console) -> None:
         self.console = console
 
-    async def confirm_host_key(self, host: str, port: int, key_type: str,
-                               fingerprint: str) -> bool:
-        self.console.print(f"The authenticity of host [bold]{host}:{port}[/] can't be "
-                           f"established.\n{key_type} key fingerprint is [bold]{fingerprint}[/].")
-        answer = await asyncio.to_thread(
-            input, "Are you sure you want to continue connecting (yes/no)? ")
-        return answer.strip().lower() in ("yes", "y")
+    async def confirm_host_key(self, question: HostKeyQuestion) -> bool:
+        self.console.print(Text.assemble(
+            f"{question.explanation}\n{question.key_type} key fingerprint is ",
+            (question.fingerprint, "bold"), "."))
+        prompt = "Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+        while True:  # as OpenSSH: only "yes" (or the fingerprint itself) trusts a key
+            try:
+                answer = (await asyncio.to_thread(input, prompt)).strip()
+            except EOFError:
+                return False
+            if answer.lower() == "yes" or answer == question.fingerprint:
+                return True
+            if answer.lower() == "no":
+                return False
+            prompt = "Please type 'yes', 'no' or the fingerprint: "
 
     async def ask_sudo_password(self, target: Target) -> str | None:
         # getpass reads from /dev/tty without echo; the password only ever goes to sudo's stdin.

@@ -42,10 +42,11 @@ from tui.protocol import (
     StartedEvent,
     parse_line,
 )
-from tui.ssh import Prompter, SshSettings, connect_target
+from tui.ssh import HostKeyQuestion, Prompter, SshSettings, connect_target
 from tui.targets import Target
 
-__all__ = ["BOOTSTRAP", "FollowedMove", "MoveHandle", "MoveRequest", "Prompter", "SshSettings",
+__all__ = ["BOOTSTRAP", "FollowedMove", "HostKeyQuestion", "MoveHandle", "MoveRequest",
+           "Prompter", "SshSettings",
            "TargetSession", "attach_move", "list_moves", "list_target_moves", "mover_source",
            "start_move",
            "stat_paths"]
