@@ -73,12 +73,14 @@ def of_total(done: int, total: int, *, sizes: bool) -> str:
 FINISHED_RESULTS = ("complete", "error", "cancelled")
 RESULT_STYLES = {"complete": "green", "error": "red", "cancelled": "yellow"}
 # The route last: it is the one long column, so it takes (or folds into) what width is left.
-LOG_COLUMNS = ("started", "server", "result", "size", "files", "time", "avg rate", "from → to")
+LOG_COLUMNS = ("started", "server", "started by", "result", "size", "files", "time", "avg rate",
+               "from → to")
+STARTED_HERE = "here"  # a move started from this machine, in the `started by` column
 LOG_NUMBER_COLUMNS = frozenset({"size", "files", "time", "avg rate"})  # right-aligned
 
 
 def parse_iso(iso: str | None) -> datetime | None:
-    """An ISO 8601 time as the moves log writes it (`2026-03-01T13:02:11Z`); None stays None."""
+    """An ISO 8601 time as the moves log writes it (`2026-03-01T13:02:11.250Z`); None stays None."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")) if iso else None
 
 
@@ -102,6 +104,7 @@ def log_cells(record: MoveRecord) -> dict[str, Text]:
     cells = {
         "started": Text(local_time(record.startedAt)),
         "server": Text(record.server),
+        "started by": started_by_text(record.startedBy),
         "result": result_text(record.phase),
         "size": Text(human_size(record.bytesTotal)),
         "files": Text(human_count(record.filesTotal)),
@@ -112,6 +115,18 @@ def log_cells(record: MoveRecord) -> dict[str, Text]:
     for name in LOG_NUMBER_COLUMNS:
         cells[name].justify = "right"
     return cells
+
+
+def started_by_text(started_by: str | None) -> Text:
+    """`here` for a move started from this machine, else its USER@HOST; `—` when not known (an
+    entry older than the journal's record of it)."""
+    from tui.history import this_machine
+
+    if started_by is None:
+        return Text("—")
+    if started_by == this_machine():
+        return Text(STARTED_HERE)
+    return Text(started_by, style="italic")
 
 
 def log_header(name: str) -> Text:
