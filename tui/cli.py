@@ -34,6 +34,7 @@ from rich.text import Text
 from tui.errors import BadInput, ConnectionLost, ServermoveError
 from tui.formatting import (
     LOG_COLUMNS,
+    fit_log_columns,
     human_duration,
     human_eta,
     human_rate,
@@ -61,6 +62,7 @@ VERIFY_MODES = ("checksum", "size", "none")
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_CONNECTION_LOST = 0, 1, 2, 3, 4
 EXIT_STOPPED_FOLLOWING = 130  # a second Ctrl-C: we stopped watching; the move goes on
 REFRESH_PER_SECOND = 10
+ROUTE_MIN_WIDTH = 24  # `servermove log`: the route folds below this rather than vanish
 DESCRIPTION = """\
 Move a server's data directory (a game world, a database, an uploads folder) to a
 new disk or path over SSH, safely and with live progress. With no command: the
@@ -468,20 +470,23 @@ def print_records(records: list[MoveRecord], *, empty: str) -> None:
     if not records:
         print(empty)
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    *short, route = LOG_COLUMNS
-    for name in short:
-        table.add_column(log_header(name), no_wrap=True)
-    # On a narrow terminal the paths fold rather than vanish.
-    table.add_column(route, min_width=24, ratio=1, overflow="fold")
-    for record in records:
-        cells = log_cells(record)
-        if record.error:
-            cells[route].append(f"\n{record.error}", style="red")
-        table.add_row(*(cells[name] for name in LOG_COLUMNS))
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 200)  # into a file: never squeeze the paths
+    rows = [log_cells(record) for record in records]
+    *short, route = LOG_COLUMNS
+    widths = {name: 2 + max([len(name), *(cells[name].cell_len for cells in rows)])
+              for name in short}
+    # On a narrow terminal the least useful columns go, and the paths fold rather than vanish.
+    columns = fit_log_columns(widths, console.width, ROUTE_MIN_WIDTH)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in columns[:-1]:
+        table.add_column(log_header(name), no_wrap=True)
+    table.add_column(route, min_width=ROUTE_MIN_WIDTH, ratio=1, overflow="fold")
+    for record, cells in zip(records, rows, strict=True):
+        if record.error:
+            cells[route].append(f"\n{record.error}", style="red")
+        table.add_row(*(cells[name] for name in columns))
     console.print(table)
 
 

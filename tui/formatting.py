@@ -77,6 +77,8 @@ LOG_COLUMNS = ("started", "server", "started by", "result", "size", "files", "ti
                "from → to")
 STARTED_HERE = "here"  # a move started from this machine, in the `started by` column
 LOG_NUMBER_COLUMNS = frozenset({"size", "files", "time", "avg rate"})  # right-aligned
+# Left out in this order, least useful first, when the route would be too narrow otherwise.
+LOG_DROPPABLE_COLUMNS = ("avg rate", "files", "started by", "size", "time")
 
 
 def parse_iso(iso: str | None) -> datetime | None:
@@ -127,6 +129,20 @@ def started_by_text(started_by: str | None) -> Text:
     if started_by == this_machine():
         return Text(STARTED_HERE)
     return Text(started_by, style="italic")
+
+
+def fit_log_columns(widths: dict[str, int], room: int, route_wanted: int,
+                    keep: str | None = None) -> list[str]:
+    """The LOG_COLUMNS to show when `room` cells hold every column but the route, each as wide
+    as `widths` says: the droppable ones are left out until the route has `route_wanted` cells
+    (never `keep`, the column the rows are sorted by)."""
+    columns = list(LOG_COLUMNS)
+    for name in LOG_DROPPABLE_COLUMNS:
+        if room - sum(widths[c] for c in columns if c in widths) >= route_wanted:
+            break
+        if name != keep:
+            columns.remove(name)
+    return columns
 
 
 def log_header(name: str) -> Text:

@@ -23,6 +23,7 @@ from tui.formatting import (
     FINISHED_RESULTS,
     LOG_COLUMNS,
     RESULT_STYLES,
+    fit_log_columns,
     human_duration,
     human_rate,
     local_time,
@@ -44,7 +45,6 @@ TIME_WITH_ZONE = "%Y-%m-%d %H:%M:%S %Z"
 ROUTE = LOG_COLUMNS[-1]
 MIN_ROUTE_WIDTH = 24  # narrower than this, the table scrolls sideways instead
 ROUTE_WANTED_WIDTH = 30  # columns are left out, least useful first, to give the route this much
-DROPPABLE_COLUMNS = ("avg rate", "files", "started by", "size", "time")
 SORT_KEYS: dict[str, Callable[[MoveRecord], Any]] = {
     "started": lambda r: r.started_ts,
     "server": lambda r: r.server.lower(),
@@ -396,13 +396,8 @@ class MovesLogScreen(Screen):
                                        *(cells[name].cell_len for cells in rows)])
                   for name in LOG_COLUMNS if name != ROUTE}
         longest = max([len(ROUTE), *(cells[ROUTE].cell_len for cells in rows)])
-        wanted = min(longest, ROUTE_WANTED_WIDTH)
-        columns = list(LOG_COLUMNS)
-        for name in DROPPABLE_COLUMNS:
-            if width - padding - sum(widths[c] for c in columns if c != ROUTE) >= wanted:
-                break
-            if name != self.sort_column:
-                columns.remove(name)
+        columns = fit_log_columns(widths, width - padding, min(longest, ROUTE_WANTED_WIDTH),
+                                  keep=self.sort_column)
         left = width - padding - sum(widths[c] for c in columns if c != ROUTE)
         return columns, max(MIN_ROUTE_WIDTH, left)
 
