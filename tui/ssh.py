@@ -209,6 +209,38 @@ def _file_holding(files: list[Path], host: str, addr: str, port: int) -> Path:
     return next((f for f in files if _has_known_key([f], host, addr, port)), files[0])
 
 
+async def _settle_unknown_key(target: Target, settings: SshSettings, prompter: Prompter | None,
+                              options: asyncssh.SSHClientConnectionOptions,
+                              offered: tuple[str, str, int, asyncssh.SSHKey]) -> None:
+    """Return once the offered key is trusted (the user said yes); raise when it is not."""
+    host, addr, port, key = offered
+    files = _known_hosts_files(options)
+    fingerprint = key.get_fingerprint("sha256")
+    key_type = key.get_algorithm()
+    if _has_known_key(files, host, addr, port):
+        stale = shlex.join(["ssh-keygen", "-R", _known_host_pattern(host, port), "-f",
+                            str(_file_holding(files, host, addr, port))])
+        raise HostKeyChanged(
+            f"WARNING: the host key of {_describe(target)} ({host}:{port}) has CHANGED: "
+            f"it now offers {key_type} {fingerprint}, which matches none of the keys in "
+            f"{', '.join(map(str, files))}. This may be an attack; refused. If the server "
+            f"was really reinstalled, remove its old line with {stale}")
+    if not (settings.interactive and prompter is not None):
+        raise HostKeyUnknown(
+            f"{_describe(target)} ({host}:{port}) is not a known host: it offers "
+            f"{key_type} {fingerprint}. Check the fingerprint with the server's admin, "
+            f"then accept it by running servermove in a terminal, or with "
+            f"{_ssh_command_hint(target, settings)}",
+            host=host, port=port, key_type=key_type, fingerprint=fingerprint)
+    question = HostKeyQuestion(alias=_describe(target), host=host, port=port,
+                               key_type=key_type, fingerprint=fingerprint,
+                               known_hosts=files[0])
+    if not await _ask_once(question, key, prompter):
+        raise HostKeyUnknown(f"host key of {_describe(target)} rejected; nothing was done",
+                             host=host, port=port, key_type=key_type,
+                             fingerprint=fingerprint)
+
+
 async def connect_target(target: Target, settings: SshSettings,
                          prompter: Prompter | None = None) -> asyncssh.SSHClientConnection:
     """Open an SSH connection to `target`, asking about an unknown host key when allowed."""
@@ -232,32 +264,6 @@ async def connect_target(target: Target, settings: SshSettings,
             if witness.offered is None:
                 raise HostKeyChanged(f"{_describe(target)}: host key not accepted ({exc.reason}); "
                                      "check known_hosts") from None
-            host, addr, port, key = witness.offered
-            files = _known_hosts_files(options)
-            fingerprint = key.get_fingerprint("sha256")
-            key_type = key.get_algorithm()
-            if _has_known_key(files, host, addr, port):
-                stale = shlex.join(["ssh-keygen", "-R", _known_host_pattern(host, port), "-f",
-                                    str(_file_holding(files, host, addr, port))])
-                raise HostKeyChanged(
-                    f"WARNING: the host key of {_describe(target)} ({host}:{port}) has CHANGED: "
-                    f"it now offers {key_type} {fingerprint}, which matches none of the keys in "
-                    f"{', '.join(map(str, files))}. This may be an attack; refused. If the server "
-                    f"was really reinstalled, remove its old line with {stale}") from None
-            if not (settings.interactive and prompter is not None):
-                raise HostKeyUnknown(
-                    f"{_describe(target)} ({host}:{port}) is not a known host: it offers "
-                    f"{key_type} {fingerprint}. Check the fingerprint with the server's admin, "
-                    f"then accept it by running servermove in a terminal, or with "
-                    f"{_ssh_command_hint(target, settings)}",
-                    host=host, port=port, key_type=key_type, fingerprint=fingerprint) from None
-            question = HostKeyQuestion(alias=_describe(target), host=host, port=port,
-                                       key_type=key_type, fingerprint=fingerprint,
-                                       known_hosts=files[0])
-            if not await _ask_once(question, key, prompter):
-                raise HostKeyUnknown(f"host key of {_describe(target)} rejected; nothing was done",
-                                     host=host, port=port, key_type=key_type,
-                                     fingerprint=fingerprint) from None
         except asyncssh.PermissionDenied:
             user = options.username or os.environ.get("USER", "")
             raise AuthFailed(f"{_describe(target)}: authentication failed as {user!r}: check the "
@@ -270,4 +276,7 @@ async def connect_target(target: Target, settings: SshSettings,
         except OSError as exc:
             raise HostUnreachable(f"{_describe(target)}: cannot reach {options.host}:"
                                   f"{options.port}: {exc.strerror or exc}") from None
+        # Not known: asked about (outside the except, so no error drags this one along).
+        assert witness.offered is not None
+        await _settle_unknown_key(target, settings, prompter, options, witness.offered)
     raise ServermoveError(f"{_describe(target)}: host key still not accepted after adding it")
