@@ -236,7 +236,8 @@ async def _settle_unknown_key(target: Target, settings: SshSettings, prompter: P
                                key_type=key_type, fingerprint=fingerprint,
                                known_hosts=files[0])
     if not await _ask_once(question, key, prompter):
-        raise HostKeyUnknown(f"host key of {_describe(target)} rejected; nothing was done",
+        raise HostKeyUnknown(f"host key of {_describe(target)} rejected; nothing was done "
+                             "(servermove asks again the next time it starts)",
                              host=host, port=port, key_type=key_type,
                              fingerprint=fingerprint)
 
