@@ -5,6 +5,7 @@ journal directory (conftest)."""
 from __future__ import annotations
 
 import json
+import re
 
 from tests.cli_support import make_tree, servermove
 from tui.history import this_machine
@@ -85,3 +86,44 @@ def test_version_and_help_for_every_argument():
     for name, sub in commands.choices.items():
         for action in sub._actions:
             assert action.help, f"servermove {name}: {action.dest} has no help"
+
+
+def test_log_on_an_80_column_terminal_keeps_every_route_whole(public_tmp, tmpfs):
+    """On a real 80-column pty the table leaves out columns rather than cut the paths."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import time
+
+    from tests.cli_support import SERVERMOVE
+
+    make_tree(public_tmp / "a long source directory name", files=1)
+    destination = tmpfs / "a long destination directory name"
+    moved = servermove("move", "local", public_tmp / "a long source directory name", destination)
+    assert moved.returncode == 0, moved.stderr
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.execv(SERVERMOVE[0], [*SERVERMOVE, "log"])
+    screen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.waitpid(pid, 0)
+    os.close(fd)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", screen.decode("utf-8", "replace")).replace("\r\n", "\n")
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    column = lines[0].index("from → to")
+    route = "".join(line[column:] for line in lines[1:])
+    whole = f"{public_tmp}/a long source directory name → {destination}"
+    assert "".join(whole.split()) in "".join(route.split()), text
+    assert "…" not in text, text
