@@ -39,6 +39,10 @@ FILE_COST_MIN_INDEPENDENCE = 0.05
 FILE_COST_MIN_FILES = 64  # fewer files than this say too little about what a file costs
 
 
+def _blend(smoothed: float | None, rate: float, weight: float) -> float:
+    return rate if smoothed is None else smoothed + (rate - smoothed) * weight
+
+
 @dataclass
 class MoveProgress:
     clock: Callable[[], float] = time.time
@@ -151,29 +155,29 @@ class MoveProgress:
 
     def _sample(self, now: float) -> None:
         done, files = self.phase_bytes_done, self.phase_files_done
-        if self._samples:
+        samples = self._samples
+        if samples:
             self._learn_file_cost(now, done, files)
-        self._samples.append((now, done, files))
-        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_S:
-            self._samples.popleft()
+        samples.append((now, done, files))
+        while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW_S:
+            samples.popleft()
+        (t0, b0, f0) = samples[0]
+        span = now - t0
+        if span < 0.2:
+            return  # too short a window to tell a rate
         cost = self.file_cost
         if abs(cost - self._file_cost) > 0.25 * self._file_cost:
             # Work is counted in a new unit now: the old smoothed rate no longer compares.
             self._file_cost, self._smoothed_work_rate = cost, None
-        self._smoothed_rate = self._smooth(self._smoothed_rate, self.window_rate, now)
-        self._smoothed_work_rate = self._smooth(self._smoothed_work_rate,
-                                                self._window_work_rate(), now)
-        if self.window_rate is not None:
-            self._smoothed_at = now
-
-    def _smooth(self, smoothed: float | None, rate: float | None, now: float) -> float | None:
-        """Exponential smoothing in time, not per event: bursts of events do not shake it."""
-        if rate is None:
-            return smoothed
-        if smoothed is None or self._smoothed_at is None:
-            return rate
-        weight = min(1.0, max(0.0, now - self._smoothed_at) / ETA_SMOOTHING_S)
-        return smoothed + (rate - smoothed) * weight
+        if self._smoothed_rate is None or self._smoothed_at is None:
+            weight = 1.0
+        else:
+            # Exponential smoothing in time, not per event: bursts of events do not shake it.
+            weight = min(1.0, max(0.0, now - self._smoothed_at) / ETA_SMOOTHING_S)
+        self._smoothed_rate = _blend(self._smoothed_rate, max(0.0, (done - b0) / span), weight)
+        work_rate = max(0.0, (done - b0 + self._file_cost * (files - f0)) / span)
+        self._smoothed_work_rate = _blend(self._smoothed_work_rate, work_rate, weight)
+        self._smoothed_at = now
 
     def _learn_file_cost(self, now: float, done: int, files: int) -> None:
         last_at, last_done, last_files = self._samples[-1]
@@ -203,14 +207,6 @@ class MoveProgress:
         if per_byte <= 0:
             return per_file * bb / max(tb, 1e-12)  # bytes nearly free: a file costs that much
         return per_file / per_byte
-
-    def _window_work_rate(self) -> float | None:
-        if len(self._samples) < 2:
-            return None
-        (t0, b0, f0), (t1, b1, f1) = self._samples[0], self._samples[-1]
-        if t1 - t0 < 0.2:
-            return None
-        return max(0.0, (b1 - b0 + self._file_cost * (f1 - f0)) / (t1 - t0))
 
     # -- reading -------------------------------------------------------------------------------
 
