@@ -744,7 +744,7 @@ class Move:
             if self.cancel_file is not None and time.monotonic() >= next_cancel_poll:
                 next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
                 if os.path.exists(self.cancel_file):
-                    self.signal_name = self.signal_name or "the admin (servermove cancel)"
+                    self.signal_name = self.signal_name or "the user (Ctrl-C, or Cancel in the TUI)"
                     self.cancel.set()
 
     def warn(self, key, message, rel):
@@ -2973,7 +2973,7 @@ def prune_journals(root, keep):
         os.close(guard)
 
 
-def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text):
+def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text, started_by):
     import hashlib
 
     root = journal_root()
@@ -3000,6 +3000,7 @@ def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text)
     worker_lock = try_lock(os.path.join(building, b"worker.lock"))
     state = {"moveId": move_id, "serverName": server_name, "src": show(src), "dst": show(dst),
              "verify": verify, "bwlimit": bwlimit_text, "startedAt": round(time.time(), 3),
+             "startedBy": started_by,
              "finishedAt": None, "phase": CALCULATING, "bytesTotal": 0, "bytesCopied": 0,
              "filesTotal": 0, "filesCopied": 0, "error": None, "dataState": None,
              "timeline": [], "pid": None, "exitStatus": None, "lastSeq": 0}
@@ -3198,7 +3199,7 @@ def list_command(emitter):
         if name.startswith(b"."):
             continue  # a journal still being set up
         state, alive = settle(os.path.join(moves, name))
-        if state is not None:
+        if state is not None and state.get("exitStatus") != EXIT_REFUSED:  # a refusal: no move
             state["alive"] = alive
             listed.append(state)
     listed.sort(key=lambda s: s.get("startedAt") or 0, reverse=True)
@@ -3219,7 +3220,7 @@ class ArgumentError(Exception):
 # its positional arguments ("paths+" takes one or more). `start` is the same move as `move`,
 # detached, with a journal.
 MOVE_OPTIONS = {"--server-name": ("server_name", str), "--verify": ("verify", str),
-                "--bwlimit": ("bwlimit", str)}
+                "--bwlimit": ("bwlimit", str), "--started-by": ("started_by", str)}
 COMMANDS = {
     "move": (MOVE_OPTIONS, ("--dry-run",), ("src", "dst")),
     "start": (MOVE_OPTIONS, ("--dry-run",), ("src", "dst")),
@@ -3229,14 +3230,15 @@ COMMANDS = {
     "statfs": ({}, (), ("paths+",)),
 }
 USAGE = ("mover.py move|start [--server-name NAME] [--verify checksum|size|none] "
-         "[--bwlimit RATE] [--dry-run] SRC DST, attach ID [--from-seq N], cancel ID, list, or "
-         "statfs PATH...")
+         "[--bwlimit RATE] [--started-by USER@HOST] [--dry-run] SRC DST, attach ID "
+         "[--from-seq N], cancel ID, list, or statfs PATH...")
 
 
 class Arguments:
     server_name = None
     verify = "checksum"
     bwlimit = None
+    started_by = None
     dry_run = False
     from_seq = 1
 
@@ -3339,7 +3341,7 @@ def main(argv):
         dst = absolute("DST", args.dst)
         if args.command == "start" and not args.dry_run:
             return start_command(emitter, server_name, src, dst, args.verify, bwlimit,
-                                 args.bwlimit)
+                                 args.bwlimit, args.started_by)
     except Refused as exc:
         return refuse(emitter, server_name, str(exc))
     except OSError as err:

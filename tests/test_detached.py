@@ -114,7 +114,7 @@ async def test_cancel_after_reattach(sshd, public_tmp, tmpfs):
             await again.cancel()
     assert model.phase is Phase.CANCELLED
     assert again.exit_status == 3
-    assert "the admin (servermove cancel)" in model.error
+    assert "cancelled by the user (Ctrl-C, or Cancel in the TUI)" in model.error
     assert read_tree(public_tmp / "src") == contents
     assert list(tmpfs.iterdir()) == []
 

@@ -103,7 +103,9 @@ def test_rate_and_eta_are_steady_under_a_bursty_stream():
         for offset, step_bytes in ((0.05, 10), (0.9, 80), (0.95, 10)):
             now = second + offset
             done += step_bytes
-            model.apply(parse_line(progress(ts=now, bytesCopied=done, bytesTotal=10_000)))
+            # Files of 10 bytes: the files move with the bytes, as in a real stream.
+            model.apply(parse_line(progress(ts=now, bytesCopied=done, bytesTotal=10_000,
+                                            filesCopied=done // 10, filesTotal=1000)))
         if second > 12:
             etas.append(model.eta)
     assert all(e is not None for e in etas)

@@ -153,8 +153,8 @@ class ScriptedPrompter:
         self.accept = accept
         self.asked: list[tuple[str, int, str, str]] = []
 
-    async def confirm_host_key(self, host, port, key_type, fingerprint) -> bool:
-        self.asked.append((host, port, key_type, fingerprint))
+    async def confirm_host_key(self, question) -> bool:
+        self.asked.append((question.host, question.port, question.key_type, question.fingerprint))
         return self.accept
 
     async def ask_sudo_password(self, target) -> str | None:
@@ -391,7 +391,7 @@ def test_unknown_host_key_asked_on_a_terminal_and_remembered(sshd, public_tmp, t
         except OSError:  # the child closed the pty: it has exited
             break
         screen += chunk
-        if not answered and b"continue connecting (yes/no)?" in screen:
+        if not answered and b"continue connecting (yes/no/[fingerprint])?" in screen:
             os.write(fd, b"yes\n")
             answered = True
     _, status = os.waitpid(pid, 0)

@@ -27,6 +27,7 @@ from tui.screens.inventory_error import InventoryErrorScreen
 from tui.screens.modals import ConfirmMoveScreen, ConfirmScreen, HostKeyScreen
 from tui.screens.server_detail import ServerDetailScreen
 from tui.screens.server_form import ServerFormScreen
+from tui.ssh import HostKeyQuestion
 from tui.widgets.move_panel import OutcomePanel
 
 
@@ -172,8 +173,9 @@ async def test_host_key_dialog_answers_the_ssh_layer(tmp_path: Path, button: str
                                                      accepted: bool) -> None:
     app = make_app(tmp_path, [ServerEntry("web1", "admin@web1", "/var/lib/app")])
     async with app.run_test(size=(120, 40)) as pilot:
-        answer = app.run_worker(app.confirm_host_key("web1.example.com", 2222, "ssh-ed25519",
-                                                     "SHA256:abcdefghijklmnop"))
+        question = HostKeyQuestion("web1", "web1.example.com", 2222, "ssh-ed25519",
+                                   "SHA256:abcdefghijklmnop", tmp_path / "known_hosts")
+        answer = app.run_worker(app.confirm_host_key(question))
         await wait_for(pilot, lambda: isinstance(app.screen, HostKeyScreen))
         shown = str(app.screen.query_one("#fingerprint", Static).render())
         assert "ssh-ed25519" in shown and "SHA256:abcdefghijklmnop" in shown

@@ -27,7 +27,7 @@ from tests.test_tui_support import (
 )
 from tui.app import ServerMoveApp
 from tui.formatting import local_time
-from tui.history import MoveHistory, MoveRecord
+from tui.history import MoveHistory, MoveRecord, this_machine
 from tui.inventory import ServerEntry
 from tui.messages import MoveFinished
 from tui.protocol import Phase
@@ -80,6 +80,7 @@ SAMPLE_RECORDS = [
         bytesTotal=300_000_000, bytesCopied=165_000_000, filesTotal=3000, filesCopied=1650,
         startedAt="2026-03-01T22:40:05Z", finishedAt="2026-03-01T22:40:17Z", duration=12.0,
         averageRate=13_750_000.0, error=DISK_FULL, dataState="source", method="copy",
+        startedBy="alice@laptop-b",
         timeline=timeline(("2026-03-01T22:40:05Z", "calculating"),
                           ("2026-03-01T22:40:06Z", "copying"),
                           ("2026-03-01T22:40:17Z", "error", DISK_FULL))),
@@ -89,6 +90,7 @@ SAMPLE_RECORDS = [
         bytesTotal=300_000_000, bytesCopied=300_000_000, filesTotal=3000, filesCopied=3000,
         startedAt="2026-03-02T09:15:00Z", finishedAt="2026-03-02T09:15:26Z", duration=26.0,
         averageRate=11_538_461.5, dataState="destination", method="copy",
+        startedBy=this_machine(),
         timeline=timeline(("2026-03-02T09:15:00Z", "calculating"),
                           ("2026-03-02T09:15:01Z", "copying"),
                           ("2026-03-02T09:15:21Z", "verifying"),
@@ -203,7 +205,9 @@ async def test_table_shows_newest_first_in_plain_words(tmp_path: Path) -> None:
         assert cells(app, "m-web2-error") == {
             "started": "2026-03-01 22:40", "server": "web2", "result": "error",
             "from → to": "/srv/app → /var/lib/app", "size": "300.0 MB", "files": "3,000",
-            "time": "0:12", "avg rate": "13.8 MB/s"}
+            "time": "0:12", "avg rate": "13.8 MB/s", "started by": "alice@laptop-b"}
+        assert cells(app, "m-web1-complete")["started by"] == "here"
+        assert cells(app, "m-db-unfinished")["started by"] == "—"
         assert cells(app, "m-db-unfinished")["result"] == "unfinished"
         # A path with brackets is a path, not markup.
         assert cells(app, "m-files-rename")["from → to"] == "/data/share → /data/[new] share"

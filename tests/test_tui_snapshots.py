@@ -28,6 +28,7 @@ from tui.inventory import ServerEntry
 from tui.protocol import DataState, Phase
 from tui.screens.modals import HostKeyScreen
 from tui.screens.server_detail import STAT_DEBOUNCE_S, ServerDetailScreen
+from tui.ssh import HostKeyQuestion
 
 # Paths appear on screen, so the snapshots' inventories live at a fixed place, not in tmp_path.
 SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")
@@ -150,8 +151,10 @@ def test_move_complete(snap_compare, snapshot_dir: Path) -> None:
 
 def test_host_key_dialog(snap_compare, snapshot_dir: Path) -> None:
     async def run_before(pilot) -> None:
-        pilot.app.push_screen(HostKeyScreen("web2.example.com", 2222, "ssh-ed25519",
-                                            "SHA256:Xq3mZ0bq2n0s1kG7cC8yB8lO5vA9hT2eR4wU6iP1oJk"))
+        pilot.app.push_screen(HostKeyScreen(HostKeyQuestion(
+            "web2", "web2.example.com", 2222, "ssh-ed25519",
+            "SHA256:Xq3mZ0bq2n0s1kG7cC8yB8lO5vA9hT2eR4wU6iP1oJk",
+            Path("/home/admin/.ssh/known_hosts"))))
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, HostKeyScreen))
         await pilot.pause()
     assert snap_compare(app_for(snapshot_dir), terminal_size=(100, 24), run_before=run_before)

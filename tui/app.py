@@ -41,7 +41,7 @@ from tui.screens.modals import ConfirmScreen, HostKeyScreen, SudoPasswordScreen
 from tui.screens.moves_log import MovesLogScreen
 from tui.screens.server_detail import ServerDetailScreen
 from tui.screens.server_form import ServerFormScreen
-from tui.ssh import SshSettings
+from tui.ssh import HostKeyQuestion, SshSettings
 from tui.targets import Target
 
 PUBLISH_INTERVAL_S = 0.1  # at most ten repaints a second per server, however fast events come
@@ -262,9 +262,8 @@ class ServerMoveApp(App[str | None]):
         self.push_screen(screen, answered)
         return await answer
 
-    async def confirm_host_key(self, host: str, port: int, key_type: str,
-                               fingerprint: str) -> bool:
-        return bool(await self._ask(HostKeyScreen(host, port, key_type, fingerprint)))
+    async def confirm_host_key(self, question: HostKeyQuestion) -> bool:
+        return bool(await self._ask(HostKeyScreen(question)))
 
     async def ask_sudo_password(self, target: Target) -> str | None:
         return await self._ask(SudoPasswordScreen(target.label))

@@ -1,11 +1,13 @@
-"""The `servermove` command: the TUI by default, and headless subcommands for scripts and tests.
+"""The `servermove` command: move a server's data directory to a new disk or path over SSH, safely,
+with live progress.
 
     servermove                          the TUI (fleet dashboard)
     servermove demo                     the TUI on a generated demo server, no SSH needed
     servermove move TARGET SRC DST      one move with a rich progress display (or --json lines)
     servermove attach TARGET [MOVE_ID]  follow (or replay) a move running on TARGET
     servermove moves TARGET             the moves in TARGET's journal
-    servermove log                      every move made from this machine
+    servermove log                      the moves log: moves started here, and those merged from
+                                        servers' journals
 
 A user mistake gets one line on stderr, `servermove: <what is wrong and what to do>`, and a
 non-zero exit; never a traceback.
@@ -32,6 +34,7 @@ from rich.text import Text
 from tui.errors import BadInput, ConnectionLost, ServermoveError
 from tui.formatting import (
     LOG_COLUMNS,
+    fit_log_columns,
     human_duration,
     human_eta,
     human_rate,
@@ -45,6 +48,7 @@ from tui.history import MoveHistory, MoveRecord, MoveRecorder, record_from_liste
 from tui.progress import MoveProgress
 from tui.protocol import LinkEvent, Phase, PlanEvent, display_path
 from tui.runner import (
+    HostKeyQuestion,
     MoveHandle,
     MoveRequest,
     SshSettings,
@@ -59,6 +63,21 @@ VERIFY_MODES = ("checksum", "size", "none")
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_CONNECTION_LOST = 0, 1, 2, 3, 4
 EXIT_STOPPED_FOLLOWING = 130  # a second Ctrl-C: we stopped waiting for the cancel
 REFRESH_PER_SECOND = 10
+ROUTE_MIN_WIDTH = 24  # `servermove log`: the route folds below this rather than vanish
+DESCRIPTION = """\
+Move a server's data directory (a game world, a database, an uploads folder) to a
+new disk or path over SSH, safely and with live progress. With no command: the
+terminal UI. 'servermove COMMAND --help' tells more about each command."""
+TARGET_HELP = "'local', a server in servers.toml, an ssh alias or [user@]host[:port]"
+EXIT_STATUSES = """exit status:
+  0    moved (or the dry run found nothing wrong)
+  1    the move failed (the message says where the data is)
+  2    refused before anything was touched: bad input, no space, an unknown or changed
+       host key, a failed login, no python3 or sudo on the server
+  3    cancelled
+  4    no connection: the server could not be reached, or the link was lost (a started move
+       goes on on the server: servermove attach follows it again)
+  130  Ctrl-C twice: servermove stopped waiting for the cancel; the mover goes on cancelling"""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -68,14 +87,16 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog="servermove", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", parser_class=_ArgumentParser)
+    parser = _ArgumentParser(prog="servermove", description=DESCRIPTION, epilog=EXIT_STATUSES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"servermove {_version()}")
+    commands = parser.add_subparsers(dest="command", parser_class=_ArgumentParser,
+                                     metavar="COMMAND")
     commands.add_parser("tui", help="the fleet dashboard (the default)")
     commands.add_parser("demo", help="move a generated demo directory on this machine, in the TUI")
 
     move = commands.add_parser("move", help="move SRC to DST on TARGET, headless")
-    move.add_argument("target", metavar="TARGET",
-                      help="'local', a server in servers.toml, an ssh alias or [user@]host[:port]")
+    move.add_argument("target", metavar="TARGET", help=TARGET_HELP)
     move.add_argument("src", metavar="SRC", help="absolute path of the data directory")
     move.add_argument("dst", metavar="DST", help="absolute path to move it to")
     _add_connection_options(move)
@@ -87,21 +108,34 @@ def build_parser() -> argparse.ArgumentParser:
     move.add_argument("--dry-run", action="store_true", help="check and plan, change nothing")
 
     attach = commands.add_parser("attach", help="follow a move running (or finished) on TARGET")
-    attach.add_argument("target", metavar="TARGET")
+    attach.add_argument("target", metavar="TARGET", help=TARGET_HELP)
     attach.add_argument("move_id", metavar="MOVE_ID", nargs="?",
                         help="the move to follow (default: the newest on TARGET)")
     _add_connection_options(attach)
 
     moves = commands.add_parser("moves", help="the moves in TARGET's journal, newest first")
-    moves.add_argument("target", metavar="TARGET")
+    moves.add_argument("target", metavar="TARGET", help=TARGET_HELP)
     _add_connection_options(moves)
 
-    log = commands.add_parser("log", help="moves made from this machine, newest first")
+    log = commands.add_parser("log", help="the moves log: moves started from this machine and "
+                              "those merged from servers' journals, newest first")
     log.add_argument("--json", action="store_true", help="one JSON object a line")
     log.add_argument("--server", metavar="NAME", help="only this server's moves")
+    log.add_argument("--started-by", metavar="WHO",
+                     help="only moves started by WHO: 'here' (from this machine), 'elsewhere' "
+                          "(from another machine), or USER@HOST")
     log.add_argument("--limit", metavar="N", type=_positive_int, default=None,
                      help="at most N moves (default: all with --json, 20 in the table)")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("servermove")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def _positive_int(text: str) -> int:
@@ -148,13 +182,21 @@ class TerminalPrompter:
     def __init__(self, console: Console) -> None:
         self.console = console
 
-    async def confirm_host_key(self, host: str, port: int, key_type: str,
-                               fingerprint: str) -> bool:
-        self.console.print(f"The authenticity of host [bold]{host}:{port}[/] can't be "
-                           f"established.\n{key_type} key fingerprint is [bold]{fingerprint}[/].")
-        answer = await asyncio.to_thread(
-            input, "Are you sure you want to continue connecting (yes/no)? ")
-        return answer.strip().lower() in ("yes", "y")
+    async def confirm_host_key(self, question: HostKeyQuestion) -> bool:
+        self.console.print(Text.assemble(
+            f"{question.explanation}\n{question.key_type} key fingerprint is ",
+            (question.fingerprint, "bold"), "."))
+        prompt = "Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+        while True:  # as OpenSSH: only "yes" (or the fingerprint itself) trusts a key
+            try:
+                answer = (await asyncio.to_thread(input, prompt)).strip()
+            except EOFError:
+                return False
+            if answer.lower() == "yes" or answer == question.fingerprint:
+                return True
+            if answer.lower() == "no":
+                return False
+            prompt = "Please type 'yes', 'no' or the fingerprint: "
 
     async def ask_sudo_password(self, target: Target) -> str | None:
         # getpass reads from /dev/tty without echo; the password only ever goes to sudo's stdin.
@@ -239,7 +281,8 @@ async def run_move(args: argparse.Namespace) -> int:
     handle = await start_move(target, request, settings=_settings(args),
                               prompter=TerminalPrompter(err))
     recorder = MoveRecorder(_history(err), server=target.label, target=args.target,
-                            source=args.src, destination=args.dst, verify=args.verify)
+                            source=args.src, destination=args.dst, verify=args.verify,
+                            started_by=request.started_by)
     return await follow(handle, args, recorder, err)
 
 
@@ -253,7 +296,9 @@ async def run_attach(args: argparse.Namespace) -> int:
     recorder = MoveRecorder(history, server=target.label, target=args.target,
                             source=known.source if known else "",
                             destination=known.destination if known else "",
-                            verify=known.verify if known else "checksum")
+                            verify=known.verify if known else "checksum",
+                            started_by=getattr(handle, "started_by", None) or (
+                                known.startedBy if known else None))
     args.dry_run = False
     return await follow(handle, args, recorder, err)
 
@@ -405,35 +450,53 @@ class LiveView(LineView):
 
 def show_log(args: argparse.Namespace) -> int:
     history = _history(Console(stderr=True, highlight=False))
+    if args.server is not None:
+        _check_server_name(args.server, history)
     limit = args.limit if args.limit is not None or args.json else 20
-    records = history.records(server=args.server, limit=limit)
+    records = history.records(server=args.server, limit=limit, started_by=args.started_by)
     if args.json:
         for record in records:
             print(record.to_json())
         return EXIT_OK
-    print_records(records, empty="no moves recorded yet" + (
-        f" for {args.server}" if args.server else ""))
+    filters = [f"server {args.server}"] * bool(args.server) + [
+        f"started by {args.started_by}"] * bool(args.started_by)
+    print_records(records, empty=f"no moves in the log for {' and '.join(filters)}" if filters
+                  else "no moves recorded yet")
     return EXIT_OK
+
+
+def _check_server_name(name: str, history: MoveHistory) -> None:
+    """A name in neither the moves log nor servers.toml is a typo, not a server without moves."""
+    from tui.inventory import load_inventory
+
+    logged = sorted({record.server for record in history.records()})
+    if name in logged or name in load_inventory():
+        return
+    known = f" (servers in the log: {', '.join(logged)})" if logged else ""
+    raise BadInput(f"no server {name!r} in the moves log or in servers.toml{known}")
 
 
 def print_records(records: list[MoveRecord], *, empty: str) -> None:
     if not records:
         print(empty)
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    *short, route = LOG_COLUMNS
-    for name in short:
-        table.add_column(log_header(name), no_wrap=True)
-    # On a narrow terminal the paths fold rather than vanish.
-    table.add_column(route, min_width=24, ratio=1, overflow="fold")
-    for record in records:
-        cells = log_cells(record)
-        if record.error:
-            cells[route].append(f"\n{record.error}", style="red")
-        table.add_row(*(cells[name] for name in LOG_COLUMNS))
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 200)  # into a file: never squeeze the paths
+    rows = [log_cells(record) for record in records]
+    *short, route = LOG_COLUMNS
+    widths = {name: 2 + max([len(name), *(cells[name].cell_len for cells in rows)])
+              for name in short}
+    # On a narrow terminal the least useful columns go, and the paths fold rather than vanish.
+    columns = fit_log_columns(widths, console.width, ROUTE_MIN_WIDTH)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in columns[:-1]:
+        table.add_column(log_header(name), no_wrap=True)
+    table.add_column(route, min_width=ROUTE_MIN_WIDTH, ratio=1, overflow="fold")
+    for record, cells in zip(records, rows, strict=True):
+        if record.error:
+            cells[route].append(f"\n{record.error}", style="red")
+        table.add_row(*(cells[name] for name in columns))
     console.print(table)
 
 

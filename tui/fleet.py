@@ -229,6 +229,7 @@ class Fleet:
                                      verify=verify, clock=self.clock)
         try:
             move.handle = await open_handle()
+            move.recorder.started_by = getattr(move.handle, "started_by", None)
             if move.cancel_requested:
                 await move.handle.cancel()
             move.state = MoveState.RUNNING

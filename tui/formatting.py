@@ -74,12 +74,16 @@ def of_total(done: int, total: int, *, sizes: bool) -> str:
 FINISHED_RESULTS = ("complete", "error", "cancelled")
 RESULT_STYLES = {"complete": "green", "error": "red", "cancelled": "yellow"}
 # The route last: it is the one long column, so it takes (or folds into) what width is left.
-LOG_COLUMNS = ("started", "server", "result", "size", "files", "time", "avg rate", "from → to")
+LOG_COLUMNS = ("started", "server", "started by", "result", "size", "files", "time", "avg rate",
+               "from → to")
+STARTED_HERE = "here"  # a move started from this machine, in the `started by` column
 LOG_NUMBER_COLUMNS = frozenset({"size", "files", "time", "avg rate"})  # right-aligned
+# Left out in this order, least useful first, when the route would be too narrow otherwise.
+LOG_DROPPABLE_COLUMNS = ("avg rate", "files", "started by", "size", "time")
 
 
 def parse_iso(iso: str | None) -> datetime | None:
-    """An ISO 8601 time as the moves log writes it (`2026-03-01T13:02:11Z`); None stays None."""
+    """An ISO 8601 time as the moves log writes it (`2026-03-01T13:02:11.250Z`); None stays None."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")) if iso else None
 
 
@@ -103,6 +107,7 @@ def log_cells(record: MoveRecord) -> dict[str, Text]:
     cells = {
         "started": Text(local_time(record.startedAt)),
         "server": Text(record.server),
+        "started by": started_by_text(record.startedBy),
         "result": result_text(record.phase),
         "size": Text(human_size(record.bytesTotal)),
         "files": Text(human_count(record.filesTotal)),
@@ -113,6 +118,32 @@ def log_cells(record: MoveRecord) -> dict[str, Text]:
     for name in LOG_NUMBER_COLUMNS:
         cells[name].justify = "right"
     return cells
+
+
+def started_by_text(started_by: str | None) -> Text:
+    """`here` for a move started from this machine, else its USER@HOST; `—` when not known (an
+    entry older than the journal's record of it)."""
+    from tui.history import this_machine
+
+    if started_by is None:
+        return Text("—")
+    if started_by == this_machine():
+        return Text(STARTED_HERE)
+    return Text(started_by, style="italic")
+
+
+def fit_log_columns(widths: dict[str, int], room: int, route_wanted: int,
+                    keep: str | None = None) -> list[str]:
+    """The LOG_COLUMNS to show when `room` cells hold every column but the route, each as wide
+    as `widths` says: the droppable ones are left out until the route has `route_wanted` cells
+    (never `keep`, the column the rows are sorted by)."""
+    columns = list(LOG_COLUMNS)
+    for name in LOG_DROPPABLE_COLUMNS:
+        if room - sum(widths[c] for c in columns if c in widths) >= route_wanted:
+            break
+        if name != keep:
+            columns.remove(name)
+    return columns
 
 
 def log_header(name: str) -> Text:

@@ -12,8 +12,10 @@ Headless: no Textual here.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -28,12 +30,33 @@ from tui.protocol import Event, ListedEvent, PlanEvent, ProgressEvent
 
 COMPACT_AFTER_LINES = 2000
 Warn = Callable[[str], None]
+HERE, ELSEWHERE = "here", "elsewhere"  # the `started by` filters besides a USER@HOST
+
+
+def this_machine() -> str:
+    """USER@HOST of this client, as a move's journal records who started it."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no name for our uid: say the uid
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def started_by_matches(started_by: str | None, wanted: str) -> bool:
+    """Whether a move started by `started_by` (None: not known) passes the filter `wanted`."""
+    if wanted == HERE:
+        return started_by == this_machine()
+    if wanted == ELSEWHERE:
+        return started_by is not None and started_by != this_machine()
+    return started_by == wanted
 
 
 def iso_utc(timestamp: float | None) -> str | None:
+    """To the millisecond, as the mover's `ts`: a time shown as an offset from another (the
+    timeline) must round the same way as the duration between them."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace(
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 
 
@@ -66,6 +89,7 @@ class MoveRecord:
     dataState: str | None = None
     method: str | None = None
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    startedBy: str | None = None  # USER@HOST of the client that started it; None: not known
 
     @property
     def finished(self) -> bool:
@@ -111,12 +135,14 @@ class MoveHistory:
         return records, count
 
     def records(self, *, server: str | None = None, limit: int | None = None,
-                phase: str | None = None) -> list[MoveRecord]:
-        """Newest first."""
+                phase: str | None = None, started_by: str | None = None) -> list[MoveRecord]:
+        """Newest first. `started_by`: HERE, ELSEWHERE or a USER@HOST."""
         records = sorted(self._read_lines()[0].values(), key=lambda r: r.started_ts,
                          reverse=True)
         if server is not None:
             records = [r for r in records if r.server == server]
+        if started_by is not None:
+            records = [r for r in records if started_by_matches(r.startedBy, started_by)]
         if phase is not None:
             records = [r for r in records if r.phase == phase]
         return records[:limit] if limit is not None else records
@@ -147,7 +173,8 @@ class MoveHistory:
             mine = known.get(record.moveId)
             if mine is None or (not mine.finished and record.finished) or (
                     mine.finished == record.finished and record.timeline != mine.timeline
-                    and len(record.timeline) > len(mine.timeline)):
+                    and len(record.timeline) > len(mine.timeline)) or (
+                    record.startedBy and not mine.startedBy):
                 if mine is not None:
                     record.target = mine.target or record.target
                     record.server = mine.server or record.server
@@ -190,7 +217,7 @@ def record_from_listed(listed: ListedEvent, target: str) -> MoveRecord:
         duration=round(duration, 3) if duration is not None else None,
         averageRate=round(rate, 1) if rate else None, error=listed.error,
         dataState=listed.data_state.value if listed.data_state else None, method=listed.method,
-        timeline=timeline)
+        timeline=timeline, startedBy=listed.started_by)
 
 
 class MoveRecorder:
@@ -201,9 +228,11 @@ class MoveRecorder:
     """
 
     def __init__(self, history: MoveHistory, *, server: str, target: str, source: str,
-                 destination: str, verify: str, clock: Callable[[], float] = time.time) -> None:
+                 destination: str, verify: str, clock: Callable[[], float] = time.time,
+                 started_by: str | None = None) -> None:
         self.history = history
         self.clock = clock
+        self.started_by = started_by  # set once known (the start, or the server's journal)
         self.record: MoveRecord | None = None
         self._base = dict(server=server, target=target, source=source, destination=destination,
                           verify=verify)
@@ -223,7 +252,8 @@ class MoveRecorder:
             return  # no plan yet: a move refused at its checks (a typo) is not a move to log
         if self.record is None:
             self.record = MoveRecord(moveId=model.move_id, phase="calculating",
-                                     startedAt=iso_utc(model.first_ts or at), **self._base)
+                                     startedAt=iso_utc(model.first_ts or at),
+                                     startedBy=self.started_by, **self._base)
             self.record.timeline.append({"at": iso_utc(model.first_ts or at),
                                          "phase": "calculating"})
         phase = model.phase.value if model.phase else "calculating"

@@ -185,6 +185,7 @@ class ListedEvent:
     alive: bool = False
     method: str | None = None
     timeline: tuple[dict[str, Any], ...] = ()
+    started_by: str | None = None  # USER@HOST of the client that started it, when it said
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +352,8 @@ def _listed(data: dict[str, Any]) -> ListedEvent:
         finished_at=_opt_float(data, "finishedAt"), error=_opt_str(data, "error"),
         data_state=_data_state(data.get("dataState")), alive=bool(data.get("alive")),
         method=_opt_str(data, "method"),
-        timeline=tuple(entry for entry in timeline if isinstance(entry, dict)))
+        timeline=tuple(entry for entry in timeline if isinstance(entry, dict)),
+        started_by=_opt_str(data, "startedBy"))
 
 
 _DECODERS = {

@@ -17,7 +17,7 @@ import json
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Protocol
 
@@ -32,6 +32,7 @@ from tui.errors import (
     SudoPasswordNeeded,
     SudoPasswordWrong,
 )
+from tui.history import this_machine
 from tui.protocol import (
     Event,
     FsStatEvent,
@@ -42,10 +43,11 @@ from tui.protocol import (
     StartedEvent,
     parse_line,
 )
-from tui.ssh import Prompter, SshSettings, connect_target
+from tui.ssh import HostKeyQuestion, Prompter, SshSettings, connect_target
 from tui.targets import Target
 
-__all__ = ["BOOTSTRAP", "FollowedMove", "MoveHandle", "MoveRequest", "Prompter", "SshSettings",
+__all__ = ["BOOTSTRAP", "FollowedMove", "HostKeyQuestion", "MoveHandle", "MoveRequest",
+           "Prompter", "SshSettings",
            "TargetSession", "attach_move", "list_moves", "list_target_moves", "mover_source",
            "start_move",
            "stat_paths"]
@@ -82,11 +84,14 @@ class MoveRequest:
     verify: str = "checksum"
     bwlimit: str | None = None
     dry_run: bool = False
+    started_by: str = field(default_factory=this_machine)  # kept in the server's journal
 
     def argv(self, command: str = "move") -> list[str]:
         args = [command, "--server-name", self.server_name, "--verify", self.verify]
         if self.bwlimit is not None:  # an empty one too: the mover refuses it, it is no limit
             args += ["--bwlimit", self.bwlimit]
+        if command == "start":
+            args += ["--started-by", self.started_by]
         if self.dry_run:
             args.append("--dry-run")
         return [*args, "--", self.src, self.dst]
@@ -409,15 +414,17 @@ async def attach_move(target: Target, move_id: str | None = None, *,
     """Follow a move already started on `target` (the newest one when no id is given)."""
     session = TargetSession(target, settings, prompter)
     try:
+        listed = await list_moves(session)
         if move_id is None:
-            listed = await list_moves(session)
             if not listed:
                 raise BadInput(f"no moves recorded on {target.label}")
             move_id = listed[0].move_id
     except BaseException:
         session.close()
         raise
-    return FollowedMove(session, move_id=move_id)
+    move = FollowedMove(session, move_id=move_id)
+    move.started_by = next((m.started_by for m in listed if m.move_id == move_id), None)
+    return move
 
 
 async def list_moves(session: TargetSession) -> list[ListedEvent]:
@@ -455,6 +462,7 @@ class FollowedMove(_EventSource):
         self.session = session
         self.target = session.target
         self.move_id = move_id
+        self.started_by: str | None = None  # USER@HOST that started it, when known
         self.reconnect_delays = tuple(reconnect_delays)
         self.exit_status: int | None = None
         self.stderr_text = ""
@@ -465,6 +473,7 @@ class FollowedMove(_EventSource):
         self._current: MoverProcess | None = None
 
     async def start(self, request: MoveRequest) -> None:
+        self.started_by = request.started_by
         mover = await self.session.run(request.argv("start"))
         async for event in mover.events():
             if isinstance(event, StartedEvent):

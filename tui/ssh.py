@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,11 +36,31 @@ CONNECT_TIMEOUT_S = 20
 MAX_CONCURRENT_HANDSHAKES = 8  # below OpenSSH's default MaxStartups of 10
 
 
+@dataclass(frozen=True)
+class HostKeyQuestion:
+    """An unknown host key, as the user is asked about it: once per key per run."""
+
+    alias: str  # the name the user gave: a servers.toml name, an ssh alias, a host
+    host: str
+    port: int
+    key_type: str
+    fingerprint: str
+    known_hosts: Path  # where the key is written if the user accepts it
+
+    @property
+    def where(self) -> str:
+        return _known_host_pattern(self.host, self.port)
+
+    @property
+    def explanation(self) -> str:
+        return (f"{self.alias} ({self.where}) is not a known host. Check the fingerprint with "
+                f"the server's admin; if you accept, its key is added to {self.known_hosts}.")
+
+
 class Prompter(Protocol):
     """Questions only the user can answer. The CLI asks on the terminal, the TUI in a modal."""
 
-    async def confirm_host_key(self, host: str, port: int, key_type: str,
-                               fingerprint: str) -> bool: ...
+    async def confirm_host_key(self, question: HostKeyQuestion) -> bool: ...
 
     async def ask_sudo_password(self, target: Target) -> str | None: ...
 
@@ -111,9 +132,16 @@ def _has_known_key(files: list[Path], host: str, addr: str, port: int) -> bool:
 
 
 def append_known_host(path: Path, host: str, port: int, key: asyncssh.SSHKey) -> None:
-    """Record an accepted host key the way OpenSSH does (asyncssh never writes known_hosts)."""
+    """Record an accepted host key the way OpenSSH does (asyncssh never writes known_hosts).
+
+    A line that is already there is not written again."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     line = f"{_known_host_pattern(host, port)} {key.export_public_key('openssh').decode().strip()}"
+    wanted = line.split()[:3]
+    with contextlib.suppress(FileNotFoundError):
+        if any(known.split()[:3] == wanted
+               for known in path.read_text(encoding="utf-8", errors="replace").splitlines()):
+            return
     with open(path, "a", encoding="utf-8") as handle:
         if handle.tell() and not path.read_bytes().endswith(b"\n"):
             handle.write("\n")
@@ -122,6 +150,96 @@ def append_known_host(path: Path, host: str, port: int, key: asyncssh.SSHKey) ->
 
 def _describe(target: Target) -> str:
     return target.label
+
+
+# One answer per unknown host key per run (per event loop): every connection that meets the key
+# while the question is open waits for that one answer, and later ones get it without asking.
+_host_key_answers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str, int, str], asyncio.Future[bool]]] = (
+    weakref.WeakKeyDictionary())
+
+
+async def _ask_once(question: HostKeyQuestion, key: asyncssh.SSHKey, prompter: Prompter) -> bool:
+    """The user's answer about `key`; asked at most once per run, the key written on yes."""
+    loop = asyncio.get_running_loop()
+    answers = _host_key_answers.setdefault(loop, {})
+    which = (str(question.known_hosts), question.host, question.port, question.fingerprint)
+    pending = answers.get(which)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    pending = answers[which] = loop.create_future()
+    try:
+        accepted = await prompter.confirm_host_key(question)
+        if accepted:
+            _remember_host_key(question, key)
+    except BaseException as exc:
+        del answers[which]  # never answered: the next connection may ask again
+        pending.set_exception(exc if isinstance(exc, ServermoveError) else HostKeyUnknown(
+            f"the question about the host key of {question.alias} was not answered",
+            host=question.host, port=question.port, key_type=question.key_type,
+            fingerprint=question.fingerprint))
+        pending.exception()  # retrieved: nobody else may be waiting
+        raise
+    pending.set_result(accepted)
+    return accepted
+
+
+def _remember_host_key(question: HostKeyQuestion, key: asyncssh.SSHKey) -> None:
+    try:
+        append_known_host(question.known_hosts, question.host, question.port, key)
+    except OSError as exc:
+        raise ServermoveError(f"cannot write the host key of {question.alias} to "
+                              f"{question.known_hosts}: {exc.strerror or exc}") from None
+
+
+def _ssh_command_hint(target: Target, settings: SshSettings) -> str:
+    """The OpenSSH command that reaches `target` through the same config (alias, port, user)."""
+    assert target.host is not None
+    argv = ["ssh", "-o", "StrictHostKeyChecking=ask"]
+    for config in settings.config_files or ():
+        argv += ["-F", str(config)]
+    if target.port:
+        argv += ["-p", str(target.port)]
+    argv.append(f"{target.user}@{target.host}" if target.user else target.host)
+    return shlex.join(argv)
+
+
+def _file_holding(files: list[Path], host: str, addr: str, port: int) -> Path:
+    """The known_hosts file whose line for the host no longer matches its key."""
+    return next((f for f in files if _has_known_key([f], host, addr, port)), files[0])
+
+
+async def _settle_unknown_key(target: Target, settings: SshSettings, prompter: Prompter | None,
+                              options: asyncssh.SSHClientConnectionOptions,
+                              offered: tuple[str, str, int, asyncssh.SSHKey]) -> None:
+    """Return once the offered key is trusted (the user said yes); raise when it is not."""
+    host, addr, port, key = offered
+    files = _known_hosts_files(options)
+    fingerprint = key.get_fingerprint("sha256")
+    key_type = key.get_algorithm()
+    if _has_known_key(files, host, addr, port):
+        stale = shlex.join(["ssh-keygen", "-R", _known_host_pattern(host, port), "-f",
+                            str(_file_holding(files, host, addr, port))])
+        raise HostKeyChanged(
+            f"WARNING: the host key of {_describe(target)} ({host}:{port}) has CHANGED: "
+            f"it now offers {key_type} {fingerprint}, which matches none of the keys in "
+            f"{', '.join(map(str, files))}. This may be an attack; refused. If the server "
+            f"was really reinstalled, remove its old line with {stale}")
+    if not (settings.interactive and prompter is not None):
+        raise HostKeyUnknown(
+            f"{_describe(target)} ({host}:{port}) is not a known host: it offers "
+            f"{key_type} {fingerprint}. Check the fingerprint with the server's admin, "
+            f"then accept it by running servermove in a terminal, or with "
+            f"{_ssh_command_hint(target, settings)}",
+            host=host, port=port, key_type=key_type, fingerprint=fingerprint)
+    question = HostKeyQuestion(alias=_describe(target), host=host, port=port,
+                               key_type=key_type, fingerprint=fingerprint,
+                               known_hosts=files[0])
+    if not await _ask_once(question, key, prompter):
+        raise HostKeyUnknown(f"host key of {_describe(target)} rejected; nothing was done "
+                             "(servermove asks again the next time it starts)",
+                             host=host, port=port, key_type=key_type,
+                             fingerprint=fingerprint)
 
 
 async def connect_target(target: Target, settings: SshSettings,
@@ -147,30 +265,6 @@ async def connect_target(target: Target, settings: SshSettings,
             if witness.offered is None:
                 raise HostKeyChanged(f"{_describe(target)}: host key not accepted ({exc.reason}); "
                                      "check known_hosts") from None
-            host, addr, port, key = witness.offered
-            files = _known_hosts_files(options)
-            fingerprint = key.get_fingerprint("sha256")
-            key_type = key.get_algorithm()
-            if _has_known_key(files, host, addr, port):
-                raise HostKeyChanged(
-                    f"WARNING: the host key of {_describe(target)} ({host}:{port}) has CHANGED: "
-                    f"it now offers {key_type} {fingerprint}, which matches none of the keys in "
-                    f"{', '.join(map(str, files))}. This may be an attack; refused. If the server "
-                    f"was really reinstalled, remove its old line with "
-                    f"ssh-keygen -R '{_known_host_pattern(host, port)}'") from None
-            unknown = HostKeyUnknown(
-                f"{_describe(target)} ({host}:{port}) is not a known host: it offers {key_type} "
-                f"{fingerprint}. Check the fingerprint with the server's admin, then accept it "
-                f"by running servermove in a terminal, or with "
-                f"ssh -o StrictHostKeyChecking=ask -p {port} {host}",
-                host=host, port=port, key_type=key_type, fingerprint=fingerprint)
-            if not (settings.interactive and prompter is not None):
-                raise unknown from None
-            if not await prompter.confirm_host_key(host, port, key_type, fingerprint):
-                raise HostKeyUnknown(f"host key of {_describe(target)} rejected; nothing was done",
-                                     host=host, port=port, key_type=key_type,
-                                     fingerprint=fingerprint) from None
-            append_known_host(files[0], host, port, key)
         except asyncssh.PermissionDenied:
             user = options.username or os.environ.get("USER", "")
             raise AuthFailed(f"{_describe(target)}: authentication failed as {user!r}: check the "
@@ -183,4 +277,7 @@ async def connect_target(target: Target, settings: SshSettings,
         except OSError as exc:
             raise HostUnreachable(f"{_describe(target)}: cannot reach {options.host}:"
                                   f"{options.port}: {exc.strerror or exc}") from None
+        # Not known: asked about (outside the except, so no error drags this one along).
+        assert witness.offered is not None
+        await _settle_unknown_key(target, settings, prompter, options, witness.offered)
     raise ServermoveError(f"{_describe(target)}: host key still not accepted after adding it")

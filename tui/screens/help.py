@@ -12,7 +12,7 @@ from tui.screens.modals import Dialog
 
 
 def _key_name(key: str) -> str:
-    names = {"question_mark": "?", "escape": "esc", "delete": "del"}
+    names = {"question_mark": "?", "escape": "esc", "delete": "del", "slash": "/"}
     return " / ".join(names.get(k.strip(), k.strip()) for k in key.split(","))
 
 

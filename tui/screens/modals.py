@@ -12,6 +12,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from tui.formatting import human_count, human_size, open_files_sentences
 from tui.protocol import PlanEvent
+from tui.ssh import HostKeyQuestion
 
 
 class Dialog(ModalScreen):
@@ -90,19 +91,16 @@ class HostKeyScreen(Dialog):
 
     ESCAPE_RESULT = False
 
-    def __init__(self, host: str, port: int, key_type: str, fingerprint: str) -> None:
+    def __init__(self, question: HostKeyQuestion) -> None:
         super().__init__()
-        self.host, self.port, self.key_type, self.fingerprint = host, port, key_type, fingerprint
+        self.question = question
 
     def compose(self) -> ComposeResult:
-        where = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
         with Vertical(classes="dialog"):
             yield Label("Unknown host key", classes="dialog-title")
-            yield Static(Text(f"{where} is not in your known_hosts. Check the fingerprint "
-                              "with the server's admin before you accept it."),
-                         classes="dialog-body")
-            yield Static(Text(f"{self.key_type}  {self.fingerprint}", style="bold"),
-                         id="fingerprint")
+            yield Static(Text(self.question.explanation), classes="dialog-body")
+            yield Static(Text(f"{self.question.key_type}  {self.question.fingerprint}",
+                              style="bold"), id="fingerprint")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Accept and remember", id="accept", variant="warning")
                 yield Button("Reject", id="reject", variant="primary")

@@ -1,11 +1,14 @@
-"""The Moves Log: every recorded move, newest first, filtered by server and result; and one move
-in full with its timeline.
+"""The Moves Log: every recorded move, newest first (or sorted by any column), filtered by server,
+result, who started it and any text; and one move in full with its timeline.
 
 Reads the moves log (tui.history) when shown and again whenever a move ends. Paths and errors come
 from servers, so they are shown as plain text, never as markup.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -14,12 +17,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, Select, Static
+from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
 
 from tui.formatting import (
     FINISHED_RESULTS,
     LOG_COLUMNS,
     RESULT_STYLES,
+    fit_log_columns,
     human_duration,
     human_rate,
     local_time,
@@ -28,7 +32,7 @@ from tui.formatting import (
     of_total,
     parse_iso,
 )
-from tui.history import MoveHistory, MoveRecord
+from tui.history import ELSEWHERE, HERE, MoveHistory, MoveRecord, started_by_matches, this_machine
 from tui.messages import JournalMerged, MoveFinished
 from tui.protocol import DataState
 
@@ -36,9 +40,22 @@ ALL = ""  # the "all" choice of a filter; no server is named "" and no result is
 UNFINISHED = "unfinished"
 RESULT_CHOICES = [("all results", ALL), *((name, name) for name in FINISHED_RESULTS),
                   (UNFINISHED, UNFINISHED)]
+STARTED_BY_CHOICES = [("anyone", ALL), ("this machine", HERE), ("other machines", ELSEWHERE)]
 TIME_WITH_ZONE = "%Y-%m-%d %H:%M:%S %Z"
 ROUTE = LOG_COLUMNS[-1]
 MIN_ROUTE_WIDTH = 24  # narrower than this, the table scrolls sideways instead
+ROUTE_WANTED_WIDTH = 30  # columns are left out, least useful first, to give the route this much
+SORT_KEYS: dict[str, Callable[[MoveRecord], Any]] = {
+    "started": lambda r: r.started_ts,
+    "server": lambda r: r.server.lower(),
+    "started by": lambda r: r.startedBy or "",
+    "result": lambda r: r.phase,
+    "size": lambda r: r.bytesTotal,
+    "files": lambda r: r.filesTotal,
+    "time": lambda r: r.duration or 0.0,
+    "avg rate": lambda r: r.averageRate or 0.0,
+    ROUTE: lambda r: (r.source, r.destination),
+}
 
 VERIFY_WORDS = {
     "checksum": "checksum: every file's contents compared with the source",
@@ -60,11 +77,42 @@ def matches_result(record: MoveRecord, result: str) -> bool:
 
 
 def middle_ellipsis(text: str, width: int) -> str:
-    """`/srv/postgres/16/main → /data/postgres/16/main` in `width` cells: both ends kept."""
+    """`/srv/postgres/16/main` in `width` cells: both ends kept."""
     if len(text) <= width:
         return text
     head = (width - 1) // 2
     return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
+
+
+def shorten_route(source: str, destination: str, width: int) -> str:
+    """`source → destination` in `width` cells: each path shortened in its middle, the arrow
+    always shown; a short path leaves its room to the other."""
+    arrow = " → "
+    route = f"{source}{arrow}{destination}"
+    if len(route) <= width:
+        return route
+    room = max(2, width - len(arrow))
+    source_width = min(len(source), max(room - len(destination), room // 2))
+    return (f"{middle_ellipsis(source, max(1, source_width))}{arrow}"
+            f"{middle_ellipsis(destination, max(1, room - source_width))}")
+
+
+def matches_text(record: MoveRecord, text: str) -> bool:
+    """Whether `text` (any case) is in the move's server, paths, result, starter, error or id."""
+    if not text:
+        return True
+    haystack = " ".join(str(value) for value in (
+        record.server, record.target, record.source, record.destination, record.phase,
+        record.startedBy or "", record.error or "", record.moveId))
+    return text.casefold() in haystack.casefold()
+
+
+def started_by_words(started_by: str | None) -> str:
+    if started_by is None:
+        return "not known (recorded before servermove kept it)"
+    if started_by == this_machine():
+        return f"this machine ({started_by})"
+    return f"{started_by} (another machine)"
 
 
 def both_times(iso: str | None) -> str:
@@ -123,6 +171,7 @@ def summary_table(record: MoveRecord) -> Table:
         ("Result", result),
         ("Server", Text(record.server if record.server == record.target
                         else f"{record.server} ({record.target})")),
+        ("Started by", Text(started_by_words(record.startedBy))),
         ("From", Text(record.source)),
         ("To", Text(record.destination)),
         ("Data", data_state_words(record)),
@@ -164,14 +213,27 @@ def timeline_table(record: MoveRecord) -> Table:
     return table
 
 
+class MovesTable(DataTable):
+    """The moves, one a row: Home and End go to the first and the last."""
+
+    BINDINGS = [
+        Binding("home", "scroll_top", "First", show=False),
+        Binding("end", "scroll_bottom", "Last", show=False),
+    ]
+
+
 class MovesLogScreen(Screen):
     """Every recorded move; opened from the dashboard (all servers) or a server (its moves)."""
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("enter", "open_move", "Details", show=False),
-        Binding("s", "focus_filter('server-filter')", "Server filter"),
-        Binding("r", "focus_filter('result-filter')", "Result filter"),
+        Binding("slash", "text_filter", "Filter"),
+        Binding("o", "sort_next", "Sort"),
+        # Listed under ? (the footer keeps to what fits at 80 columns).
+        Binding("s", "focus_filter('server-filter')", "Server filter", show=False),
+        Binding("r", "focus_filter('result-filter')", "Result filter", show=False),
+        Binding("b", "focus_filter('started-by-filter')", "Started-by filter", show=False),
         Binding("question_mark", "app.help", "Help"),
     ]
 
@@ -181,6 +243,8 @@ class MovesLogScreen(Screen):
         self.records: list[MoveRecord] = []
         self._warned: set[str] = set()
         self._server_choices: list[str] = []
+        self.sort_column = "started"
+        self.sort_reverse = True  # newest first
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -191,20 +255,23 @@ class MovesLogScreen(Screen):
             yield Label("Result", classes="filter-label")
             yield Select(RESULT_CHOICES, value=ALL, allow_blank=False, compact=True,
                          id="result-filter")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="moves")
+            yield Label("By", classes="filter-label")
+            yield Select(STARTED_BY_CHOICES, value=ALL, allow_blank=False, compact=True,
+                         id="started-by-filter")
+        yield Input(placeholder="filter: any text in server, paths, result, error (esc clears)",
+                    id="text-filter")
+        yield MovesTable(cursor_type="row", zebra_stripes=True, id="moves")
         yield Static("", id="empty-hint", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
         self.title = "servermove"
         self.sub_title = "moves log"
-        table = self.query_one(DataTable)
-        for name in LOG_COLUMNS:
-            table.add_column(log_header(name), key=name)
+        self.query_one("#text-filter", Input).display = False
         self.load()
         if self.initial_server:
             self.query_one("#server-filter", Select).value = self.initial_server
-        table.focus()
+        self.query_one(DataTable).focus()
 
     def on_move_finished(self, _: MoveFinished) -> None:
         self.load()
@@ -243,63 +310,96 @@ class MovesLogScreen(Screen):
                                 *((Text(name), name) for name in self._server_choices)])
             select.value = value
 
+    def _filter_value(self, select_id: str) -> str:
+        value = self.query_one(f"#{select_id}", Select).value
+        return value if isinstance(value, str) else ALL
+
     @property
     def server_filter(self) -> str:
-        value = self.query_one("#server-filter", Select).value
-        return value if isinstance(value, str) else ALL
+        return self._filter_value("server-filter")
 
     @property
     def result_filter(self) -> str:
-        value = self.query_one("#result-filter", Select).value
-        return value if isinstance(value, str) else ALL
+        return self._filter_value("result-filter")
+
+    @property
+    def started_by_filter(self) -> str:
+        return self._filter_value("started-by-filter")
+
+    @property
+    def text_filter(self) -> str:
+        return self.query_one("#text-filter", Input).value.strip()
 
     @property
     def shown(self) -> list[MoveRecord]:
-        return [record for record in self.records
-                if self.server_filter in (ALL, record.server)
-                and matches_result(record, self.result_filter)]
+        started_by, text = self.started_by_filter, self.text_filter
+        shown = [record for record in self.records
+                 if self.server_filter in (ALL, record.server)
+                 and matches_result(record, self.result_filter)
+                 and (started_by == ALL or started_by_matches(record.startedBy, started_by))
+                 and matches_text(record, text)]
+        # Newest first among equals, whatever the column.
+        shown.sort(key=lambda r: r.started_ts, reverse=True)
+        shown.sort(key=SORT_KEYS[self.sort_column], reverse=self.sort_reverse)
+        return shown
 
     def on_resize(self) -> None:
         self.show_records()  # the routes get the width there is
 
     @on(Select.Changed)
+    @on(Input.Changed, "#text-filter")
     def show_records(self) -> None:
         table = self.query_one(DataTable)
         selected = self.selected_move_id
-        table.clear()
         shown = self.shown
         rows = [log_cells(record) for record in shown]
-        route_width = self.route_width(rows)
+        columns, route_width = self.table_layout(rows)
+        table.clear(columns=True)
+        for name in columns:
+            table.add_column(self.column_header(name), key=name)
         for record, cells in zip(shown, rows, strict=True):
-            route = cells[ROUTE]
-            if route.cell_len > route_width:
-                cells[ROUTE] = Text(middle_ellipsis(route.plain, route_width))
-            table.add_row(*(cells[name] for name in LOG_COLUMNS), key=record.moveId)
+            if cells[ROUTE].cell_len > route_width:
+                cells[ROUTE] = Text(shorten_route(record.source, record.destination,
+                                                  route_width))
+            table.add_row(*(cells[name] for name in columns), key=record.moveId)
         if selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
         table.display = bool(shown)
-        if not self.records:
-            hint = ("No moves recorded yet. Every move you start, here or with "
-                    "`servermove move`, is listed here.")
-        elif self.server_filter and not any(r.server == self.server_filter for r in self.records):
-            hint = f"No moves recorded for {self.server_filter} yet."
-        elif not shown:
-            hint = "No moves match these filters."
-        else:
-            hint = ""
-        self.query_one("#empty-hint", Static).update(hint)
+        self.query_one("#empty-hint", Static).update(self.empty_hint(shown))
 
-    def route_width(self, rows: list[dict[str, Text]]) -> int:
-        """The width left for the route once the other columns have theirs: a long route is
-        shortened in the middle (the detail shows it whole) rather than scrolled out of view."""
+    def empty_hint(self, shown: list[MoveRecord]) -> str:
+        if not self.records:
+            return ("No moves recorded yet. Every move you start, here or with "
+                    "`servermove move`, is listed here.")
+        if self.server_filter and not any(r.server == self.server_filter for r in self.records):
+            return f"No moves recorded for {self.server_filter} yet."
+        if not shown:
+            return "No moves match these filters."
+        return ""
+
+    def column_header(self, name: str) -> Text:
+        heading = log_header(name)
+        if name == self.sort_column:
+            heading.append("▼" if self.sort_reverse else "▲")
+        return heading
+
+    def table_layout(self, rows: list[dict[str, Text]]) -> tuple[list[str], int]:
+        """The columns to show and the width left for the route. A long route is shortened in
+        the middle of each path (the detail shows it whole); where even that leaves it too
+        narrow, the least useful columns are left out rather than the route scrolled away."""
         table = self.query_one(DataTable)
         padding = 2 * table.cell_padding
-        others = sum(padding + max([len(name), *(cells[name].cell_len for cells in rows)])
-                     for name in LOG_COLUMNS if name != ROUTE)
         width = table.size.width - table.styles.border.spacing.width
         if len(rows) + table.header_height > table.size.height:
             width -= table.styles.scrollbar_size_vertical
-        return max(MIN_ROUTE_WIDTH, width - others - padding)
+        widths = {name: padding + max([self.column_header(name).cell_len,
+                                       *(cells[name].cell_len for cells in rows)])
+                  for name in LOG_COLUMNS if name != ROUTE}
+        longest = max([len(ROUTE), *(cells[ROUTE].cell_len for cells in rows)])
+        columns = fit_log_columns(widths, width - padding, min(longest, ROUTE_WANTED_WIDTH),
+                                  keep=self.sort_column)
+        left = width - padding - sum(widths[c] for c in columns if c != ROUTE)
+        return columns, max(MIN_ROUTE_WIDTH, left)
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -316,10 +416,47 @@ class MovesLogScreen(Screen):
         if record is not None:
             self.app.push_screen(MoveDetailScreen(record))
 
+    @on(DataTable.HeaderSelected)
+    def sort_by_header(self, event: DataTable.HeaderSelected) -> None:
+        self.sort_by(str(event.column_key.value))
+
+    def sort_by(self, column: str) -> None:
+        """Sort by `column`; again by the same column reverses the order."""
+        if column == self.sort_column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            # Times newest first and sizes biggest first; words from A.
+            self.sort_column = column
+            self.sort_reverse = column not in ("server", "started by", "result", ROUTE)
+        self.show_records()
+
+    def action_sort_next(self) -> None:
+        """The next column shown becomes the sort column."""
+        names = [str(column.key.value) for column in self.query_one(DataTable).ordered_columns]
+        if not names:
+            return
+        index = names.index(self.sort_column) if self.sort_column in names else -1
+        self.sort_by(names[(index + 1) % len(names)])
+
+    def action_text_filter(self) -> None:
+        text_filter = self.query_one("#text-filter", Input)
+        text_filter.display = True
+        text_filter.focus()
+
+    @on(Input.Submitted, "#text-filter")
+    def text_filter_done(self) -> None:
+        self.query_one(DataTable).focus()
+
     def action_focus_filter(self, filter_id: str) -> None:
         self.query_one(f"#{filter_id}", Select).focus()
 
     def action_back(self) -> None:
+        text_filter = self.query_one("#text-filter", Input)
+        if text_filter.display:  # esc first clears the text filter, then leaves
+            text_filter.value = ""
+            text_filter.display = False
+            self.query_one(DataTable).focus()
+            return
         self.dismiss()
 
 
