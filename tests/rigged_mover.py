@@ -9,11 +9,14 @@
   filesystem that cannot map files.
 - `corrupt-copy`: a disk that returns bad data: one byte of each chunk of a big file's copy is
   flipped after the chunk is written and before the verifier hears of it.
+- `slow-clean`: each source file is removed a tenth of a second after its check, so that a test
+  can catch the move in its cleaning phase (with `inline`: one file at a time).
 """
 
 import importlib.util
 import os
 import sys
+import time
 
 MOVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "remote",
                      "mover.py")
@@ -36,6 +39,17 @@ def corrupt_each_chunk(mover) -> None:
     mover.Move.copy_range = rigged
 
 
+def slow_cleaning(mover) -> None:
+    remove = mover.Move.remove
+
+    def rigged(self, func, path):
+        if func is os.unlink:
+            time.sleep(0.1)
+        return remove(self, func, path)
+
+    mover.Move.remove = rigged
+
+
 def main() -> int:
     spec = importlib.util.spec_from_file_location("servermove_mover", MOVER)
     assert spec is not None and spec.loader is not None
@@ -50,6 +64,8 @@ def main() -> int:
             mover.Verifier.MAP_COPIES = False
         elif way == "corrupt-copy":
             corrupt_each_chunk(mover)
+        elif way == "slow-clean":
+            slow_cleaning(mover)
         else:
             raise SystemExit(f"rigged_mover.py: unknown way {way!r}")
     return mover.main(argv)
