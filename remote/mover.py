@@ -2079,14 +2079,20 @@ def lock_source(root, src, holder):
     source_lock = try_lock(lock_path)
     if source_lock is None:
         with open(lock_path, "rb") as handle:
-            other = handle.read().decode("ascii", "replace").strip() or "another move"
+            other = handle.read().decode("ascii", "replace").strip()
+        if not other:  # its id could not be written (a full journal disk)
+            raise Refused("%s is already being moved by another move: wait for it to end"
+                          % show(src))
         if other.endswith(" foreground"):  # `mover.py move`: no journal to follow
             raise Refused("%s is already being moved (move %s, run in the foreground): wait "
                           "for it to end" % (show(src), other.split()[0]))
         raise Refused("%s is already being moved (move %s): wait for it, or follow it with: "
                       "servermove attach TARGET %s" % (show(src), other, other))
-    os.ftruncate(source_lock, 0)
-    os.write(source_lock, holder.encode("ascii"))
+    try:
+        os.ftruncate(source_lock, 0)
+        os.write(source_lock, holder.encode("ascii"))
+    except OSError:
+        pass  # a full journal disk: the lock holds all the same, a refusal names no move
     return source_lock
 
 

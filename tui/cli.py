@@ -211,7 +211,7 @@ def summary_line(model: MoveProgress) -> str:
     if model.phase is Phase.COMPLETE:
         rate = human_rate(model.average_rate) if model.average_rate else "—"
         return (f"moved {human_size(model.bytes_total)} in {model.files_total:,} files in "
-                f"{human_duration(model.elapsed)} ({rate})")
+                f"{human_duration(model.elapsed)} ({rate}){model.reused_note}")
     return model.outcome()
 
 

@@ -107,6 +107,7 @@ class ProgressEvent:
     files_verified: int = 0
     data_state: DataState | None = None
     method: str | None = None
+    bytes_reused: int = 0  # of bytes_copied: taken over from a move cut short, not copied again
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +225,7 @@ def _data_state(value: Any) -> DataState | None:
 
 
 _PROGRESS_COUNTERS = ("bytesTotal", "bytesCopied", "filesTotal", "filesCopied", "bytesVerified",
-                      "filesVerified")
+                      "filesVerified", "bytesReused")
 
 
 def _progress(data: dict[str, Any]) -> ProgressEvent:
@@ -234,9 +235,10 @@ def _progress(data: dict[str, Any]) -> ProgressEvent:
     bytes_total, bytes_copied = get("bytesTotal", 0), get("bytesCopied", 0)
     files_total, files_copied = get("filesTotal", 0), get("filesCopied", 0)
     bytes_verified, files_verified = get("bytesVerified", 0), get("filesVerified", 0)
+    bytes_reused = get("bytesReused", 0)
     seq = get("seq")
     if not (type(bytes_total) is type(bytes_copied) is type(files_total) is type(files_copied)
-            is type(bytes_verified) is type(files_verified) is int
+            is type(bytes_verified) is type(files_verified) is type(bytes_reused) is int
             and (seq is None or type(seq) is int)):
         for key in _PROGRESS_COUNTERS:
             _int(data, key)
@@ -258,6 +260,7 @@ def _progress(data: dict[str, Any]) -> ProgressEvent:
         files_verified=files_verified,
         data_state=_data_state(get("dataState")),
         method=_text(get("method")),
+        bytes_reused=bytes_reused,
     )
 
 
