@@ -1467,7 +1467,12 @@ class Move:
         anything else is refused, without ever advising to delete what may be the only copy."""
         dead = self.dead_moves(real_src, real_dst)
         stagings = set(os.path.basename(m.staging) for m in dead if m.staging)
-        if all(name in stagings for name in names):
+        rest = [name for name in names if name not in stagings]
+        if rest == [b"lost+found"] and rest != names and self.dst_is_mount and \
+                not os.listdir(join(self.dst, b"lost+found")) and \
+                not os.path.lexists(join(self.src, b"lost+found")):
+            rest = []  # a new filesystem's own empty lost+found, beside a dead move's staging
+        if not rest:
             return
         published = [m for m in dead if m.published()]
         if published:
