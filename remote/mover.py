@@ -420,7 +420,7 @@ class Move:
         self.inodes_needed = 0
         self.staging = None
         self.dst_is_mount = False
-        self.resume = None  # a DeadMoves this move takes over (see the journal), or None
+        self.resume = None  # a DeadMove this move takes over (see the journal), or None
         self.recorder = None  # a detached worker's Recorder of finished copies
         self.finishing = False  # True: only the cleaning of the dead move in self.resume is left
         self._dead_moves = None
@@ -2354,6 +2354,8 @@ class DeadMove:
         try:
             state = read_state(self.mdir) or self.state
             state["takenOverBy"] = move_id
+            if state.get("error"):  # what `list` shows: no longer "run it again"
+                state["error"] += " [since taken over by move %s, which ran it again]" % move_id
             write_atomically(os.path.join(self.mdir, b"state.json"),
                              json.dumps(state, ensure_ascii=True).encode("ascii"))
             with contextlib.suppress(OSError):

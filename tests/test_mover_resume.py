@@ -334,3 +334,25 @@ def assert_reading_twice_repairs_nothing(mdir: Path) -> None:
         assert attached.returncode == 1 and attached.progress()[-1]["phase"] == "error"
     assert (mdir / "events.jsonl").read_bytes() == events
     assert len(terminal_events(mdir)) == 1
+
+
+def test_the_free_space_check_counts_what_the_dead_staging_holds(public_tmp, public_root):
+    """4 MiB of disk, 3 MB to move, 2 MB of it already in the dead move's staging: without
+    counting those, the retry would be refused for space its own leftovers take."""
+    src = public_tmp / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"part-{i}.bin").write_bytes(os.urandom(500_000))
+    before = snapshot_tree(src)
+    with mounted_tmpfs("4m", parent=public_root, mode="0777") as disk:
+        started = mover(sys.executable, "start", "--bwlimit", "1M", src, disk / "dst")
+        mdir = Path(started.subjects("move.started")[0]["journal"])
+        wait_until("four copies recorded", lambda: len(records(mdir)) >= 4)
+        kill_worker(mdir)
+        again = mover(sys.executable, "move", src, disk / "dst")
+        assert again.returncode == 0, again.last
+        plan = again.subjects("move.plan")[0]
+        assert plan["dstFreeBytes"] < plan["bytesTotal"]  # it would not fit a second time
+        assert again.progress()[-1]["bytesReused"] >= 2_000_000
+        assert diff_snapshots(before, snapshot_tree(disk / "dst")) == []
+        assert sorted(p.name for p in disk.iterdir()) == ["dst"]
