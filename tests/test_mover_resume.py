@@ -22,6 +22,8 @@ from tests.cli_support import servermove, start_json_move, wait_for_copying
 from tests.fstree import build_everything_tree, diff_snapshots, snapshot_tree
 from tests.harness import SshServer, as_user, fill_up, mounted_tmpfs, run
 from tests.test_mover import MOVER, RIGGED_MOVER, USER_PYTHON, check_stream, mover
+from tui import protocol
+from tui.cli import _plan_line
 
 STAGING = ".servermove-staging-"
 
@@ -96,6 +98,13 @@ def big_parts_recorded(mdir: Path) -> int:
     return len([r for r in records(mdir) if r[0].startswith("part-")])
 
 
+def plan_text(stdout: str) -> str:
+    """The plan line the CLI shows without --json, from the plan event of a --json run."""
+    [event] = [e for e in map(protocol.parse_line, stdout.splitlines())
+               if isinstance(e, protocol.PlanEvent)]
+    return _plan_line(event)
+
+
 def start_and_kill_mid_copy(sshd: SshServer, src: Path, dst: Path, journal: Path) -> Path:
     """Start the move through sshd, throttled; SIGKILL its worker once the journal has recorded
     two of the big files as copied (the client is killed first: nobody is watching). Its
@@ -133,6 +142,8 @@ def test_killed_while_copying_the_same_move_again_resumes_it(sshd, public_tmp, t
     again = ssh_cli(sshd, "move", "--json", sshd.alias, src, dst, timeout=120)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr
     assert plan_of(again.stdout)["resumes"]["moveId"] == dead.name
+    assert f"resumes move {dead.name}, cut short: its finished copies are reused" in plan_text(
+        again.stdout)
     last = progress_of(again.stdout)[-1]
     assert last["phase"] == "complete"
     assert 0 < last["bytesReused"] < last["bytesCopied"] == last["bytesTotal"]
@@ -195,6 +206,8 @@ def test_killed_while_cleaning_the_same_move_again_finishes_it(sshd, public_tmp,
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr
     assert plan_of(again.stdout)["resumes"] == {"moveId": move_id, "finishes": True,
                                                 "staging": None}
+    assert f"plan: finish move {move_id}, cut short while removing the source" in plan_text(
+        again.stdout)
     phases = [p["phase"] for p in progress_of(again.stdout)]
     assert phases[0] == "calculating" and phases[-2:] == ["cleaning", "complete"]
     assert "copying" not in phases

@@ -197,11 +197,17 @@ def _phase_trail(model: MoveProgress) -> str:
 def _plan_line(plan: PlanEvent) -> str:
     if not plan.counted:
         return "plan: rename (same filesystem: one atomic step, nothing to copy)"
+    if plan.finishes:
+        return (f"plan: finish move {plan.resumes}, cut short while removing the source: "
+                f"{plan.files_total:,} entries left in it are checked against the destination, "
+                "then removed")
     how = "rename (same filesystem)" if plan.method == "rename" else "copy across filesystems"
     text = (f"plan: {how}, {human_size(plan.bytes_total)} in {plan.files_total:,} files and "
             f"{plan.dirs_total:,} directories, verify {plan.verify}")
     if plan.dst_free_bytes is not None and plan.method == "copy":
         text += f"; {human_size(plan.dst_free_bytes - plan.bytes_total)} free after"
+    if plan.resumes:
+        text += f"; resumes move {plan.resumes}, cut short: its finished copies are reused"
     return text
 
 

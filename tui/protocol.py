@@ -82,6 +82,8 @@ class PlanEvent:
     move_id: str | None = None
     seq: int | None = None
     counted: bool = True  # False: a rename, done without walking the tree (totals are 0)
+    resumes: str | None = None  # the id of a move cut short that this one takes over
+    finishes: bool = False  # True: only that move's cleaning was left, and this move does it
 
 
 @dataclass(slots=True)
@@ -282,7 +284,14 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
         move_id=_opt_str(data, "moveId"),
         seq=_opt_int(data, "seq"),
         counted=data.get("counted") is not False,
+        **_resumes(data.get("resumes")),
     )
+
+
+def _resumes(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {}
+    return {"resumes": _text(value.get("moveId")), "finishes": value.get("finishes") is True}
 
 
 def _hello(data: dict[str, Any]) -> HelloEvent:
