@@ -752,8 +752,9 @@ class Move:
             need = self.blocks_needed + self.dirs_total * dst_vfs.f_frsize
             if need > dst_free:
                 raise Refused("not enough space on %s: need %s, %s free — free some space or "
-                              "pick another destination" % (show(dst_mount[1]), human(need),
-                                                            human(dst_free)))
+                              "pick another destination%s" % (show(dst_mount[1]), human(need),
+                                                              human(dst_free),
+                                                              self.dead_staging_note()))
             if dst_vfs.f_files and self.inodes_needed > dst_vfs.f_favail:
                 raise Refused("not enough free inodes on %s: need %d, %d free — free some or "
                               "pick another destination" % (show(dst_mount[1]),
@@ -1501,6 +1502,14 @@ class Move:
                 dead.load_records()
                 self.resume = dead
                 return
+
+    def dead_staging_note(self):
+        """For a refusal for space: the dead move's staging taken over holds some of it."""
+        if self.resume is None or self.finishing:
+            return ""
+        return ("; %s, the partial copy left by the move %s cut short, takes space there too "
+                "(its files that can be reused are counted as copied; delete it to start afresh)"
+                % (show(self.resume.staging), self.resume.move_id))
 
     def resume_summary(self):
         """What the plan says of a dead move taken over (None for a fresh move)."""

@@ -364,19 +364,28 @@ def assert_reading_twice_repairs_nothing(mdir: Path) -> None:
     assert len(terminal_events(mdir)) == 1
 
 
+def kill_after_four_copies(src: Path, dst: Path) -> Path:
+    started = mover(sys.executable, "start", "--bwlimit", "1M", src, dst)
+    mdir = Path(started.subjects("move.started")[0]["journal"])
+    wait_until("four copies recorded", lambda: len(records(mdir)) >= 4)
+    kill_worker(mdir)
+    return mdir
+
+
+def six_parts(src: Path) -> None:
+    src.mkdir()
+    for i in range(6):
+        (src / f"part-{i}.bin").write_bytes(os.urandom(500_000))
+
+
 def test_the_free_space_check_counts_what_the_dead_staging_holds(public_tmp, public_root):
     """4 MiB of disk, 3 MB to move, 2 MB of it already in the dead move's staging: without
     counting those, the retry would be refused for space its own leftovers take."""
     src = public_tmp / "src"
-    src.mkdir()
-    for i in range(6):
-        (src / f"part-{i}.bin").write_bytes(os.urandom(500_000))
+    six_parts(src)
     before = snapshot_tree(src)
     with mounted_tmpfs("4m", parent=public_root, mode="0777") as disk:
-        started = mover(sys.executable, "start", "--bwlimit", "1M", src, disk / "dst")
-        mdir = Path(started.subjects("move.started")[0]["journal"])
-        wait_until("four copies recorded", lambda: len(records(mdir)) >= 4)
-        kill_worker(mdir)
+        kill_after_four_copies(src, disk / "dst")
         again = mover(sys.executable, "move", src, disk / "dst")
         assert again.returncode == 0, again.last
         plan = again.subjects("move.plan")[0]
@@ -384,3 +393,21 @@ def test_the_free_space_check_counts_what_the_dead_staging_holds(public_tmp, pub
         assert again.progress()[-1]["bytesReused"] >= 2_000_000
         assert diff_snapshots(before, snapshot_tree(disk / "dst")) == []
         assert sorted(p.name for p in disk.iterdir()) == ["dst"]
+
+
+def test_a_refusal_for_space_names_the_dead_staging_that_takes_it(public_tmp, public_root):
+    src = public_tmp / "src"
+    six_parts(src)
+    with mounted_tmpfs("4m", parent=public_root, mode="0777") as disk:
+        dead = kill_after_four_copies(src, disk / "dst")
+        for part in src.iterdir():  # every file changed: nothing of the staging can be reused
+            part.write_bytes(os.urandom(500_000))
+        before = snapshot_tree(src)
+        [staging] = disk.iterdir()
+        refused = mover(sys.executable, "move", src, disk / "dst")
+        assert refused.returncode == 2
+        error = refused.last["data"]["error"]
+        assert error.startswith("not enough space on")
+        assert f"{staging}, the partial copy left by the move {dead.name} cut short" in error
+        assert diff_snapshots(before, snapshot_tree(src)) == []
+        assert list(disk.iterdir()) == [staging]  # nothing written, nothing deleted
