@@ -11,6 +11,8 @@
   flipped after the chunk is written and before the verifier hears of it.
 - `slow-clean`: the source is removed a file every 3 ms, so that a test's writer can change the
   files still there while the move cleans.
+- `slower-clean`: each source file is removed a tenth of a second after its check, so that a
+  test can catch the move in its cleaning phase (with `inline`: one file at a time).
 """
 
 import importlib.util
@@ -49,6 +51,17 @@ def slow_clean(mover) -> None:
     mover.Remover.add = rigged
 
 
+def slower_cleaning(mover) -> None:
+    remove = mover.Move.remove
+
+    def rigged(self, func, path):
+        if func is os.unlink:
+            time.sleep(0.1)
+        return remove(self, func, path)
+
+    mover.Move.remove = rigged
+
+
 def main() -> int:
     spec = importlib.util.spec_from_file_location("servermove_mover", MOVER)
     assert spec is not None and spec.loader is not None
@@ -65,6 +78,8 @@ def main() -> int:
             corrupt_each_chunk(mover)
         elif way == "slow-clean":
             slow_clean(mover)
+        elif way == "slower-clean":
+            slower_cleaning(mover)
         else:
             raise SystemExit(f"rigged_mover.py: unknown way {way!r}")
     return mover.main(argv)

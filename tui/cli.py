@@ -241,6 +241,10 @@ def _plan_line(plan: PlanEvent) -> str:
     if not plan.counted:
         return _with_open_files("plan: rename (same filesystem: one atomic step, nothing to copy)",
                                 plan)
+    if plan.finishes:
+        return (f"plan: finish move {plan.resumes}, cut short while removing the source: "
+                f"{plan.files_total:,} entries left in it are checked against the destination, "
+                "then removed")
     how = "rename (same filesystem)" if plan.method == "rename" else "copy across filesystems"
     text = (f"plan: {how}, {human_size(plan.bytes_total)} in {plan.files_total:,} files and "
             f"{plan.dirs_total:,} directories, verify {plan.verify}")
@@ -248,6 +252,8 @@ def _plan_line(plan: PlanEvent) -> str:
         text += f"; {human_size(plan.dst_free_bytes - plan.space_needed)} free after"
     if plan.created_parents:
         text += f"; makes {', '.join(plan.created_parents)}"
+    if plan.resumes:
+        text += f"; resumes move {plan.resumes}, cut short: its finished copies are reused"
     return _with_open_files(text, plan)
 
 
@@ -262,7 +268,7 @@ def summary_line(model: MoveProgress) -> str:
     if model.phase is Phase.COMPLETE:
         rate = human_rate(model.average_rate) if model.average_rate else "—"
         return (f"moved {human_size(model.bytes_total)} in {model.files_total:,} files in "
-                f"{human_duration(model.elapsed)} ({rate})")
+                f"{human_duration(model.elapsed)} ({rate}){model.reused_note}")
     return model.outcome()
 
 

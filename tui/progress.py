@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tui.formatting import human_size
 from tui.protocol import (
     DataState,
     Event,
@@ -57,6 +58,7 @@ class MoveProgress:
     files_copied: int = 0
     bytes_verified: int = 0
     files_verified: int = 0
+    bytes_reused: int = 0
     current_file: str | None = None
     error: str | None = None
     data_state: DataState | None = None
@@ -145,6 +147,7 @@ class MoveProgress:
         self.files_copied = max(self.files_copied, event.files_copied)
         self.bytes_verified = max(self.bytes_verified, event.bytes_verified)
         self.files_verified = max(self.files_verified, event.files_verified)
+        self.bytes_reused = max(self.bytes_reused, event.bytes_reused)
         self.current_file = event.current_file
         if event.error:
             self.error = event.error
@@ -224,7 +227,10 @@ class MoveProgress:
 
     @property
     def phase_bytes_done(self) -> int:
-        return self.bytes_verified if self.phase is Phase.VERIFYING else self.bytes_copied
+        if self.phase is Phase.VERIFYING:
+            return self.bytes_verified
+        # Bytes reused from a move cut short arrive at once: they are no measure of the rate.
+        return self.bytes_copied - self.bytes_reused
 
     @property
     def phase_files_done(self) -> int:
@@ -298,13 +304,20 @@ class MoveProgress:
         """A same-filesystem rename: instant, and not counted (its totals say nothing)."""
         return self.plan is not None and not self.plan.counted
 
+    @property
+    def reused_note(self) -> str:
+        """What a resumed move took over from the move cut short ("" for any other move)."""
+        if not self.bytes_reused:
+            return ""
+        return f" ({human_size(self.bytes_reused)} reused from the move cut short)"
+
     def outcome(self) -> str:
         """One line in plain words: what happened and where the data is."""
         if self.phase is Phase.COMPLETE:
             if self.uncounted_rename and self.plan is not None:
                 return (f"Renamed {self.plan.src} to {self.plan.dst} (same filesystem: one "
                         "atomic rename, nothing copied).")
-            return "Move complete."
+            return f"Move complete{self.reused_note}."
         if self.phase in (Phase.ERROR, Phase.CANCELLED):
             what = "Move cancelled" if self.phase is Phase.CANCELLED else "Move failed"
             where = self.failed_phase.value if self.failed_phase else "start"

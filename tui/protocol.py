@@ -98,6 +98,8 @@ class PlanEvent:
     source_readers: tuple[SourceReader, ...] = ()
     created_parents: tuple[str, ...] = ()  # DST's missing parents the move makes
     bytes_needed: int | None = None  # space the copy takes (allocated blocks: sparse files)
+    resumes: str | None = None  # the id of a move cut short that this one takes over
+    finishes: bool = False  # True: only that move's cleaning was left, and this move does it
 
     @property
     def space_needed(self) -> int:
@@ -128,6 +130,7 @@ class ProgressEvent:
     files_verified: int = 0
     data_state: DataState | None = None
     method: str | None = None
+    bytes_reused: int = 0  # of bytes_copied: taken over from a move cut short, not copied again
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +249,7 @@ def _data_state(value: Any) -> DataState | None:
 
 
 _PROGRESS_COUNTERS = ("bytesTotal", "bytesCopied", "filesTotal", "filesCopied", "bytesVerified",
-                      "filesVerified")
+                      "filesVerified", "bytesReused")
 
 
 def _progress(data: dict[str, Any]) -> ProgressEvent:
@@ -256,9 +259,10 @@ def _progress(data: dict[str, Any]) -> ProgressEvent:
     bytes_total, bytes_copied = get("bytesTotal", 0), get("bytesCopied", 0)
     files_total, files_copied = get("filesTotal", 0), get("filesCopied", 0)
     bytes_verified, files_verified = get("bytesVerified", 0), get("filesVerified", 0)
+    bytes_reused = get("bytesReused", 0)
     seq = get("seq")
     if not (type(bytes_total) is type(bytes_copied) is type(files_total) is type(files_copied)
-            is type(bytes_verified) is type(files_verified) is int
+            is type(bytes_verified) is type(files_verified) is type(bytes_reused) is int
             and (seq is None or type(seq) is int)):
         for key in _PROGRESS_COUNTERS:
             _int(data, key)
@@ -280,6 +284,7 @@ def _progress(data: dict[str, Any]) -> ProgressEvent:
         files_verified=files_verified,
         data_state=_data_state(get("dataState")),
         method=_text(get("method")),
+        bytes_reused=bytes_reused,
     )
 
 
@@ -310,7 +315,14 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
         created_parents=tuple(str(p) for p in data.get("createdParents") or ()
                               if isinstance(p, str)),
         bytes_needed=_opt_int(data, "bytesNeeded"),
+        **_resumes(data.get("resumes")),
     )
+
+
+def _resumes(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {}
+    return {"resumes": _text(value.get("moveId")), "finishes": value.get("finishes") is True}
 
 
 def _hello(data: dict[str, Any]) -> HelloEvent:
