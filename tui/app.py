@@ -8,6 +8,7 @@ chatty mover (or twenty of them) costs at most ten repaints a second each.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -93,6 +94,11 @@ class ServerMoveApp(App[str | None]):
             self.notify(f"Picking up the move on {server.name} where it was left…")
             self.fleet.begin(server, record.destination)
             self.resume_move(server, record.moveId, record.destination, record.verify)
+        if self.cancel_moves_on_quit:
+            # The demo's data must go with it also when its terminal window is closed.
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGHUP, signal.SIGTERM):
+                loop.add_signal_handler(signum, self.quit_on_signal)
         if self.open_server_on_start in self.inventory:
             self.open_server(self.open_server_on_start, new_path=self.initial_new_path)
 
@@ -220,29 +226,46 @@ class ServerMoveApp(App[str | None]):
     def cancel_move(self, name: str) -> None:
         self.run_worker(self.fleet.cancel(name), group="cancel", exit_on_error=False)
 
-    async def action_quit(self) -> None:
-        active = [name for name in self.inventory.names if self.fleet.is_active(name)]
+    def active_moves(self) -> list[str]:
+        return [name for name in self.inventory.names if self.fleet.is_active(name)]
+
+    def action_quit(self) -> None:
+        active = self.active_moves()
         if not active:
             self.exit()
-            return
+        elif not any(worker.group == "quit" and not worker.is_finished
+                     for worker in self.workers):  # ctrl+q again while asking: one question
+            self.ask_before_quitting(active)
+
+    @work(group="quit", exit_on_error=False)
+    async def ask_before_quitting(self, active: list[str]) -> None:
+        # A worker, not the action itself: the app's own message loop must stay free to
+        # handle the keys that answer the dialog.
         if not self.cancel_moves_on_quit:
-            if await self._ask(ConfirmScreen(
+            if await self.push_screen_wait(ConfirmScreen(
                     "Moves are running",
                     f"The moves on {', '.join(active)} go on on their servers. servermove "
                     "picks them up when you open it again (or: servermove attach SERVER).",
                     yes="Quit, leave them running", no="Stay")):
                 self.exit()
             return
-        if await self._ask(ConfirmScreen(
+        if await self.push_screen_wait(ConfirmScreen(
                 "Moves are running",
                 f"Cancel the moves on {', '.join(active)} and quit? Each mover stops at a safe "
                 "point and cleans up first.", yes="Cancel moves and quit", no="Keep moving",
                 danger=True)):
-            self.cancel_all_and_exit(active)
+            await self._cancel_all_and_exit(self.active_moves())
 
-    @work(exclusive=True, group="quit", exit_on_error=False)
-    async def cancel_all_and_exit(self, names: list[str]) -> None:
-        self.notify("Cancelling: waiting for the movers to clean up…")
+    def quit_on_signal(self) -> None:
+        """SIGHUP (the terminal window closed) or SIGTERM: no one is there to ask."""
+        if any(worker.group == "quit-now" for worker in self.workers):
+            return
+        self.run_worker(self._cancel_all_and_exit(self.active_moves()), group="quit-now",
+                        exit_on_error=False)
+
+    async def _cancel_all_and_exit(self, names: list[str]) -> None:
+        if names:
+            self.notify("Cancelling: waiting for the movers to clean up…")
         await asyncio.gather(*(self.fleet.cancel(name) for name in names))
         deadline = time.monotonic() + QUIT_CANCEL_TIMEOUT_S
         while any(self.fleet.is_active(n) for n in names) and time.monotonic() < deadline:
@@ -252,7 +275,8 @@ class ServerMoveApp(App[str | None]):
     # -- the Prompter the SSH layer asks -------------------------------------------------------
 
     async def _ask(self, screen: Screen) -> Any:
-        """Show a dialog from any task and wait for its answer."""
+        """Show a dialog from a worker or the SSH layer's task and wait for its answer. Never
+        from one of the app's message handlers: that would block the keys that answer it."""
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def answered(result: Any) -> None:
