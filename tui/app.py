@@ -97,8 +97,8 @@ class ServerMoveApp(App[str | None]):
         if self.cancel_moves_on_quit:
             # The demo's data must go with it also when its terminal window is closed.
             loop = asyncio.get_running_loop()
-            for signum in (signal.SIGHUP, signal.SIGTERM):
-                loop.add_signal_handler(signum, self.quit_on_signal)
+            loop.add_signal_handler(signal.SIGHUP, self.quit_on_signal, True)
+            loop.add_signal_handler(signal.SIGTERM, self.quit_on_signal, False)
         if self.open_server_on_start in self.inventory:
             self.open_server(self.open_server_on_start, new_path=self.initial_new_path)
 
@@ -256,8 +256,12 @@ class ServerMoveApp(App[str | None]):
                 danger=True)):
             await self._cancel_all_and_exit(self.active_moves())
 
-    def quit_on_signal(self) -> None:
+    def quit_on_signal(self, hung_up: bool) -> None:
         """SIGHUP (the terminal window closed) or SIGTERM: no one is there to ask."""
+        if hung_up and self._driver is not None:
+            # Nothing to draw on: the driver's writer thread dies on the closed terminal, and
+            # frames queued for it would soon block the app before the movers are cancelled.
+            self._driver.write = lambda data: None  # type: ignore[method-assign]
         if any(worker.group == "quit-now" for worker in self.workers):
             return
         self.run_worker(self._cancel_all_and_exit(self.active_moves()), group="quit-now",
