@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from tui.formatting import human_count, human_size
+from tui.messages import MoveFinished, MoveProgressed
 from tui.protocol import PlanEvent
 
 
@@ -54,6 +55,34 @@ class ConfirmScreen(Dialog):
     @on(Button.Pressed, "#no")
     def _no(self) -> None:
         self.dismiss(False)
+
+
+class CancelMoveScreen(ConfirmScreen):
+    """"Cancel the move?" about one server's move; it goes away by itself if that move ends
+    while the question is open, since there is then nothing left to cancel."""
+
+    def __init__(self, server_name: str) -> None:
+        super().__init__("Cancel the move?",
+                         "The mover stops at the next safe point, cleans up what it can, and "
+                         "says where the data is.", yes="Cancel move", no="Keep moving",
+                         danger=True)
+        self.server_name = server_name
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._dismiss_if_ended()
+
+    def on_move_progressed(self, message: MoveProgressed) -> None:
+        if message.server_name == self.server_name:
+            self._dismiss_if_ended()
+
+    def on_move_finished(self, message: MoveFinished) -> None:
+        if message.server_name == self.server_name:
+            self._dismiss_if_ended()
+
+    def _dismiss_if_ended(self) -> None:
+        if not self.app.fleet.is_active(self.server_name) and self.is_current:
+            self.dismiss(False)
 
 
 def plan_lines(plan: PlanEvent) -> list[str]:

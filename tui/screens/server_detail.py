@@ -16,7 +16,7 @@ from tui.fleet import MoveState
 from tui.formatting import human_size
 from tui.inventory import ServerEntry
 from tui.messages import InventoryChanged, JournalMerged, MoveProgressed
-from tui.screens.modals import ConfirmMoveScreen, ConfirmScreen
+from tui.screens.modals import CancelMoveScreen, ConfirmMoveScreen
 from tui.screens.moves_log import MovesLogScreen
 from tui.screens.server_form import DataPathValidator
 from tui.widgets.move_panel import MoveProgressPanel, OutcomePanel
@@ -48,6 +48,9 @@ class ServerDetailScreen(Screen):
         self.server_name = server_name
         self.initial_new_path = new_path
         self._stat_timer: Timer | None = None
+        # Who wrote the status line beside Apply: "move" (connecting, cancelling) or "plan"
+        # (the dry run's check or refusal). Each goes when what it describes changes.
+        self._status_owner: str | None = None
 
     @property
     def server(self) -> ServerEntry:
@@ -108,11 +111,15 @@ class ServerDetailScreen(Screen):
         if active:
             assert move is not None
             self.set_status("Cancelling: the mover is cleaning up…" if move.cancel_requested
-                            else "connecting…" if move.state is MoveState.CONNECTING else "")
+                            else "connecting…" if move.state is MoveState.CONNECTING else "",
+                            owner="move")
+        elif self._status_owner == "move":
+            self.set_status("")  # the move it described has ended
         self.refresh_bindings()
         self.update_apply()
 
-    def set_status(self, text: str) -> None:
+    def set_status(self, text: str, *, owner: str | None = None) -> None:
+        self._status_owner = owner if text else None
         self.query_one("#action-status", Static).update(Text(text))
 
     def check_new_path(self) -> str | None:
@@ -154,6 +161,8 @@ class ServerDetailScreen(Screen):
 
     @on(Input.Changed, "#new-path")
     def _new_path_changed(self) -> None:
+        if self._status_owner == "plan" and not self._checking():
+            self.set_status("")  # a refusal of another path
         self.update_apply()
         if self._stat_timer is not None:
             self._stat_timer.stop()
@@ -195,17 +204,20 @@ class ServerDetailScreen(Screen):
     async def plan_and_confirm(self, new_path: str) -> None:
         apply = self.query_one("#apply", Button)
         apply.disabled = True
-        self.set_status("Checking: dry run on the server…")
+        self.set_status("Checking: dry run on the server…", owner="plan")
         try:
             plan = await self.app.fleet.dry_run(self.server, new_path, self.app.move_options)
         except ServermoveError as exc:
-            self.set_status(f"Refused: {exc.message}")
+            self.set_status(f"Refused: {exc.message}", owner="plan")
             self.update_apply()
             return
         self.set_status("")
         if await self.app.push_screen_wait(ConfirmMoveScreen(self.server_name, plan)):
             self.app.start_move(self.server_name, new_path)
         self.show_move()
+
+    def _checking(self) -> bool:
+        return any(worker.group == "plan" and not worker.is_finished for worker in self.workers)
 
     # -- cancel --------------------------------------------------------------------------------
 
@@ -223,12 +235,7 @@ class ServerDetailScreen(Screen):
             if cancel:
                 self.app.cancel_move(self.server_name)
 
-        self.app.push_screen(
-            ConfirmScreen("Cancel the move?",
-                          "The mover stops at the next safe point, cleans up what it can, and "
-                          "says where the data is.", yes="Cancel move", no="Keep moving",
-                          danger=True),
-            answered)
+        self.app.push_screen(CancelMoveScreen(self.server_name), answered)
 
     def action_moves_log(self) -> None:
         self.app.push_screen(MovesLogScreen(self.server_name))
