@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -9,7 +11,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from tui.fleet import MoveState, ServerMove, status_text
+from tui.errors import ServermoveError
+from tui.fleet import ConnectionProblem, MoveState, ServerMove, status_text
+from tui.inventory import ServerEntry
 from tui.messages import InventoryChanged, MoveProgressed
 from tui.protocol import Phase, display_path
 from tui.screens.moves_log import MovesLogScreen
@@ -17,8 +21,10 @@ from tui.screens.moves_log import MovesLogScreen
 COLUMNS = (("Name", "name"), ("Target", "target"), ("Data path", "path"), ("Status", "status"))
 
 
-def status_cell(move: ServerMove | None) -> Text:
-    text = status_text(move)
+def status_cell(move: ServerMove | None, problem: ConnectionProblem | None = None) -> Text:
+    text = status_text(move, problem)
+    if problem is not None and (move is None or not move.active):
+        return Text(text, style="red")
     if move is None:
         return Text(text, style="dim")
     if move.active:
@@ -37,6 +43,10 @@ class DashboardScreen(Screen):
         Binding("l,ctrl+l", "moves_log", "Moves log"),
         Binding("question_mark", "app.help", "Help"),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._probed: dict[str, str] = {}  # server name -> the target last checked
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -64,11 +74,30 @@ class DashboardScreen(Screen):
         for server in servers:
             table.add_row(Text(server.name), Text(server.target),
                           Text(display_path(server.data_path)),
-                          status_cell(self.app.fleet.get(server.name)), key=server.name)
+                          self._status(server.name), key=server.name)
         if selected in self.app.inventory:
             table.move_cursor(row=table.get_row_index(selected))
         self.query_one("#empty-hint", Static).update(
             "" if servers else "No servers yet: press a to add one.")
+        self.check_servers()
+
+    def _status(self, name: str) -> Text:
+        fleet = self.app.fleet
+        return status_cell(fleet.get(name), fleet.problem(name))
+
+    def check_servers(self) -> None:
+        """Connect once to each server not checked yet (or whose target changed), so one that
+        cannot be reached says so here rather than looking idle."""
+        for server in self.app.inventory.servers:
+            if (self._probed.get(server.name) != server.target
+                    and not self.app.fleet.is_active(server.name)):
+                self._probed[server.name] = server.target
+                self.run_worker(self._check(server), group="check", exit_on_error=False)
+
+    async def _check(self, server: ServerEntry) -> None:
+        # The fleet notes a connection problem, and the status column shows it.
+        with contextlib.suppress(ServermoveError):
+            await self.app.fleet.stat(server, [server.data_path], ask=False)
 
     @property
     def selected_server(self) -> str | None:
@@ -80,8 +109,7 @@ class DashboardScreen(Screen):
     def on_move_progressed(self, message: MoveProgressed) -> None:
         table = self.query_one(DataTable)
         if message.server_name in table.rows:
-            table.update_cell(message.server_name, "status",
-                              status_cell(self.app.fleet.get(message.server_name)))
+            table.update_cell(message.server_name, "status", self._status(message.server_name))
 
     def on_inventory_changed(self, _: InventoryChanged) -> None:
         self.refresh_servers()

@@ -12,7 +12,7 @@ from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from tui.errors import ServermoveError
-from tui.fleet import MoveState
+from tui.fleet import MoveState, connection_problem
 from tui.formatting import human_size
 from tui.inventory import ServerEntry
 from tui.messages import InventoryChanged, JournalMerged, MoveProgressed
@@ -72,8 +72,10 @@ class ServerDetailScreen(Screen):
                 yield Button("Apply Changes", id="apply", variant="primary")
                 yield Button("Cancel move", id="cancel-move", variant="error")
                 yield Static("", id="action-status", markup=False)
-            yield MoveProgressPanel(clock=self.app.clock, id="move")
+            # The outcome first: once a move ends, what happened and where the data is must
+            # be in sight on a small terminal too, above the bars that led there.
             yield OutcomePanel(id="outcome")
+            yield MoveProgressPanel(clock=self.app.clock, id="move")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -100,7 +102,11 @@ class ServerDetailScreen(Screen):
         panel.display = move is not None
         if move is not None:
             panel.show(move.progress)
-        self.query_one(OutcomePanel).show(move)
+        outcome = self.query_one(OutcomePanel)
+        was_shown = outcome.display
+        outcome.show(move)
+        if outcome.display and not was_shown:  # scrolled away, on a small terminal
+            self.call_after_refresh(outcome.scroll_visible, animate=False)
         new_path = self.query_one("#new-path", Input)
         new_path.disabled = active
         if active and move is not None and new_path.value != move.new_path:
@@ -172,12 +178,18 @@ class ServerDetailScreen(Screen):
     async def stat_free_space(self) -> None:
         new_path = self.check_new_path()
         paths = [self.server.data_path] + ([new_path] if new_path else [])
+        current_free = self.query_one("#current-free", Label)
         try:
             stats = await self.app.fleet.stat(self.server, paths)
         except ServermoveError as exc:
-            self.query_one("#current-free", Label).update(f"free space unknown: {exc.message}")
+            problem = connection_problem(exc)
+            # Plain words first: "unreachable", "host key changed", "auth failed".
+            current_free.set_class(problem is not None, "-problem")
+            current_free.update(f"{problem.value if problem else 'free space unknown'}: "
+                                f"{exc.message}")
             return
-        self.query_one("#current-free", Label).update(free_space_text(stats[0]))
+        current_free.remove_class("-problem")
+        current_free.update(free_space_text(stats[0]))
         if new_path and len(stats) > 1 and self.check_new_path() == new_path:
             self.query_one("#new-free", Label).update(free_space_text(stats[1]))
 

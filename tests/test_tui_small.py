@@ -1,0 +1,49 @@
+"""On an 80x24 terminal the help can be read to its end and a move's outcome is in sight."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual.containers import VerticalScroll
+from textual.widgets import Label
+
+from tests.test_tui_snapshots import SERVERS, app_for, moves
+from tests.test_tui_support import wait_for
+from tui.screens.help import HelpScreen
+from tui.widgets.move_panel import OutcomePanel
+
+SMALL = (80, 24)
+
+
+def in_sight(widget, within) -> bool:
+    """The whole widget is drawn inside `within` (a region of the screen)."""
+    region = widget.region
+    return bool(region.height) and within.contains_region(region)
+
+
+async def test_help_scrolls_to_its_end_at_80x24(tmp_path: Path) -> None:
+    app = app_for(tmp_path, servers=SERVERS)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause()
+        screen = app.screen
+        keys = screen.query_one(VerticalScroll)
+        assert in_sight(keys, screen.region) and keys.max_scroll_y > 0
+        assert in_sight(screen.query(Label).last(), screen.region)  # the line below the keys
+        await pilot.press("end")
+        await pilot.pause()
+        assert keys.scroll_y == keys.max_scroll_y
+
+
+async def test_move_outcome_in_sight_at_80x24(tmp_path: Path) -> None:
+    for name in ("web1", "web2"):  # complete, failed
+        app = app_for(tmp_path / name, open_server=name)
+        async with app.run_test(size=SMALL) as pilot:
+            await moves(name)(pilot)
+            await asyncio.sleep(0)
+            await pilot.pause()
+            panel = app.screen.query_one(OutcomePanel)
+            assert panel.display and "data" in str(panel.render()).lower()
+            assert in_sight(panel, app.screen.query_one("#detail").region), name
