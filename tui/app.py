@@ -10,18 +10,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
-from tui.errors import ServermoveError
-from tui.fleet import DEFAULT_MOVE_OPTIONS, Fleet, MoveOptions, ServerMove
+from tui.errors import BadInput, ServermoveError
+from tui.fleet import (
+    DEFAULT_MOVE_OPTIONS,
+    Fleet,
+    MoveOptions,
+    MoveState,
+    ServerMove,
+    status_text,
+)
 from tui.inventory import (
     Inventory,
     InventoryError,
@@ -34,6 +41,7 @@ from tui.inventory import (
     update_server,
 )
 from tui.messages import InventoryChanged, MoveFinished, MoveProgressed
+from tui.protocol import Phase
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.first_run import FirstRunScreen
 from tui.screens.help import HelpScreen
@@ -65,18 +73,21 @@ class ServerMoveApp(App[str | None]):
                  clock: Callable[[], float] = time.time,
                  move_options: MoveOptions = DEFAULT_MOVE_OPTIONS, open_server: str | None = None,
                  new_path: str = "", ssh_aliases: list[str] | None = None,
-                 offer_demo: bool = True, cancel_moves_on_quit: bool = False) -> None:
+                 offer_demo: bool = True, cancel_moves_on_quit: bool = False,
+                 ssh_settings: SshSettings | None = None) -> None:
         super().__init__()
         self.inventory_path = inventory_path
         self.inventory = Inventory(inventory_path or Path("servers.toml"), [], exists=False)
         self.clock = clock
-        self.fleet = fleet or Fleet(clock=clock, settings=SshSettings())
+        ssh_settings = ssh_settings or SshSettings()
+        self.fleet = fleet or Fleet(clock=clock, settings=ssh_settings)
         if self.fleet.prompter is None:
             self.fleet.prompter = self
         self.move_options = move_options
         self.open_server_on_start = open_server
         self.initial_new_path = new_path
-        self.ssh_aliases = ssh_host_aliases() if ssh_aliases is None else ssh_aliases
+        config_file = (ssh_settings.config_files or [None])[0]
+        self.ssh_aliases = ssh_host_aliases(config_file) if ssh_aliases is None else ssh_aliases
         self.offer_demo = offer_demo
         # Moves run detached on their servers and outlive the app; only the demo, whose data
         # lives in a temporary directory removed on exit, cancels them when it quits.
@@ -176,6 +187,28 @@ class ServerMoveApp(App[str | None]):
                     ("First run", FirstRunScreen.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The app's own commands in the command palette (ctrl+p), beside Textual's."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Add a server", "Name, target and data path, saved in servers.toml",
+                            lambda: self.edit_server(None))
+        yield SystemCommand("Open the moves log", "Every move made from this machine",
+                            lambda: self.push_screen(MovesLogScreen()))
+        name = (screen.server_name if isinstance(screen, ServerDetailScreen)
+                else screen.selected_server if isinstance(screen, DashboardScreen) else None)
+        if name is not None:
+            yield SystemCommand(f"Move the data of {name}", "Type the new path, then Apply",
+                                lambda: self.move_data_of(name))
+
+    def move_data_of(self, name: str) -> None:
+        """The server's screen with the cursor in its new-path field."""
+        if not (isinstance(self.screen, ServerDetailScreen) and self.screen.server_name == name):
+            self.open_server(name)
+            return
+        new_path = self.screen.query_one("#new-path")
+        if not new_path.disabled:
+            new_path.focus()
+
     def action_demo(self) -> None:
         if self.offer_demo:
             self.exit(DEMO_REQUESTED)
@@ -192,15 +225,14 @@ class ServerMoveApp(App[str | None]):
         for name in sorted(self.fleet.take_changed()):
             self.broadcast(lambda name=name: MoveProgressed(name))
 
-    def start_move(self, name: str, new_path: str) -> None:
+    def start_move(self, name: str, new_path: str, options: MoveOptions | None = None) -> None:
         server = self.inventory.get(name)
         self.fleet.begin(server, new_path)
-        self.run_move(server, new_path)
+        self.run_move(server, new_path, options or self.move_options)
 
     @work(group="moves", exit_on_error=False)
-    async def run_move(self, server: ServerEntry, new_path: str) -> None:
-        await self._moved(server, new_path,
-                          self.fleet.run_move(server, new_path, self.move_options))
+    async def run_move(self, server: ServerEntry, new_path: str, options: MoveOptions) -> None:
+        await self._moved(server, new_path, self.fleet.run_move(server, new_path, options))
 
     @work(group="moves", exit_on_error=False)
     async def resume_move(self, server: ServerEntry, move_id: str, new_path: str,
@@ -222,6 +254,20 @@ class ServerMoveApp(App[str | None]):
         self.publish_progress()
         # After the last progress: a screen that re-reads the moves log sees the final entry.
         self.broadcast(lambda: MoveFinished(message.server_name))
+        self.tell_move_ended(message.server_name)
+
+    def tell_move_ended(self, name: str) -> None:
+        """A toast and the terminal bell, unless the user is looking at that server."""
+        move = self.fleet.get(name)
+        watching = isinstance(self.screen, ServerDetailScreen) and self.screen.server_name == name
+        if move is None or move.active or watching or self._exit:
+            return
+        severity = ("information" if move.succeeded
+                    else "warning" if move.progress.phase is Phase.CANCELLED
+                    or move.state is MoveState.CONNECTION_LOST else "error")
+        self.notify(status_text(move), title=f"{name}: the move ended", severity=severity,
+                    markup=False)
+        self.bell()
 
     def cancel_move(self, name: str) -> None:
         self.run_worker(self.fleet.cancel(name), group="cancel", exit_on_error=False)
@@ -298,9 +344,15 @@ class ServerMoveApp(App[str | None]):
         return await self._ask(SudoPasswordScreen(target.label))
 
 
-def run_app() -> int:
-    """`servermove` / `servermove tui`: the dashboard on the user's inventory."""
-    result = ServerMoveApp().run()
+def run_app(*, ssh_config: Path | None = None) -> int:
+    """`servermove` / `servermove tui [--ssh-config FILE]`: the dashboard on the user's
+    inventory."""
+    settings = SshSettings()
+    if ssh_config is not None:
+        if not ssh_config.is_file():  # the same words as the CLI's
+            raise BadInput(f"ssh config file {ssh_config} not found")
+        settings = SshSettings(config_files=[ssh_config])
+    result = ServerMoveApp(ssh_settings=settings).run()
     if result == DEMO_REQUESTED:
         from tui.demo import run_demo
 

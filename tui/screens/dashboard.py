@@ -17,6 +17,7 @@ from tui.inventory import ServerEntry
 from tui.messages import InventoryChanged, MoveProgressed
 from tui.protocol import Phase, display_path
 from tui.screens.moves_log import MovesLogScreen
+from tui.widgets.tables import RowTable
 
 COLUMNS = (("Name", "name"), ("Target", "target"), ("Data path", "path"), ("Status", "status"))
 
@@ -36,7 +37,8 @@ def status_cell(move: ServerMove | None, problem: ConnectionProblem | None = Non
 
 class DashboardScreen(Screen):
     BINDINGS = [
-        Binding("enter", "open_server", "Open"),
+        # priority: before the table's own (hidden) enter, so the footer shows "enter Open".
+        Binding("enter", "open_server", "Open", priority=True),
         Binding("a", "add_server", "Add"),
         Binding("e", "edit_server", "Edit"),
         Binding("delete,d", "remove_server", "Remove"),
@@ -50,7 +52,7 @@ class DashboardScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="servers")
+        yield RowTable(cursor_type="row", zebra_stripes=True, id="servers")
         yield Static("", id="empty-hint")
         yield Footer()
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
+from tui.fleet import DEFAULT_MOVE_OPTIONS, MoveOptions
 from tui.formatting import human_count, human_size
 from tui.messages import MoveFinished, MoveProgressed
 from tui.protocol import PlanEvent
@@ -103,12 +106,70 @@ def plan_lines(plan: PlanEvent) -> list[str]:
     return lines
 
 
-class ConfirmMoveScreen(ConfirmScreen):
-    """"Apply Changes": the plan from a dry run, and the last chance to say no."""
+VERIFY_CHOICES = [("checksum: every byte", "checksum"), ("size only", "size"),
+                  ("none", "none")]
 
-    def __init__(self, server_name: str, plan: PlanEvent) -> None:
-        super().__init__(f"Move the data of {server_name}?", "\n".join(plan_lines(plan)),
-                         yes="Start move", no="Back")
+
+@dataclass(frozen=True)
+class MoveChoice:
+    """The answer to the move's confirmation: start with these options, or (start False) dry
+    run again with them first, since the plan shown was checked with other ones."""
+
+    options: MoveOptions
+    start: bool
+
+
+class ConfirmMoveScreen(Dialog):
+    """"Apply Changes": the plan from a dry run, how to verify and how fast to copy, and the
+    last chance to say no. Returns a MoveChoice, or None for Back."""
+
+    ESCAPE_RESULT = None
+
+    def __init__(self, server_name: str, plan: PlanEvent,
+                 options: MoveOptions = DEFAULT_MOVE_OPTIONS) -> None:
+        super().__init__()
+        self.server_name, self.plan, self.options = server_name, plan, options
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Move the data of {self.server_name}?", classes="dialog-title",
+                        markup=False)
+            yield Label("Dry run: nothing has been changed yet.", classes="dry-run-note")
+            yield Static(Text("\n".join(plan_lines(self.plan))), classes="dialog-body")
+            with Horizontal(classes="move-options"):
+                yield Label("Verify", classes="option-label")
+                yield Select(VERIFY_CHOICES, value=self.options.verify, allow_blank=False,
+                             id="verify")
+                yield Label("Limit", classes="option-label")
+                yield Input(self.options.bwlimit or "", placeholder="none, e.g. 40M",
+                            id="bwlimit")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Start move", id="yes", variant="primary")
+                yield Button("Back", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#yes", Button).focus()
+
+    def chosen(self) -> MoveOptions:
+        limit = self.query_one("#bwlimit", Input).value.strip()
+        return MoveOptions(verify=str(self.query_one("#verify", Select).value),
+                           bwlimit=limit or None)
+
+    @on(Select.Changed)
+    @on(Input.Changed)
+    def _options_changed(self) -> None:
+        same = self.chosen() == self.options
+        self.query_one("#yes", Button).label = "Start move" if same else "Dry run again"
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        options = self.chosen()
+        self.dismiss(MoveChoice(options, start=options == self.options))
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.dismiss(None)
 
 
 class HostKeyScreen(Dialog):

@@ -65,8 +65,9 @@ class ServerDetailScreen(Screen):
             yield Label("", id="current-free", classes="free", markup=False)
             with Horizontal(classes="field"):
                 yield Label("New path", classes="field-label -beside-input")
+                # valid_empty: an empty field (e.g. after a move) is not a mistake to show.
                 yield Input(self.initial_new_path, placeholder="/new/absolute/path",
-                            validators=[DataPathValidator()], id="new-path")
+                            validators=[DataPathValidator()], valid_empty=True, id="new-path")
             yield Label("", id="new-free", classes="free", markup=False)
             with Horizontal(id="actions"):
                 yield Button("Apply Changes", id="apply", variant="primary")
@@ -216,16 +217,23 @@ class ServerDetailScreen(Screen):
     async def plan_and_confirm(self, new_path: str) -> None:
         apply = self.query_one("#apply", Button)
         apply.disabled = True
-        self.set_status("Checking: dry run on the server…", owner="plan")
-        try:
-            plan = await self.app.fleet.dry_run(self.server, new_path, self.app.move_options)
-        except ServermoveError as exc:
-            self.set_status(f"Refused: {exc.message}", owner="plan")
-            self.update_apply()
-            return
-        self.set_status("")
-        if await self.app.push_screen_wait(ConfirmMoveScreen(self.server_name, plan)):
-            self.app.start_move(self.server_name, new_path)
+        options = self.app.move_options
+        while True:  # again when the user changed the options in the confirmation
+            self.set_status("Checking: dry run on the server…", owner="plan")
+            try:
+                plan = await self.app.fleet.dry_run(self.server, new_path, options)
+            except ServermoveError as exc:
+                self.set_status(f"Refused: {exc.message}", owner="plan")
+                self.update_apply()
+                return
+            self.set_status("")
+            choice = await self.app.push_screen_wait(
+                ConfirmMoveScreen(self.server_name, plan, options))
+            if choice is None or choice.start:
+                break
+            options = choice.options
+        if choice is not None:
+            self.app.start_move(self.server_name, new_path, choice.options)
         self.show_move()
 
     def _checking(self) -> bool:
