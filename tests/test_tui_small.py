@@ -1,4 +1,5 @@
-"""On an 80x24 terminal the help can be read to its end and a move's outcome is in sight."""
+"""On an 80x24 terminal the help can be read to its end, a move's outcome is in sight and a
+long plan keeps its buttons in reach."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import asyncio
 from pathlib import Path
 
 from textual.containers import VerticalScroll
-from textual.widgets import Label
+from textual.widgets import Button, Label
 
-from tests.test_tui_snapshots import SERVERS, app_for, moves
-from tests.test_tui_support import wait_for
+from tests.test_tui_snapshots import SERVERS, app_for, moves, script
+from tests.test_tui_support import ScriptedMover, make_app, wait_for
+from tui.inventory import ServerEntry
 from tui.screens.help import HelpScreen
+from tui.screens.modals import ConfirmMoveScreen
+from tui.screens.server_detail import ServerDetailScreen
 from tui.widgets.move_panel import OutcomePanel
 
 SMALL = (80, 24)
@@ -47,3 +51,17 @@ async def test_move_outcome_in_sight_at_80x24(tmp_path: Path) -> None:
             panel = app.screen.query_one(OutcomePanel)
             assert panel.display and "data" in str(panel.render()).lower()
             assert in_sight(panel, app.screen.query_one("#detail").region), name
+
+
+async def test_a_long_plan_keeps_its_buttons_in_reach_at_80x24(tmp_path: Path) -> None:
+    deep = "/srv/" + "/".join(f"level-{n}-of-a-deep-tree" for n in range(12))
+    app = make_app(tmp_path, [ServerEntry("web1", "web1", deep)],
+                   start_move=ScriptedMover(script), open_server="web1",
+                   new_path=deep.replace("/srv/", "/mnt/big/"))
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
+        await pilot.click("#apply")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen))
+        await pilot.pause()
+        start = app.screen.query_one("#yes", Button)
+        assert app.screen.focused is start and in_sight(start, app.screen.region)
