@@ -136,3 +136,5 @@ async def test_the_cancel_question_goes_when_the_move_ends(tmp_path: Path) -> No
         assert app.fleet.get("web1").succeeded
         assert not any(isinstance(screen, ConfirmScreen) for screen in app.screen_stack)
         assert isinstance(app.screen, ServerDetailScreen)
+        # The server's screen says it ended: no toast about it on top.
+        assert not [n for n in app._notifications if n.title == "web1: the move ended"]

@@ -18,7 +18,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from tui.errors import BadInput, ServermoveError
 from tui.fleet import (
@@ -259,7 +259,10 @@ class ServerMoveApp(App[str | None]):
     def tell_move_ended(self, name: str) -> None:
         """A toast and the terminal bell, unless the user is looking at that server."""
         move = self.fleet.get(name)
-        watching = isinstance(self.screen, ServerDetailScreen) and self.screen.server_name == name
+        # The screen under any dialog: a question over the server's screen still shows its end.
+        shown = next(screen for screen in reversed(self.screen_stack)
+                     if not isinstance(screen, ModalScreen))
+        watching = isinstance(shown, ServerDetailScreen) and shown.server_name == name
         if move is None or move.active or watching or self._exit:
             return
         severity = ("information" if move.succeeded
