@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from textual.containers import VerticalScroll
-from textual.widgets import Button, Label
+from textual.widgets import Button, DataTable, Label
 
 from tests.test_tui_snapshots import SERVERS, app_for, moves, script
 from tests.test_tui_support import ScriptedMover, make_app, wait_for
@@ -65,3 +65,14 @@ async def test_a_long_plan_keeps_its_buttons_in_reach_at_80x24(tmp_path: Path) -
         await pilot.pause()
         start = app.screen.query_one("#yes", Button)
         assert app.screen.focused is start and in_sight(start, app.screen.region)
+
+
+async def test_dashboard_statuses_fit_at_80_columns(tmp_path: Path) -> None:
+    app = app_for(tmp_path)
+    async with app.run_test(size=SMALL) as pilot:
+        await moves("web1", "web2", "db-primary")(pilot)
+        table = app.screen.query_one(DataTable)
+        # The data paths give up room (shortened in the middle), not the statuses.
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert "…" in str(table.get_cell("db-primary", "path"))
+        assert str(table.get_cell("web1", "status")) == "moved to /srv/app"

@@ -14,12 +14,15 @@ from textual.widgets import DataTable, Footer, Header, Static
 from tui.errors import ServermoveError
 from tui.fleet import ConnectionProblem, MoveState, ServerMove, status_text
 from tui.inventory import ServerEntry
-from tui.messages import InventoryChanged, MoveProgressed
+from tui.messages import InventoryChanged, MoveFinished, MoveProgressed
 from tui.protocol import Phase, display_path
 from tui.screens.moves_log import MovesLogScreen
 from tui.widgets.tables import RowTable
 
 COLUMNS = (("Name", "name"), ("Target", "target"), ("Data path", "path"), ("Status", "status"))
+CELL_PADDING = 2  # a DataTable cell's space, left and right
+SCROLLBAR = 2
+MIN_PATH_WIDTH = 12
 
 
 def status_cell(move: ServerMove | None, problem: ConnectionProblem | None = None) -> Text:
@@ -59,9 +62,6 @@ class DashboardScreen(Screen):
     def on_mount(self) -> None:
         self.title = "servermove"
         self.sub_title = "servers"
-        table = self.query_one(DataTable)
-        for label, key in COLUMNS:
-            table.add_column(label, key=key)
         self.refresh_servers()
 
     def on_screen_resume(self) -> None:
@@ -71,17 +71,38 @@ class DashboardScreen(Screen):
         """Rebuild the table from the inventory, keeping the cursor on the same server."""
         table = self.query_one(DataTable)
         selected = self.selected_server
-        table.clear()
+        table.clear(columns=True)  # columns too: their widths only ever grow
+        for label, key in COLUMNS:
+            table.add_column(label, key=key)
         servers = self.app.inventory.servers
+        path_width = self._path_width()
         for server in servers:
             table.add_row(Text(server.name), Text(server.target),
-                          Text(display_path(server.data_path)),
+                          Text(display_path(server.data_path, path_width)),
                           self._status(server.name), key=server.name)
         if selected in self.app.inventory:
             table.move_cursor(row=table.get_row_index(selected))
         self.query_one("#empty-hint", Static).update(
             "" if servers else "No servers yet: press a to add one.")
         self.check_servers()
+
+    def on_resize(self) -> None:
+        self.refresh_servers()
+
+    def _path_width(self) -> int | None:
+        """Room for the data path (shortened in the middle) so that the status column stays
+        in sight on a narrow terminal, or None when everything fits."""
+        servers = self.app.inventory.servers
+        if not servers or not self.size.width:
+            return None
+        others = sum(max(len(label), *(len(text) for text in texts)) + CELL_PADDING
+                     for label, texts in (("Name", [s.name for s in servers]),
+                                          ("Target", [s.target for s in servers]),
+                                          ("Status", [str(self._status(s.name))
+                                                      for s in servers])))
+        room = self.size.width - others - CELL_PADDING - SCROLLBAR
+        longest = max(len(display_path(server.data_path)) for server in servers)
+        return None if room >= longest else max(MIN_PATH_WIDTH, room)
 
     def _status(self, name: str) -> Text:
         fleet = self.app.fleet
@@ -115,6 +136,9 @@ class DashboardScreen(Screen):
 
     def on_inventory_changed(self, _: InventoryChanged) -> None:
         self.refresh_servers()
+
+    def on_move_finished(self, _: MoveFinished) -> None:
+        self.refresh_servers()  # the last status may be longer: the columns share the room
 
     @on(DataTable.RowSelected)
     def action_open_server(self) -> None:
