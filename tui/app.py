@@ -263,7 +263,7 @@ class ServerMoveApp(App[str | None]):
         shown = next(screen for screen in reversed(self.screen_stack)
                      if not isinstance(screen, ModalScreen))
         watching = isinstance(shown, ServerDetailScreen) and shown.server_name == name
-        if move is None or move.active or watching or self._exit:
+        if move is None or move.active or watching or self._quitting():
             return
         severity = ("information" if move.succeeded
                     else "warning" if move.progress.phase is Phase.CANCELLED
@@ -275,6 +275,11 @@ class ServerMoveApp(App[str | None]):
     def cancel_move(self, name: str) -> None:
         self.run_worker(self.fleet.cancel(name), group="cancel", exit_on_error=False)
 
+    def _quitting(self) -> bool:
+        """The app is on its way out (cancelling the demo's moves, say): no more news."""
+        return self._exit or any(worker.group in ("quit", "quit-now") and not worker.is_finished
+                                 for worker in self.workers)
+
     def active_moves(self) -> list[str]:
         return [name for name in self.inventory.names if self.fleet.is_active(name)]
 
@@ -282,8 +287,7 @@ class ServerMoveApp(App[str | None]):
         active = self.active_moves()
         if not active:
             self.exit()
-        elif not any(worker.group == "quit" and not worker.is_finished
-                     for worker in self.workers):  # ctrl+q again while asking: one question
+        elif not self._quitting():  # ctrl+q again while asking: one question
             self.ask_before_quitting(active)
 
     @work(group="quit", exit_on_error=False)
