@@ -92,6 +92,7 @@ class ServerMoveApp(App[str | None]):
         # Moves run detached on their servers and outlive the app; only the demo, whose data
         # lives in a temporary directory removed on exit, cancels them when it quits.
         self.cancel_moves_on_quit = cancel_moves_on_quit
+        self._leaving = False  # the user chose to quit (or the terminal went away)
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
@@ -263,7 +264,7 @@ class ServerMoveApp(App[str | None]):
         shown = next(screen for screen in reversed(self.screen_stack)
                      if not isinstance(screen, ModalScreen))
         watching = isinstance(shown, ServerDetailScreen) and shown.server_name == name
-        if move is None or move.active or watching or self._quitting():
+        if move is None or move.active or watching or self._leaving:
             return
         severity = ("information" if move.succeeded
                     else "warning" if move.progress.phase is Phase.CANCELLED
@@ -275,10 +276,6 @@ class ServerMoveApp(App[str | None]):
     def cancel_move(self, name: str) -> None:
         self.run_worker(self.fleet.cancel(name), group="cancel", exit_on_error=False)
 
-    def _quitting(self) -> bool:
-        """The app is on its way out (cancelling the demo's moves, say): no more news."""
-        return self._exit or any(worker.group in ("quit", "quit-now") and not worker.is_finished
-                                 for worker in self.workers)
 
     def active_moves(self) -> list[str]:
         return [name for name in self.inventory.names if self.fleet.is_active(name)]
@@ -287,8 +284,9 @@ class ServerMoveApp(App[str | None]):
         active = self.active_moves()
         if not active:
             self.exit()
-        elif not self._quitting():  # ctrl+q again while asking: one question
-            self.ask_before_quitting(active)
+        elif not self._leaving and not any(worker.group == "quit" and not worker.is_finished
+                                           for worker in self.workers):
+            self.ask_before_quitting(active)  # once, however often ctrl+q is pressed
 
     @work(group="quit", exit_on_error=False)
     async def ask_before_quitting(self, active: list[str]) -> None:
@@ -315,12 +313,13 @@ class ServerMoveApp(App[str | None]):
             # Nothing to draw on: the driver's writer thread dies on the closed terminal, and
             # frames queued for it would soon block the app before the movers are cancelled.
             self._driver.write = lambda data: None  # type: ignore[method-assign]
-        if any(worker.group == "quit-now" for worker in self.workers):
-            return
-        self.run_worker(self._cancel_all_and_exit(self.active_moves()), group="quit-now",
-                        exit_on_error=False)
+        if not self._leaving:
+            self._leaving = True
+            self.run_worker(self._cancel_all_and_exit(self.active_moves()), group="quit-now",
+                            exit_on_error=False)
 
     async def _cancel_all_and_exit(self, names: list[str]) -> None:
+        self._leaving = True  # the moves ending now are not news
         if names:
             self.notify("Cancelling: waiting for the movers to clean up…")
         await asyncio.gather(*(self.fleet.cancel(name) for name in names))
