@@ -34,6 +34,7 @@ class HelpScreen(Dialog):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss_default", "Close")]
     # Lines the dialog needs besides the keys: its frame, the title and the line below.
     FRAME_LINES = 6
+    AUTO_FOCUS = "VerticalScroll"  # the keys scroll with the arrow keys
 
     def __init__(self, sections: list[tuple[str, list[Binding]]]) -> None:
         super().__init__()

@@ -23,6 +23,14 @@ class Dialog(ModalScreen):
 
     BINDINGS = [Binding("escape", "dismiss_default", "Back")]
     ESCAPE_RESULT: object = None
+    # Not Textual's "first focusable widget": in some dialogs that is the dangerous button.
+    # Each dialog names what gets the focus (or focuses it itself on mount).
+    AUTO_FOCUS = ""
+
+    def on_mount(self) -> None:
+        # The focused answer in sight, also when the dialog is taller than the terminal.
+        if self.focused is not None:
+            self.call_after_refresh(self.focused.scroll_visible, animate=False)
 
     def action_dismiss_default(self) -> None:
         self.dismiss(self.ESCAPE_RESULT)
@@ -38,6 +46,8 @@ class ConfirmScreen(Dialog):
         super().__init__()
         self.title_text, self.body, self.yes, self.no = title, body, yes, no
         self.danger = danger
+        # The safe answer has the focus: Enter on a surprise dialog must not do harm.
+        self.AUTO_FOCUS = "#no" if danger else "#yes"
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -46,10 +56,6 @@ class ConfirmScreen(Dialog):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.yes, id="yes", variant="error" if self.danger else "primary")
                 yield Button(self.no, id="no")
-
-    def on_mount(self) -> None:
-        # The safe answer has the focus: Enter on a surprise dialog must not do harm.
-        self.query_one("#no" if self.danger else "#yes", Button).focus()
 
     @on(Button.Pressed, "#yes")
     def _yes(self) -> None:
@@ -72,7 +78,6 @@ class CancelMoveScreen(ConfirmScreen):
         self.server_name = server_name
 
     def on_mount(self) -> None:
-        super().on_mount()
         self._dismiss_if_ended()
 
     def on_move_progressed(self, message: MoveProgressed) -> None:
@@ -124,6 +129,7 @@ class ConfirmMoveScreen(Dialog):
     last chance to say no. Returns a MoveChoice, or None for Back."""
 
     ESCAPE_RESULT = None
+    AUTO_FOCUS = "#yes"
 
     def __init__(self, server_name: str, plan: PlanEvent,
                  options: MoveOptions = DEFAULT_MOVE_OPTIONS) -> None:
@@ -146,9 +152,6 @@ class ConfirmMoveScreen(Dialog):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Start move", id="yes", variant="primary")
                 yield Button("Back", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#yes", Button).focus()
 
     def chosen(self) -> MoveOptions:
         limit = self.query_one("#bwlimit", Input).value.strip()
@@ -210,6 +213,7 @@ class SudoPasswordScreen(Dialog):
     """sudo needs a password: ask for it, masked. None means the user declined."""
 
     ESCAPE_RESULT = None
+    AUTO_FOCUS = "#password"
 
     def __init__(self, target_label: str) -> None:
         super().__init__()

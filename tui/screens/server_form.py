@@ -34,6 +34,7 @@ class ServerFormScreen(Dialog):
     """Returns the new or edited ServerEntry, or None if the user backed out."""
 
     ESCAPE_RESULT = None
+    AUTO_FOCUS = "#name"
 
     def __init__(self, entry: ServerEntry | None = None, *, target: str = "",
                  taken_names: Sequence[str] = (), ssh_aliases: Sequence[str] = ()) -> None:
