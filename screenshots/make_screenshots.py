@@ -39,6 +39,8 @@ async def shoot(name: str, server: str | None, names: tuple[str, ...],
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
         await moves(*names)(pilot)
+        app.clear_notifications()  # the toasts of moves ending elsewhere would hide the table
+        await pilot.pause()
         app.save_screenshot(name, path=str(HERE))
     print(f"wrote {HERE / name}")
 

@@ -8,19 +8,27 @@ chatty mover (or twenty of them) costs at most ten repaints a second each.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
-from tui.errors import ServermoveError
-from tui.fleet import DEFAULT_MOVE_OPTIONS, Fleet, MoveOptions, ServerMove
+from tui.errors import BadInput, ServermoveError
+from tui.fleet import (
+    DEFAULT_MOVE_OPTIONS,
+    Fleet,
+    MoveOptions,
+    MoveState,
+    ServerMove,
+    status_text,
+)
 from tui.inventory import (
     Inventory,
     InventoryError,
@@ -33,6 +41,7 @@ from tui.inventory import (
     update_server,
 )
 from tui.messages import InventoryChanged, MoveFinished, MoveProgressed
+from tui.protocol import Phase
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.first_run import FirstRunScreen
 from tui.screens.help import HelpScreen
@@ -64,22 +73,26 @@ class ServerMoveApp(App[str | None]):
                  clock: Callable[[], float] = time.time,
                  move_options: MoveOptions = DEFAULT_MOVE_OPTIONS, open_server: str | None = None,
                  new_path: str = "", ssh_aliases: list[str] | None = None,
-                 offer_demo: bool = True, cancel_moves_on_quit: bool = False) -> None:
+                 offer_demo: bool = True, cancel_moves_on_quit: bool = False,
+                 ssh_settings: SshSettings | None = None) -> None:
         super().__init__()
         self.inventory_path = inventory_path
         self.inventory = Inventory(inventory_path or Path("servers.toml"), [], exists=False)
         self.clock = clock
-        self.fleet = fleet or Fleet(clock=clock, settings=SshSettings())
+        ssh_settings = ssh_settings or SshSettings()
+        self.fleet = fleet or Fleet(clock=clock, settings=ssh_settings)
         if self.fleet.prompter is None:
             self.fleet.prompter = self
         self.move_options = move_options
         self.open_server_on_start = open_server
         self.initial_new_path = new_path
-        self.ssh_aliases = ssh_host_aliases() if ssh_aliases is None else ssh_aliases
+        config_file = (ssh_settings.config_files or [None])[0]
+        self.ssh_aliases = ssh_host_aliases(config_file) if ssh_aliases is None else ssh_aliases
         self.offer_demo = offer_demo
         # Moves run detached on their servers and outlive the app; only the demo, whose data
         # lives in a temporary directory removed on exit, cancels them when it quits.
         self.cancel_moves_on_quit = cancel_moves_on_quit
+        self._leaving = False  # the user chose to quit (or the terminal went away)
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
@@ -93,6 +106,11 @@ class ServerMoveApp(App[str | None]):
             self.notify(f"Picking up the move on {server.name} where it was left…")
             self.fleet.begin(server, record.destination)
             self.resume_move(server, record.moveId, record.destination, record.verify)
+        if self.cancel_moves_on_quit:
+            # The demo's data must go with it also when its terminal window is closed.
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self.quit_on_signal, True)
+            loop.add_signal_handler(signal.SIGTERM, self.quit_on_signal, False)
         if self.open_server_on_start in self.inventory:
             self.open_server(self.open_server_on_start, new_path=self.initial_new_path)
 
@@ -170,6 +188,28 @@ class ServerMoveApp(App[str | None]):
                     ("First run", FirstRunScreen.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The app's own commands in the command palette (ctrl+p), beside Textual's."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Add a server", "Name, target and data path, saved in servers.toml",
+                            lambda: self.edit_server(None))
+        yield SystemCommand("Open the moves log", "Every move made from this machine",
+                            lambda: self.push_screen(MovesLogScreen()))
+        name = (screen.server_name if isinstance(screen, ServerDetailScreen)
+                else screen.selected_server if isinstance(screen, DashboardScreen) else None)
+        if name is not None:
+            yield SystemCommand(f"Move the data of {name}", "Type the new path, then Apply",
+                                lambda: self.move_data_of(name))
+
+    def move_data_of(self, name: str) -> None:
+        """The server's screen with the cursor in its new-path field."""
+        if not (isinstance(self.screen, ServerDetailScreen) and self.screen.server_name == name):
+            self.open_server(name)
+            return
+        new_path = self.screen.query_one("#new-path")
+        if not new_path.disabled:
+            new_path.focus()
+
     def action_demo(self) -> None:
         if self.offer_demo:
             self.exit(DEMO_REQUESTED)
@@ -186,15 +226,14 @@ class ServerMoveApp(App[str | None]):
         for name in sorted(self.fleet.take_changed()):
             self.broadcast(lambda name=name: MoveProgressed(name))
 
-    def start_move(self, name: str, new_path: str) -> None:
+    def start_move(self, name: str, new_path: str, options: MoveOptions | None = None) -> None:
         server = self.inventory.get(name)
         self.fleet.begin(server, new_path)
-        self.run_move(server, new_path)
+        self.run_move(server, new_path, options or self.move_options)
 
     @work(group="moves", exit_on_error=False)
-    async def run_move(self, server: ServerEntry, new_path: str) -> None:
-        await self._moved(server, new_path,
-                          self.fleet.run_move(server, new_path, self.move_options))
+    async def run_move(self, server: ServerEntry, new_path: str, options: MoveOptions) -> None:
+        await self._moved(server, new_path, self.fleet.run_move(server, new_path, options))
 
     @work(group="moves", exit_on_error=False)
     async def resume_move(self, server: ServerEntry, move_id: str, new_path: str,
@@ -216,33 +255,73 @@ class ServerMoveApp(App[str | None]):
         self.publish_progress()
         # After the last progress: a screen that re-reads the moves log sees the final entry.
         self.broadcast(lambda: MoveFinished(message.server_name))
+        self.tell_move_ended(message.server_name)
+
+    def tell_move_ended(self, name: str) -> None:
+        """A toast and the terminal bell, unless the user is looking at that server."""
+        move = self.fleet.get(name)
+        # The screen under any dialog: a question over the server's screen still shows its end.
+        shown = next(screen for screen in reversed(self.screen_stack)
+                     if not isinstance(screen, ModalScreen))
+        watching = isinstance(shown, ServerDetailScreen) and shown.server_name == name
+        if move is None or move.active or watching or self._leaving:
+            return
+        severity = ("information" if move.succeeded
+                    else "warning" if move.progress.phase is Phase.CANCELLED
+                    or move.state is MoveState.CONNECTION_LOST else "error")
+        self.notify(status_text(move), title=f"{name}: the move ended", severity=severity,
+                    markup=False)
+        self.bell()
 
     def cancel_move(self, name: str) -> None:
         self.run_worker(self.fleet.cancel(name), group="cancel", exit_on_error=False)
 
-    async def action_quit(self) -> None:
-        active = [name for name in self.inventory.names if self.fleet.is_active(name)]
+
+    def active_moves(self) -> list[str]:
+        return [name for name in self.inventory.names if self.fleet.is_active(name)]
+
+    def action_quit(self) -> None:
+        active = self.active_moves()
         if not active:
             self.exit()
-            return
+        elif not self._leaving and not any(worker.group == "quit" and not worker.is_finished
+                                           for worker in self.workers):
+            self.ask_before_quitting(active)  # once, however often ctrl+q is pressed
+
+    @work(group="quit", exit_on_error=False)
+    async def ask_before_quitting(self, active: list[str]) -> None:
+        # A worker, not the action itself: the app's own message loop must stay free to
+        # handle the keys that answer the dialog.
         if not self.cancel_moves_on_quit:
-            if await self._ask(ConfirmScreen(
+            if await self.push_screen_wait(ConfirmScreen(
                     "Moves are running",
                     f"The moves on {', '.join(active)} go on on their servers. servermove "
                     "picks them up when you open it again (or: servermove attach SERVER).",
                     yes="Quit, leave them running", no="Stay")):
                 self.exit()
             return
-        if await self._ask(ConfirmScreen(
+        if await self.push_screen_wait(ConfirmScreen(
                 "Moves are running",
                 f"Cancel the moves on {', '.join(active)} and quit? Each mover stops at a safe "
                 "point and cleans up first.", yes="Cancel moves and quit", no="Keep moving",
                 danger=True)):
-            self.cancel_all_and_exit(active)
+            await self._cancel_all_and_exit(self.active_moves())
 
-    @work(exclusive=True, group="quit", exit_on_error=False)
-    async def cancel_all_and_exit(self, names: list[str]) -> None:
-        self.notify("Cancelling: waiting for the movers to clean up…")
+    def quit_on_signal(self, hung_up: bool) -> None:
+        """SIGHUP (the terminal window closed) or SIGTERM: no one is there to ask."""
+        if hung_up and self._driver is not None:
+            # Nothing to draw on: the driver's writer thread dies on the closed terminal, and
+            # frames queued for it would soon block the app before the movers are cancelled.
+            self._driver.write = lambda data: None  # type: ignore[method-assign]
+        if not self._leaving:
+            self._leaving = True
+            self.run_worker(self._cancel_all_and_exit(self.active_moves()), group="quit-now",
+                            exit_on_error=False)
+
+    async def _cancel_all_and_exit(self, names: list[str]) -> None:
+        self._leaving = True  # the moves ending now are not news
+        if names:
+            self.notify("Cancelling: waiting for the movers to clean up…")
         await asyncio.gather(*(self.fleet.cancel(name) for name in names))
         deadline = time.monotonic() + QUIT_CANCEL_TIMEOUT_S
         while any(self.fleet.is_active(n) for n in names) and time.monotonic() < deadline:
@@ -252,7 +331,8 @@ class ServerMoveApp(App[str | None]):
     # -- the Prompter the SSH layer asks -------------------------------------------------------
 
     async def _ask(self, screen: Screen) -> Any:
-        """Show a dialog from any task and wait for its answer."""
+        """Show a dialog from a worker or the SSH layer's task and wait for its answer. Never
+        from one of the app's message handlers: that would block the keys that answer it."""
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def answered(result: Any) -> None:
@@ -269,9 +349,15 @@ class ServerMoveApp(App[str | None]):
         return await self._ask(SudoPasswordScreen(target.label))
 
 
-def run_app() -> int:
-    """`servermove` / `servermove tui`: the dashboard on the user's inventory."""
-    result = ServerMoveApp().run()
+def run_app(*, ssh_config: Path | None = None) -> int:
+    """`servermove` / `servermove tui [--ssh-config FILE]`: the dashboard on the user's
+    inventory."""
+    settings = SshSettings()
+    if ssh_config is not None:
+        if not ssh_config.is_file():  # the same words as the CLI's
+            raise BadInput(f"ssh config file {ssh_config} not found")
+        settings = SshSettings(config_files=[ssh_config])
+    result = ServerMoveApp(ssh_settings=settings).run()
     if result == DEMO_REQUESTED:
         from tui.demo import run_demo
 

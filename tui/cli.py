@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"servermove {_version()}")
     commands = parser.add_subparsers(dest="command", parser_class=_ArgumentParser,
                                      metavar="COMMAND")
-    commands.add_parser("tui", help="the fleet dashboard (the default)")
+    tui = commands.add_parser("tui", help="the fleet dashboard (the default)")
+    tui.add_argument("--ssh-config", metavar="FILE", type=Path,
+                     help="use this ssh config file instead of ~/.ssh/config (like ssh -F)")
     commands.add_parser("demo", help="move a generated demo directory on this machine, in the TUI")
 
     move = commands.add_parser("move", help="move SRC to DST on TARGET, headless")
@@ -512,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in (None, "tui"):
             from tui.app import run_app
 
-            return run_app() or 0
+            return run_app(ssh_config=getattr(args, "ssh_config", None)) or 0
         if args.command == "demo":
             from tui.demo import run_demo
 

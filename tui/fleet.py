@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tui import runner
-from tui.errors import ConnectionLost, ServermoveError
+from tui.errors import AuthFailed, ConnectionLost, HostKeyChanged, HostUnreachable, ServermoveError
 from tui.history import MoveHistory, MoveRecorder, record_from_listed
 from tui.inventory import ServerEntry
 from tui.progress import MoveProgress
@@ -58,6 +58,26 @@ class MoveState(StrEnum):
     FINISHED = "finished"
 
 
+class ConnectionProblem(StrEnum):
+    """Why a server cannot be reached, as its status says."""
+
+    UNREACHABLE = "unreachable"
+    HOST_KEY_CHANGED = "host key changed"
+    AUTH_FAILED = "auth failed"
+
+
+def connection_problem(error: ServermoveError) -> ConnectionProblem | None:
+    """The problem an SSH error shows, or None for an error that says nothing about the
+    connection (a host key not accepted yet, a missing python, a refused path)."""
+    if isinstance(error, HostKeyChanged):
+        return ConnectionProblem.HOST_KEY_CHANGED
+    if isinstance(error, AuthFailed):
+        return ConnectionProblem.AUTH_FAILED
+    if isinstance(error, HostUnreachable):
+        return ConnectionProblem.UNREACHABLE
+    return None
+
+
 @dataclass
 class ServerMove:
     """One server's move as the UI shows it."""
@@ -94,9 +114,11 @@ def phase_fraction(progress: MoveProgress) -> float | None:
     return None
 
 
-def status_text(move: ServerMove | None) -> str:
+def status_text(move: ServerMove | None, problem: ConnectionProblem | None = None) -> str:
     """The dashboard's status column: idle, the phase with its percentage, connection lost,
-    error, or the last result."""
+    error, the last result, or why the server cannot be reached now."""
+    if problem is not None and (move is None or not move.active):
+        return problem.value
     if move is None:
         return "idle"
     progress = move.progress
@@ -139,6 +161,8 @@ class Fleet:
         self.prompter = prompter
         self.clock = clock
         self.moves: dict[str, ServerMove] = {}
+        # Why a server could not be reached the last time we tried (absent: no problem known).
+        self.problems: dict[str, tuple[ConnectionProblem, str]] = {}
         self._changed: set[str] = set()
 
     # -- the runner (tui.runner), unless a test gave another -----------------------------------
@@ -173,6 +197,24 @@ class Fleet:
 
     def _touch(self, name: str) -> None:
         self._changed.add(name)
+
+    def problem(self, name: str) -> ConnectionProblem | None:
+        known = self.problems.get(name)
+        return known[0] if known else None
+
+    def _note_reach(self, name: str, error: ServermoveError | None) -> None:
+        """Remember whether the last connection to a server worked (error None) or why not."""
+        problem = connection_problem(error) if error is not None else None
+        if error is not None and problem is None:
+            return  # this failure says nothing about whether the server can be reached
+        if problem is None:
+            changed = self.problems.pop(name, None) is not None
+        else:
+            assert error is not None
+            changed = self.problems.get(name) != (problem, error.message)
+            self.problems[name] = (problem, error.message)
+        if changed:
+            self._touch(name)
 
     def forget(self, name: str) -> None:
         """Drop a finished move (the server was removed or renamed)."""
@@ -230,6 +272,7 @@ class Fleet:
         try:
             move.handle = await open_handle()
             move.recorder.started_by = getattr(move.handle, "started_by", None)
+            self._note_reach(name, None)
             if move.cancel_requested:
                 await move.handle.cancel()
             move.state = MoveState.RUNNING
@@ -247,6 +290,8 @@ class Fleet:
             move.state = (MoveState.CONNECTION_LOST if move.state is MoveState.RUNNING
                           else MoveState.FAILED_TO_START)
             move.problem = exc.message
+            if move.state is MoveState.FAILED_TO_START:
+                self._note_reach(name, exc)
         finally:
             if move.active:  # the app quit while following: the move goes on on the server
                 move.state = MoveState.CONNECTION_LOST
@@ -314,8 +359,16 @@ class Fleet:
         raise ServermoveError(refusal or (stderr[-1] if stderr else
                                           f"the dry run failed (exit status {status})"))
 
-    async def stat(self, server: ServerEntry, paths: Sequence[str]) -> list[Any]:
-        """Free space on the filesystems holding `paths` (FsStatEvent each)."""
+    async def stat(self, server: ServerEntry, paths: Sequence[str], *,
+                   ask: bool = True) -> list[Any]:
+        """Free space on the filesystems holding `paths` (FsStatEvent each). With ask False
+        nothing is asked (an unknown host key is refused): a check in the background."""
         stat = self._stat_paths or runner.stat_paths
-        return await stat(target_of(server), list(paths), settings=self.settings,
-                          prompter=self.prompter)
+        try:
+            stats = await stat(target_of(server), list(paths), settings=self.settings,
+                               prompter=self.prompter if ask else None)
+        except ServermoveError as exc:
+            self._note_reach(server.name, exc)
+            raise
+        self._note_reach(server.name, None)
+        return stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -31,6 +32,9 @@ def keys_table(sections: list[tuple[str, list[Binding]]]) -> Table:
 
 class HelpScreen(Dialog):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss_default", "Close")]
+    # Lines the dialog needs besides the keys: its frame, the title and the line below.
+    FRAME_LINES = 6
+    AUTO_FOCUS = "VerticalScroll"  # the keys scroll with the arrow keys
 
     def __init__(self, sections: list[tuple[str, list[Binding]]]) -> None:
         super().__init__()
@@ -43,3 +47,8 @@ class HelpScreen(Dialog):
                 yield Static(keys_table(self.sections))
             yield Label("The mouse works too: click rows, buttons and fields.",
                         classes="dialog-body")
+
+    def on_resize(self, event: events.Resize) -> None:
+        # The keys scroll (arrows, pgup/pgdn, home/end) when the terminal is too short for all.
+        self.query_one(VerticalScroll).styles.max_height = max(
+            3, event.size.height - self.FRAME_LINES)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
+from tui.fleet import DEFAULT_MOVE_OPTIONS, MoveOptions
 from tui.formatting import human_count, human_size, open_files_sentences
+from tui.messages import MoveFinished, MoveProgressed
 from tui.protocol import PlanEvent
 from tui.ssh import HostKeyQuestion
 
@@ -20,6 +24,14 @@ class Dialog(ModalScreen):
 
     BINDINGS = [Binding("escape", "dismiss_default", "Back")]
     ESCAPE_RESULT: object = None
+    # Not Textual's "first focusable widget": in some dialogs that is the dangerous button.
+    # Each dialog names what gets the focus (or focuses it itself on mount).
+    AUTO_FOCUS = ""
+
+    def on_mount(self) -> None:
+        # The focused answer in sight, also when the dialog is taller than the terminal.
+        if self.focused is not None:
+            self.call_after_refresh(self.focused.scroll_visible, animate=False)
 
     def action_dismiss_default(self) -> None:
         self.dismiss(self.ESCAPE_RESULT)
@@ -35,6 +47,8 @@ class ConfirmScreen(Dialog):
         super().__init__()
         self.title_text, self.body, self.yes, self.no = title, body, yes, no
         self.danger = danger
+        # The safe answer has the focus: Enter on a surprise dialog must not do harm.
+        self.AUTO_FOCUS = "#no" if danger else "#yes"
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -44,10 +58,6 @@ class ConfirmScreen(Dialog):
                 yield Button(self.yes, id="yes", variant="error" if self.danger else "primary")
                 yield Button(self.no, id="no")
 
-    def on_mount(self) -> None:
-        # The safe answer has the focus: Enter on a surprise dialog must not do harm.
-        self.query_one("#no" if self.danger else "#yes", Button).focus()
-
     @on(Button.Pressed, "#yes")
     def _yes(self) -> None:
         self.dismiss(True)
@@ -55,6 +65,33 @@ class ConfirmScreen(Dialog):
     @on(Button.Pressed, "#no")
     def _no(self) -> None:
         self.dismiss(False)
+
+
+class CancelMoveScreen(ConfirmScreen):
+    """"Cancel the move?" about one server's move; it goes away by itself if that move ends
+    while the question is open, since there is then nothing left to cancel."""
+
+    def __init__(self, server_name: str) -> None:
+        super().__init__("Cancel the move?",
+                         "The mover stops at the next safe point, cleans up what it can, and "
+                         "says where the data is.", yes="Cancel move", no="Keep moving",
+                         danger=True)
+        self.server_name = server_name
+
+    def on_mount(self) -> None:
+        self._dismiss_if_ended()
+
+    def on_move_progressed(self, message: MoveProgressed) -> None:
+        if message.server_name == self.server_name:
+            self._dismiss_if_ended()
+
+    def on_move_finished(self, message: MoveFinished) -> None:
+        if message.server_name == self.server_name:
+            self._dismiss_if_ended()
+
+    def _dismiss_if_ended(self) -> None:
+        if not self.app.fleet.is_active(self.server_name) and self.is_current:
+            self.dismiss(False)
 
 
 def plan_lines(plan: PlanEvent) -> list[str]:
@@ -78,12 +115,68 @@ def plan_lines(plan: PlanEvent) -> list[str]:
     return lines
 
 
-class ConfirmMoveScreen(ConfirmScreen):
-    """"Apply Changes": the plan from a dry run, and the last chance to say no."""
+VERIFY_CHOICES = [("checksum: every byte", "checksum"), ("size only", "size"),
+                  ("none", "none")]
 
-    def __init__(self, server_name: str, plan: PlanEvent) -> None:
-        super().__init__(f"Move the data of {server_name}?", "\n".join(plan_lines(plan)),
-                         yes="Start move", no="Back")
+
+@dataclass(frozen=True)
+class MoveChoice:
+    """The answer to the move's confirmation: start with these options, or (start False) dry
+    run again with them first, since the plan shown was checked with other ones."""
+
+    options: MoveOptions
+    start: bool
+
+
+class ConfirmMoveScreen(Dialog):
+    """"Apply Changes": the plan from a dry run, how to verify and how fast to copy, and the
+    last chance to say no. Returns a MoveChoice, or None for Back."""
+
+    ESCAPE_RESULT = None
+    AUTO_FOCUS = "#yes"
+
+    def __init__(self, server_name: str, plan: PlanEvent,
+                 options: MoveOptions = DEFAULT_MOVE_OPTIONS) -> None:
+        super().__init__()
+        self.server_name, self.plan, self.options = server_name, plan, options
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Move the data of {self.server_name}?", classes="dialog-title",
+                        markup=False)
+            yield Label("Dry run: nothing has been changed yet.", classes="dry-run-note")
+            yield Static(Text("\n".join(plan_lines(self.plan))), classes="dialog-body")
+            with Horizontal(classes="move-options"):
+                yield Label("Verify", classes="option-label")
+                yield Select(VERIFY_CHOICES, value=self.options.verify, allow_blank=False,
+                             id="verify")
+                yield Label("Limit", classes="option-label")
+                yield Input(self.options.bwlimit or "", placeholder="none, e.g. 40M",
+                            id="bwlimit")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Start move", id="yes", variant="primary")
+                yield Button("Back", id="no")
+
+    def chosen(self) -> MoveOptions:
+        limit = self.query_one("#bwlimit", Input).value.strip()
+        return MoveOptions(verify=str(self.query_one("#verify", Select).value),
+                           bwlimit=limit or None)
+
+    @on(Select.Changed)
+    @on(Input.Changed)
+    def _options_changed(self) -> None:
+        same = self.chosen() == self.options
+        self.query_one("#yes", Button).label = "Start move" if same else "Dry run again"
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        options = self.chosen()
+        self.dismiss(MoveChoice(options, start=options == self.options))
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.dismiss(None)
 
 
 class HostKeyScreen(Dialog):
@@ -121,6 +214,7 @@ class SudoPasswordScreen(Dialog):
     """sudo needs a password: ask for it, masked. None means the user declined."""
 
     ESCAPE_RESULT = None
+    AUTO_FOCUS = "#password"
 
     def __init__(self, target_label: str) -> None:
         super().__init__()

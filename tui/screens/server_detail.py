@@ -12,11 +12,11 @@ from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from tui.errors import ServermoveError
-from tui.fleet import MoveState
+from tui.fleet import MoveState, connection_problem
 from tui.formatting import human_size
 from tui.inventory import ServerEntry
 from tui.messages import InventoryChanged, JournalMerged, MoveProgressed
-from tui.screens.modals import ConfirmMoveScreen, ConfirmScreen
+from tui.screens.modals import CancelMoveScreen, ConfirmMoveScreen
 from tui.screens.moves_log import MovesLogScreen
 from tui.screens.server_form import DataPathValidator
 from tui.widgets.move_panel import MoveProgressPanel, OutcomePanel
@@ -48,6 +48,9 @@ class ServerDetailScreen(Screen):
         self.server_name = server_name
         self.initial_new_path = new_path
         self._stat_timer: Timer | None = None
+        # Who wrote the status line beside Apply: "move" (connecting, cancelling) or "plan"
+        # (the dry run's check or refusal). Each goes when what it describes changes.
+        self._status_owner: str | None = None
 
     @property
     def server(self) -> ServerEntry:
@@ -62,15 +65,18 @@ class ServerDetailScreen(Screen):
             yield Label("", id="current-free", classes="free", markup=False)
             with Horizontal(classes="field"):
                 yield Label("New path", classes="field-label -beside-input")
+                # valid_empty: an empty field (e.g. after a move) is not a mistake to show.
                 yield Input(self.initial_new_path, placeholder="/new/absolute/path",
-                            validators=[DataPathValidator()], id="new-path")
+                            validators=[DataPathValidator()], valid_empty=True, id="new-path")
             yield Label("", id="new-free", classes="free", markup=False)
             with Horizontal(id="actions"):
                 yield Button("Apply Changes", id="apply", variant="primary")
                 yield Button("Cancel move", id="cancel-move", variant="error")
                 yield Static("", id="action-status", markup=False)
-            yield MoveProgressPanel(clock=self.app.clock, id="move")
+            # The outcome first: once a move ends, what happened and where the data is must
+            # be in sight on a small terminal too, above the bars that led there.
             yield OutcomePanel(id="outcome")
+            yield MoveProgressPanel(clock=self.app.clock, id="move")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -97,7 +103,11 @@ class ServerDetailScreen(Screen):
         panel.display = move is not None
         if move is not None:
             panel.show(move.progress)
-        self.query_one(OutcomePanel).show(move)
+        outcome = self.query_one(OutcomePanel)
+        was_shown = outcome.display
+        outcome.show(move)
+        if outcome.display and not was_shown:  # scrolled away, on a small terminal
+            self.call_after_refresh(outcome.scroll_visible, animate=False)
         new_path = self.query_one("#new-path", Input)
         new_path.disabled = active
         if active and move is not None and new_path.value != move.new_path:
@@ -108,11 +118,15 @@ class ServerDetailScreen(Screen):
         if active:
             assert move is not None
             self.set_status("Cancelling: the mover is cleaning up…" if move.cancel_requested
-                            else "connecting…" if move.state is MoveState.CONNECTING else "")
+                            else "connecting…" if move.state is MoveState.CONNECTING else "",
+                            owner="move")
+        elif self._status_owner == "move":
+            self.set_status("")  # the move it described has ended
         self.refresh_bindings()
         self.update_apply()
 
-    def set_status(self, text: str) -> None:
+    def set_status(self, text: str, *, owner: str | None = None) -> None:
+        self._status_owner = owner if text else None
         self.query_one("#action-status", Static).update(Text(text))
 
     def check_new_path(self) -> str | None:
@@ -154,6 +168,8 @@ class ServerDetailScreen(Screen):
 
     @on(Input.Changed, "#new-path")
     def _new_path_changed(self) -> None:
+        if self._status_owner == "plan" and not self._checking():
+            self.set_status("")  # a refusal of another path
         self.update_apply()
         if self._stat_timer is not None:
             self._stat_timer.stop()
@@ -163,12 +179,18 @@ class ServerDetailScreen(Screen):
     async def stat_free_space(self) -> None:
         new_path = self.check_new_path()
         paths = [self.server.data_path] + ([new_path] if new_path else [])
+        current_free = self.query_one("#current-free", Label)
         try:
             stats = await self.app.fleet.stat(self.server, paths)
         except ServermoveError as exc:
-            self.query_one("#current-free", Label).update(f"free space unknown: {exc.message}")
+            problem = connection_problem(exc)
+            # Plain words first: "unreachable", "host key changed", "auth failed".
+            current_free.set_class(problem is not None, "-problem")
+            current_free.update(f"{problem.value if problem else 'free space unknown'}: "
+                                f"{exc.message}")
             return
-        self.query_one("#current-free", Label).update(free_space_text(stats[0]))
+        current_free.remove_class("-problem")
+        current_free.update(free_space_text(stats[0]))
         if new_path and len(stats) > 1 and self.check_new_path() == new_path:
             self.query_one("#new-free", Label).update(free_space_text(stats[1]))
 
@@ -195,17 +217,27 @@ class ServerDetailScreen(Screen):
     async def plan_and_confirm(self, new_path: str) -> None:
         apply = self.query_one("#apply", Button)
         apply.disabled = True
-        self.set_status("Checking: dry run on the server…")
-        try:
-            plan = await self.app.fleet.dry_run(self.server, new_path, self.app.move_options)
-        except ServermoveError as exc:
-            self.set_status(f"Refused: {exc.message}")
-            self.update_apply()
-            return
-        self.set_status("")
-        if await self.app.push_screen_wait(ConfirmMoveScreen(self.server_name, plan)):
-            self.app.start_move(self.server_name, new_path)
+        options = self.app.move_options
+        while True:  # again when the user changed the options in the confirmation
+            self.set_status("Checking: dry run on the server…", owner="plan")
+            try:
+                plan = await self.app.fleet.dry_run(self.server, new_path, options)
+            except ServermoveError as exc:
+                self.set_status(f"Refused: {exc.message}", owner="plan")
+                self.update_apply()
+                return
+            self.set_status("")
+            choice = await self.app.push_screen_wait(
+                ConfirmMoveScreen(self.server_name, plan, options))
+            if choice is None or choice.start:
+                break
+            options = choice.options
+        if choice is not None:
+            self.app.start_move(self.server_name, new_path, choice.options)
         self.show_move()
+
+    def _checking(self) -> bool:
+        return any(worker.group == "plan" and not worker.is_finished for worker in self.workers)
 
     # -- cancel --------------------------------------------------------------------------------
 
@@ -223,12 +255,7 @@ class ServerDetailScreen(Screen):
             if cancel:
                 self.app.cancel_move(self.server_name)
 
-        self.app.push_screen(
-            ConfirmScreen("Cancel the move?",
-                          "The mover stops at the next safe point, cleans up what it can, and "
-                          "says where the data is.", yes="Cancel move", no="Keep moving",
-                          danger=True),
-            answered)
+        self.app.push_screen(CancelMoveScreen(self.server_name), answered)
 
     def action_moves_log(self) -> None:
         self.app.push_screen(MovesLogScreen(self.server_name))

@@ -25,10 +25,16 @@ class DataPathValidator(Validator):
         return self.failure(problem) if problem else self.success()
 
 
+def sudo_label(on: bool) -> str:
+    """The checkbox says what it is set to, not only with its mark."""
+    return f"sudo: {'on' if on else 'off'}"
+
+
 class ServerFormScreen(Dialog):
     """Returns the new or edited ServerEntry, or None if the user backed out."""
 
     ESCAPE_RESULT = None
+    AUTO_FOCUS = "#name"
 
     def __init__(self, entry: ServerEntry | None = None, *, target: str = "",
                  taken_names: Sequence[str] = (), ssh_aliases: Sequence[str] = ()) -> None:
@@ -42,19 +48,26 @@ class ServerFormScreen(Dialog):
         entry = self.entry
         with Vertical(classes="dialog"):
             yield Label("Edit server" if entry else "Add a server", classes="dialog-title")
-            yield Input(entry.name if entry else "", placeholder="name, e.g. web1", id="name")
+            with Horizontal(classes="form-field"):
+                yield Label("Name", classes="form-label")
+                yield Input(entry.name if entry else "", placeholder="e.g. web1", id="name")
             hint = ", ".join(self.ssh_aliases[:6]) or "none in ~/.ssh/config"
-            yield Input(self.prefill_target,
-                        placeholder=f"target: ssh alias, [user@]host[:port] or {LOCAL}",
-                        suggester=SuggestFromList([*self.ssh_aliases, LOCAL]), id="target")
+            with Horizontal(classes="form-field"):
+                yield Label("Target", classes="form-label")
+                yield Input(self.prefill_target,
+                            placeholder=f"ssh alias, [user@]host[:port] or {LOCAL}",
+                            suggester=SuggestFromList([*self.ssh_aliases, LOCAL]), id="target")
             yield Label(f"ssh aliases: {hint}", id="aliases", markup=False)
-            yield Input(entry.data_path if entry else "",
-                        placeholder="data path, e.g. /var/lib/app",
-                        validators=[DataPathValidator()], id="data-path")
-            with Horizontal(id="form-options"):
-                yield Checkbox("sudo", entry.sudo if entry else False, id="sudo")
-                yield Input((entry.python or "") if entry else "",
-                            placeholder="python (default python3)", id="python")
+            with Horizontal(classes="form-field"):
+                yield Label("Data path", classes="form-label")
+                yield Input(entry.data_path if entry else "", placeholder="e.g. /var/lib/app",
+                            validators=[DataPathValidator()], id="data-path")
+            with Horizontal(classes="form-field", id="form-options"):
+                sudo = entry.sudo if entry else False
+                yield Checkbox(sudo_label(sudo), sudo, id="sudo")
+                yield Label("Python", classes="form-label -short")
+                yield Input((entry.python or "") if entry else "", placeholder="python3",
+                            id="python")
             yield Static("", classes="field-problem", id="problem", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary")
@@ -83,6 +96,10 @@ class ServerFormScreen(Dialog):
             self.query_one("#problem", Static).update(exc.message)
             return
         self.dismiss(entry)
+
+    @on(Checkbox.Changed, "#sudo")
+    def _sudo_changed(self, event: Checkbox.Changed) -> None:
+        event.checkbox.label = sudo_label(event.value)
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
