@@ -170,8 +170,7 @@ class Emitter:
             if sequenced:
                 self._seq += 1
                 data["seq"] = self._seq
-            line = json.dumps({"subject": subject, "data": data}, ensure_ascii=True,
-                              separators=(",", ":")) + "\n"
+            line = json_line(subject, data)
             for sink in self.sinks:
                 sink(line, subject, data)
             if self.stdout_ok:
@@ -618,6 +617,173 @@ def parse_rate(text):
     return max(1, int(value * units[suffix]))
 
 
+# JSON lines are serialised here only: the Emitter's events and the reaper's last word.
+def json_line(subject, data):
+    return json.dumps({"subject": subject, "data": data}, ensure_ascii=True,
+                      separators=(",", ":")) + "\n"
+
+
+def progress_data(server_name, phase, counts, move_id=None, error=None, data_state=None):
+    """The one builder of a move.progress event's data; `counts`: its counters, by wire name."""
+    data = {"serverName": server_name, "phase": phase}
+    if move_id is not None:
+        data["moveId"] = move_id
+    data["ts"] = round(time.time(), 3)
+    data.update(counts)
+    if error is not None:
+        data["error"] = error
+    if data_state is not None:
+        data["dataState"] = data_state
+    return data
+
+
+NO_COUNTS = {"bytesTotal": 0, "bytesCopied": 0, "filesTotal": 0, "filesCopied": 0}
+
+
+class Progress:
+    """A move's counters and where its data is, and the one place they become move.progress
+    events: the phase changes the main thread makes, and the reporter thread's lines (at most
+    one a tick while counters move, a heartbeat when they do not).
+
+    The main thread counts by plain `+=`; the verifier and remover threads count through
+    add_verified and add_removed, which take a lock (the copy loop counts verified bytes too)."""
+
+    def __init__(self, emitter, server_name, move_id):
+        self.out = emitter
+        self.server_name = server_name
+        self.move_id = move_id
+        self.method = None
+        self.reusing = False  # taking over a dead move's staging: bytesReused is reported
+        self.phase = None
+        self.bytes_total = 0
+        self.files_total = 0
+        self.dirs_total = 0
+        self.bytes_copied = 0
+        self.files_copied = 0
+        self.bytes_reused = 0
+        self.bytes_verified = 0
+        self.files_verified = 0
+        self.files_removed = 0
+        self.current = None
+        self.data_state = STATE_SOURCE  # where the whole data is (dataState)
+        self.deleted_any = False
+        self._lock = threading.Lock()  # one event at a time
+        self._count_lock = threading.Lock()  # counts from other threads
+        self._last_report = 0.0
+        self._last_counters = None
+        self._stop = threading.Event()
+        self._thread = None
+        self._poll = None
+
+    def add_verified(self, count):
+        # `+=` on an attribute is a read and a write: a thread switch between them loses one.
+        with self._count_lock:
+            self.bytes_verified += count
+
+    def add_removed(self, count):
+        with self._count_lock:
+            self.files_removed += count
+            self.deleted_any = True
+            self.data_state = STATE_DESTINATION
+
+    def _counters(self):
+        return (self.bytes_total, self.files_total, self.bytes_copied, self.files_copied,
+                self.bytes_verified, self.files_verified, self.files_removed, self.current)
+
+    def data(self, error=None, data_state=None):
+        counts = {"bytesTotal": self.bytes_total, "bytesCopied": self.bytes_copied,
+                  "filesTotal": self.files_total, "filesCopied": self.files_copied,
+                  "bytesVerified": self.bytes_verified, "filesVerified": self.files_verified}
+        if self.method is not None:
+            counts["method"] = self.method
+        if self.reusing:
+            counts["bytesReused"] = self.bytes_reused
+        if self.phase == CALCULATING:
+            counts["dirsTotal"] = self.dirs_total
+        if self.phase == CLEANING:
+            counts["filesRemoved"] = self.files_removed
+        if self.current is not None:
+            counts["currentFile"] = show(self.current)
+        return progress_data(self.server_name, self.phase, counts, self.move_id, error,
+                             data_state)
+
+    def set_phase(self, phase, error=None, data_state=None):
+        with self._lock:
+            if self.phase in TERMINAL:
+                return
+            if phase != self.phase:
+                self.current = None
+            self.phase = phase
+            self._last_report = time.monotonic()
+            self._last_counters = self._counters()
+            self.out.emit("move.progress", self.data(error, data_state))
+
+    def tick(self):
+        """Called by the reporter thread: a line when counters moved, a heartbeat when not."""
+        with self._lock:
+            if self.phase is None or self.phase in TERMINAL:
+                return
+            now = time.monotonic()
+            counters = self._counters()
+            since = now - self._last_report
+            if (counters != self._last_counters and since >= TICK_SECONDS) or \
+                    since >= HEARTBEAT_SECONDS:
+                self._last_report = now
+                self._last_counters = counters
+                self.out.emit("move.progress", self.data())
+
+    def start_reporter(self, poll=None):
+        """Start the reporter thread; `poll`, if given, is called every CANCEL_POLL_SECONDS."""
+        self._poll = poll
+        self._thread = threading.Thread(target=self._reporter, name="reporter")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop_reporter(self):
+        self._stop.set()
+        self._thread.join(2)
+
+    def _reporter(self):
+        next_poll = 0.0
+        while not self._stop.wait(TICK_SECONDS / 2):
+            self.tick()
+            if self._poll is not None and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+                self._poll()
+
+
+class Cancellation:
+    """Whether the move must stop, and why: a signal or a cancel request (`by` says whose), or a
+    failure found by another thread (the verifier, the journal), raised by the main thread at
+    its next check. The worker threads stop at the next file or chunk once it is set."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.by = None
+        self.failure = None
+
+    def request(self, by):
+        if self.by is None:
+            self.by = by
+        self._event.set()
+
+    def fail(self, failure):
+        self.failure = failure
+
+    def stop_threads(self):
+        self._event.set()
+
+    def is_set(self):
+        return self._event.is_set()
+
+    def check(self):
+        """The one cancellation point: the copy, verify and clean loops call it between chunks."""
+        if self.failure is not None:
+            raise self.failure
+        if self._event.is_set():
+            raise Cancelled()
+
+
 class Move:
     def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None):
         self.out = emitter
@@ -644,30 +810,9 @@ class Move:
         self.recorder = None  # a detached worker's Recorder of finished copies
         self.finishing = False  # True: only the cleaning of the dead move in self.resume is left
         self._dead_moves = None
-        self.bytes_reused = 0
-
-        self.phase = None
-        self.bytes_total = 0
-        self.files_total = 0
-        self.dirs_total = 0
-        self.bytes_copied = 0
-        self.files_copied = 0
-        self.bytes_verified = 0
-        self.files_verified = 0
-        self.files_removed = 0
-        self.current = None
-
-        self.cancel = threading.Event()
-        self.signal_name = None
-        self.verify_failure = None
-        self.data_state = STATE_SOURCE
-        self.deleted_any = False
-
-        self._report_lock = threading.Lock()
-        self._verified_lock = threading.Lock()
-        self._last_report = 0.0
-        self._last_counters = None
-        self._reporter_stop = threading.Event()
+        self.progress = Progress(emitter, server_name, self.move_id)
+        self.cancel = Cancellation()
+        self.check = self.cancel.check  # the one cancellation point (see Cancellation.check)
 
         self.euid = os.geteuid()
         self.egid = os.getegid()
@@ -686,73 +831,8 @@ class Move:
 
     # -- events --------------------------------------------------------------------------------
 
-    def _counters(self):
-        return (self.bytes_total, self.files_total, self.bytes_copied, self.files_copied,
-                self.bytes_verified, self.files_verified, self.files_removed, self.current)
-
-    def _progress_data(self, error=None, data_state=None):
-        data = {
-            "serverName": self.server_name,
-            "phase": self.phase,
-            "bytesTotal": self.bytes_total,
-            "bytesCopied": self.bytes_copied,
-            "filesTotal": self.files_total,
-            "filesCopied": self.files_copied,
-            "moveId": self.move_id,
-            "ts": round(time.time(), 3),
-            "bytesVerified": self.bytes_verified,
-            "filesVerified": self.files_verified,
-        }
-        if self.method is not None:
-            data["method"] = self.method
-        if self.resume is not None and not self.finishing:
-            data["bytesReused"] = self.bytes_reused
-        if self.phase == CALCULATING:
-            data["dirsTotal"] = self.dirs_total
-        if self.phase == CLEANING:
-            data["filesRemoved"] = self.files_removed
-        if self.current is not None:
-            data["currentFile"] = show(self.current)
-        if error is not None:
-            data["error"] = error
-        if data_state is not None:
-            data["dataState"] = data_state
-        return data
-
     def set_phase(self, phase, error=None, data_state=None):
-        with self._report_lock:
-            if self.phase in TERMINAL:
-                return
-            if phase != self.phase:
-                self.current = None
-            self.phase = phase
-            self._last_report = time.monotonic()
-            self._last_counters = self._counters()
-            self.out.emit("move.progress", self._progress_data(error, data_state))
-
-    def tick(self):
-        """Called by the reporter thread: a line when counters moved, a heartbeat when not."""
-        with self._report_lock:
-            if self.phase is None or self.phase in TERMINAL:
-                return
-            now = time.monotonic()
-            counters = self._counters()
-            since = now - self._last_report
-            if (counters != self._last_counters and since >= TICK_SECONDS) or \
-                    since >= HEARTBEAT_SECONDS:
-                self._last_report = now
-                self._last_counters = counters
-                self.out.emit("move.progress", self._progress_data())
-
-    def _reporter(self):
-        next_cancel_poll = 0.0
-        while not self._reporter_stop.wait(TICK_SECONDS / 2):
-            self.tick()
-            if self.cancel_file is not None and time.monotonic() >= next_cancel_poll:
-                next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
-                if os.path.exists(self.cancel_file):
-                    self.signal_name = self.signal_name or "the user (Ctrl-C, or Cancel in the TUI)"
-                    self.cancel.set()
+        self.progress.set_phase(phase, error, data_state)
 
     def warn(self, key, message, rel):
         """Aggregate non-fatal problems: one move.warning per kind, with a count and an example."""
@@ -771,29 +851,22 @@ class Move:
                                            "moveId": self.move_id})
         self.warnings = {}
 
-    def check(self):
-        """The one cancellation point: the copy, verify and clean loops call it between chunks."""
-        if self.verify_failure is not None:
-            raise self.verify_failure
-        if self.cancel.is_set():
-            raise Cancelled()
-
     def on_signal(self, signum, frame):
-        if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
-        self.cancel.set()
+        self.cancel.request(signal.Signals(signum).name)
+
+    def poll_cancel_file(self):
+        """A detached worker's cancel request: the `cancel` file in its journal."""
+        if os.path.exists(self.cancel_file):
+            self.cancel.request("the user (Ctrl-C, or Cancel in the TUI)")
 
     # -- the whole move ------------------------------------------------------------------------
 
     def run(self):
-        reporter = threading.Thread(target=self._reporter, name="reporter")
-        reporter.daemon = True
-        reporter.start()
+        self.progress.start_reporter(self.poll_cancel_file if self.cancel_file else None)
         try:
             return self._run()
         finally:
-            self._reporter_stop.set()
-            reporter.join(2)
+            self.progress.stop_reporter()
             if self.dst_watch is not None:
                 os.close(self.dst_watch)
 
@@ -829,10 +902,10 @@ class Move:
                                        "it" % (type(exc).__name__, exc, where))
 
     def finish(self, phase, error, status, data_state=None):
-        self.current = None
-        if phase != COMPLETE and (data_state or self.data_state) == STATE_SOURCE:
+        self.progress.current = None
+        if phase != COMPLETE and (data_state or self.progress.data_state) == STATE_SOURCE:
             self.remove_made_parents()
-        self.set_phase(phase, error=error, data_state=data_state or self.data_state)
+        self.set_phase(phase, error=error, data_state=data_state or self.progress.data_state)
         if error:
             stderr_line(error)
         return status
@@ -852,20 +925,20 @@ class Move:
         return ""
 
     def finish_failure(self, message):
-        self.cancel.set()  # stops the verifier thread
-        if self.data_state == STATE_SOURCE:
+        self.cancel.stop_threads()
+        if self.progress.data_state == STATE_SOURCE:
             message += self.remove_staging()
             if self.staging is not None:
                 message += "; nothing was changed: the source is untouched"
         return self.finish(ERROR, message, EXIT_FAILED)
 
     def finish_cancelled(self):
-        why = "cancelled by %s" % (self.signal_name or "a signal")
-        if self.data_state == STATE_SOURCE:
+        why = "cancelled by %s" % (self.cancel.by or "a signal")
+        if self.progress.data_state == STATE_SOURCE:
             text = why + "; the source is untouched" + self.remove_staging()
             if self.staging is not None and not text.endswith("by hand"):
                 text += " and the partial copy was removed"
-        elif self.data_state == STATE_BOTH:
+        elif self.progress.data_state == STATE_BOTH:
             text = (why + " before the source was removed: %s is complete and verified, and "
                     "%s is still whole — remove one of them yourself"
                     % (show(self.dst), show(self.src)))
@@ -941,10 +1014,12 @@ class Move:
         else:
             dst_mount = mount_of(os.path.realpath(dst_parent), mounts)
         self.method = "rename" if dst_mount[0] == src_mount[0] else "copy"
+        self.progress.method = self.method
         if self.method == "copy":
             self.staging = (join(dst, STAGING_PREFIX) if self.dst_is_mount
                             else join(dst_parent, STAGING_PREFIX)) + self.move_id.encode()
         self.take_over_dead_move(real_src, real_dst)
+        self.progress.reusing = self.resume is not None and not self.finishing
         self.check()
 
         # A rename is one atomic step whatever the size, so counting a million files first
@@ -971,7 +1046,7 @@ class Move:
         if self.method == "copy" and not self.finishing:
             # Allocated blocks, not apparent sizes: sparse files stay sparse. Directories are
             # counted at one block each.
-            need = self.blocks_needed + self.dirs_total * dst_vfs.f_frsize
+            need = self.blocks_needed + self.progress.dirs_total * dst_vfs.f_frsize
             if need > dst_free:
                 raise Refused("not enough space on %s: need %s, %s free — free some space or "
                               "pick another destination%s" % (show(dst_mount[1]), human(need),
@@ -992,9 +1067,9 @@ class Move:
             "src": show(src),
             "dst": show(dst),
             "method": self.method,
-            "bytesTotal": self.bytes_total,
-            "filesTotal": self.files_total,
-            "dirsTotal": self.dirs_total,
+            "bytesTotal": self.progress.bytes_total,
+            "filesTotal": self.progress.files_total,
+            "dirsTotal": self.progress.dirs_total,
             "dstFreeBytes": dst_free,
             "dstFreeInodes": dst_vfs.f_favail if dst_vfs.f_files else None,
             "srcFreeBytes": src_vfs.f_bavail * src_vfs.f_frsize,
@@ -1006,7 +1081,7 @@ class Move:
             "openFilesUnchecked": open_files["openFilesUnchecked"],
             "openFilesReaders": [use.as_data() for use in readers],
             "createdParents": [show(path) for path in self.missing_parents],
-            "bytesNeeded": self.blocks_needed + self.dirs_total * dst_vfs.f_frsize,
+            "bytesNeeded": self.blocks_needed + self.progress.dirs_total * dst_vfs.f_frsize,
             "resumes": self.resume_summary(),
         })
 
@@ -1073,7 +1148,7 @@ class Move:
         dst_len = max(len(self.dst), len(self.staging or b""))
         for kind, rel, st, _name, _dir_fd in walk(self.src):
             self.check()
-            self.current = rel
+            self.progress.current = rel
             if kind == WALK_POST:
                 continue
             if copying and max(src_len, dst_len) + len(rel) + 1 >= PATH_MAX:
@@ -1081,7 +1156,7 @@ class Move:
                               "a deeper directory" % (PATH_MAX, self.src_show(rel)))
             if kind == WALK_DIR:
                 self.note_needs(rel, st)
-                self.dirs_total += 1
+                self.progress.dirs_total += 1
                 inodes += 1
                 # Emptying it needs write access too, unless it is ours: cleaning then makes
                 # a read-only directory writable (it is going away).
@@ -1089,7 +1164,7 @@ class Move:
                 if check_access and not os.access(join(self.src, rel), need):
                     raise Refused(self.unreadable(rel, st, "rx"))
                 continue
-            self.files_total += 1
+            self.progress.files_total += 1
             mode = st.st_mode
             self.note_needs(rel, st)
             if st.st_nlink > 1:
@@ -1103,14 +1178,14 @@ class Move:
             reused = self.resume is not None and self.resume.matches(rel, st)
             inodes += 0 if reused else 1
             if stat.S_ISREG(mode):
-                self.bytes_total += st.st_size
+                self.progress.bytes_total += st.st_size
                 blocks += 0 if reused else st.st_blocks * 512
                 if check_access and not os.access(join(self.src, rel), os.R_OK):
                     raise Refused(self.unreadable(rel, st, "r"))
             elif (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and copying and not self.is_root:
                 raise Refused("%s is a device node and only root can create one — run the move "
                               "as root" % self.src_show(rel))
-        self.current = None
+        self.progress.current = None
         self.blocks_needed = blocks
         self.inodes_needed = inodes
         if copying:
@@ -1174,11 +1249,11 @@ class Move:
                               % (show(self.src), show(self.dst))) from err
             raise Failure("cannot rename %s to %s: %s — nothing was changed"
                           % (show(self.src), show(self.dst), words(err))) from err
-        self.data_state = STATE_DESTINATION
+        self.progress.data_state = STATE_DESTINATION
         fsync_dir(os.path.dirname(self.dst))
         fsync_dir(os.path.dirname(self.src))
-        self.bytes_copied = self.bytes_total
-        self.files_copied = self.files_total
+        self.progress.bytes_copied = self.progress.bytes_total
+        self.progress.files_copied = self.progress.files_total
         self.finish(COMPLETE, None, EXIT_OK)
 
     # -- copy ----------------------------------------------------------------------------------
@@ -1196,7 +1271,9 @@ class Move:
             self.stop_recording()
             self.release_dead_moves()
             self.flush_warnings()
-            if self.files_copied != self.files_total or self.bytes_copied != self.bytes_total:
+            progress = self.progress
+            if progress.files_copied != progress.files_total or \
+                    progress.bytes_copied != progress.bytes_total:
                 raise SourceChanged(self.count_changed())
             self.set_phase(VERIFYING)
             if verifier is not None:
@@ -1253,7 +1330,7 @@ class Move:
             for kind, rel, item, name, src_dir in walk(src, stat_files=False):
                 self.check()
                 if kind == WALK_DIR:
-                    self.current = rel or None
+                    self.progress.current = rel or None
                     try:
                         # Owner-only until its contents are in: a read-only directory stays
                         # writable for us, and nobody else sees half a tree.
@@ -1267,12 +1344,13 @@ class Move:
                 if kind == WALK_POST:
                     self.set_dir_meta(rel, item, join(staging, rel))
                     continue
-                self.current = rel
-                if self.files_copied == self.files_total:  # one more than counted
+                self.progress.current = rel
+                if self.progress.files_copied == self.progress.files_total:  # one more than counted
                     raise SourceChanged("files appeared in the source during the move (%d "
                                         "counted before copying, more found)%s — stop what "
                                         "writes to %s and run the move again"
-                                        % (self.files_total, self.changed_example(), show(src)))
+                                        % (self.progress.files_total, self.changed_example(),
+                                           show(src)))
                 if item.is_file(follow_symlinks=False):
                     self.copy_regular(rel, name, src_dir, copies.fd, verifier)
                 else:
@@ -1281,7 +1359,7 @@ class Move:
                     except OSError as err:
                         raise self.read_failure(rel, err) from err
                     self.copy_special(rel, st, join(staging, rel))
-                self.files_copied += 1
+                self.progress.files_copied += 1
         finally:
             copies.close()
 
@@ -1303,15 +1381,16 @@ class Move:
     def count_changed(self):
         """What changed in the source between counting and copying, in words."""
         changes = []
-        if self.files_copied != self.files_total:
+        p = self.progress
+        if p.files_copied != p.files_total:
             changes.append("%d files were counted before copying and %d copied (%d %s)" % (
-                self.files_total, self.files_copied, abs(self.files_copied - self.files_total),
-                "more" if self.files_copied > self.files_total else "fewer"))
-        if self.bytes_copied != self.bytes_total:
+                p.files_total, p.files_copied, abs(p.files_copied - p.files_total),
+                "more" if p.files_copied > p.files_total else "fewer"))
+        if p.bytes_copied != p.bytes_total:
             changes.append("the files held {:,} bytes when counted and {:,} when copied ({:,} "
-                           "bytes {})".format(self.bytes_total, self.bytes_copied,
-                                              abs(self.bytes_copied - self.bytes_total),
-                                              "more" if self.bytes_copied > self.bytes_total
+                           "bytes {})".format(p.bytes_total, p.bytes_copied,
+                                              abs(p.bytes_copied - p.bytes_total),
+                                              "more" if p.bytes_copied > p.bytes_total
                                               else "fewer"))
         return ("the source changed during the move: %s%s — stop what writes to %s and run "
                 "the move again" % ("; ".join(changes), self.changed_example(), show(self.src)))
@@ -1451,11 +1530,11 @@ class Move:
                         verifier.put(("range", rel, st, start, end))
                 for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
                     if start > done:
-                        self.bytes_copied += start - done  # a hole: nothing to write
+                        self.progress.bytes_copied += start - done  # a hole: nothing to write
                     self.copy_range(rel, fin, fout, start, end, on_chunk)
                     done = end
                 if done < size:
-                    self.bytes_copied += size - done
+                    self.progress.bytes_copied += size - done
                 if sparse:
                     try:
                         os.ftruncate(fout, size)
@@ -1497,9 +1576,9 @@ class Move:
             raise Failure("the copy of %s reads back different from what was written (a "
                           "failing disk or filesystem?) — nothing was deleted; check the "
                           "destination disk" % self.src_show(rel))
-        self.bytes_copied += size
+        self.progress.bytes_copied += size
         if verify:
-            self.add_verified(size)
+            self.progress.add_verified(size)
         if self.bwlimit:
             self.throttle()
 
@@ -1558,7 +1637,7 @@ class Move:
             if on_chunk is not None:
                 on_chunk(offset, offset + got)
             offset += got
-            self.bytes_copied += got
+            self.progress.bytes_copied += got
             elapsed = time.monotonic() - started
             if elapsed > CHUNK_TARGET_SECONDS and self.chunk > CHUNK_MIN:
                 self.chunk //= 2
@@ -1567,15 +1646,10 @@ class Move:
             if self.bwlimit:
                 self.throttle()
 
-    def add_verified(self, count):
-        # Both the copy loop (small files) and the verifier thread count verified bytes: `+=`
-        # on an attribute is a read and a write, and a thread switch between them loses one.
-        with self._verified_lock:
-            self.bytes_verified += count
-
     def throttle(self):
         # Bytes taken over from a dead move's staging were not read nor written: not throttled.
-        due = self.copy_started + (self.bytes_copied - self.bytes_reused) / float(self.bwlimit)
+        done = self.progress.bytes_copied - self.progress.bytes_reused
+        due = self.copy_started + done / float(self.bwlimit)
         while True:
             self.check()
             wait = due - time.monotonic()
@@ -1678,7 +1752,7 @@ class Move:
                 self.check()
                 if kind == WALK_POST:
                     continue
-                self.current = rel or None
+                self.progress.current = rel or None
                 try:
                     if kind == WALK_FILE:
                         dst_st = copies.lstat(name)
@@ -1702,18 +1776,18 @@ class Move:
                     continue
                 seen += 1
                 if counting:
-                    self.files_verified += 1
+                    self.progress.files_verified += 1
                     if self.verify == "size" and stat.S_ISREG(sst.st_mode):
-                        self.bytes_verified += sst.st_size
+                        self.progress.bytes_verified += sst.st_size
         finally:
             copies.close()
-        if seen != self.files_copied:
+        if seen != self.progress.files_copied:
             raise SourceChanged("%d entries vanished from %s during the move — nothing was "
                                 "deleted; stop what writes to it and run the move again"
-                                % (self.files_copied - seen, show(self.src)))
+                                % (self.progress.files_copied - seen, show(self.src)))
         if self.verify == "size":
-            self.bytes_verified = self.bytes_total
-        self.current = None
+            self.progress.bytes_verified = self.progress.bytes_total
+        self.progress.current = None
 
     def differs(self, rel, s, d, compare_owner, dst_root):
         if stat.S_IFMT(s.st_mode) != stat.S_IFMT(d.st_mode):
@@ -1739,7 +1813,7 @@ class Move:
     def publish(self):
         """Make the verified copy DST: one rename (or, when DST is a mount point, one rename per
         top-level entry: a mount point itself cannot be replaced)."""
-        self.current = None
+        self.progress.current = None
         try:
             if not self.dst_is_mount:
                 os.rename(self.staging, self.dst)
@@ -1749,7 +1823,7 @@ class Move:
             raise Failure("cannot put the copy in place at %s: %s" % (show(self.dst),
                                                                        words(err))) from err
         self.staging = None
-        self.data_state = STATE_BOTH
+        self.progress.data_state = STATE_BOTH
         fsync_dir(os.path.dirname(self.dst))
         fsync_dir(self.dst)
 
@@ -1791,7 +1865,7 @@ class Move:
                         copies.enter(rel)
                 if kind != WALK_FILE:
                     continue
-                self.current = rel
+                self.progress.current = rel
                 try:
                     problem = self.differs(rel, st, copies.lstat(name), self.is_root, dst)
                     if problem:
@@ -1812,11 +1886,11 @@ class Move:
             self.check()
             if kind != WALK_POST:
                 continue
-            self.current = rel or None
+            self.progress.current = rel or None
             err = self.remove(os.rmdir, join(src, rel))
             if err is None:
-                self.deleted_any = True
-                self.data_state = STATE_DESTINATION
+                self.progress.deleted_any = True
+                self.progress.data_state = STATE_DESTINATION
             elif rel == b"" and err.errno == errno.EBUSY and not kept:
                 self.warn("srcmount", "%s is a mount point: it was emptied but not removed"
                           % show(src), b"")
@@ -1824,7 +1898,8 @@ class Move:
                 kept.append((rel, "%s: %s" % (self.src_show(rel), words(err))))
         self.flush_warnings()
         if kept:
-            self.data_state = STATE_DESTINATION if self.deleted_any else STATE_BOTH
+            self.progress.data_state = (STATE_DESTINATION if self.progress.deleted_any
+                                        else STATE_BOTH)
             listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
             if len(kept) > 5:
                 listed += " and %d more" % (len(kept) - 5)
@@ -1947,8 +2022,8 @@ class Move:
             os.link(old, name, dst_dir_fd=dst_dir, follow_symlinks=False)
         except OSError:
             return False  # gone, or cannot be linked: copied like any other file
-        self.bytes_copied += st.st_size
-        self.bytes_reused += st.st_size
+        self.progress.bytes_copied += st.st_size
+        self.progress.bytes_reused += st.st_size
         self.record_copy(rel, st)
         if verifier is not None:  # --verify checksum: its content is compared again
             verifier.put(("file", rel, st))
@@ -1982,9 +2057,10 @@ class Move:
     def finish_cleaning(self):
         """Finish the cleaning of a dead move: its copy at DST was complete, verified and
         flushed, and each source entry still there is checked against it before it goes."""
-        self.data_state = self.resume.state.get("dataState") or STATE_BOTH
-        self.deleted_any = self.data_state == STATE_DESTINATION
-        self.bytes_copied, self.files_copied = self.bytes_total, self.files_total
+        p = self.progress
+        p.data_state = self.resume.state.get("dataState") or STATE_BOTH
+        p.deleted_any = p.data_state == STATE_DESTINATION
+        p.bytes_copied, p.files_copied = p.bytes_total, p.files_total
         self.clean_source()  # returns only once complete
         self.release_dead_moves()
 
@@ -2040,7 +2116,6 @@ class Remover:
         self.queue = queue.Queue(maxsize=self.WORKERS)
         self.batch = []
         self.failed = []  # (rel, OSError), for the files that could not be removed
-        self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = []
         self.window_count = 0
@@ -2108,10 +2183,7 @@ class Remover:
             else:
                 self.failed.append((rel, err))
         if removed:
-            with self.lock:
-                move.files_removed += removed
-                move.deleted_any = True
-                move.data_state = STATE_DESTINATION
+            move.progress.add_removed(removed)
 
     def _run(self):
         while True:
@@ -2186,12 +2258,12 @@ class Verifier:
                 else:
                     self.compare(rel, st)
         except Failure as exc:
-            move.verify_failure = exc
+            move.cancel.fail(exc)
         except OSError as exc:
-            move.verify_failure = Failure("cannot verify %s: %s" % (show(rel), words(exc)))
+            move.cancel.fail(Failure("cannot verify %s: %s" % (show(rel), words(exc))))
         except Exception as exc:
-            move.verify_failure = Failure("internal error in the mover's verifier (%s: %s) — "
-                                          "please report it" % (type(exc).__name__, exc))
+            move.cancel.fail(Failure("internal error in the mover's verifier (%s: %s) — "
+                                     "please report it" % (type(exc).__name__, exc)))
         finally:
             self.close_pair()
             self.done.set()
@@ -2240,7 +2312,7 @@ class Verifier:
             src_map = tuple(data_segments(fs, size))
             if src_map == tuple(data_segments(fd, size)):
                 ranges = src_map
-                self.move.add_verified(size - sum(e - s for s, e in src_map))
+                self.move.progress.add_verified(size - sum(e - s for s, e in src_map))
         for start, end in ranges:
             self.compare_range(spath, fs, fd, start, end)
         self.check_unchanged(spath, fs, st)
@@ -2283,7 +2355,7 @@ class Verifier:
                     "copied, or a disk returned bad data) — nothing was deleted; stop what "
                     "writes to %s and run the move again" % (show(spath), show(move.src)))
             pos += want
-            move.add_verified(want)
+            move.progress.add_verified(want)
 
     def mapped_copy_equals(self, fd, pos, data):
         """Whether the copy holds `data` at `pos`, compared in place through a mapping; None
@@ -3160,10 +3232,10 @@ class Journal:
             os.unlink(os.path.join(self.mdir, b"reserve"))
         if self.move is not None:
             # The failure the main thread raises at its next check (as for a verify failure).
-            self.move.verify_failure = Failure(
+            self.move.cancel.fail(Failure(
                 "the move journal in %s could not be written (%s) — the move was stopped; free "
                 "some space there and run the move again" % (show(os.path.dirname(os.path.dirname(
-                    self.mdir))), words(err)))
+                    self.mdir))), words(err))))
         return True
 
     def __call__(self, line, subject, data):
@@ -3501,21 +3573,18 @@ def reap_dead_worker(mdir, state):
     else:
         data_state = STATE_SOURCE
         text = "%s: nothing was changed — the source %s is untouched" % (what, show(src))
-    now = round(time.time(), 3)
     last = last_event_of(mdir)  # fresher than state.json, which is written once a second
     if last.get("workerGone"):  # reaped before, but the state could not be saved then
         return repaired_state(mdir, state, last)
-    data = {"serverName": state.get("serverName", ""), "phase": ERROR, "moveId": state["moveId"],
-            "ts": now, "error": text, "dataState": data_state, "workerGone": True,
-            "seq": (last.get("seq") or 0) + 1}
-    for key in ("bytesTotal", "bytesCopied", "filesTotal", "filesCopied", "bytesVerified",
-                "filesVerified"):
-        data[key] = last.get(key, state.get(key, 0))
-    data["diedIn"] = phase
+    counts = dict((key, last.get(key, state.get(key, 0))) for key in (
+        "bytesTotal", "bytesCopied", "filesTotal", "filesCopied", "bytesVerified",
+        "filesVerified"))
+    data = progress_data(state.get("serverName", ""), ERROR, counts, state["moveId"], text,
+                         data_state)
+    data.update(workerGone=True, seq=(last.get("seq") or 0) + 1, diedIn=phase)
     with contextlib.suppress(OSError):  # the dead worker's room for its last words
         os.unlink(os.path.join(mdir, b"reserve"))
-    line = json.dumps({"subject": "move.progress", "data": data}, ensure_ascii=True,
-                      separators=(",", ":")) + "\n"
+    line = json_line("move.progress", data)
     with contextlib.suppress(OSError):  # a full disk: the next reader tries again
         append_whole_line(os.path.join(mdir, b"events.jsonl"), line.encode("ascii"))
     return repaired_state(mdir, state, data)
@@ -3765,10 +3834,8 @@ def absolute(name, text):
 
 
 def refuse(emitter, server_name, message):
-    emitter.emit("move.progress", {
-        "serverName": server_name, "phase": ERROR, "bytesTotal": 0, "bytesCopied": 0,
-        "filesTotal": 0, "filesCopied": 0, "error": message, "dataState": STATE_SOURCE,
-        "ts": round(time.time(), 3)})
+    emitter.emit("move.progress", progress_data(server_name, ERROR, NO_COUNTS, error=message,
+                                                data_state=STATE_SOURCE))
     stderr_line(message)
     return EXIT_REFUSED
 
