@@ -784,6 +784,400 @@ class Cancellation:
             raise Cancelled()
 
 
+class Plan:
+    """How the move will go, as Preflight finds it: filled in check by check (a move refused or
+    cancelled half-way keeps what was found so far, its staging path among it) and read by the
+    rest of the move."""
+
+    def __init__(self):
+        self.method = None  # "rename" or "copy"
+        self.counted = False  # whether the source was counted (a real rename is not)
+        self.blocks_needed = 0  # bytes of allocated blocks the copy needs at DST
+        self.inodes_needed = 0
+        self.staging = None  # where the copy is made; None once it is DST (publish)
+        self.dst_is_mount = False  # DST is a mount point: its entries are published one by one
+        self.missing_parents = []  # DST's parents to make, outermost first
+        self.counted_at_ns = 0  # when counting began (changed_example)
+        self.needs = {}  # what the copy must keep -> an entry of the source that has it
+        self.resume = None  # a DeadMove this move takes over (see the journal), or None
+        self.finishing = False  # True: only the cleaning of the dead move in resume is left
+        self.dead_moves = None  # the dead moves of the same SRC and DST, once looked up
+
+
+class Preflight:
+    """Every check that can refuse, run before anything is written, in small steps: the source,
+    the paths, the destination, the mounts, the open files, the dead moves to take over, the
+    count, the capacity and what DST keeps. Fills in the move's Plan and announces it."""
+
+    def __init__(self, move):
+        self.move = move
+        self.plan = move.plan
+        self.src, self.dst, self.move_id = move.src, move.dst, move.move_id
+        self.progress = move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.euid, self.egid, self.is_root = move.euid, move.egid, move.is_root
+
+    def run(self):
+        src, dst = self.src, self.dst
+        self.check_source()
+        dst_parent = os.path.dirname(dst)
+        self.find_missing_parents(dst_parent)
+        real_src = os.path.realpath(src)
+        real_dst = os.path.join(os.path.realpath(dst_parent), os.path.basename(dst))
+        self.check_paths(real_src, real_dst)
+        readers, open_files = refuse_source_writers(real_src, Refused)
+        dst_st = self.lstat_destination()
+        mounts = read_mounts()
+        src_mount = mount_of(real_src, mounts)
+        self.refuse_mounts_inside(real_src, mounts)
+        if dst_st is not None:
+            dst_mount = self.check_existing_destination(dst_st, real_src, real_dst, mounts)
+        else:
+            dst_mount = mount_of(os.path.realpath(dst_parent), mounts)
+        self.choose_method(src_mount, dst_mount)
+        self.take_over_dead_move(real_src, real_dst)
+        self.progress.reusing = self.plan.resume is not None and not self.plan.finishing
+        self.check()
+        # A rename is one atomic step whatever the size, so counting a million files first
+        # would only make it slow: a real rename is not counted (the plan says so with
+        # "counted": false); a dry run still counts, to show the admin what would move.
+        self.plan.counted = self.plan.method == "copy" or self.move.dry_run
+        if self.plan.counted:
+            self.calculate()
+        dst_vfs = os.statvfs(dst if dst_st is not None else nearest_existing(dst_parent))
+        self.check_writable(dst_vfs, dst_mount)
+        if self.plan.method == "copy" and not self.plan.finishing:
+            self.check_capacity(dst_vfs, dst_mount)
+        if self.plan.method == "copy":
+            self.refuse_what_destination_loses(dst_mount)
+        if readers:
+            self.move.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
+        self.announce(dst_vfs, open_files, readers)
+        return self.plan
+
+    def check_source(self):
+        src = self.src
+        try:
+            src_st = os.lstat(src)
+        except FileNotFoundError:
+            raise Refused("source %s does not exist — check the path" % show(src)) from None
+        except OSError as err:
+            raise Refused("cannot read source %s: %s" % (show(src), words(err))) from err
+        if stat.S_ISLNK(src_st.st_mode):
+            raise Refused("source %s is a symbolic link — give the real directory (%s)"
+                          % (show(src), show(os.path.realpath(src))))
+        if not stat.S_ISDIR(src_st.st_mode):
+            raise Refused("source %s is not a directory — the mover moves directories"
+                          % show(src))
+        if src == b"/":
+            raise Refused("refusing to move / — give a data directory")
+
+    def check_paths(self, real_src, real_dst):
+        src, dst = self.src, self.dst
+        if real_dst == real_src:
+            raise Refused("source and destination are the same directory (%s) — pick another "
+                          "destination" % show(src))
+        if real_dst.startswith(real_src + b"/"):
+            raise Refused("destination %s is inside the source %s — pick a destination outside "
+                          "it" % (show(dst), show(src)))
+        if real_src.startswith(real_dst + b"/"):
+            raise Refused("the source %s is inside the destination %s — pick another "
+                          "destination" % (show(src), show(dst)))
+
+    def lstat_destination(self):
+        """DST's lstat, or None when it does not exist yet."""
+        try:
+            return os.lstat(self.dst)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise Refused("cannot check destination %s: %s" % (show(self.dst), words(err))) \
+                from err
+
+    def check_existing_destination(self, dst_st, real_src, real_dst, mounts):
+        """DST exists: it must be a directory, empty but for what a dead move left; its mount."""
+        src, dst = self.src, self.dst
+        if stat.S_ISLNK(dst_st.st_mode) or not stat.S_ISDIR(dst_st.st_mode):
+            raise Refused("destination %s already exists and is not a directory — remove it "
+                          "or pick another destination" % show(dst))
+        try:
+            names = os.listdir(dst)
+        except OSError as err:
+            raise Refused("cannot read destination %s: %s" % (show(dst), words(err))) from err
+        dst_mount = mount_of(real_dst, mounts)
+        self.plan.dst_is_mount = dst_mount[1] == real_dst
+        if self.plan.dst_is_mount and names == [b"lost+found"] and \
+                not os.path.lexists(join(src, b"lost+found")) and \
+                not os.listdir(join(dst, b"lost+found")):
+            # A freshly made ext4 filesystem: its empty lost+found stays where it is.
+            names = []
+        if names:
+            self.check_nonempty_destination(names, real_src, real_dst)
+        return dst_mount
+
+    def choose_method(self, src_mount, dst_mount):
+        plan = self.plan
+        plan.method = "rename" if dst_mount[0] == src_mount[0] else "copy"
+        self.progress.method = plan.method
+        if plan.method == "copy":
+            parent = self.dst if plan.dst_is_mount else os.path.dirname(self.dst)
+            plan.staging = join(parent, STAGING_PREFIX) + self.move_id.encode()
+
+    def check_writable(self, dst_vfs, dst_mount):
+        src, dst = self.src, self.dst
+        if dst_vfs.f_flag & getattr(os, "ST_RDONLY", 1):
+            raise Refused("the destination filesystem (%s) is read-only — remount it "
+                          "read-write or pick another destination" % show(dst_mount[1]))
+        writable_dir = dst if self.plan.dst_is_mount else nearest_existing(os.path.dirname(dst))
+        if not os.access(writable_dir, os.W_OK | os.X_OK):
+            raise Refused("cannot write in %s: permission denied — run as a user who may, or "
+                          "pick another destination" % show(writable_dir))
+        if not os.access(os.path.dirname(src), os.W_OK | os.X_OK):
+            raise Refused("cannot remove %s afterwards: its parent %s is not writable for this "
+                          "user — run as a user who may" % (show(src),
+                                                           show(os.path.dirname(src))))
+
+    def bytes_needed(self, dst_vfs):
+        # Allocated blocks, not apparent sizes: sparse files stay sparse. Directories are
+        # counted at one block each.
+        return self.plan.blocks_needed + self.progress.dirs_total * dst_vfs.f_frsize
+
+    def check_capacity(self, dst_vfs, dst_mount):
+        dst_free = dst_vfs.f_bavail * dst_vfs.f_frsize
+        need = self.bytes_needed(dst_vfs)
+        if need > dst_free:
+            raise Refused("not enough space on %s: need %s, %s free — free some space or "
+                          "pick another destination%s" % (show(dst_mount[1]), human(need),
+                                                          human(dst_free),
+                                                          self.dead_staging_note()))
+        if dst_vfs.f_files and self.plan.inodes_needed > dst_vfs.f_favail:
+            raise Refused("not enough free inodes on %s: need %d, %d free — free some or "
+                          "pick another destination" % (show(dst_mount[1]),
+                                                        self.plan.inodes_needed,
+                                                        dst_vfs.f_favail))
+
+    def announce(self, dst_vfs, open_files, readers):
+        """The move.plan event."""
+        move, plan, progress = self.move, self.plan, self.progress
+        src_vfs = os.statvfs(self.src)
+        move.out.emit("move.plan", {
+            "moveId": self.move_id,
+            "serverName": move.server_name,
+            "src": show(self.src),
+            "dst": show(self.dst),
+            "method": plan.method,
+            "bytesTotal": progress.bytes_total,
+            "filesTotal": progress.files_total,
+            "dirsTotal": progress.dirs_total,
+            "dstFreeBytes": dst_vfs.f_bavail * dst_vfs.f_frsize,
+            "dstFreeInodes": dst_vfs.f_favail if dst_vfs.f_files else None,
+            "srcFreeBytes": src_vfs.f_bavail * src_vfs.f_frsize,
+            "verify": move.verify,
+            "bwlimit": move.bwlimit,
+            "dryRun": move.dry_run,
+            "counted": plan.counted,
+            "openFilesCheck": open_files["openFilesCheck"],
+            "openFilesUnchecked": open_files["openFilesUnchecked"],
+            "openFilesReaders": [use.as_data() for use in readers],
+            "createdParents": [show(path) for path in plan.missing_parents],
+            "bytesNeeded": self.bytes_needed(dst_vfs),
+            "resumes": self.resume_summary(),
+        })
+
+    def find_missing_parents(self, dst_parent):
+        """The destination's missing parent directories, outermost first, into
+        missing_parents: the move makes them (make_parents), like mkdir -p."""
+        missing = []
+        path = dst_parent
+        while True:
+            try:
+                parent_st = os.stat(path)
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                missing.insert(0, path)
+                path = os.path.dirname(path)
+            except OSError as err:
+                raise Refused("the destination's parent %s is unusable (%s) — pick another "
+                              "destination" % (show(path), words(err))) from err
+        if not stat.S_ISDIR(parent_st.st_mode):
+            raise Refused("the destination's parent %s is not a directory — pick another "
+                          "destination" % show(path))
+        self.plan.missing_parents = missing
+
+    def refuse_mounts_inside(self, real_src, mounts):
+        """A mount below SRC belongs to someone else: a copy would copy the mounted tree and
+        cleaning would then empty it, and a rename would carry the mount along to DST while
+        fstab and the services that use it still name the old path. Refused either way."""
+        inside = mounts_inside(real_src, mounts)
+        if inside:
+            mount = min(inside, key=lambda m: len(m[1]))
+            where = self.src + mount[1][len(real_src):]
+            raise Refused("%s is a mount point (%s): unmount it, or move it on its own"
+                          % (show(where), describe_mount(mount, mounts)))
+
+    def calculate(self):
+        """Count what will be moved, and for a copy refuse early what would fail half-way."""
+        # A tick before now: ctimes come from a coarse clock (changed_example compares them).
+        self.plan.counted_at_ns = int((time.time() - 0.01) * 1e9)
+        seen_links = {}  # (dev, ino) -> [names found, st_nlink, first name]
+        blocks = 0
+        inodes = 0
+        copying = self.plan.method == "copy"
+        check_access = copying and not self.is_root
+        src_len = len(self.src)
+        dst_len = max(len(self.dst), len(self.plan.staging or b""))
+        for kind, rel, st, _name, _dir_fd in walk(self.src):
+            self.check()
+            self.progress.current = rel
+            if kind == WALK_POST:
+                continue
+            if copying and max(src_len, dst_len) + len(rel) + 1 >= PATH_MAX:
+                raise Refused("path too long to copy (over %d bytes): %s — shorten it or move "
+                              "a deeper directory" % (PATH_MAX, self.src_show(rel)))
+            if kind == WALK_DIR:
+                self.note_needs(rel, st)
+                self.progress.dirs_total += 1
+                inodes += 1
+                # Emptying it needs write access too, unless it is ours: cleaning then makes
+                # a read-only directory writable (it is going away).
+                need = os.R_OK | os.X_OK | (0 if st.st_uid == self.euid else os.W_OK)
+                if check_access and not os.access(join(self.src, rel), need):
+                    raise Refused(self.unreadable(rel, st, "rx"))
+                continue
+            self.progress.files_total += 1
+            mode = st.st_mode
+            self.note_needs(rel, st)
+            if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                if key in seen_links:
+                    seen_links[key][0] += 1
+                    self.plan.needs.setdefault("hard links", rel)
+                    continue
+                seen_links[key] = [1, st.st_nlink, rel]
+            # A copy a dead move left that will be linked, not written: no new space needed.
+            reused = self.plan.resume is not None and self.plan.resume.matches(rel, st)
+            inodes += 0 if reused else 1
+            if stat.S_ISREG(mode):
+                self.progress.bytes_total += st.st_size
+                blocks += 0 if reused else st.st_blocks * 512
+                if check_access and not os.access(join(self.src, rel), os.R_OK):
+                    raise Refused(self.unreadable(rel, st, "r"))
+            elif (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and copying and not self.is_root:
+                raise Refused("%s is a device node and only root can create one — run the move "
+                              "as root" % self.src_show(rel))
+        self.progress.current = None
+        self.plan.blocks_needed = blocks
+        self.plan.inodes_needed = inodes
+        if copying:
+            self.warn_links_outside(seen_links)
+
+    def note_needs(self, rel, st):
+        """Note what the destination must keep for this entry (see destination_lacks)."""
+        needs = self.plan.needs
+        if st.st_mtime_ns % 1000000000 and "nanosecond times" not in needs:
+            needs["nanosecond times"] = rel
+        if stat.S_ISLNK(st.st_mode):
+            needs.setdefault("symbolic links", rel)
+        else:
+            needs.setdefault("permission modes", rel)
+        if self.is_root and (st.st_uid, st.st_gid) != (self.euid, self.egid):
+            needs.setdefault("owners", rel)
+
+    def refuse_what_destination_loses(self, dst_mount):
+        """Refuse a destination filesystem that cannot keep what the source has (exFAT and FAT:
+        no owners, modes, symbolic or hard links, times only to the second or coarser): the
+        verify would find every such copy different, and blame a writer."""
+        lacks = [what for what in destination_lacks(
+            self.dst if self.plan.dst_is_mount else nearest_existing(os.path.dirname(self.dst)),
+            self.is_root) if what in self.plan.needs]
+        if lacks:
+            raise Refused("the destination filesystem (%s at %s) cannot keep the source's %s "
+                          "(e.g. %s) — move it to a filesystem that can, such as ext4, xfs or "
+                          "btrfs" % (show(dst_mount[2]) or "unknown", show(dst_mount[1]),
+                                     ", ".join(lacks), self.src_show(self.plan.needs[lacks[0]])))
+
+    def warn_links_outside(self, seen_links):
+        """A file with hard links outside SRC: its copy cannot stay linked to them."""
+        for found, nlink, rel in seen_links.values():
+            if found < nlink:
+                self.warn("linksoutside", "%s has hard links outside the source: its copy at %s "
+                          "is a file of its own, no longer linked to them"
+                          % (self.src_show(rel), show(self.dst)), rel)
+
+    def unreadable(self, rel, st, need):
+        """Why a file or directory the move must read (and empty) is refused, and what to do."""
+        kind = "directory" if need == "rx" else "file"
+        if st.st_uid == self.euid:
+            return ("cannot read %s %s: its mode (%03o) keeps out even its owner, the user "
+                    "running the move — give it back (chmod u+%s %s) and run the move again"
+                    % (kind, self.src_show(rel), stat.S_IMODE(st.st_mode),
+                       "rwx" if kind == "directory" else "r", self.src_show(rel)))
+        what = "read or empty directory" if kind == "directory" else "read"
+        return ("cannot %s %s: permission denied — run as its owner or as root"
+                % (what, self.src_show(rel)))
+
+    def dead_moves(self, real_src, real_dst):
+        if self.plan.dead_moves is None:
+            self.plan.dead_moves = dead_moves_of(real_src, real_dst)
+        return self.plan.dead_moves
+
+    def check_nonempty_destination(self, names, real_src, real_dst):
+        """DST holds something. It is the copy a dead move of this source put there (its
+        cleaning is then finished), or a dead move's staging inside DST (taken over later);
+        anything else is refused, without ever advising to delete what may be the only copy."""
+        dead = self.dead_moves(real_src, real_dst)
+        stagings = set(os.path.basename(m.staging) for m in dead if m.staging)
+        rest = [name for name in names if name not in stagings]
+        if rest == [b"lost+found"] and rest != names and self.plan.dst_is_mount and \
+                not os.listdir(join(self.dst, b"lost+found")) and \
+                not os.path.lexists(join(self.src, b"lost+found")):
+            rest = []  # a new filesystem's own empty lost+found, beside a dead move's staging
+        if not rest:
+            return
+        published = [m for m in dead if m.published()]
+        if published:
+            self.plan.resume = published[0]
+            self.plan.finishing = True
+            return
+        raise Refused("destination %s exists and is not empty — pick another destination (what "
+                      "it holds may be data the source no longer has: check it before deleting "
+                      "anything)" % show(self.dst))
+
+    def take_over_dead_move(self, real_src, real_dst):
+        """A copy picks up the staging of a dead move of the same SRC and DST: what it holds and
+        the journal recorded as finished is linked into this move's staging, not copied again."""
+        if self.plan.finishing:
+            if self.plan.method != "copy":
+                raise Refused("%s and %s are now on the same filesystem, but an earlier move "
+                              "between them was cut short while removing the source — compare "
+                              "them and remove the source by hand" % (show(self.src),
+                                                                      show(self.dst)))
+            self.plan.staging = None
+            return
+        if self.plan.method != "copy":
+            return
+        for dead in self.dead_moves(real_src, real_dst):
+            if dead.resumable():
+                dead.load_records()
+                self.plan.resume = dead
+                return
+
+    def dead_staging_note(self):
+        """For a refusal for space: the dead move's staging taken over holds some of it."""
+        if self.plan.resume is None or self.plan.finishing:
+            return ""
+        return ("; %s, the partial copy left by the move %s cut short, takes space there too "
+                "(its files that can be reused are counted as copied; delete it to start afresh)"
+                % (show(self.plan.resume.staging), self.plan.resume.move_id))
+
+    def resume_summary(self):
+        """What the plan says of a dead move taken over (None for a fresh move)."""
+        if self.plan.resume is None:
+            return None
+        return {"moveId": self.plan.resume.move_id, "finishes": self.plan.finishing,
+                "staging": None if self.plan.finishing else show(self.plan.resume.staging)}
+
+
 class Move:
     def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None):
         self.out = emitter
@@ -795,21 +1189,10 @@ class Move:
         self.dry_run = dry_run
         self.move_id = move_id or os.urandom(6).hex()
         self.cancel_file = None  # a detached worker's cancel request (see the journal)
-        self.method = None
-        self.counted = False
-        self.blocks_needed = 0
-        self.inodes_needed = 0
-        self.staging = None
-        self.dst_is_mount = False
+        self.plan = Plan()
         self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
-        self.missing_parents = []  # DST's parents to make, outermost first
-        self.counted_at_ns = 0  # when calculate began (changed_example)
-        self.needs = {}  # what the copy must keep -> an entry of the source that has it
         self.made_parents = []
-        self.resume = None  # a DeadMove this move takes over (see the journal), or None
         self.recorder = None  # a detached worker's Recorder of finished copies
-        self.finishing = False  # True: only the cleaning of the dead move in self.resume is left
-        self._dead_moves = None
         self.progress = Progress(emitter, server_name, self.move_id)
         self.cancel = Cancellation()
         self.check = self.cancel.check  # the one cancellation point (see Cancellation.check)
@@ -817,7 +1200,6 @@ class Move:
         self.euid = os.geteuid()
         self.egid = os.getegid()
         self.is_root = self.euid == 0
-        self.groups = set(os.getgroups()) | {self.egid}
         self.warnings = {}
 
         self.use_copy_file_range = hasattr(os, "copy_file_range")
@@ -873,14 +1255,14 @@ class Move:
     def _run(self):
         try:
             self.set_phase(CALCULATING)
-            self.preflight()
+            Preflight(self).run()
             if self.dry_run:
                 self.flush_warnings()
                 return EXIT_OK
             self.make_parents()
-            if self.method == "rename":
+            if self.plan.method == "rename":
                 self.do_rename()
-            elif self.finishing:
+            elif self.plan.finishing:
                 self.finish_cleaning()
             else:
                 self.do_copy()
@@ -915,20 +1297,20 @@ class Move:
 
     def remove_staging(self):
         """Remove the partial copy; the text to add to the error if that fails."""
-        if self.staging is None or not os.path.lexists(self.staging):
+        if self.plan.staging is None or not os.path.lexists(self.plan.staging):
             return ""
         try:
-            force_rmtree(self.staging)
+            force_rmtree(self.plan.staging)
         except OSError as err:
             return "; the partial copy could not be removed (%s): delete %s by hand" % (
-                words(err), show(self.staging))
+                words(err), show(self.plan.staging))
         return ""
 
     def finish_failure(self, message):
         self.cancel.stop_threads()
         if self.progress.data_state == STATE_SOURCE:
             message += self.remove_staging()
-            if self.staging is not None:
+            if self.plan.staging is not None:
                 message += "; nothing was changed: the source is untouched"
         return self.finish(ERROR, message, EXIT_FAILED)
 
@@ -936,7 +1318,7 @@ class Move:
         why = "cancelled by %s" % (self.cancel.by or "a signal")
         if self.progress.data_state == STATE_SOURCE:
             text = why + "; the source is untouched" + self.remove_staging()
-            if self.staging is not None and not text.endswith("by hand"):
+            if self.plan.staging is not None and not text.endswith("by hand"):
                 text += " and the partial copy was removed"
         elif self.progress.data_state == STATE_BOTH:
             text = (why + " before the source was removed: %s is complete and verified, and "
@@ -950,165 +1332,10 @@ class Move:
 
     # -- checks --------------------------------------------------------------------------------
 
-    def preflight(self):
-        src, dst = self.src, self.dst
-        try:
-            src_st = os.lstat(src)
-        except FileNotFoundError:
-            raise Refused("source %s does not exist — check the path" % show(src)) from None
-        except OSError as err:
-            raise Refused("cannot read source %s: %s" % (show(src), words(err))) from err
-        if stat.S_ISLNK(src_st.st_mode):
-            raise Refused("source %s is a symbolic link — give the real directory (%s)"
-                          % (show(src), show(os.path.realpath(src))))
-        if not stat.S_ISDIR(src_st.st_mode):
-            raise Refused("source %s is not a directory — the mover moves directories"
-                          % show(src))
-        if src == b"/":
-            raise Refused("refusing to move / — give a data directory")
-
-        dst_parent = os.path.dirname(dst)
-        self.find_missing_parents(dst_parent)
-
-        real_src = os.path.realpath(src)
-        real_dst = os.path.join(os.path.realpath(dst_parent), os.path.basename(dst))
-        if real_dst == real_src:
-            raise Refused("source and destination are the same directory (%s) — pick another "
-                          "destination" % show(src))
-        if real_dst.startswith(real_src + b"/"):
-            raise Refused("destination %s is inside the source %s — pick a destination outside "
-                          "it" % (show(dst), show(src)))
-        if real_src.startswith(real_dst + b"/"):
-            raise Refused("the source %s is inside the destination %s — pick another "
-                          "destination" % (show(src), show(dst)))
-        readers, open_files = refuse_source_writers(real_src, Refused)
-
-        dst_exists = False
-        try:
-            dst_st = os.lstat(dst)
-            dst_exists = True
-        except FileNotFoundError:
-            pass
-        except OSError as err:
-            raise Refused("cannot check destination %s: %s" % (show(dst), words(err))) from err
-        mounts = read_mounts()
-        src_mount = mount_of(real_src, mounts)
-        self.refuse_mounts_inside(real_src, mounts)
-        if dst_exists:
-            if stat.S_ISLNK(dst_st.st_mode) or not stat.S_ISDIR(dst_st.st_mode):
-                raise Refused("destination %s already exists and is not a directory — remove it "
-                              "or pick another destination" % show(dst))
-            try:
-                names = os.listdir(dst)
-            except OSError as err:
-                raise Refused("cannot read destination %s: %s" % (show(dst), words(err))) from err
-            dst_mount = mount_of(real_dst, mounts)
-            self.dst_is_mount = dst_mount[1] == real_dst
-            if self.dst_is_mount and names == [b"lost+found"] and \
-                    not os.path.lexists(join(src, b"lost+found")) and \
-                    not os.listdir(join(dst, b"lost+found")):
-                # A freshly made ext4 filesystem: its empty lost+found stays where it is.
-                names = []
-            if names:
-                self.check_nonempty_destination(names, real_src, real_dst)
-        else:
-            dst_mount = mount_of(os.path.realpath(dst_parent), mounts)
-        self.method = "rename" if dst_mount[0] == src_mount[0] else "copy"
-        self.progress.method = self.method
-        if self.method == "copy":
-            self.staging = (join(dst, STAGING_PREFIX) if self.dst_is_mount
-                            else join(dst_parent, STAGING_PREFIX)) + self.move_id.encode()
-        self.take_over_dead_move(real_src, real_dst)
-        self.progress.reusing = self.resume is not None and not self.finishing
-        self.check()
-
-        # A rename is one atomic step whatever the size, so counting a million files first
-        # would only make it slow: a real rename is not counted (the plan says so with
-        # "counted": false); a dry run still counts, to show the admin what would move.
-        self.counted = self.method == "copy" or self.dry_run
-        if self.counted:
-            self.calculate()
-
-        src_vfs = os.statvfs(src)
-        dst_vfs = os.statvfs(dst if dst_exists else nearest_existing(dst_parent))
-        dst_free = dst_vfs.f_bavail * dst_vfs.f_frsize
-        if dst_vfs.f_flag & getattr(os, "ST_RDONLY", 1):
-            raise Refused("the destination filesystem (%s) is read-only — remount it "
-                          "read-write or pick another destination" % show(dst_mount[1]))
-        writable_dir = dst if self.dst_is_mount else nearest_existing(dst_parent)
-        if not os.access(writable_dir, os.W_OK | os.X_OK):
-            raise Refused("cannot write in %s: permission denied — run as a user who may, or "
-                          "pick another destination" % show(writable_dir))
-        if not os.access(os.path.dirname(src), os.W_OK | os.X_OK):
-            raise Refused("cannot remove %s afterwards: its parent %s is not writable for this "
-                          "user — run as a user who may" % (show(src),
-                                                           show(os.path.dirname(src))))
-        if self.method == "copy" and not self.finishing:
-            # Allocated blocks, not apparent sizes: sparse files stay sparse. Directories are
-            # counted at one block each.
-            need = self.blocks_needed + self.progress.dirs_total * dst_vfs.f_frsize
-            if need > dst_free:
-                raise Refused("not enough space on %s: need %s, %s free — free some space or "
-                              "pick another destination%s" % (show(dst_mount[1]), human(need),
-                                                              human(dst_free),
-                                                              self.dead_staging_note()))
-            if dst_vfs.f_files and self.inodes_needed > dst_vfs.f_favail:
-                raise Refused("not enough free inodes on %s: need %d, %d free — free some or "
-                              "pick another destination" % (show(dst_mount[1]),
-                                                            self.inodes_needed,
-                                                            dst_vfs.f_favail))
-        if self.method == "copy":
-            self.refuse_what_destination_loses(dst_mount)
-        if readers:
-            self.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
-        self.out.emit("move.plan", {
-            "moveId": self.move_id,
-            "serverName": self.server_name,
-            "src": show(src),
-            "dst": show(dst),
-            "method": self.method,
-            "bytesTotal": self.progress.bytes_total,
-            "filesTotal": self.progress.files_total,
-            "dirsTotal": self.progress.dirs_total,
-            "dstFreeBytes": dst_free,
-            "dstFreeInodes": dst_vfs.f_favail if dst_vfs.f_files else None,
-            "srcFreeBytes": src_vfs.f_bavail * src_vfs.f_frsize,
-            "verify": self.verify,
-            "bwlimit": self.bwlimit,
-            "dryRun": self.dry_run,
-            "counted": self.counted,
-            "openFilesCheck": open_files["openFilesCheck"],
-            "openFilesUnchecked": open_files["openFilesUnchecked"],
-            "openFilesReaders": [use.as_data() for use in readers],
-            "createdParents": [show(path) for path in self.missing_parents],
-            "bytesNeeded": self.blocks_needed + self.progress.dirs_total * dst_vfs.f_frsize,
-            "resumes": self.resume_summary(),
-        })
-
-    def find_missing_parents(self, dst_parent):
-        """The destination's missing parent directories, outermost first, into
-        missing_parents: the move makes them (make_parents), like mkdir -p."""
-        missing = []
-        path = dst_parent
-        while True:
-            try:
-                parent_st = os.stat(path)
-                break
-            except (FileNotFoundError, NotADirectoryError):
-                missing.insert(0, path)
-                path = os.path.dirname(path)
-            except OSError as err:
-                raise Refused("the destination's parent %s is unusable (%s) — pick another "
-                              "destination" % (show(path), words(err))) from err
-        if not stat.S_ISDIR(parent_st.st_mode):
-            raise Refused("the destination's parent %s is not a directory — pick another "
-                          "destination" % show(path))
-        self.missing_parents = missing
-
     def make_parents(self):
         """Make the missing parents (mode 755, owned by the user running the move); a move
         that does not complete removes them again (remove_made_parents)."""
-        for path in self.missing_parents:
+        for path in self.plan.missing_parents:
             try:
                 os.mkdir(path, 0o755)
                 self.made_parents.append(path)
@@ -1123,118 +1350,6 @@ class Move:
             with contextlib.suppress(OSError):  # not empty: someone else's now
                 os.rmdir(self.made_parents[-1])
             self.made_parents.pop()
-
-    def refuse_mounts_inside(self, real_src, mounts):
-        """A mount below SRC belongs to someone else: a copy would copy the mounted tree and
-        cleaning would then empty it, and a rename would carry the mount along to DST while
-        fstab and the services that use it still name the old path. Refused either way."""
-        inside = mounts_inside(real_src, mounts)
-        if inside:
-            mount = min(inside, key=lambda m: len(m[1]))
-            where = self.src + mount[1][len(real_src):]
-            raise Refused("%s is a mount point (%s): unmount it, or move it on its own"
-                          % (show(where), describe_mount(mount, mounts)))
-
-    def calculate(self):
-        """Count what will be moved, and for a copy refuse early what would fail half-way."""
-        # A tick before now: ctimes come from a coarse clock (changed_example compares them).
-        self.counted_at_ns = int((time.time() - 0.01) * 1e9)
-        seen_links = {}  # (dev, ino) -> [names found, st_nlink, first name]
-        blocks = 0
-        inodes = 0
-        copying = self.method == "copy"
-        check_access = copying and not self.is_root
-        src_len = len(self.src)
-        dst_len = max(len(self.dst), len(self.staging or b""))
-        for kind, rel, st, _name, _dir_fd in walk(self.src):
-            self.check()
-            self.progress.current = rel
-            if kind == WALK_POST:
-                continue
-            if copying and max(src_len, dst_len) + len(rel) + 1 >= PATH_MAX:
-                raise Refused("path too long to copy (over %d bytes): %s — shorten it or move "
-                              "a deeper directory" % (PATH_MAX, self.src_show(rel)))
-            if kind == WALK_DIR:
-                self.note_needs(rel, st)
-                self.progress.dirs_total += 1
-                inodes += 1
-                # Emptying it needs write access too, unless it is ours: cleaning then makes
-                # a read-only directory writable (it is going away).
-                need = os.R_OK | os.X_OK | (0 if st.st_uid == self.euid else os.W_OK)
-                if check_access and not os.access(join(self.src, rel), need):
-                    raise Refused(self.unreadable(rel, st, "rx"))
-                continue
-            self.progress.files_total += 1
-            mode = st.st_mode
-            self.note_needs(rel, st)
-            if st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                if key in seen_links:
-                    seen_links[key][0] += 1
-                    self.needs.setdefault("hard links", rel)
-                    continue
-                seen_links[key] = [1, st.st_nlink, rel]
-            # A copy a dead move left that will be linked, not written: no new space needed.
-            reused = self.resume is not None and self.resume.matches(rel, st)
-            inodes += 0 if reused else 1
-            if stat.S_ISREG(mode):
-                self.progress.bytes_total += st.st_size
-                blocks += 0 if reused else st.st_blocks * 512
-                if check_access and not os.access(join(self.src, rel), os.R_OK):
-                    raise Refused(self.unreadable(rel, st, "r"))
-            elif (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and copying and not self.is_root:
-                raise Refused("%s is a device node and only root can create one — run the move "
-                              "as root" % self.src_show(rel))
-        self.progress.current = None
-        self.blocks_needed = blocks
-        self.inodes_needed = inodes
-        if copying:
-            self.warn_links_outside(seen_links)
-
-    def note_needs(self, rel, st):
-        """Note what the destination must keep for this entry (see destination_lacks)."""
-        needs = self.needs
-        if st.st_mtime_ns % 1000000000 and "nanosecond times" not in needs:
-            needs["nanosecond times"] = rel
-        if stat.S_ISLNK(st.st_mode):
-            needs.setdefault("symbolic links", rel)
-        else:
-            needs.setdefault("permission modes", rel)
-        if self.is_root and (st.st_uid, st.st_gid) != (self.euid, self.egid):
-            needs.setdefault("owners", rel)
-
-    def refuse_what_destination_loses(self, dst_mount):
-        """Refuse a destination filesystem that cannot keep what the source has (exFAT and FAT:
-        no owners, modes, symbolic or hard links, times only to the second or coarser): the
-        verify would find every such copy different, and blame a writer."""
-        lacks = [what for what in destination_lacks(
-            self.dst if self.dst_is_mount else nearest_existing(os.path.dirname(self.dst)),
-            self.is_root) if what in self.needs]
-        if lacks:
-            raise Refused("the destination filesystem (%s at %s) cannot keep the source's %s "
-                          "(e.g. %s) — move it to a filesystem that can, such as ext4, xfs or "
-                          "btrfs" % (show(dst_mount[2]) or "unknown", show(dst_mount[1]),
-                                     ", ".join(lacks), self.src_show(self.needs[lacks[0]])))
-
-    def warn_links_outside(self, seen_links):
-        """A file with hard links outside SRC: its copy cannot stay linked to them."""
-        for found, nlink, rel in seen_links.values():
-            if found < nlink:
-                self.warn("linksoutside", "%s has hard links outside the source: its copy at %s "
-                          "is a file of its own, no longer linked to them"
-                          % (self.src_show(rel), show(self.dst)), rel)
-
-    def unreadable(self, rel, st, need):
-        """Why a file or directory the move must read (and empty) is refused, and what to do."""
-        kind = "directory" if need == "rx" else "file"
-        if st.st_uid == self.euid:
-            return ("cannot read %s %s: its mode (%03o) keeps out even its owner, the user "
-                    "running the move — give it back (chmod u+%s %s) and run the move again"
-                    % (kind, self.src_show(rel), stat.S_IMODE(st.st_mode),
-                       "rwx" if kind == "directory" else "r", self.src_show(rel)))
-        what = "read or empty directory" if kind == "directory" else "read"
-        return ("cannot %s %s: permission denied — run as its owner or as root"
-                % (what, self.src_show(rel)))
 
     # -- rename --------------------------------------------------------------------------------
 
@@ -1284,7 +1399,7 @@ class Move:
                 verifier.stop()
         self.check()
         # Durable before anything is deleted: a crash after cleaning must not lose the copy.
-        self.flush_copy(self.staging)
+        self.flush_copy(self.plan.staging)
         self.check()
         refuse_source_writers(os.path.realpath(self.src), Failure)  # one that started meanwhile
         self.publish()
@@ -1295,7 +1410,7 @@ class Move:
         """Open the directory that will hold staging, before anything is written, and keep it
         open for the whole move: syncfs on it reports every write-back error of the
         destination's filesystem since this moment, that is, of the whole copy."""
-        path = os.path.dirname(self.staging)
+        path = os.path.dirname(self.plan.staging)
         try:
             self.dst_watch = os.open(path, DIR_FLAGS)
         except OSError as err:
@@ -1323,7 +1438,7 @@ class Move:
                           % (words(err), where)) from err
 
     def copy_tree(self, verifier):
-        staging, src = self.staging, self.src
+        staging, src = self.plan.staging, self.src
         copies = MirrorDir(staging)
         try:
             # A directory comes with its lstat, a file with its os.DirEntry (see walk).
@@ -1367,7 +1482,7 @@ class Move:
         """", e.g. X was created or changed since it was counted": the file of the source
         changed last, if its ctime is later than the count, to name in an error ("" when none
         is)."""
-        newest, newest_ns = None, self.counted_at_ns
+        newest, newest_ns = None, self.plan.counted_at_ns
         try:
             for kind, rel, st, _name, _dir_fd in walk(self.src):
                 if kind == WALK_FILE and st.st_ctime_ns >= newest_ns:
@@ -1447,7 +1562,7 @@ class Move:
             self.hardlinks[key] = rel
             return False
         try:
-            os.link(join(self.staging, first), target, dst_dir_fd=dst_dir,
+            os.link(join(self.plan.staging, first), target, dst_dir_fd=dst_dir,
                     follow_symlinks=False)
         except OSError as err:
             raise self.write_failure(rel, err) from err
@@ -1502,7 +1617,7 @@ class Move:
                                     "and run the move again" % (self.src_show(rel), show(self.src)))
             if self.link_if_seen(rel, st, name, dst_dir):
                 return
-            if self.resume is not None and self.reuse_copy(rel, name, st, dst_dir, verifier):
+            if self.plan.resume is not None and self.reuse_copy(rel, name, st, dst_dir, verifier):
                 return
             mode = stat.S_IMODE(st.st_mode)
             # Created with its final mode when the umask lets it through whole, so set_meta needs
@@ -1746,7 +1861,7 @@ class Move:
         compare_owner = self.is_root
         counting = self.verify != "none"
         seen = 0
-        copies = MirrorDir(self.staging)
+        copies = MirrorDir(self.plan.staging)
         try:
             for kind, rel, sst, name, _dir_fd in walk(self.src):
                 self.check()
@@ -1757,7 +1872,7 @@ class Move:
                     if kind == WALK_FILE:
                         dst_st = copies.lstat(name)
                     else:
-                        dst_st = os.lstat(join(self.staging, rel))
+                        dst_st = os.lstat(join(self.plan.staging, rel))
                         copies.enter(rel)  # its files come next
                 except FileNotFoundError:
                     raise SourceChanged("%s appeared in the source after it was copied — "
@@ -1767,7 +1882,7 @@ class Move:
                 except OSError as err:
                     raise Failure("cannot check the copy of %s: %s"
                                   % (show(rel), words(err))) from err
-                problem = self.differs(rel, sst, dst_st, compare_owner, self.staging)
+                problem = self.differs(rel, sst, dst_st, compare_owner, self.plan.staging)
                 if problem:
                     raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s "
                                         "and run the move again"
@@ -1815,36 +1930,36 @@ class Move:
         top-level entry: a mount point itself cannot be replaced)."""
         self.progress.current = None
         try:
-            if not self.dst_is_mount:
-                os.rename(self.staging, self.dst)
+            if not self.plan.dst_is_mount:
+                os.rename(self.plan.staging, self.dst)
             else:
                 self.publish_into_mount()
         except OSError as err:
             raise Failure("cannot put the copy in place at %s: %s" % (show(self.dst),
                                                                        words(err))) from err
-        self.staging = None
+        self.plan.staging = None
         self.progress.data_state = STATE_BOTH
         fsync_dir(os.path.dirname(self.dst))
         fsync_dir(self.dst)
 
     def publish_into_mount(self):
-        names = [n for n in os.listdir(self.dst) if n != os.path.basename(self.staging)]
+        names = [n for n in os.listdir(self.dst) if n != os.path.basename(self.plan.staging)]
         if names not in ([], [b"lost+found"]):
             raise OSError(errno.ENOTEMPTY, "not empty")
-        st = os.lstat(self.staging)  # before the renames below change its mtime
+        st = os.lstat(self.plan.staging)  # before the renames below change its mtime
         moved = []
         try:
-            for name in os.listdir(self.staging):
-                os.rename(join(self.staging, name), join(self.dst, name))
+            for name in os.listdir(self.plan.staging):
+                os.rename(join(self.plan.staging, name), join(self.dst, name))
                 moved.append(name)
         except OSError:
             for name in moved:  # put back what went: the copy stays whole in staging
-                os.rename(join(self.dst, name), join(self.staging, name))
+                os.rename(join(self.dst, name), join(self.plan.staging, name))
             raise
-        self.copy_xattrs(b"", self.staging, self.dst, False)
+        self.copy_xattrs(b"", self.plan.staging, self.dst, False)
         os.chown(self.dst, st.st_uid, st.st_gid)
         os.chmod(self.dst, stat.S_IMODE(st.st_mode))
-        os.rmdir(self.staging)
+        os.rmdir(self.plan.staging)
         os.utime(self.dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def clean_source(self):
@@ -1946,74 +2061,13 @@ class Move:
 
     # -- a move cut short, taken over ----------------------------------------------------------
 
-    def dead_moves(self, real_src, real_dst):
-        if self._dead_moves is None:
-            self._dead_moves = dead_moves_of(real_src, real_dst)
-        return self._dead_moves
-
-    def check_nonempty_destination(self, names, real_src, real_dst):
-        """DST holds something. It is the copy a dead move of this source put there (its
-        cleaning is then finished), or a dead move's staging inside DST (taken over later);
-        anything else is refused, without ever advising to delete what may be the only copy."""
-        dead = self.dead_moves(real_src, real_dst)
-        stagings = set(os.path.basename(m.staging) for m in dead if m.staging)
-        rest = [name for name in names if name not in stagings]
-        if rest == [b"lost+found"] and rest != names and self.dst_is_mount and \
-                not os.listdir(join(self.dst, b"lost+found")) and \
-                not os.path.lexists(join(self.src, b"lost+found")):
-            rest = []  # a new filesystem's own empty lost+found, beside a dead move's staging
-        if not rest:
-            return
-        published = [m for m in dead if m.published()]
-        if published:
-            self.resume = published[0]
-            self.finishing = True
-            return
-        raise Refused("destination %s exists and is not empty — pick another destination (what "
-                      "it holds may be data the source no longer has: check it before deleting "
-                      "anything)" % show(self.dst))
-
-    def take_over_dead_move(self, real_src, real_dst):
-        """A copy picks up the staging of a dead move of the same SRC and DST: what it holds and
-        the journal recorded as finished is linked into this move's staging, not copied again."""
-        if self.finishing:
-            if self.method != "copy":
-                raise Refused("%s and %s are now on the same filesystem, but an earlier move "
-                              "between them was cut short while removing the source — compare "
-                              "them and remove the source by hand" % (show(self.src),
-                                                                      show(self.dst)))
-            self.staging = None
-            return
-        if self.method != "copy":
-            return
-        for dead in self.dead_moves(real_src, real_dst):
-            if dead.resumable():
-                dead.load_records()
-                self.resume = dead
-                return
-
-    def dead_staging_note(self):
-        """For a refusal for space: the dead move's staging taken over holds some of it."""
-        if self.resume is None or self.finishing:
-            return ""
-        return ("; %s, the partial copy left by the move %s cut short, takes space there too "
-                "(its files that can be reused are counted as copied; delete it to start afresh)"
-                % (show(self.resume.staging), self.resume.move_id))
-
-    def resume_summary(self):
-        """What the plan says of a dead move taken over (None for a fresh move)."""
-        if self.resume is None:
-            return None
-        return {"moveId": self.resume.move_id, "finishes": self.finishing,
-                "staging": None if self.finishing else show(self.resume.staging)}
-
     def reuse_copy(self, rel, name, st, dst_dir, verifier):
         """Link the dead move's copy of `rel` into our staging if the journal recorded it as
         finished and its source is the same inode, unchanged since (size, mtime and ctime: any
         write, chmod, chown or xattr change moves ctime). Say whether it was taken."""
-        if not self.resume.matches(rel, st, forget=True):
+        if not self.plan.resume.matches(rel, st, forget=True):
             return False
-        old = join(self.resume.staging, rel)
+        old = join(self.plan.resume.staging, rel)
         try:
             cst = os.lstat(old)
             if not stat.S_ISREG(cst.st_mode) or (cst.st_size, cst.st_mtime_ns) != \
@@ -2041,9 +2095,9 @@ class Move:
         """Once copying is done: remove the stagings of the dead moves taken over (all that was
         worth keeping is linked into ours) and mark them taken over, so no later move takes
         them again. A staging that cannot be removed is named in a warning."""
-        if self.resume is None:
+        if self.plan.resume is None:
             return
-        for dead in self._dead_moves or ():
+        for dead in self.plan.dead_moves or ():
             if dead.staging is not None and dead.resumable():
                 try:
                     force_rmtree(dead.staging)
@@ -2058,7 +2112,7 @@ class Move:
         """Finish the cleaning of a dead move: its copy at DST was complete, verified and
         flushed, and each source entry still there is checked against it before it goes."""
         p = self.progress
-        p.data_state = self.resume.state.get("dataState") or STATE_BOTH
+        p.data_state = self.plan.resume.state.get("dataState") or STATE_BOTH
         p.deleted_any = p.data_state == STATE_DESTINATION
         p.bytes_copied, p.files_copied = p.bytes_total, p.files_total
         self.clean_source()  # returns only once complete
@@ -2277,7 +2331,7 @@ class Verifier:
             self.fs = open_readonly(join(move.src, rel), move.noatime)
         except OSError as err:
             raise move.read_failure(rel, err) from err
-        self.fd = open_readonly(join(move.staging, rel), 0)
+        self.fd = open_readonly(join(move.plan.staging, rel), 0)
         self.open_rel = rel
 
     def close_pair(self):
@@ -2294,7 +2348,7 @@ class Verifier:
         except OSError as err:
             raise move.read_failure(rel, err) from err
         try:
-            fd = open_readonly(join(move.staging, rel), 0)
+            fd = open_readonly(join(move.plan.staging, rel), 0)
             try:
                 self.compare_fds(rel, st, spath, fs, fd)
             finally:
@@ -3268,8 +3322,8 @@ class Journal:
                 state["timeline"].append(entry)
             if phase in TERMINAL:
                 state["finishedAt"] = data.get("ts")
-        if self.move is not None and self.move.staging is not None:
-            state["staging"] = show(self.move.staging)
+        if self.move is not None and self.move.plan.staging is not None:
+            state["staging"] = show(self.move.plan.staging)
         now = time.monotonic()
         if phase_changed or subject == "move.plan" or now - self._state_written >= \
                 STATE_WRITE_SECONDS:
@@ -3292,7 +3346,7 @@ class Journal:
         """The move has ended: what it recorded for a resume goes once its staging is gone."""
         with contextlib.suppress(OSError):
             os.close(self.events)
-        staging = self.move.staging if self.move is not None else None
+        staging = self.move.plan.staging if self.move is not None else None
         if staging is None or not os.path.lexists(staging):
             for name in (b"copied.jsonl", b"reserve"):
                 with contextlib.suppress(OSError):
