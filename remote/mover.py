@@ -1178,6 +1178,700 @@ class Preflight:
                 "staging": None if self.plan.finishing else show(self.plan.resume.staging)}
 
 
+class Metadata:
+    """Gives each copy its source's owner, extended attributes, mode and times."""
+
+    def __init__(self, move):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.euid, self.egid = move.euid, move.egid
+
+    def set_meta(self, rel, st, src_ref, dpath, fd, mode_is_set=False):
+        """Owner, xattrs, mode and times, in that order: chown clears setuid/setgid bits, and an
+        ACL xattr rewrites the group mode bits, so chmod comes after both; times come last.
+        `mode_is_set`: created with its final mode, which stands unless chown or xattrs ran."""
+        is_link = stat.S_ISLNK(st.st_mode)
+        target = fd if fd is not None else dpath
+        chowned = self.set_owner(rel, st, target, fd is not None)
+        copied = self.copy_xattrs(rel, src_ref, target, is_link)
+        try:
+            if not is_link and not (mode_is_set and not chowned and not copied):
+                os.chmod(target, stat.S_IMODE(st.st_mode))
+            if fd is not None:
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            else:
+                os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+
+    def set_dir_meta(self, rel, st, dpath):
+        spath = join(self.src, rel)
+        self.set_meta(rel, st, spath, dpath, None)
+
+    def set_owner(self, rel, st, target, is_fd):
+        """Give the copy the source's owner; say whether chown was called."""
+        if st.st_uid == self.euid and st.st_gid == self.egid:
+            # What a new entry gets anyway: the staging directories carry no setgid bit until
+            # their contents are in (isolate_staging), so new files take our own group.
+            return False
+        try:
+            if is_fd:
+                os.chown(target, st.st_uid, st.st_gid)
+            else:
+                os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.EINVAL, errno.EACCES):
+                raise self.write_failure(rel, err) from err
+            self.warn("owner", "owner and group not kept (only root can give files to another "
+                      "user): the copies belong to the user running the move", rel)
+        return True
+
+    def copy_xattrs(self, rel, src_ref, target, is_link):
+        """Copy every extended attribute (ACLs among them); say whether any was set."""
+        copied = False
+        try:
+            if isinstance(src_ref, int):
+                names = os.listxattr(src_ref)
+            else:
+                names = os.listxattr(src_ref, follow_symlinks=False)
+        except OSError as err:
+            if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                return False
+            raise self.read_failure(rel, err) from err
+        for name in names:
+            try:
+                if isinstance(src_ref, int):
+                    value = os.getxattr(src_ref, name)
+                else:
+                    value = os.getxattr(src_ref, name, follow_symlinks=False)
+            except OSError as err:
+                if err.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    continue
+                raise self.read_failure(rel, err) from err
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, name, value)
+                else:
+                    os.setxattr(target, name, value, follow_symlinks=False)
+                copied = True
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise self.write_failure(rel, err) from err
+                self.warn("xattr:" + name, "extended attribute %s not kept: %s" % (
+                    name, words(err)), rel)
+        return copied
+
+
+class Copier:
+    """Copies the source tree into staging: directories, regular files (the fastest call the
+    kernel allows, sparse files kept sparse, small ones in one read and one write), hard links,
+    symlinks and special files, and links in what a dead move already copied. Counts in
+    Progress; hands big files to the Verifier chunk by chunk."""
+
+    def __init__(self, move, metadata):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.metadata = metadata
+        self.bwlimit, self.noatime = move.bwlimit, move.noatime
+        self.egid = move.egid
+        self.use_copy_file_range = hasattr(os, "copy_file_range")
+        self.use_sendfile = hasattr(os, "sendfile")
+        self.chunk = CHUNK_START
+        self.umask = os.umask(0o077)  # reading the umask means setting it: put it straight back
+        os.umask(self.umask)
+        self.hardlinks = {}
+        self.started = 0.0  # when copying began (throttle)
+
+    def copy_tree(self, verifier):
+        staging, src = self.plan.staging, self.src
+        copies = MirrorDir(staging)
+        try:
+            # A directory comes with its lstat, a file with its os.DirEntry (see walk).
+            for kind, rel, item, name, src_dir in walk(src, stat_files=False):
+                self.check()
+                if kind == WALK_DIR:
+                    self.progress.current = rel or None
+                    try:
+                        # Owner-only until its contents are in: a read-only directory stays
+                        # writable for us, and nobody else sees half a tree.
+                        os.mkdir(join(staging, rel), 0o700)
+                        if not rel:
+                            self.isolate_staging(staging)
+                        copies.enter(rel)
+                    except OSError as err:
+                        raise self.write_failure(rel, err) from err
+                    continue
+                if kind == WALK_POST:
+                    self.metadata.set_dir_meta(rel, item, join(staging, rel))
+                    continue
+                self.progress.current = rel
+                if self.progress.files_copied == self.progress.files_total:  # one more than counted
+                    raise SourceChanged("files appeared in the source during the move (%d "
+                                        "counted before copying, more found)%s — stop what "
+                                        "writes to %s and run the move again"
+                                        % (self.progress.files_total, self.move.changed_example(),
+                                           show(src)))
+                if item.is_file(follow_symlinks=False):
+                    self.copy_regular(rel, name, src_dir, copies.fd, verifier)
+                else:
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except OSError as err:
+                        raise self.read_failure(rel, err) from err
+                    self.copy_special(rel, st, join(staging, rel))
+                self.progress.files_copied += 1
+        finally:
+            copies.close()
+
+    def isolate_staging(self, path):
+        """Staging must not pass on what it inherited from DST's parent: under a setgid parent
+        every copy would take the parent's group (set_owner relies on new entries being ours),
+        and under a default ACL every copy would get its entries, which the source never had."""
+        for name in (b"system.posix_acl_default", b"system.posix_acl_access"):
+            try:
+                os.removexattr(path, name)
+            except OSError as err:
+                if err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                     errno.ENOSYS):
+                    raise
+        if os.lstat(path).st_gid != self.egid:
+            os.chown(path, -1, self.egid)
+        os.chmod(path, 0o700)  # also drops an inherited setgid bit
+
+    def link_if_seen(self, rel, st, target, dst_dir=None):
+        """A further name of a hard-linked inode already copied: link it, and say so. `target`
+        is a path, or a name in the directory `dst_dir`."""
+        if st.st_nlink < 2:
+            return False
+        key = (st.st_dev, st.st_ino)
+        first = self.hardlinks.get(key)
+        if first is None:
+            self.hardlinks[key] = rel
+            return False
+        try:
+            os.link(join(self.plan.staging, first), target, dst_dir_fd=dst_dir,
+                    follow_symlinks=False)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        return True
+
+    def copy_special(self, rel, st, dpath):
+        """A symlink, fifo, socket or device node."""
+        mode = st.st_mode
+        spath = join(self.src, rel)
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
+                                "and run the move again" % (self.src_show(rel), show(self.src)))
+        if self.link_if_seen(rel, st, dpath):
+            return
+        try:
+            if stat.S_ISLNK(mode):
+                target = os.readlink(spath)
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+        try:
+            if stat.S_ISLNK(mode):
+                os.symlink(target, dpath)
+            elif stat.S_ISFIFO(mode):
+                os.mkfifo(dpath, 0o600)
+            else:
+                os.mknod(dpath, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        self.metadata.set_meta(rel, st, spath, dpath, None)
+
+    def open_source(self, rel, name, src_dir):
+        # O_NOATIME: reading must not even touch the source's access times (only the owner or
+        # root may ask for it; open_readonly falls back).
+        try:
+            return open_readonly(name, self.noatime, src_dir)
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+
+    def copy_regular(self, rel, name, src_dir, dst_dir, verifier=None):
+        """Copy the regular file `name` of the directory `src_dir` into `dst_dir` (descriptors).
+        With a verifier (checksum mode) its content is verified too: a small file right here, a
+        big one chunk by chunk by the verifier thread as each chunk lands (so verifying overlaps
+        copying, even for the last file), a sparse one whole.
+
+        The source's type and metadata come from fstat on the open file, never from an earlier
+        lstat: what is copied and what is described are the same inode."""
+        fin = self.open_source(rel, name, src_dir)
+        try:
+            st = os.fstat(fin)
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
+                                    "and run the move again" % (self.src_show(rel), show(self.src)))
+            if self.link_if_seen(rel, st, name, dst_dir):
+                return
+            if self.plan.resume is not None and self.reuse_copy(rel, name, st, dst_dir, verifier):
+                return
+            mode = stat.S_IMODE(st.st_mode)
+            # Created with its final mode when the umask lets it through whole, so set_meta needs
+            # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
+            # locks the owner out (the verifier opens the copy again to read it, and root may be
+            # just another user on a root-squashed NFS destination).
+            final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
+            try:
+                fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600,
+                               dir_fd=dst_dir)
+            except OSError as err:
+                raise self.write_failure(rel, err) from err
+            try:
+                size = st.st_size
+                done = 0
+                sparse = size > 0 and st.st_blocks * 512 < size
+                if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
+                    self.copy_small(rel, fin, fout, size, verifier is not None)
+                    self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
+                    self.record_copy(rel, st)
+                    return
+                on_chunk = None
+                if verifier is not None and not sparse:
+                    def on_chunk(start, end):
+                        verifier.put(("range", rel, st, start, end))
+                for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
+                    if start > done:
+                        self.progress.bytes_copied += start - done  # a hole: nothing to write
+                    self.copy_range(rel, fin, fout, start, end, on_chunk)
+                    done = end
+                if done < size:
+                    self.progress.bytes_copied += size - done
+                if sparse:
+                    try:
+                        os.ftruncate(fout, size)
+                    except OSError as err:
+                        raise self.write_failure(rel, err) from err
+                self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
+                self.record_copy(rel, st)
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+        if verifier is not None:
+            verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
+
+    def copy_small(self, rel, fin, fout, size, verify):
+        """A small file in one read and one write; with `verify`, the copy is read back and
+        compared right here.
+
+        For the many small files of a typical data directory the kernel copy calls and the
+        verifier thread's per-file hand-off (and its second open of the source) cost more than
+        the bytes; reading the source once and checking the copy against exactly those bytes is
+        the same guarantee: a source changed afterwards is caught by final_check and again
+        before deletion."""
+        try:
+            data = os.pread(fin, size + 1, 0) if size else b""
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+        if len(data) != size:
+            raise SourceChanged("%s changed size while the move ran — stop what writes to %s "
+                                "and run the move again" % (self.src_show(rel), show(self.src)))
+        try:
+            written = os.pwrite(fout, data, 0) if size else 0
+            while written < size:  # a short write: rare, but allowed
+                written += os.pwrite(fout, memoryview(data)[written:], written)
+            back = os.pread(fout, size + 1, 0) if verify and size else data
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        if back != data:
+            raise Failure("the copy of %s reads back different from what was written (a "
+                          "failing disk or filesystem?) — nothing was deleted; check the "
+                          "destination disk" % self.src_show(rel))
+        self.progress.bytes_copied += size
+        if verify:
+            self.progress.add_verified(size)
+        if self.bwlimit:
+            self.throttle()
+
+    def copy_range(self, rel, fin, fout, offset, end, on_chunk=None):
+        """Copy [offset, end) with the fastest call the kernel allows, in chunks: each chunk
+        advances bytesCopied, passes the cancellation point and, with --bwlimit, the throttle;
+        `on_chunk(start, end)` hears of each chunk once it is written."""
+        sendfile_at = None
+        while offset < end:
+            self.check()
+            want = min(self.chunk, end - offset)
+            if self.bwlimit:
+                want = min(want, max(64 * 1024, self.bwlimit // 10))
+            started = time.monotonic()
+            try:
+                if self.use_copy_file_range:
+                    try:
+                        got = os.copy_file_range(fin, fout, want, offset, offset)
+                    except OSError as err:
+                        # Across filesystems (of different types, on current kernels), on old
+                        # kernels or odd filesystems: fall back to sendfile for the whole move.
+                        if err.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP,
+                                         errno.EINVAL, errno.EBADF, errno.ETXTBSY):
+                            self.use_copy_file_range = False
+                            continue
+                        raise
+                elif self.use_sendfile:
+                    if sendfile_at != offset:
+                        os.lseek(fout, offset, os.SEEK_SET)
+                    try:
+                        got = os.sendfile(fout, fin, offset, want)
+                    except OSError as err:
+                        if err.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                            self.use_sendfile = False
+                            continue
+                        raise
+                    sendfile_at = offset + got
+                else:
+                    data = os.pread(fin, want, offset)
+                    got = len(data)
+                    view = memoryview(data)
+                    written = 0
+                    while written < got:
+                        written += os.pwrite(fout, view[written:], offset + written)
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+                    raise self.write_failure(rel, err) from err
+                if err.errno == errno.EIO:
+                    raise Failure("cannot copy %s: input/output error on one of the disks — "
+                                  "check the disks (dmesg) before trying again"
+                                  % self.src_show(rel)) from err
+                raise Failure("cannot copy %s: %s" % (self.src_show(rel), words(err))) from err
+            if got == 0:
+                raise SourceChanged("%s shrank while the move ran — stop what writes to %s and "
+                                    "run the move again" % (self.src_show(rel), show(self.src)))
+            if on_chunk is not None:
+                on_chunk(offset, offset + got)
+            offset += got
+            self.progress.bytes_copied += got
+            elapsed = time.monotonic() - started
+            if elapsed > CHUNK_TARGET_SECONDS and self.chunk > CHUNK_MIN:
+                self.chunk //= 2
+            elif elapsed < CHUNK_TARGET_SECONDS / 4 and self.chunk < CHUNK_MAX:
+                self.chunk *= 2
+            if self.bwlimit:
+                self.throttle()
+
+    def throttle(self):
+        # Bytes taken over from a dead move's staging were not read nor written: not throttled.
+        done = self.progress.bytes_copied - self.progress.bytes_reused
+        due = self.started + done / float(self.bwlimit)
+        while True:
+            self.check()
+            wait = due - time.monotonic()
+            if wait <= 0:
+                return
+            time.sleep(min(wait, SLEEP_SLICE))
+
+    def reuse_copy(self, rel, name, st, dst_dir, verifier):
+        """Link the dead move's copy of `rel` into our staging if the journal recorded it as
+        finished and its source is the same inode, unchanged since (size, mtime and ctime: any
+        write, chmod, chown or xattr change moves ctime). Say whether it was taken."""
+        if not self.plan.resume.matches(rel, st, forget=True):
+            return False
+        old = join(self.plan.resume.staging, rel)
+        try:
+            cst = os.lstat(old)
+            if not stat.S_ISREG(cst.st_mode) or (cst.st_size, cst.st_mtime_ns) != \
+                    (st.st_size, st.st_mtime_ns):
+                return False
+            os.link(old, name, dst_dir_fd=dst_dir, follow_symlinks=False)
+        except OSError:
+            return False  # gone, or cannot be linked: copied like any other file
+        self.progress.bytes_copied += st.st_size
+        self.progress.bytes_reused += st.st_size
+        self.record_copy(rel, st)
+        if verifier is not None:  # --verify checksum: its content is compared again
+            verifier.put(("file", rel, st))
+        return True
+
+    def record_copy(self, rel, st):
+        if self.move.recorder is not None:
+            self.move.recorder.add(rel, st)
+
+
+class Publisher:
+    """Makes the verified copy durable and puts it at DST: the watched descriptor whose syncfs
+    reports the copy's write-back errors, the flushes, and the rename."""
+
+    def __init__(self, move, metadata):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.metadata = metadata
+        self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
+
+    def close(self):
+        if self.dst_watch is not None:
+            os.close(self.dst_watch)
+            self.dst_watch = None
+
+    def watch_destination(self):
+        """Open the directory that will hold staging, before anything is written, and keep it
+        open for the whole move: syncfs on it reports every write-back error of the
+        destination's filesystem since this moment, that is, of the whole copy."""
+        path = os.path.dirname(self.plan.staging)
+        try:
+            self.dst_watch = os.open(path, DIR_FLAGS)
+        except OSError as err:
+            raise Failure("cannot open %s: %s" % (show(path), words(err))) from err
+        if self.move.recorder is not None:
+            self.move.recorder.watch(path)
+
+    def flush_copy(self, tree):
+        """Make the copy durable, and fail the move if the disk did not store it: a copy
+        verified from the page cache can still be lost when the cache is written back. `tree`:
+        the copy to fsync file by file where syncfs does not report write-back errors."""
+        try:
+            if not flush_filesystem(self.dst_watch) or not syncfs_reports_errors():
+                os.sync()
+                if tree is not None:
+                    fsync_tree(tree)
+                os.fsync(self.dst_watch)
+        except OSError as err:
+            where = "check that disk (dmesg) before trying again"
+            if tree is None:  # after the rename: staging is DST now, and nothing says so
+                where = ("nothing was deleted: the source %s is whole; check that disk "
+                         "(dmesg), delete %s and run the move again" % (show(self.src),
+                                                                       show(self.dst)))
+            raise Failure("the destination disk failed to store the copy: %s — %s"
+                          % (words(err), where)) from err
+
+    def publish(self):
+        """Make the verified copy DST: one rename (or, when DST is a mount point, one rename per
+        top-level entry: a mount point itself cannot be replaced)."""
+        self.progress.current = None
+        try:
+            if not self.plan.dst_is_mount:
+                os.rename(self.plan.staging, self.dst)
+            else:
+                self.publish_into_mount()
+        except OSError as err:
+            raise Failure("cannot put the copy in place at %s: %s" % (show(self.dst),
+                                                                       words(err))) from err
+        self.plan.staging = None
+        self.progress.data_state = STATE_BOTH
+        fsync_dir(os.path.dirname(self.dst))
+        fsync_dir(self.dst)
+
+    def publish_into_mount(self):
+        names = [n for n in os.listdir(self.dst) if n != os.path.basename(self.plan.staging)]
+        if names not in ([], [b"lost+found"]):
+            raise OSError(errno.ENOTEMPTY, "not empty")
+        st = os.lstat(self.plan.staging)  # before the renames below change its mtime
+        moved = []
+        try:
+            for name in os.listdir(self.plan.staging):
+                os.rename(join(self.plan.staging, name), join(self.dst, name))
+                moved.append(name)
+        except OSError:
+            for name in moved:  # put back what went: the copy stays whole in staging
+                os.rename(join(self.dst, name), join(self.plan.staging, name))
+            raise
+        self.metadata.copy_xattrs(b"", self.plan.staging, self.dst, False)
+        os.chown(self.dst, st.st_uid, st.st_gid)
+        os.chmod(self.dst, stat.S_IMODE(st.st_mode))
+        os.rmdir(self.plan.staging)
+        os.utime(self.dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class Cleaner:
+    """Removes the source once DST holds the move: each file only if its copy still matches,
+    through the Remover, then the emptied directories."""
+
+    def __init__(self, move):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.is_root, self.euid = move.is_root, move.euid
+        self.finish = move.finish
+
+    def clean_source(self):
+        """Remove the source: each file only if its copy at DST still matches (checked here,
+        just before it is handed to the Remover's threads), then the emptied directories,
+        deepest first."""
+        self.move.set_phase(CLEANING)
+        kept = []  # (rel, why), in the order found
+        newer = []  # the files among them that changed after they were copied
+        src, dst = self.src, self.dst
+        remover = Remover(self.move)
+        copies = MirrorDir(dst)
+        try:
+            for kind, rel, st, name, _dir_fd in walk(src):
+                self.check()
+                if kind == WALK_DIR:
+                    with contextlib.suppress(OSError):  # then its files are not at DST: kept
+                        copies.enter(rel)
+                if kind != WALK_FILE:
+                    continue
+                self.progress.current = rel
+                try:
+                    problem = differs(src, dst, rel, st, copies.lstat(name), self.is_root)
+                    if problem:
+                        newer.append(rel)
+                except OSError:
+                    problem = "is not at the destination"
+                if problem:
+                    kept.append((rel, "%s %s" % (self.src_show(rel), problem)))
+                else:
+                    remover.add(rel, join(src, rel))
+            remover.finish()
+        finally:
+            remover.stop()
+            copies.close()
+        kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
+                    for rel, err in remover.failed)
+        for kind, rel, _st, _name, _dir_fd in walk(src):
+            self.check()
+            if kind != WALK_POST:
+                continue
+            self.progress.current = rel or None
+            err = self.remove(os.rmdir, join(src, rel))
+            if err is None:
+                self.progress.deleted_any = True
+                self.progress.data_state = STATE_DESTINATION
+            elif rel == b"" and err.errno == errno.EBUSY and not kept:
+                self.warn("srcmount", "%s is a mount point: it was emptied but not removed"
+                          % show(src), b"")
+            elif not kept or err.errno != errno.ENOTEMPTY:
+                kept.append((rel, "%s: %s" % (self.src_show(rel), words(err))))
+        self.move.flush_warnings()
+        if kept:
+            self.progress.data_state = (STATE_DESTINATION if self.progress.deleted_any
+                                        else STATE_BOTH)
+            listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
+            if len(kept) > 5:
+                listed += " and %d more" % (len(kept) - 5)
+            if newer:
+                raise Failure(self.newer_in_source(newer, listed))
+            raise Failure("%s is complete and verified, but removing the source failed (%s); "
+                          "still there: %s — check and delete them by hand"
+                          % (show(dst), kept[0][1], listed))
+        self.finish(COMPLETE, None, EXIT_OK)
+
+    def newer_in_source(self, newer, listed):
+        """The error of a clean that kept files changed after they were copied (a writer still
+        at work): DST holds the move, but those source files are newer than their copies."""
+        names = ", ".join(self.src_show(rel) for rel in newer[:5])
+        if len(newer) > 5:
+            names += " and %d more" % (len(newer) - 5)
+        return ("%s holds the whole move as verified, but %d source file%s changed after %s "
+                "copied and %s kept: the source's version%s newer than the copy in %s (%s) — "
+                "stop what writes there, copy what you need over by hand, then delete the rest "
+                "of the source; still there: %s"
+                % (show(self.dst), len(newer), "s" if len(newer) > 1 else "",
+                   "they were" if len(newer) > 1 else "it was",
+                   "were" if len(newer) > 1 else "was", "s are" if len(newer) > 1 else " is",
+                   show(self.dst), names, listed))
+
+    def remove(self, func, path):
+        try:
+            func(path)
+            return None
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM) or self.is_root:
+                return err
+            first = err
+        # A read-only directory of our own: make it writable (it is going away) and retry.
+        parent = os.path.dirname(path)
+        try:
+            if os.stat(parent).st_uid != self.euid:
+                return first
+            os.chmod(parent, stat.S_IMODE(os.stat(parent).st_mode) | 0o700)
+            func(path)
+            return None
+        except OSError as err:
+            return err
+
+
+class FinalCheck:
+    """Compares every entry of the source with its copy in staging, just before publishing."""
+
+    def __init__(self, move):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.is_root, self.verify = move.is_root, move.verify
+
+    def run(self):
+        """Compare every entry of the source with its copy, just before anything is deleted.
+
+        This is also the source-changed check: each copy carries the mtime its source had when
+        it was copied, so a source modified afterwards no longer matches (and a directory whose
+        entries changed has a new mtime too).
+        """
+        compare_owner = self.is_root
+        counting = self.verify != "none"
+        seen = 0
+        copies = MirrorDir(self.plan.staging)
+        try:
+            for kind, rel, sst, name, _dir_fd in walk(self.src):
+                self.check()
+                if kind == WALK_POST:
+                    continue
+                self.progress.current = rel or None
+                try:
+                    if kind == WALK_FILE:
+                        dst_st = copies.lstat(name)
+                    else:
+                        dst_st = os.lstat(join(self.plan.staging, rel))
+                        copies.enter(rel)  # its files come next
+                except FileNotFoundError:
+                    raise SourceChanged("%s appeared in the source after it was copied — "
+                                        "nothing was deleted; stop what writes to %s and run "
+                                        "the move again"
+                                        % (self.src_show(rel), show(self.src))) from None
+                except OSError as err:
+                    raise Failure("cannot check the copy of %s: %s"
+                                  % (show(rel), words(err))) from err
+                problem = differs(self.src, self.plan.staging, rel, sst, dst_st, compare_owner)
+                if problem:
+                    raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s "
+                                        "and run the move again"
+                                        % (self.src_show(rel), problem, show(self.src)))
+                if kind == WALK_DIR:
+                    continue
+                seen += 1
+                if counting:
+                    self.progress.files_verified += 1
+                    if self.verify == "size" and stat.S_ISREG(sst.st_mode):
+                        self.progress.bytes_verified += sst.st_size
+        finally:
+            copies.close()
+        if seen != self.progress.files_copied:
+            raise SourceChanged("%d entries vanished from %s during the move — nothing was "
+                                "deleted; stop what writes to it and run the move again"
+                                % (self.progress.files_copied - seen, show(self.src)))
+        if self.verify == "size":
+            self.progress.bytes_verified = self.progress.bytes_total
+        self.progress.current = None
+
+
+def differs(src_root, dst_root, rel, s, d, compare_owner):
+    """How the entry `rel` of src_root (lstat `s`) and its copy in dst_root (lstat `d`)
+    differ, in words; None when they match."""
+    if stat.S_IFMT(s.st_mode) != stat.S_IFMT(d.st_mode):
+        return "changed type after it was copied"
+    if stat.S_ISREG(s.st_mode) and s.st_size != d.st_size:
+        return "changed size after it was copied (%d bytes, the copy has %d)" % (
+            s.st_size, d.st_size)
+    if s.st_mtime_ns != d.st_mtime_ns:
+        return "was modified after it was copied"
+    if not stat.S_ISLNK(s.st_mode):
+        mask = 0o7777 if (s.st_uid, s.st_gid) == (d.st_uid, d.st_gid) else 0o1777
+        if stat.S_IMODE(s.st_mode) & mask != stat.S_IMODE(d.st_mode) & mask:
+            return "changed mode after it was copied"
+    if compare_owner and (s.st_uid, s.st_gid) != (d.st_uid, d.st_gid):
+        return "changed owner after it was copied"
+    if stat.S_ISLNK(s.st_mode) and \
+            os.readlink(join(src_root, rel)) != os.readlink(join(dst_root, rel)):
+        return "changed link target after it was copied"
+    return None
+
+
 class Move:
     def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None):
         self.out = emitter
@@ -1190,7 +1884,6 @@ class Move:
         self.move_id = move_id or os.urandom(6).hex()
         self.cancel_file = None  # a detached worker's cancel request (see the journal)
         self.plan = Plan()
-        self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
         self.made_parents = []
         self.recorder = None  # a detached worker's Recorder of finished copies
         self.progress = Progress(emitter, server_name, self.move_id)
@@ -1202,14 +1895,11 @@ class Move:
         self.is_root = self.euid == 0
         self.warnings = {}
 
-        self.use_copy_file_range = hasattr(os, "copy_file_range")
-        self.use_sendfile = hasattr(os, "sendfile")
-        self.chunk = CHUNK_START
         self.noatime = getattr(os, "O_NOATIME", 0)
-        self.umask = os.umask(0o077)  # reading the umask means setting it: put it straight back
-        os.umask(self.umask)
-        self.hardlinks = {}
-        self.copy_started = 0.0
+        self.metadata = Metadata(self)
+        self.copier = Copier(self, self.metadata)
+        self.publisher = Publisher(self, self.metadata)
+        self.cleaner = Cleaner(self)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -1249,8 +1939,7 @@ class Move:
             return self._run()
         finally:
             self.progress.stop_reporter()
-            if self.dst_watch is not None:
-                os.close(self.dst_watch)
+            self.publisher.close()
 
     def _run(self):
         try:
@@ -1374,15 +2063,15 @@ class Move:
     # -- copy ----------------------------------------------------------------------------------
 
     def do_copy(self):
-        self.watch_destination()
+        self.publisher.watch_destination()
         verifier = None
         if self.verify == "checksum":
             verifier = Verifier(self)
             verifier.start()
         try:
             self.set_phase(COPYING)
-            self.copy_started = time.monotonic()
-            self.copy_tree(verifier)
+            self.copier.started = time.monotonic()
+            self.copier.copy_tree(verifier)
             self.stop_recording()
             self.release_dead_moves()
             self.flush_warnings()
@@ -1393,90 +2082,18 @@ class Move:
             self.set_phase(VERIFYING)
             if verifier is not None:
                 verifier.finish()
-            self.final_check()
+            FinalCheck(self).run()
         finally:
             if verifier is not None:
                 verifier.stop()
         self.check()
         # Durable before anything is deleted: a crash after cleaning must not lose the copy.
-        self.flush_copy(self.plan.staging)
+        self.publisher.flush_copy(self.plan.staging)
         self.check()
         refuse_source_writers(os.path.realpath(self.src), Failure)  # one that started meanwhile
-        self.publish()
-        self.flush_copy(None)  # the rename too: DST must still be there after a crash
-        self.clean_source()
-
-    def watch_destination(self):
-        """Open the directory that will hold staging, before anything is written, and keep it
-        open for the whole move: syncfs on it reports every write-back error of the
-        destination's filesystem since this moment, that is, of the whole copy."""
-        path = os.path.dirname(self.plan.staging)
-        try:
-            self.dst_watch = os.open(path, DIR_FLAGS)
-        except OSError as err:
-            raise Failure("cannot open %s: %s" % (show(path), words(err))) from err
-        if self.recorder is not None:
-            self.recorder.watch(path)
-
-    def flush_copy(self, tree):
-        """Make the copy durable, and fail the move if the disk did not store it: a copy
-        verified from the page cache can still be lost when the cache is written back. `tree`:
-        the copy to fsync file by file where syncfs does not report write-back errors."""
-        try:
-            if not flush_filesystem(self.dst_watch) or not syncfs_reports_errors():
-                os.sync()
-                if tree is not None:
-                    fsync_tree(tree)
-                os.fsync(self.dst_watch)
-        except OSError as err:
-            where = "check that disk (dmesg) before trying again"
-            if tree is None:  # after the rename: staging is DST now, and nothing says so
-                where = ("nothing was deleted: the source %s is whole; check that disk "
-                         "(dmesg), delete %s and run the move again" % (show(self.src),
-                                                                       show(self.dst)))
-            raise Failure("the destination disk failed to store the copy: %s — %s"
-                          % (words(err), where)) from err
-
-    def copy_tree(self, verifier):
-        staging, src = self.plan.staging, self.src
-        copies = MirrorDir(staging)
-        try:
-            # A directory comes with its lstat, a file with its os.DirEntry (see walk).
-            for kind, rel, item, name, src_dir in walk(src, stat_files=False):
-                self.check()
-                if kind == WALK_DIR:
-                    self.progress.current = rel or None
-                    try:
-                        # Owner-only until its contents are in: a read-only directory stays
-                        # writable for us, and nobody else sees half a tree.
-                        os.mkdir(join(staging, rel), 0o700)
-                        if not rel:
-                            self.isolate_staging(staging)
-                        copies.enter(rel)
-                    except OSError as err:
-                        raise self.write_failure(rel, err) from err
-                    continue
-                if kind == WALK_POST:
-                    self.set_dir_meta(rel, item, join(staging, rel))
-                    continue
-                self.progress.current = rel
-                if self.progress.files_copied == self.progress.files_total:  # one more than counted
-                    raise SourceChanged("files appeared in the source during the move (%d "
-                                        "counted before copying, more found)%s — stop what "
-                                        "writes to %s and run the move again"
-                                        % (self.progress.files_total, self.changed_example(),
-                                           show(src)))
-                if item.is_file(follow_symlinks=False):
-                    self.copy_regular(rel, name, src_dir, copies.fd, verifier)
-                else:
-                    try:
-                        st = item.stat(follow_symlinks=False)
-                    except OSError as err:
-                        raise self.read_failure(rel, err) from err
-                    self.copy_special(rel, st, join(staging, rel))
-                self.progress.files_copied += 1
-        finally:
-            copies.close()
+        self.publisher.publish()
+        self.publisher.flush_copy(None)  # the rename too: DST must still be there after a crash
+        self.cleaner.clean_source()
 
     def changed_example(self):
         """", e.g. X was created or changed since it was counted": the file of the source
@@ -1536,556 +2153,13 @@ class Move:
             hint = " — run the move as root or as the owner of the files"
         return Failure("cannot read %s: %s%s" % (self.src_show(rel), words(err), hint))
 
-    def isolate_staging(self, path):
-        """Staging must not pass on what it inherited from DST's parent: under a setgid parent
-        every copy would take the parent's group (set_owner relies on new entries being ours),
-        and under a default ACL every copy would get its entries, which the source never had."""
-        for name in (b"system.posix_acl_default", b"system.posix_acl_access"):
-            try:
-                os.removexattr(path, name)
-            except OSError as err:
-                if err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP,
-                                     errno.ENOSYS):
-                    raise
-        if os.lstat(path).st_gid != self.egid:
-            os.chown(path, -1, self.egid)
-        os.chmod(path, 0o700)  # also drops an inherited setgid bit
-
-    def link_if_seen(self, rel, st, target, dst_dir=None):
-        """A further name of a hard-linked inode already copied: link it, and say so. `target`
-        is a path, or a name in the directory `dst_dir`."""
-        if st.st_nlink < 2:
-            return False
-        key = (st.st_dev, st.st_ino)
-        first = self.hardlinks.get(key)
-        if first is None:
-            self.hardlinks[key] = rel
-            return False
-        try:
-            os.link(join(self.plan.staging, first), target, dst_dir_fd=dst_dir,
-                    follow_symlinks=False)
-        except OSError as err:
-            raise self.write_failure(rel, err) from err
-        return True
-
-    def copy_special(self, rel, st, dpath):
-        """A symlink, fifo, socket or device node."""
-        mode = st.st_mode
-        spath = join(self.src, rel)
-        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-            raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
-                                "and run the move again" % (self.src_show(rel), show(self.src)))
-        if self.link_if_seen(rel, st, dpath):
-            return
-        try:
-            if stat.S_ISLNK(mode):
-                target = os.readlink(spath)
-        except OSError as err:
-            raise self.read_failure(rel, err) from err
-        try:
-            if stat.S_ISLNK(mode):
-                os.symlink(target, dpath)
-            elif stat.S_ISFIFO(mode):
-                os.mkfifo(dpath, 0o600)
-            else:
-                os.mknod(dpath, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-        except OSError as err:
-            raise self.write_failure(rel, err) from err
-        self.set_meta(rel, st, spath, dpath, None)
-
-    def open_source(self, rel, name, src_dir):
-        # O_NOATIME: reading must not even touch the source's access times (only the owner or
-        # root may ask for it; open_readonly falls back).
-        try:
-            return open_readonly(name, self.noatime, src_dir)
-        except OSError as err:
-            raise self.read_failure(rel, err) from err
-
-    def copy_regular(self, rel, name, src_dir, dst_dir, verifier=None):
-        """Copy the regular file `name` of the directory `src_dir` into `dst_dir` (descriptors).
-        With a verifier (checksum mode) its content is verified too: a small file right here, a
-        big one chunk by chunk by the verifier thread as each chunk lands (so verifying overlaps
-        copying, even for the last file), a sparse one whole.
-
-        The source's type and metadata come from fstat on the open file, never from an earlier
-        lstat: what is copied and what is described are the same inode."""
-        fin = self.open_source(rel, name, src_dir)
-        try:
-            st = os.fstat(fin)
-            if not stat.S_ISREG(st.st_mode):
-                raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
-                                    "and run the move again" % (self.src_show(rel), show(self.src)))
-            if self.link_if_seen(rel, st, name, dst_dir):
-                return
-            if self.plan.resume is not None and self.reuse_copy(rel, name, st, dst_dir, verifier):
-                return
-            mode = stat.S_IMODE(st.st_mode)
-            # Created with its final mode when the umask lets it through whole, so set_meta needs
-            # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
-            # locks the owner out (the verifier opens the copy again to read it, and root may be
-            # just another user on a root-squashed NFS destination).
-            final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
-            try:
-                fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600,
-                               dir_fd=dst_dir)
-            except OSError as err:
-                raise self.write_failure(rel, err) from err
-            try:
-                size = st.st_size
-                done = 0
-                sparse = size > 0 and st.st_blocks * 512 < size
-                if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
-                    self.copy_small(rel, fin, fout, size, verifier is not None)
-                    self.set_meta(rel, st, fin, fout, fout, final_mode)
-                    self.record_copy(rel, st)
-                    return
-                on_chunk = None
-                if verifier is not None and not sparse:
-                    def on_chunk(start, end):
-                        verifier.put(("range", rel, st, start, end))
-                for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
-                    if start > done:
-                        self.progress.bytes_copied += start - done  # a hole: nothing to write
-                    self.copy_range(rel, fin, fout, start, end, on_chunk)
-                    done = end
-                if done < size:
-                    self.progress.bytes_copied += size - done
-                if sparse:
-                    try:
-                        os.ftruncate(fout, size)
-                    except OSError as err:
-                        raise self.write_failure(rel, err) from err
-                self.set_meta(rel, st, fin, fout, fout, final_mode)
-                self.record_copy(rel, st)
-            finally:
-                os.close(fout)
-        finally:
-            os.close(fin)
-        if verifier is not None:
-            verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
-
-    def copy_small(self, rel, fin, fout, size, verify):
-        """A small file in one read and one write; with `verify`, the copy is read back and
-        compared right here.
-
-        For the many small files of a typical data directory the kernel copy calls and the
-        verifier thread's per-file hand-off (and its second open of the source) cost more than
-        the bytes; reading the source once and checking the copy against exactly those bytes is
-        the same guarantee: a source changed afterwards is caught by final_check and again
-        before deletion."""
-        try:
-            data = os.pread(fin, size + 1, 0) if size else b""
-        except OSError as err:
-            raise self.read_failure(rel, err) from err
-        if len(data) != size:
-            raise SourceChanged("%s changed size while the move ran — stop what writes to %s "
-                                "and run the move again" % (self.src_show(rel), show(self.src)))
-        try:
-            written = os.pwrite(fout, data, 0) if size else 0
-            while written < size:  # a short write: rare, but allowed
-                written += os.pwrite(fout, memoryview(data)[written:], written)
-            back = os.pread(fout, size + 1, 0) if verify and size else data
-        except OSError as err:
-            raise self.write_failure(rel, err) from err
-        if back != data:
-            raise Failure("the copy of %s reads back different from what was written (a "
-                          "failing disk or filesystem?) — nothing was deleted; check the "
-                          "destination disk" % self.src_show(rel))
-        self.progress.bytes_copied += size
-        if verify:
-            self.progress.add_verified(size)
-        if self.bwlimit:
-            self.throttle()
-
-    def copy_range(self, rel, fin, fout, offset, end, on_chunk=None):
-        """Copy [offset, end) with the fastest call the kernel allows, in chunks: each chunk
-        advances bytesCopied, passes the cancellation point and, with --bwlimit, the throttle;
-        `on_chunk(start, end)` hears of each chunk once it is written."""
-        sendfile_at = None
-        while offset < end:
-            self.check()
-            want = min(self.chunk, end - offset)
-            if self.bwlimit:
-                want = min(want, max(64 * 1024, self.bwlimit // 10))
-            started = time.monotonic()
-            try:
-                if self.use_copy_file_range:
-                    try:
-                        got = os.copy_file_range(fin, fout, want, offset, offset)
-                    except OSError as err:
-                        # Across filesystems (of different types, on current kernels), on old
-                        # kernels or odd filesystems: fall back to sendfile for the whole move.
-                        if err.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP,
-                                         errno.EINVAL, errno.EBADF, errno.ETXTBSY):
-                            self.use_copy_file_range = False
-                            continue
-                        raise
-                elif self.use_sendfile:
-                    if sendfile_at != offset:
-                        os.lseek(fout, offset, os.SEEK_SET)
-                    try:
-                        got = os.sendfile(fout, fin, offset, want)
-                    except OSError as err:
-                        if err.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                            self.use_sendfile = False
-                            continue
-                        raise
-                    sendfile_at = offset + got
-                else:
-                    data = os.pread(fin, want, offset)
-                    got = len(data)
-                    view = memoryview(data)
-                    written = 0
-                    while written < got:
-                        written += os.pwrite(fout, view[written:], offset + written)
-            except OSError as err:
-                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
-                    raise self.write_failure(rel, err) from err
-                if err.errno == errno.EIO:
-                    raise Failure("cannot copy %s: input/output error on one of the disks — "
-                                  "check the disks (dmesg) before trying again"
-                                  % self.src_show(rel)) from err
-                raise Failure("cannot copy %s: %s" % (self.src_show(rel), words(err))) from err
-            if got == 0:
-                raise SourceChanged("%s shrank while the move ran — stop what writes to %s and "
-                                    "run the move again" % (self.src_show(rel), show(self.src)))
-            if on_chunk is not None:
-                on_chunk(offset, offset + got)
-            offset += got
-            self.progress.bytes_copied += got
-            elapsed = time.monotonic() - started
-            if elapsed > CHUNK_TARGET_SECONDS and self.chunk > CHUNK_MIN:
-                self.chunk //= 2
-            elif elapsed < CHUNK_TARGET_SECONDS / 4 and self.chunk < CHUNK_MAX:
-                self.chunk *= 2
-            if self.bwlimit:
-                self.throttle()
-
-    def throttle(self):
-        # Bytes taken over from a dead move's staging were not read nor written: not throttled.
-        done = self.progress.bytes_copied - self.progress.bytes_reused
-        due = self.copy_started + done / float(self.bwlimit)
-        while True:
-            self.check()
-            wait = due - time.monotonic()
-            if wait <= 0:
-                return
-            time.sleep(min(wait, SLEEP_SLICE))
-
     # -- metadata ------------------------------------------------------------------------------
-
-    def set_meta(self, rel, st, src_ref, dpath, fd, mode_is_set=False):
-        """Owner, xattrs, mode and times, in that order: chown clears setuid/setgid bits, and an
-        ACL xattr rewrites the group mode bits, so chmod comes after both; times come last.
-        `mode_is_set`: created with its final mode, which stands unless chown or xattrs ran."""
-        is_link = stat.S_ISLNK(st.st_mode)
-        target = fd if fd is not None else dpath
-        chowned = self.set_owner(rel, st, target, fd is not None)
-        copied = self.copy_xattrs(rel, src_ref, target, is_link)
-        try:
-            if not is_link and not (mode_is_set and not chowned and not copied):
-                os.chmod(target, stat.S_IMODE(st.st_mode))
-            if fd is not None:
-                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            else:
-                os.utime(dpath, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        except OSError as err:
-            raise self.write_failure(rel, err) from err
-
-    def set_dir_meta(self, rel, st, dpath):
-        spath = join(self.src, rel)
-        self.set_meta(rel, st, spath, dpath, None)
-
-    def set_owner(self, rel, st, target, is_fd):
-        """Give the copy the source's owner; say whether chown was called."""
-        if st.st_uid == self.euid and st.st_gid == self.egid:
-            # What a new entry gets anyway: the staging directories carry no setgid bit until
-            # their contents are in (isolate_staging), so new files take our own group.
-            return False
-        try:
-            if is_fd:
-                os.chown(target, st.st_uid, st.st_gid)
-            else:
-                os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
-        except OSError as err:
-            if err.errno not in (errno.EPERM, errno.EINVAL, errno.EACCES):
-                raise self.write_failure(rel, err) from err
-            self.warn("owner", "owner and group not kept (only root can give files to another "
-                      "user): the copies belong to the user running the move", rel)
-        return True
-
-    def copy_xattrs(self, rel, src_ref, target, is_link):
-        """Copy every extended attribute (ACLs among them); say whether any was set."""
-        copied = False
-        try:
-            if isinstance(src_ref, int):
-                names = os.listxattr(src_ref)
-            else:
-                names = os.listxattr(src_ref, follow_symlinks=False)
-        except OSError as err:
-            if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
-                return False
-            raise self.read_failure(rel, err) from err
-        for name in names:
-            try:
-                if isinstance(src_ref, int):
-                    value = os.getxattr(src_ref, name)
-                else:
-                    value = os.getxattr(src_ref, name, follow_symlinks=False)
-            except OSError as err:
-                if err.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    continue
-                raise self.read_failure(rel, err) from err
-            try:
-                if isinstance(target, int):
-                    os.setxattr(target, name, value)
-                else:
-                    os.setxattr(target, name, value, follow_symlinks=False)
-                copied = True
-            except OSError as err:
-                if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise self.write_failure(rel, err) from err
-                self.warn("xattr:" + name, "extended attribute %s not kept: %s" % (
-                    name, words(err)), rel)
-        return copied
 
     # -- verify --------------------------------------------------------------------------------
 
-    def final_check(self):
-        """Compare every entry of the source with its copy, just before anything is deleted.
-
-        This is also the source-changed check: each copy carries the mtime its source had when
-        it was copied, so a source modified afterwards no longer matches (and a directory whose
-        entries changed has a new mtime too).
-        """
-        compare_owner = self.is_root
-        counting = self.verify != "none"
-        seen = 0
-        copies = MirrorDir(self.plan.staging)
-        try:
-            for kind, rel, sst, name, _dir_fd in walk(self.src):
-                self.check()
-                if kind == WALK_POST:
-                    continue
-                self.progress.current = rel or None
-                try:
-                    if kind == WALK_FILE:
-                        dst_st = copies.lstat(name)
-                    else:
-                        dst_st = os.lstat(join(self.plan.staging, rel))
-                        copies.enter(rel)  # its files come next
-                except FileNotFoundError:
-                    raise SourceChanged("%s appeared in the source after it was copied — "
-                                        "nothing was deleted; stop what writes to %s and run "
-                                        "the move again"
-                                        % (self.src_show(rel), show(self.src))) from None
-                except OSError as err:
-                    raise Failure("cannot check the copy of %s: %s"
-                                  % (show(rel), words(err))) from err
-                problem = self.differs(rel, sst, dst_st, compare_owner, self.plan.staging)
-                if problem:
-                    raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s "
-                                        "and run the move again"
-                                        % (self.src_show(rel), problem, show(self.src)))
-                if kind == WALK_DIR:
-                    continue
-                seen += 1
-                if counting:
-                    self.progress.files_verified += 1
-                    if self.verify == "size" and stat.S_ISREG(sst.st_mode):
-                        self.progress.bytes_verified += sst.st_size
-        finally:
-            copies.close()
-        if seen != self.progress.files_copied:
-            raise SourceChanged("%d entries vanished from %s during the move — nothing was "
-                                "deleted; stop what writes to it and run the move again"
-                                % (self.progress.files_copied - seen, show(self.src)))
-        if self.verify == "size":
-            self.progress.bytes_verified = self.progress.bytes_total
-        self.progress.current = None
-
-    def differs(self, rel, s, d, compare_owner, dst_root):
-        if stat.S_IFMT(s.st_mode) != stat.S_IFMT(d.st_mode):
-            return "changed type after it was copied"
-        if stat.S_ISREG(s.st_mode) and s.st_size != d.st_size:
-            return "changed size after it was copied (%d bytes, the copy has %d)" % (
-                s.st_size, d.st_size)
-        if s.st_mtime_ns != d.st_mtime_ns:
-            return "was modified after it was copied"
-        if not stat.S_ISLNK(s.st_mode):
-            mask = 0o7777 if (s.st_uid, s.st_gid) == (d.st_uid, d.st_gid) else 0o1777
-            if stat.S_IMODE(s.st_mode) & mask != stat.S_IMODE(d.st_mode) & mask:
-                return "changed mode after it was copied"
-        if compare_owner and (s.st_uid, s.st_gid) != (d.st_uid, d.st_gid):
-            return "changed owner after it was copied"
-        if stat.S_ISLNK(s.st_mode) and \
-                os.readlink(join(self.src, rel)) != os.readlink(join(dst_root, rel)):
-            return "changed link target after it was copied"
-        return None
-
     # -- publish and clean ---------------------------------------------------------------------
 
-    def publish(self):
-        """Make the verified copy DST: one rename (or, when DST is a mount point, one rename per
-        top-level entry: a mount point itself cannot be replaced)."""
-        self.progress.current = None
-        try:
-            if not self.plan.dst_is_mount:
-                os.rename(self.plan.staging, self.dst)
-            else:
-                self.publish_into_mount()
-        except OSError as err:
-            raise Failure("cannot put the copy in place at %s: %s" % (show(self.dst),
-                                                                       words(err))) from err
-        self.plan.staging = None
-        self.progress.data_state = STATE_BOTH
-        fsync_dir(os.path.dirname(self.dst))
-        fsync_dir(self.dst)
-
-    def publish_into_mount(self):
-        names = [n for n in os.listdir(self.dst) if n != os.path.basename(self.plan.staging)]
-        if names not in ([], [b"lost+found"]):
-            raise OSError(errno.ENOTEMPTY, "not empty")
-        st = os.lstat(self.plan.staging)  # before the renames below change its mtime
-        moved = []
-        try:
-            for name in os.listdir(self.plan.staging):
-                os.rename(join(self.plan.staging, name), join(self.dst, name))
-                moved.append(name)
-        except OSError:
-            for name in moved:  # put back what went: the copy stays whole in staging
-                os.rename(join(self.dst, name), join(self.plan.staging, name))
-            raise
-        self.copy_xattrs(b"", self.plan.staging, self.dst, False)
-        os.chown(self.dst, st.st_uid, st.st_gid)
-        os.chmod(self.dst, stat.S_IMODE(st.st_mode))
-        os.rmdir(self.plan.staging)
-        os.utime(self.dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-    def clean_source(self):
-        """Remove the source: each file only if its copy at DST still matches (checked here,
-        just before it is handed to the Remover's threads), then the emptied directories,
-        deepest first."""
-        self.set_phase(CLEANING)
-        kept = []  # (rel, why), in the order found
-        newer = []  # the files among them that changed after they were copied
-        src, dst = self.src, self.dst
-        remover = Remover(self)
-        copies = MirrorDir(dst)
-        try:
-            for kind, rel, st, name, _dir_fd in walk(src):
-                self.check()
-                if kind == WALK_DIR:
-                    with contextlib.suppress(OSError):  # then its files are not at DST: kept
-                        copies.enter(rel)
-                if kind != WALK_FILE:
-                    continue
-                self.progress.current = rel
-                try:
-                    problem = self.differs(rel, st, copies.lstat(name), self.is_root, dst)
-                    if problem:
-                        newer.append(rel)
-                except OSError:
-                    problem = "is not at the destination"
-                if problem:
-                    kept.append((rel, "%s %s" % (self.src_show(rel), problem)))
-                else:
-                    remover.add(rel, join(src, rel))
-            remover.finish()
-        finally:
-            remover.stop()
-            copies.close()
-        kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
-                    for rel, err in remover.failed)
-        for kind, rel, _st, _name, _dir_fd in walk(src):
-            self.check()
-            if kind != WALK_POST:
-                continue
-            self.progress.current = rel or None
-            err = self.remove(os.rmdir, join(src, rel))
-            if err is None:
-                self.progress.deleted_any = True
-                self.progress.data_state = STATE_DESTINATION
-            elif rel == b"" and err.errno == errno.EBUSY and not kept:
-                self.warn("srcmount", "%s is a mount point: it was emptied but not removed"
-                          % show(src), b"")
-            elif not kept or err.errno != errno.ENOTEMPTY:
-                kept.append((rel, "%s: %s" % (self.src_show(rel), words(err))))
-        self.flush_warnings()
-        if kept:
-            self.progress.data_state = (STATE_DESTINATION if self.progress.deleted_any
-                                        else STATE_BOTH)
-            listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
-            if len(kept) > 5:
-                listed += " and %d more" % (len(kept) - 5)
-            if newer:
-                raise Failure(self.newer_in_source(newer, listed))
-            raise Failure("%s is complete and verified, but removing the source failed (%s); "
-                          "still there: %s — check and delete them by hand"
-                          % (show(dst), kept[0][1], listed))
-        self.finish(COMPLETE, None, EXIT_OK)
-
-    def newer_in_source(self, newer, listed):
-        """The error of a clean that kept files changed after they were copied (a writer still
-        at work): DST holds the move, but those source files are newer than their copies."""
-        names = ", ".join(self.src_show(rel) for rel in newer[:5])
-        if len(newer) > 5:
-            names += " and %d more" % (len(newer) - 5)
-        return ("%s holds the whole move as verified, but %d source file%s changed after %s "
-                "copied and %s kept: the source's version%s newer than the copy in %s (%s) — "
-                "stop what writes there, copy what you need over by hand, then delete the rest "
-                "of the source; still there: %s"
-                % (show(self.dst), len(newer), "s" if len(newer) > 1 else "",
-                   "they were" if len(newer) > 1 else "it was",
-                   "were" if len(newer) > 1 else "was", "s are" if len(newer) > 1 else " is",
-                   show(self.dst), names, listed))
-
-    def remove(self, func, path):
-        try:
-            func(path)
-            return None
-        except OSError as err:
-            if err.errno not in (errno.EACCES, errno.EPERM) or self.is_root:
-                return err
-            first = err
-        # A read-only directory of our own: make it writable (it is going away) and retry.
-        parent = os.path.dirname(path)
-        try:
-            if os.stat(parent).st_uid != self.euid:
-                return first
-            os.chmod(parent, stat.S_IMODE(os.stat(parent).st_mode) | 0o700)
-            func(path)
-            return None
-        except OSError as err:
-            return err
-
     # -- a move cut short, taken over ----------------------------------------------------------
-
-    def reuse_copy(self, rel, name, st, dst_dir, verifier):
-        """Link the dead move's copy of `rel` into our staging if the journal recorded it as
-        finished and its source is the same inode, unchanged since (size, mtime and ctime: any
-        write, chmod, chown or xattr change moves ctime). Say whether it was taken."""
-        if not self.plan.resume.matches(rel, st, forget=True):
-            return False
-        old = join(self.plan.resume.staging, rel)
-        try:
-            cst = os.lstat(old)
-            if not stat.S_ISREG(cst.st_mode) or (cst.st_size, cst.st_mtime_ns) != \
-                    (st.st_size, st.st_mtime_ns):
-                return False
-            os.link(old, name, dst_dir_fd=dst_dir, follow_symlinks=False)
-        except OSError:
-            return False  # gone, or cannot be linked: copied like any other file
-        self.progress.bytes_copied += st.st_size
-        self.progress.bytes_reused += st.st_size
-        self.record_copy(rel, st)
-        if verifier is not None:  # --verify checksum: its content is compared again
-            verifier.put(("file", rel, st))
-        return True
-
-    def record_copy(self, rel, st):
-        if self.recorder is not None:
-            self.recorder.add(rel, st)
 
     def stop_recording(self):
         if self.recorder is not None:
@@ -2115,7 +2189,7 @@ class Move:
         p.data_state = self.plan.resume.state.get("dataState") or STATE_BOTH
         p.deleted_any = p.data_state == STATE_DESTINATION
         p.bytes_copied, p.files_copied = p.bytes_total, p.files_total
-        self.clean_source()  # returns only once complete
+        self.cleaner.clean_source()  # returns only once complete
         self.release_dead_moves()
 
 
@@ -2231,7 +2305,7 @@ class Remover:
         for rel, path in batch:
             if self.stopping.is_set() or move.cancel.is_set():
                 break
-            err = move.remove(os.unlink, path)
+            err = move.cleaner.remove(os.unlink, path)
             if err is None:
                 removed += 1
             else:
