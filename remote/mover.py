@@ -39,7 +39,8 @@ import threading
 import time
 
 # hashlib and shutil are imported where used (start, a failed move's clean-up): a foreground
-# move starts 10 ms sooner without them, a noticeable part of moving a small tree.
+# move starts sooner without them, a noticeable part of moving a small tree (see
+# docs/performance.md).
 
 PROTOCOL_VERSION = 1
 
@@ -681,6 +682,7 @@ class Progress:
             self.bytes_verified += count
 
     def add_removed(self, count):
+        """`count` files removed (0: a directory): the source is no longer whole."""
         with self._count_lock:
             self.files_removed += count
             self.deleted_any = True
@@ -803,6 +805,21 @@ class Plan:
         self.finishing = False  # True: only the cleaning of the dead move in resume is left
         self.dead_moves = None  # the dead moves of the same SRC and DST, once looked up
 
+    def dead_staging_note(self):
+        """For a refusal for space: the dead move's staging taken over holds some of it."""
+        if self.resume is None or self.finishing:
+            return ""
+        return ("; %s, the partial copy left by the move %s cut short, takes space there too "
+                "(its files that can be reused are counted as copied; delete it to start afresh)"
+                % (show(self.resume.staging), self.resume.move_id))
+
+    def resume_summary(self):
+        """What the plan says of a dead move taken over (None for a fresh move)."""
+        if self.resume is None:
+            return None
+        return {"moveId": self.resume.move_id, "finishes": self.finishing,
+                "staging": None if self.finishing else show(self.resume.staging)}
+
 
 class Preflight:
     """Every check that can refuse, run before anything is written, in small steps: the source,
@@ -843,7 +860,7 @@ class Preflight:
         # "counted": false); a dry run still counts, to show the admin what would move.
         self.plan.counted = self.plan.method == "copy" or self.move.dry_run
         if self.plan.counted:
-            self.calculate()
+            SourceCounter(self).run()
         dst_vfs = os.statvfs(dst if dst_st is not None else nearest_existing(dst_parent))
         self.check_writable(dst_vfs, dst_mount)
         if self.plan.method == "copy" and not self.plan.finishing:
@@ -949,7 +966,7 @@ class Preflight:
             raise Refused("not enough space on %s: need %s, %s free — free some space or "
                           "pick another destination%s" % (show(dst_mount[1]), human(need),
                                                           human(dst_free),
-                                                          self.dead_staging_note()))
+                                                          self.plan.dead_staging_note()))
         if dst_vfs.f_files and self.plan.inodes_needed > dst_vfs.f_favail:
             raise Refused("not enough free inodes on %s: need %d, %d free — free some or "
                           "pick another destination" % (show(dst_mount[1]),
@@ -981,7 +998,7 @@ class Preflight:
             "openFilesReaders": [use.as_data() for use in readers],
             "createdParents": [show(path) for path in plan.missing_parents],
             "bytesNeeded": self.bytes_needed(dst_vfs),
-            "resumes": self.resume_summary(),
+            "resumes": self.plan.resume_summary(),
         })
 
     def find_missing_parents(self, dst_parent):
@@ -1015,7 +1032,78 @@ class Preflight:
             raise Refused("%s is a mount point (%s): unmount it, or move it on its own"
                           % (show(where), describe_mount(mount, mounts)))
 
-    def calculate(self):
+    def refuse_what_destination_loses(self, dst_mount):
+        """Refuse a destination filesystem that cannot keep what the source has (exFAT and FAT:
+        no owners, modes, symbolic or hard links, times only to the second or coarser): the
+        verify would find every such copy different, and blame a writer."""
+        lacks = [what for what in destination_lacks(
+            self.dst if self.plan.dst_is_mount else nearest_existing(os.path.dirname(self.dst)),
+            self.is_root) if what in self.plan.needs]
+        if lacks:
+            raise Refused("the destination filesystem (%s at %s) cannot keep the source's %s "
+                          "(e.g. %s) — move it to a filesystem that can, such as ext4, xfs or "
+                          "btrfs" % (show(dst_mount[2]) or "unknown", show(dst_mount[1]),
+                                     ", ".join(lacks), self.src_show(self.plan.needs[lacks[0]])))
+
+    def dead_moves(self, real_src, real_dst):
+        if self.plan.dead_moves is None:
+            self.plan.dead_moves = dead_moves_of(real_src, real_dst)
+        return self.plan.dead_moves
+
+    def check_nonempty_destination(self, names, real_src, real_dst):
+        """DST holds something. It is the copy a dead move of this source put there (its
+        cleaning is then finished), or a dead move's staging inside DST (taken over later);
+        anything else is refused, without ever advising to delete what may be the only copy."""
+        dead = self.dead_moves(real_src, real_dst)
+        stagings = set(os.path.basename(m.staging) for m in dead if m.staging)
+        rest = [name for name in names if name not in stagings]
+        if rest == [b"lost+found"] and rest != names and self.plan.dst_is_mount and \
+                not os.listdir(join(self.dst, b"lost+found")) and \
+                not os.path.lexists(join(self.src, b"lost+found")):
+            rest = []  # a new filesystem's own empty lost+found, beside a dead move's staging
+        if not rest:
+            return
+        published = [m for m in dead if m.published()]
+        if published:
+            self.plan.resume = published[0]
+            self.plan.finishing = True
+            return
+        raise Refused("destination %s exists and is not empty — pick another destination (what "
+                      "it holds may be data the source no longer has: check it before deleting "
+                      "anything)" % show(self.dst))
+
+    def take_over_dead_move(self, real_src, real_dst):
+        """A copy picks up the staging of a dead move of the same SRC and DST: what it holds and
+        the journal recorded as finished is linked into this move's staging, not copied again."""
+        if self.plan.finishing:
+            if self.plan.method != "copy":
+                raise Refused("%s and %s are now on the same filesystem, but an earlier move "
+                              "between them was cut short while removing the source — compare "
+                              "them and remove the source by hand" % (show(self.src),
+                                                                      show(self.dst)))
+            self.plan.staging = None
+            return
+        if self.plan.method != "copy":
+            return
+        for dead in self.dead_moves(real_src, real_dst):
+            if dead.resumable():
+                dead.load_records()
+                self.plan.resume = dead
+                return
+
+
+class SourceCounter:
+    """Counts what will be moved (into Progress and the Plan), notes what DST must keep, and for
+    a copy refuses early what would fail half-way: paths too long, what this user cannot read
+    or empty, device nodes without root."""
+
+    def __init__(self, preflight):
+        self.src, self.dst, self.plan = preflight.src, preflight.dst, preflight.plan
+        self.progress, self.check = preflight.progress, preflight.check
+        self.warn, self.src_show = preflight.warn, preflight.src_show
+        self.euid, self.egid, self.is_root = preflight.euid, preflight.egid, preflight.is_root
+
+    def run(self):
         """Count what will be moved, and for a copy refuse early what would fail half-way."""
         # A tick before now: ctimes come from a coarse clock (changed_example compares them).
         self.plan.counted_at_ns = int((time.time() - 0.01) * 1e9)
@@ -1083,19 +1171,6 @@ class Preflight:
         if self.is_root and (st.st_uid, st.st_gid) != (self.euid, self.egid):
             needs.setdefault("owners", rel)
 
-    def refuse_what_destination_loses(self, dst_mount):
-        """Refuse a destination filesystem that cannot keep what the source has (exFAT and FAT:
-        no owners, modes, symbolic or hard links, times only to the second or coarser): the
-        verify would find every such copy different, and blame a writer."""
-        lacks = [what for what in destination_lacks(
-            self.dst if self.plan.dst_is_mount else nearest_existing(os.path.dirname(self.dst)),
-            self.is_root) if what in self.plan.needs]
-        if lacks:
-            raise Refused("the destination filesystem (%s at %s) cannot keep the source's %s "
-                          "(e.g. %s) — move it to a filesystem that can, such as ext4, xfs or "
-                          "btrfs" % (show(dst_mount[2]) or "unknown", show(dst_mount[1]),
-                                     ", ".join(lacks), self.src_show(self.plan.needs[lacks[0]])))
-
     def warn_links_outside(self, seen_links):
         """A file with hard links outside SRC: its copy cannot stay linked to them."""
         for found, nlink, rel in seen_links.values():
@@ -1115,67 +1190,6 @@ class Preflight:
         what = "read or empty directory" if kind == "directory" else "read"
         return ("cannot %s %s: permission denied — run as its owner or as root"
                 % (what, self.src_show(rel)))
-
-    def dead_moves(self, real_src, real_dst):
-        if self.plan.dead_moves is None:
-            self.plan.dead_moves = dead_moves_of(real_src, real_dst)
-        return self.plan.dead_moves
-
-    def check_nonempty_destination(self, names, real_src, real_dst):
-        """DST holds something. It is the copy a dead move of this source put there (its
-        cleaning is then finished), or a dead move's staging inside DST (taken over later);
-        anything else is refused, without ever advising to delete what may be the only copy."""
-        dead = self.dead_moves(real_src, real_dst)
-        stagings = set(os.path.basename(m.staging) for m in dead if m.staging)
-        rest = [name for name in names if name not in stagings]
-        if rest == [b"lost+found"] and rest != names and self.plan.dst_is_mount and \
-                not os.listdir(join(self.dst, b"lost+found")) and \
-                not os.path.lexists(join(self.src, b"lost+found")):
-            rest = []  # a new filesystem's own empty lost+found, beside a dead move's staging
-        if not rest:
-            return
-        published = [m for m in dead if m.published()]
-        if published:
-            self.plan.resume = published[0]
-            self.plan.finishing = True
-            return
-        raise Refused("destination %s exists and is not empty — pick another destination (what "
-                      "it holds may be data the source no longer has: check it before deleting "
-                      "anything)" % show(self.dst))
-
-    def take_over_dead_move(self, real_src, real_dst):
-        """A copy picks up the staging of a dead move of the same SRC and DST: what it holds and
-        the journal recorded as finished is linked into this move's staging, not copied again."""
-        if self.plan.finishing:
-            if self.plan.method != "copy":
-                raise Refused("%s and %s are now on the same filesystem, but an earlier move "
-                              "between them was cut short while removing the source — compare "
-                              "them and remove the source by hand" % (show(self.src),
-                                                                      show(self.dst)))
-            self.plan.staging = None
-            return
-        if self.plan.method != "copy":
-            return
-        for dead in self.dead_moves(real_src, real_dst):
-            if dead.resumable():
-                dead.load_records()
-                self.plan.resume = dead
-                return
-
-    def dead_staging_note(self):
-        """For a refusal for space: the dead move's staging taken over holds some of it."""
-        if self.plan.resume is None or self.plan.finishing:
-            return ""
-        return ("; %s, the partial copy left by the move %s cut short, takes space there too "
-                "(its files that can be reused are counted as copied; delete it to start afresh)"
-                % (show(self.plan.resume.staging), self.plan.resume.move_id))
-
-    def resume_summary(self):
-        """What the plan says of a dead move taken over (None for a fresh move)."""
-        if self.plan.resume is None:
-            return None
-        return {"moveId": self.plan.resume.move_id, "finishes": self.plan.finishing,
-                "staging": None if self.plan.finishing else show(self.plan.resume.staging)}
 
 
 class Metadata:
@@ -1264,18 +1278,77 @@ class Metadata:
         return copied
 
 
+class Resumption:
+    """A move cut short, and the next one: what a dead move copied and recorded is linked into
+    this move's staging instead of copied again, and what this move copies is recorded (by a
+    detached worker's Recorder) for a move that may take it over."""
+
+    def __init__(self, move):
+        self.move = move
+        self.plan, self.progress, self.warn = move.plan, move.progress, move.warn
+        self.move_id = move.move_id
+
+    def reuse(self, rel, name, st, dst_dir, verifier):
+        """Link the dead move's copy of `rel` into our staging if the journal recorded it as
+        finished and its source is the same inode, unchanged since (size, mtime and ctime: any
+        write, chmod, chown or xattr change moves ctime). Say whether it was taken."""
+        if not self.plan.resume.matches(rel, st, forget=True):
+            return False
+        old = join(self.plan.resume.staging, rel)
+        try:
+            cst = os.lstat(old)
+            if not stat.S_ISREG(cst.st_mode) or (cst.st_size, cst.st_mtime_ns) != \
+                    (st.st_size, st.st_mtime_ns):
+                return False
+            os.link(old, name, dst_dir_fd=dst_dir, follow_symlinks=False)
+        except OSError:
+            return False  # gone, or cannot be linked: copied like any other file
+        self.progress.bytes_copied += st.st_size
+        self.progress.bytes_reused += st.st_size
+        self.record(rel, st)
+        if verifier is not None:  # --verify checksum: its content is compared again
+            verifier.put(("file", rel, st))
+        return True
+
+    def record(self, rel, st):
+        if self.move.recorder is not None:
+            self.move.recorder.add(rel, st)
+
+
+    def stop_recording(self):
+        if self.move.recorder is not None:
+            self.move.recorder.stop()
+
+    def release_dead_moves(self):
+        """Once copying is done: remove the stagings of the dead moves taken over (all that was
+        worth keeping is linked into ours) and mark them taken over, so no later move takes
+        them again. A staging that cannot be removed is named in a warning."""
+        if self.plan.resume is None:
+            return
+        for dead in self.plan.dead_moves or ():
+            if dead.staging is not None and dead.resumable():
+                try:
+                    force_rmtree(dead.staging)
+                except OSError as err:
+                    self.warn("staging", "the partial copy of the earlier move %s could not be "
+                              "removed (%s): delete %s by hand" % (
+                                  dead.move_id, words(err), show(dead.staging)), b"")
+                    continue
+            dead.mark_taken_over(self.move_id)
+
+
 class Copier:
     """Copies the source tree into staging: directories, regular files (the fastest call the
     kernel allows, sparse files kept sparse, small ones in one read and one write), hard links,
-    symlinks and special files, and links in what a dead move already copied. Counts in
-    Progress; hands big files to the Verifier chunk by chunk."""
+    symlinks and special files; what a dead move already copied is linked in (Resumption).
+    Counts in Progress; hands big files to the Verifier chunk by chunk."""
 
-    def __init__(self, move, metadata):
+    def __init__(self, move, metadata, resumption):
         self.move = move
         self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
         self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
         self.read_failure, self.write_failure = move.read_failure, move.write_failure
-        self.metadata = metadata
+        self.metadata, self.resumption = metadata, resumption
         self.bwlimit, self.noatime = move.bwlimit, move.noatime
         self.egid = move.egid
         self.use_copy_file_range = hasattr(os, "copy_file_range")
@@ -1408,7 +1481,8 @@ class Copier:
                                     "and run the move again" % (self.src_show(rel), show(self.src)))
             if self.link_if_seen(rel, st, name, dst_dir):
                 return
-            if self.plan.resume is not None and self.reuse_copy(rel, name, st, dst_dir, verifier):
+            if self.plan.resume is not None and \
+                    self.resumption.reuse(rel, name, st, dst_dir, verifier):
                 return
             mode = stat.S_IMODE(st.st_mode)
             # Created with its final mode when the umask lets it through whole, so set_meta needs
@@ -1423,37 +1497,43 @@ class Copier:
                 raise self.write_failure(rel, err) from err
             try:
                 size = st.st_size
-                done = 0
                 sparse = size > 0 and st.st_blocks * 512 < size
                 if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
                     self.copy_small(rel, fin, fout, size, verifier is not None)
                     self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
-                    self.record_copy(rel, st)
+                    self.resumption.record(rel, st)
                     return
-                on_chunk = None
-                if verifier is not None and not sparse:
-                    def on_chunk(start, end):
-                        verifier.put(("range", rel, st, start, end))
-                for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
-                    if start > done:
-                        self.progress.bytes_copied += start - done  # a hole: nothing to write
-                    self.copy_range(rel, fin, fout, start, end, on_chunk)
-                    done = end
-                if done < size:
-                    self.progress.bytes_copied += size - done
-                if sparse:
-                    try:
-                        os.ftruncate(fout, size)
-                    except OSError as err:
-                        raise self.write_failure(rel, err) from err
+                self.copy_content(rel, st, fin, fout, sparse, verifier)
                 self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
-                self.record_copy(rel, st)
+                self.resumption.record(rel, st)
             finally:
                 os.close(fout)
         finally:
             os.close(fin)
         if verifier is not None:
             verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
+
+    def copy_content(self, rel, st, fin, fout, sparse, verifier):
+        """A big or sparse file's bytes, range by range (a sparse file's holes are skipped);
+        with a verifier, each chunk of a file that is not sparse is handed to it as it lands."""
+        size = st.st_size
+        done = 0
+        on_chunk = None
+        if verifier is not None and not sparse:
+            def on_chunk(start, end):
+                verifier.put(("range", rel, st, start, end))
+        for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
+            if start > done:
+                self.progress.bytes_copied += start - done  # a hole: nothing to write
+            self.copy_range(rel, fin, fout, start, end, on_chunk)
+            done = end
+        if done < size:
+            self.progress.bytes_copied += size - done
+        if sparse:
+            try:
+                os.ftruncate(fout, size)
+            except OSError as err:
+                raise self.write_failure(rel, err) from err
 
     def copy_small(self, rel, fin, fout, size, verify):
         """A small file in one read and one write; with `verify`, the copy is read back and
@@ -1500,35 +1580,11 @@ class Copier:
                 want = min(want, max(64 * 1024, self.bwlimit // 10))
             started = time.monotonic()
             try:
-                if self.use_copy_file_range:
-                    try:
-                        got = os.copy_file_range(fin, fout, want, offset, offset)
-                    except OSError as err:
-                        # Across filesystems (of different types, on current kernels), on old
-                        # kernels or odd filesystems: fall back to sendfile for the whole move.
-                        if err.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP,
-                                         errno.EINVAL, errno.EBADF, errno.ETXTBSY):
-                            self.use_copy_file_range = False
-                            continue
-                        raise
-                elif self.use_sendfile:
-                    if sendfile_at != offset:
-                        os.lseek(fout, offset, os.SEEK_SET)
-                    try:
-                        got = os.sendfile(fout, fin, offset, want)
-                    except OSError as err:
-                        if err.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                            self.use_sendfile = False
-                            continue
-                        raise
+                got = self.copy_chunk(fin, fout, offset, want, sendfile_at)
+                if got is None:
+                    continue  # that call is not possible here: the next one is tried
+                if self.use_sendfile and not self.use_copy_file_range:
                     sendfile_at = offset + got
-                else:
-                    data = os.pread(fin, want, offset)
-                    got = len(data)
-                    view = memoryview(data)
-                    written = 0
-                    while written < got:
-                        written += os.pwrite(fout, view[written:], offset + written)
             except OSError as err:
                 if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
                     raise self.write_failure(rel, err) from err
@@ -1552,6 +1608,37 @@ class Copier:
             if self.bwlimit:
                 self.throttle()
 
+    def copy_chunk(self, fin, fout, offset, want, sendfile_at):
+        """Copy up to `want` bytes at `offset` with the fastest call left; the count copied, or
+        None when that call proved impossible here (it is then not tried again)."""
+        if self.use_copy_file_range:
+            try:
+                return os.copy_file_range(fin, fout, want, offset, offset)
+            except OSError as err:
+                # Across filesystems (of different types, on current kernels), on old kernels
+                # or odd filesystems: fall back to sendfile for the whole move.
+                if err.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL,
+                                 errno.EBADF, errno.ETXTBSY):
+                    self.use_copy_file_range = False
+                    return None
+                raise
+        if self.use_sendfile:
+            if sendfile_at != offset:
+                os.lseek(fout, offset, os.SEEK_SET)
+            try:
+                return os.sendfile(fout, fin, offset, want)
+            except OSError as err:
+                if err.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    self.use_sendfile = False
+                    return None
+                raise
+        data = os.pread(fin, want, offset)
+        view = memoryview(data)
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fout, view[written:], offset + written)
+        return len(data)
+
     def throttle(self):
         # Bytes taken over from a dead move's staging were not read nor written: not throttled.
         done = self.progress.bytes_copied - self.progress.bytes_reused
@@ -1562,32 +1649,6 @@ class Copier:
             if wait <= 0:
                 return
             time.sleep(min(wait, SLEEP_SLICE))
-
-    def reuse_copy(self, rel, name, st, dst_dir, verifier):
-        """Link the dead move's copy of `rel` into our staging if the journal recorded it as
-        finished and its source is the same inode, unchanged since (size, mtime and ctime: any
-        write, chmod, chown or xattr change moves ctime). Say whether it was taken."""
-        if not self.plan.resume.matches(rel, st, forget=True):
-            return False
-        old = join(self.plan.resume.staging, rel)
-        try:
-            cst = os.lstat(old)
-            if not stat.S_ISREG(cst.st_mode) or (cst.st_size, cst.st_mtime_ns) != \
-                    (st.st_size, st.st_mtime_ns):
-                return False
-            os.link(old, name, dst_dir_fd=dst_dir, follow_symlinks=False)
-        except OSError:
-            return False  # gone, or cannot be linked: copied like any other file
-        self.progress.bytes_copied += st.st_size
-        self.progress.bytes_reused += st.st_size
-        self.record_copy(rel, st)
-        if verifier is not None:  # --verify checksum: its content is compared again
-            verifier.put(("file", rel, st))
-        return True
-
-    def record_copy(self, rel, st):
-        if self.move.recorder is not None:
-            self.move.recorder.add(rel, st)
 
 
 class Publisher:
@@ -1693,8 +1754,27 @@ class Cleaner:
         just before it is handed to the Remover's threads), then the emptied directories,
         deepest first."""
         self.move.set_phase(CLEANING)
-        kept = []  # (rel, why), in the order found
-        newer = []  # the files among them that changed after they were copied
+        kept, newer = self.remove_files()
+        self.remove_directories(kept)
+        self.move.flush_warnings()
+        if kept:
+            self.progress.data_state = (STATE_DESTINATION if self.progress.deleted_any
+                                        else STATE_BOTH)
+            listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
+            if len(kept) > 5:
+                listed += " and %d more" % (len(kept) - 5)
+            if newer:
+                raise Failure(self.newer_in_source(newer, listed))
+            raise Failure("%s is complete and verified, but removing the source failed (%s); "
+                          "still there: %s — check and delete them by hand"
+                          % (show(self.dst), kept[0][1], listed))
+        self.finish(COMPLETE, None, EXIT_OK)
+
+    def remove_files(self):
+        """Hand each source file whose copy matches to the Remover. Returns the files kept, as
+        (rel, why) in the order found, and those among them changed after they were copied."""
+        kept = []
+        newer = []
         src, dst = self.src, self.dst
         remover = Remover(self.move)
         copies = MirrorDir(dst)
@@ -1723,6 +1803,11 @@ class Cleaner:
             copies.close()
         kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
                     for rel, err in remover.failed)
+        return kept, newer
+
+    def remove_directories(self, kept):
+        """Remove the emptied directories, deepest first; add to `kept` those that stay."""
+        src = self.src
         for kind, rel, _st, _name, _dir_fd in walk(src):
             self.check()
             if kind != WALK_POST:
@@ -1730,26 +1815,12 @@ class Cleaner:
             self.progress.current = rel or None
             err = self.remove(os.rmdir, join(src, rel))
             if err is None:
-                self.progress.deleted_any = True
-                self.progress.data_state = STATE_DESTINATION
+                self.progress.add_removed(0)
             elif rel == b"" and err.errno == errno.EBUSY and not kept:
                 self.warn("srcmount", "%s is a mount point: it was emptied but not removed"
                           % show(src), b"")
             elif not kept or err.errno != errno.ENOTEMPTY:
                 kept.append((rel, "%s: %s" % (self.src_show(rel), words(err))))
-        self.move.flush_warnings()
-        if kept:
-            self.progress.data_state = (STATE_DESTINATION if self.progress.deleted_any
-                                        else STATE_BOTH)
-            listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
-            if len(kept) > 5:
-                listed += " and %d more" % (len(kept) - 5)
-            if newer:
-                raise Failure(self.newer_in_source(newer, listed))
-            raise Failure("%s is complete and verified, but removing the source failed (%s); "
-                          "still there: %s — check and delete them by hand"
-                          % (show(dst), kept[0][1], listed))
-        self.finish(COMPLETE, None, EXIT_OK)
 
     def newer_in_source(self, newer, listed):
         """The error of a clean that kept files changed after they were copied (a writer still
@@ -1897,7 +1968,8 @@ class Move:
 
         self.noatime = getattr(os, "O_NOATIME", 0)
         self.metadata = Metadata(self)
-        self.copier = Copier(self, self.metadata)
+        self.resumption = Resumption(self)
+        self.copier = Copier(self, self.metadata, self.resumption)
         self.publisher = Publisher(self, self.metadata)
         self.cleaner = Cleaner(self)
 
@@ -2072,8 +2144,8 @@ class Move:
             self.set_phase(COPYING)
             self.copier.started = time.monotonic()
             self.copier.copy_tree(verifier)
-            self.stop_recording()
-            self.release_dead_moves()
+            self.resumption.stop_recording()
+            self.resumption.release_dead_moves()
             self.flush_warnings()
             progress = self.progress
             if progress.files_copied != progress.files_total or \
@@ -2161,27 +2233,6 @@ class Move:
 
     # -- a move cut short, taken over ----------------------------------------------------------
 
-    def stop_recording(self):
-        if self.recorder is not None:
-            self.recorder.stop()
-
-    def release_dead_moves(self):
-        """Once copying is done: remove the stagings of the dead moves taken over (all that was
-        worth keeping is linked into ours) and mark them taken over, so no later move takes
-        them again. A staging that cannot be removed is named in a warning."""
-        if self.plan.resume is None:
-            return
-        for dead in self.plan.dead_moves or ():
-            if dead.staging is not None and dead.resumable():
-                try:
-                    force_rmtree(dead.staging)
-                except OSError as err:
-                    self.warn("staging", "the partial copy of the earlier move %s could not be "
-                              "removed (%s): delete %s by hand" % (
-                                  dead.move_id, words(err), show(dead.staging)), b"")
-                    continue
-            dead.mark_taken_over(self.move_id)
-
     def finish_cleaning(self):
         """Finish the cleaning of a dead move: its copy at DST was complete, verified and
         flushed, and each source entry still there is checked against it before it goes."""
@@ -2190,7 +2241,7 @@ class Move:
         p.deleted_any = p.data_state == STATE_DESTINATION
         p.bytes_copied, p.files_copied = p.bytes_total, p.files_total
         self.cleaner.clean_source()  # returns only once complete
-        self.release_dead_moves()
+        self.resumption.release_dead_moves()
 
 
 def data_segments(fd, size):
@@ -2228,11 +2279,11 @@ class Remover:
     """Unlinks source files, on worker threads once unlinks prove slow, while the main thread
     re-checks the next files against their copies.
 
-    On ext4 an unlink waits on the journal (0.19 ms each for 10,000 small files on the benchmark
-    machine), and waits in parallel overlap: rm -rf took 1.86 s, four at a time 1.25 s. On tmpfs
-    an unlink takes microseconds and threads would only contend for the interpreter, so files
-    are removed inline until a window of them averages over SLOW_UNLINK_SECONDS. Batches are
-    small and the queue short: a file is deleted within milliseconds of its check."""
+    On ext4 an unlink waits on the journal, and waits in parallel overlap (docs/performance.md
+    has the figures). On tmpfs an unlink is quick and threads would only contend for the
+    interpreter, so files are removed inline until a window of them averages over
+    SLOW_UNLINK_SECONDS. Batches are small and the queue short: a file is deleted soon after its
+    check."""
 
     WORKERS = 4
     BATCH = 64
@@ -2489,9 +2540,9 @@ class Verifier:
         """Whether the copy holds `data` at `pos`, compared in place through a mapping; None
         when the copy's filesystem cannot map it (then it is read).
 
-        Reading the copy back would copy every byte once more: mapped, verifying 1 GiB took
-        0.9 s instead of 1.45 s on the benchmark machine, and the verifier keeps pace with the
-        kernel's copy. A bytearray compares with any buffer by memcmp.
+        Reading the copy back would copy every byte once more; mapped, the verifier keeps pace
+        with the kernel's copy (docs/performance.md). A bytearray compares with any buffer by
+        memcmp.
 
         Only the copy is ever mapped, never the source: a mapped file truncated by someone else,
         or a disk error while a page is read in, is a SIGBUS that ends the mover instead of an
@@ -3297,8 +3348,8 @@ def lock_source(root, src, holder):
 
 
 def sha256_hex(data):
-    # hashlib loads OpenSSL: 3 ms of a 40 ms foreground rename. The builtin module is the same
-    # SHA-256 (named _sha2 from Python 3.12 on).
+    # hashlib loads OpenSSL, a noticeable part of a foreground rename's time. The builtin module
+    # is the same SHA-256 (named _sha2 from Python 3.12 on).
     try:
         from _sha256 import sha256
     except ImportError:
@@ -3664,7 +3715,7 @@ def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal):
     for name in ("SIGINT", "SIGTERM"):
         signal.signal(getattr(signal, name), move.on_signal)
     status = move.run()
-    move.stop_recording()
+    move.resumption.stop_recording()
     journal.state["exitStatus"] = status
     with contextlib.suppress(OSError):
         journal.save()
@@ -3903,20 +3954,20 @@ class Arguments:
 
 def parse_arguments(argv):
     """The mover's command line, which servermove itself writes. Not argparse: importing it and
-    building its parsers (a gettext lookup per help string) took 20 of the ~85 ms a move takes
-    to start on the benchmark machine, and a same-filesystem move is nothing but that start and
-    one rename."""
+    building its parsers (a gettext lookup per help string) is a good part of the mover's start
+    (docs/performance.md), and a same-filesystem move is nothing but that start and one
+    rename."""
     if not argv:
         raise ArgumentError("no command given")
-    command, words = argv[0], iter(argv[1:])
+    command, rest = argv[0], iter(argv[1:])
     if command not in COMMANDS:
         raise ArgumentError("unknown command %r" % command)
     options, flags, names = COMMANDS[command]
     args = Arguments(command)
     positional = []
-    for word in words:
+    for word in rest:
         if word == "--":
-            positional.extend(words)
+            positional.extend(rest)
         elif word.startswith("-") and word != "-":
             key, has_value, value = word.partition("=")
             if key in flags:
@@ -3927,7 +3978,7 @@ def parse_arguments(argv):
             if key not in options:
                 raise ArgumentError("unknown option %s" % key)
             if not has_value:
-                value = next(words, None)
+                value = next(rest, None)
                 if value is None:
                     raise ArgumentError("%s needs a value" % key)
             attribute, convert = options[key]
