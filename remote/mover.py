@@ -1542,7 +1542,7 @@ class Copier:
         For the many small files of a typical data directory the kernel copy calls and the
         verifier thread's per-file hand-off (and its second open of the source) cost more than
         the bytes; reading the source once and checking the copy against exactly those bytes is
-        the same guarantee: a source changed afterwards is caught by final_check and again
+        the same guarantee: a source changed afterwards is caught by the FinalCheck and again
         before deletion."""
         try:
             data = os.pread(fin, size + 1, 0) if size else b""
@@ -1944,6 +1944,10 @@ def differs(src_root, dst_root, rel, s, d, compare_owner):
 
 
 class Move:
+    """One move, start to end: runs Preflight, then a rename or the parts of a copy (Copier,
+    FinalCheck, Publisher, Cleaner) in order, and ends it with one terminal event that says
+    where the data is; a fault or a cancel on the way removes what it made."""
+
     def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None):
         self.out = emitter
         self.server_name = server_name
