@@ -1360,6 +1360,7 @@ class Copier:
         self.started = 0.0  # when copying began (throttle)
 
     def copy_tree(self, verifier):
+        self.started = time.monotonic()
         staging, src = self.plan.staging, self.src
         copies = MirrorDir(staging)
         try:
@@ -2146,7 +2147,6 @@ class Move:
             verifier.start()
         try:
             self.set_phase(COPYING)
-            self.copier.started = time.monotonic()
             self.copier.copy_tree(verifier)
             self.resumption.stop_recording()
             self.resumption.release_dead_moves()
