@@ -36,7 +36,7 @@ def quiet(mover):
 def metered(mover):
     spent = [0.0]
     main_thread = threading.current_thread()
-    reporter, emit = mover.Move._reporter, mover.Emitter.emit
+    reporter, emit = mover.Progress._reporter, mover.Emitter.emit
 
     def metered_reporter(self):
         try:
@@ -57,7 +57,7 @@ def metered(mover):
         with open(os.environ["SERVERMOVE_BENCH_METER"], "w") as out:
             json.dump({"reporting_cpu_s": spent[0]}, out)
 
-    mover.Move._reporter = metered_reporter
+    mover.Progress._reporter = metered_reporter
     mover.Emitter.emit = metered_emit
     return report
 

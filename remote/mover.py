@@ -39,7 +39,8 @@ import threading
 import time
 
 # hashlib and shutil are imported where used (start, a failed move's clean-up): a foreground
-# move starts 10 ms sooner without them, a noticeable part of moving a small tree.
+# move starts sooner without them, a noticeable part of moving a small tree (see
+# docs/performance.md).
 
 PROTOCOL_VERSION = 1
 
@@ -170,8 +171,7 @@ class Emitter:
             if sequenced:
                 self._seq += 1
                 data["seq"] = self._seq
-            line = json.dumps({"subject": subject, "data": data}, ensure_ascii=True,
-                              separators=(",", ":")) + "\n"
+            line = json_line(subject, data)
             for sink in self.sinks:
                 sink(line, subject, data)
             if self.stdout_ok:
@@ -618,109 +618,99 @@ def parse_rate(text):
     return max(1, int(value * units[suffix]))
 
 
-class Move:
-    def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None):
+# JSON lines are serialised here only: the Emitter's events and the reaper's last word.
+def json_line(subject, data):
+    return json.dumps({"subject": subject, "data": data}, ensure_ascii=True,
+                      separators=(",", ":")) + "\n"
+
+
+def progress_data(server_name, phase, counts, move_id=None, error=None, data_state=None):
+    """The one builder of a move.progress event's data; `counts`: its counters, by wire name."""
+    data = {"serverName": server_name, "phase": phase}
+    if move_id is not None:
+        data["moveId"] = move_id
+    data["ts"] = round(time.time(), 3)
+    data.update(counts)
+    if error is not None:
+        data["error"] = error
+    if data_state is not None:
+        data["dataState"] = data_state
+    return data
+
+
+NO_COUNTS = {"bytesTotal": 0, "bytesCopied": 0, "filesTotal": 0, "filesCopied": 0}
+
+
+class Progress:
+    """A move's counters and where its data is, and the one place they become move.progress
+    events: the phase changes the main thread makes, and the reporter thread's lines (at most
+    one a tick while counters move, a heartbeat when they do not).
+
+    The main thread counts by plain `+=`; the verifier and remover threads count through
+    add_verified and add_removed, which take a lock (the copy loop counts verified bytes too)."""
+
+    def __init__(self, emitter, server_name, move_id):
         self.out = emitter
         self.server_name = server_name
-        self.src = src
-        self.dst = dst
-        self.verify = verify
-        self.bwlimit = bwlimit
-        self.dry_run = dry_run
-        self.move_id = move_id or os.urandom(6).hex()
-        self.cancel_file = None  # a detached worker's cancel request (see the journal)
+        self.move_id = move_id
         self.method = None
-        self.counted = False
-        self.blocks_needed = 0
-        self.inodes_needed = 0
-        self.staging = None
-        self.dst_is_mount = False
-        self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
-        self.missing_parents = []  # DST's parents to make, outermost first
-        self.counted_at_ns = 0  # when calculate began (changed_example)
-        self.needs = {}  # what the copy must keep -> an entry of the source that has it
-        self.made_parents = []
-        self.resume = None  # a DeadMove this move takes over (see the journal), or None
-        self.recorder = None  # a detached worker's Recorder of finished copies
-        self.finishing = False  # True: only the cleaning of the dead move in self.resume is left
-        self._dead_moves = None
-        self.bytes_reused = 0
-
+        self.reusing = False  # taking over a dead move's staging: bytesReused is reported
         self.phase = None
         self.bytes_total = 0
         self.files_total = 0
         self.dirs_total = 0
         self.bytes_copied = 0
         self.files_copied = 0
+        self.bytes_reused = 0
         self.bytes_verified = 0
         self.files_verified = 0
         self.files_removed = 0
         self.current = None
-
-        self.cancel = threading.Event()
-        self.signal_name = None
-        self.verify_failure = None
-        self.data_state = STATE_SOURCE
+        self.data_state = STATE_SOURCE  # where the whole data is (dataState)
         self.deleted_any = False
-
-        self._report_lock = threading.Lock()
-        self._verified_lock = threading.Lock()
+        self._lock = threading.Lock()  # one event at a time
+        self._count_lock = threading.Lock()  # counts from other threads
         self._last_report = 0.0
         self._last_counters = None
-        self._reporter_stop = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self._poll = None
 
-        self.euid = os.geteuid()
-        self.egid = os.getegid()
-        self.is_root = self.euid == 0
-        self.groups = set(os.getgroups()) | {self.egid}
-        self.warnings = {}
+    def add_verified(self, count):
+        # `+=` on an attribute is a read and a write: a thread switch between them loses one.
+        with self._count_lock:
+            self.bytes_verified += count
 
-        self.use_copy_file_range = hasattr(os, "copy_file_range")
-        self.use_sendfile = hasattr(os, "sendfile")
-        self.chunk = CHUNK_START
-        self.noatime = getattr(os, "O_NOATIME", 0)
-        self.umask = os.umask(0o077)  # reading the umask means setting it: put it straight back
-        os.umask(self.umask)
-        self.hardlinks = {}
-        self.copy_started = 0.0
-
-    # -- events --------------------------------------------------------------------------------
+    def add_removed(self, count):
+        """`count` files removed (0: a directory): the source is no longer whole."""
+        with self._count_lock:
+            self.files_removed += count
+            self.deleted_any = True
+            self.data_state = STATE_DESTINATION
 
     def _counters(self):
         return (self.bytes_total, self.files_total, self.bytes_copied, self.files_copied,
                 self.bytes_verified, self.files_verified, self.files_removed, self.current)
 
-    def _progress_data(self, error=None, data_state=None):
-        data = {
-            "serverName": self.server_name,
-            "phase": self.phase,
-            "bytesTotal": self.bytes_total,
-            "bytesCopied": self.bytes_copied,
-            "filesTotal": self.files_total,
-            "filesCopied": self.files_copied,
-            "moveId": self.move_id,
-            "ts": round(time.time(), 3),
-            "bytesVerified": self.bytes_verified,
-            "filesVerified": self.files_verified,
-        }
+    def data(self, error=None, data_state=None):
+        counts = {"bytesTotal": self.bytes_total, "bytesCopied": self.bytes_copied,
+                  "filesTotal": self.files_total, "filesCopied": self.files_copied,
+                  "bytesVerified": self.bytes_verified, "filesVerified": self.files_verified}
         if self.method is not None:
-            data["method"] = self.method
-        if self.resume is not None and not self.finishing:
-            data["bytesReused"] = self.bytes_reused
+            counts["method"] = self.method
+        if self.reusing:
+            counts["bytesReused"] = self.bytes_reused
         if self.phase == CALCULATING:
-            data["dirsTotal"] = self.dirs_total
+            counts["dirsTotal"] = self.dirs_total
         if self.phase == CLEANING:
-            data["filesRemoved"] = self.files_removed
+            counts["filesRemoved"] = self.files_removed
         if self.current is not None:
-            data["currentFile"] = show(self.current)
-        if error is not None:
-            data["error"] = error
-        if data_state is not None:
-            data["dataState"] = data_state
-        return data
+            counts["currentFile"] = show(self.current)
+        return progress_data(self.server_name, self.phase, counts, self.move_id, error,
+                             data_state)
 
     def set_phase(self, phase, error=None, data_state=None):
-        with self._report_lock:
+        with self._lock:
             if self.phase in TERMINAL:
                 return
             if phase != self.phase:
@@ -728,11 +718,11 @@ class Move:
             self.phase = phase
             self._last_report = time.monotonic()
             self._last_counters = self._counters()
-            self.out.emit("move.progress", self._progress_data(error, data_state))
+            self.out.emit("move.progress", self.data(error, data_state))
 
     def tick(self):
         """Called by the reporter thread: a line when counters moved, a heartbeat when not."""
-        with self._report_lock:
+        with self._lock:
             if self.phase is None or self.phase in TERMINAL:
                 return
             now = time.monotonic()
@@ -742,143 +732,148 @@ class Move:
                     since >= HEARTBEAT_SECONDS:
                 self._last_report = now
                 self._last_counters = counters
-                self.out.emit("move.progress", self._progress_data())
+                self.out.emit("move.progress", self.data())
+
+    def start_reporter(self, poll=None):
+        """Start the reporter thread; `poll`, if given, is called every CANCEL_POLL_SECONDS."""
+        self._poll = poll
+        self._thread = threading.Thread(target=self._reporter, name="reporter")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop_reporter(self):
+        self._stop.set()
+        self._thread.join(2)
 
     def _reporter(self):
-        next_cancel_poll = 0.0
-        while not self._reporter_stop.wait(TICK_SECONDS / 2):
+        next_poll = 0.0
+        while not self._stop.wait(TICK_SECONDS / 2):
             self.tick()
-            if self.cancel_file is not None and time.monotonic() >= next_cancel_poll:
-                next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
-                if os.path.exists(self.cancel_file):
-                    self.signal_name = self.signal_name or "the user (Ctrl-C, or Cancel in the TUI)"
-                    self.cancel.set()
+            if self._poll is not None and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+                self._poll()
 
-    def warn(self, key, message, rel):
-        """Aggregate non-fatal problems: one move.warning per kind, with a count and an example."""
-        entry = self.warnings.get(key)
-        if entry is None:
-            self.warnings[key] = [1, message, rel]
-        else:
-            entry[0] += 1
 
-    def flush_warnings(self):
-        for count, message, rel in self.warnings.values():
-            text = message
-            if count > 1:
-                text += " (%d entries, e.g. %s)" % (count, show(rel) or ".")
-            self.out.emit("move.warning", {"message": text, "path": show(rel), "count": count,
-                                           "moveId": self.move_id})
-        self.warnings = {}
+class Cancellation:
+    """Whether the move must stop, and why: a signal or a cancel request (`by` says whose), or a
+    failure found by another thread (the verifier, the journal), raised by the main thread at
+    its next check. The worker threads stop at the next file or chunk once it is set."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.by = None
+        self.failure = None
+
+    def request(self, by):
+        if self.by is None:
+            self.by = by
+        self._event.set()
+
+    def fail(self, failure):
+        self.failure = failure
+
+    def stop_threads(self):
+        self._event.set()
+
+    def is_set(self):
+        return self._event.is_set()
 
     def check(self):
         """The one cancellation point: the copy, verify and clean loops call it between chunks."""
-        if self.verify_failure is not None:
-            raise self.verify_failure
-        if self.cancel.is_set():
+        if self.failure is not None:
+            raise self.failure
+        if self._event.is_set():
             raise Cancelled()
 
-    def on_signal(self, signum, frame):
-        if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
-        self.cancel.set()
 
-    # -- the whole move ------------------------------------------------------------------------
+class Plan:
+    """How the move will go, as Preflight finds it: filled in check by check (a move refused or
+    cancelled half-way keeps what was found so far, its staging path among it) and read by the
+    rest of the move."""
+
+    def __init__(self):
+        self.method = None  # "rename" or "copy"
+        self.counted = False  # whether the source was counted (a real rename is not)
+        self.blocks_needed = 0  # bytes of allocated blocks the copy needs at DST
+        self.inodes_needed = 0
+        self.staging = None  # where the copy is made; None once it is DST (publish)
+        self.dst_is_mount = False  # DST is a mount point: its entries are published one by one
+        self.missing_parents = []  # DST's parents to make, outermost first
+        self.counted_at_ns = 0  # when counting began (changed_example)
+        self.needs = {}  # what the copy must keep -> an entry of the source that has it
+        self.resume = None  # a DeadMove this move takes over (see the journal), or None
+        self.finishing = False  # True: only the cleaning of the dead move in resume is left
+        self.dead_moves = None  # the dead moves of the same SRC and DST, once looked up
+
+    def dead_staging_note(self):
+        """For a refusal for space: the dead move's staging taken over holds some of it."""
+        if self.resume is None or self.finishing:
+            return ""
+        return ("; %s, the partial copy left by the move %s cut short, takes space there too "
+                "(its files that can be reused are counted as copied; delete it to start afresh)"
+                % (show(self.resume.staging), self.resume.move_id))
+
+    def resume_summary(self):
+        """What the plan says of a dead move taken over (None for a fresh move)."""
+        if self.resume is None:
+            return None
+        return {"moveId": self.resume.move_id, "finishes": self.finishing,
+                "staging": None if self.finishing else show(self.resume.staging)}
+
+
+class Preflight:
+    """Every check that can refuse, run before anything is written, in small steps: the source,
+    the paths, the destination, the mounts, the open files, the dead moves to take over, the
+    count, the capacity and what DST keeps. Fills in the move's Plan and announces it."""
+
+    def __init__(self, move):
+        self.move = move
+        self.plan = move.plan
+        self.src, self.dst, self.move_id = move.src, move.dst, move.move_id
+        self.progress = move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.euid, self.egid, self.is_root = move.euid, move.egid, move.is_root
 
     def run(self):
-        reporter = threading.Thread(target=self._reporter, name="reporter")
-        reporter.daemon = True
-        reporter.start()
-        try:
-            return self._run()
-        finally:
-            self._reporter_stop.set()
-            reporter.join(2)
-            if self.dst_watch is not None:
-                os.close(self.dst_watch)
-
-    def _run(self):
-        try:
-            self.set_phase(CALCULATING)
-            self.preflight()
-            if self.dry_run:
-                self.flush_warnings()
-                return EXIT_OK
-            self.make_parents()
-            if self.method == "rename":
-                self.do_rename()
-            elif self.finishing:
-                self.finish_cleaning()
-            else:
-                self.do_copy()
-            return EXIT_OK
-        except Refused as exc:
-            return self.finish(ERROR, str(exc), EXIT_REFUSED)
-        except Cancelled:
-            return self.finish_cancelled()
-        except Failure as exc:
-            return self.finish_failure(str(exc))
-        except WalkError as exc:
-            return self.finish_failure(str(self.read_failure(exc.rel, exc.err)))
-        except Exception as exc:  # a bug: still end with a terminal event and the data state
-            tb = sys.exc_info()[2]
-            while tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-            where = " at mover.py line %d" % tb.tb_lineno if tb is not None else ""
-            return self.finish_failure("internal error in the mover (%s: %s%s) — please report "
-                                       "it" % (type(exc).__name__, exc, where))
-
-    def finish(self, phase, error, status, data_state=None):
-        self.current = None
-        if phase != COMPLETE and (data_state or self.data_state) == STATE_SOURCE:
-            self.remove_made_parents()
-        self.set_phase(phase, error=error, data_state=data_state or self.data_state)
-        if error:
-            stderr_line(error)
-        return status
-
-    def src_show(self, rel):
-        return show(join(self.src, rel))
-
-    def remove_staging(self):
-        """Remove the partial copy; the text to add to the error if that fails."""
-        if self.staging is None or not os.path.lexists(self.staging):
-            return ""
-        try:
-            force_rmtree(self.staging)
-        except OSError as err:
-            return "; the partial copy could not be removed (%s): delete %s by hand" % (
-                words(err), show(self.staging))
-        return ""
-
-    def finish_failure(self, message):
-        self.cancel.set()  # stops the verifier thread
-        if self.data_state == STATE_SOURCE:
-            message += self.remove_staging()
-            if self.staging is not None:
-                message += "; nothing was changed: the source is untouched"
-        return self.finish(ERROR, message, EXIT_FAILED)
-
-    def finish_cancelled(self):
-        why = "cancelled by %s" % (self.signal_name or "a signal")
-        if self.data_state == STATE_SOURCE:
-            text = why + "; the source is untouched" + self.remove_staging()
-            if self.staging is not None and not text.endswith("by hand"):
-                text += " and the partial copy was removed"
-        elif self.data_state == STATE_BOTH:
-            text = (why + " before the source was removed: %s is complete and verified, and "
-                    "%s is still whole — remove one of them yourself"
-                    % (show(self.dst), show(self.src)))
-        else:
-            text = (why + " while removing the source: %s is complete and verified, but %s "
-                    "still holds part of the old data — delete it by hand (rm -rf %s)"
-                    % (show(self.dst), show(self.src), show(self.src)))
-        return self.finish(CANCELLED, text, EXIT_CANCELLED)
-
-    # -- checks --------------------------------------------------------------------------------
-
-    def preflight(self):
         src, dst = self.src, self.dst
+        self.check_source()
+        dst_parent = os.path.dirname(dst)
+        self.find_missing_parents(dst_parent)
+        real_src = os.path.realpath(src)
+        real_dst = os.path.join(os.path.realpath(dst_parent), os.path.basename(dst))
+        self.check_paths(real_src, real_dst)
+        readers, open_files = refuse_source_writers(real_src, Refused)
+        dst_st = self.lstat_destination()
+        mounts = read_mounts()
+        src_mount = mount_of(real_src, mounts)
+        self.refuse_mounts_inside(real_src, mounts)
+        if dst_st is not None:
+            dst_mount = self.check_existing_destination(dst_st, real_src, real_dst, mounts)
+        else:
+            dst_mount = mount_of(os.path.realpath(dst_parent), mounts)
+        self.choose_method(src_mount, dst_mount)
+        self.take_over_dead_move(real_src, real_dst)
+        self.progress.reusing = self.plan.resume is not None and not self.plan.finishing
+        self.check()
+        # A rename is one atomic step whatever the size, so counting a million files first
+        # would only make it slow: a real rename is not counted (the plan says so with
+        # "counted": false); a dry run still counts, to show the admin what would move.
+        self.plan.counted = self.plan.method == "copy" or self.move.dry_run
+        if self.plan.counted:
+            SourceCounter(self).run()
+        dst_vfs = os.statvfs(dst if dst_st is not None else nearest_existing(dst_parent))
+        self.check_writable(dst_vfs, dst_mount)
+        if self.plan.method == "copy" and not self.plan.finishing:
+            self.check_capacity(dst_vfs, dst_mount)
+        if self.plan.method == "copy":
+            self.refuse_what_destination_loses(dst_mount)
+        if readers:
+            self.move.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
+        self.announce(dst_vfs, open_files, readers)
+        return self.plan
+
+    def check_source(self):
+        src = self.src
         try:
             src_st = os.lstat(src)
         except FileNotFoundError:
@@ -894,11 +889,8 @@ class Move:
         if src == b"/":
             raise Refused("refusing to move / — give a data directory")
 
-        dst_parent = os.path.dirname(dst)
-        self.find_missing_parents(dst_parent)
-
-        real_src = os.path.realpath(src)
-        real_dst = os.path.join(os.path.realpath(dst_parent), os.path.basename(dst))
+    def check_paths(self, real_src, real_dst):
+        src, dst = self.src, self.dst
         if real_dst == real_src:
             raise Refused("source and destination are the same directory (%s) — pick another "
                           "destination" % show(src))
@@ -908,59 +900,52 @@ class Move:
         if real_src.startswith(real_dst + b"/"):
             raise Refused("the source %s is inside the destination %s — pick another "
                           "destination" % (show(src), show(dst)))
-        readers, open_files = refuse_source_writers(real_src, Refused)
 
-        dst_exists = False
+    def lstat_destination(self):
+        """DST's lstat, or None when it does not exist yet."""
         try:
-            dst_st = os.lstat(dst)
-            dst_exists = True
+            return os.lstat(self.dst)
         except FileNotFoundError:
-            pass
+            return None
         except OSError as err:
-            raise Refused("cannot check destination %s: %s" % (show(dst), words(err))) from err
-        mounts = read_mounts()
-        src_mount = mount_of(real_src, mounts)
-        self.refuse_mounts_inside(real_src, mounts)
-        if dst_exists:
-            if stat.S_ISLNK(dst_st.st_mode) or not stat.S_ISDIR(dst_st.st_mode):
-                raise Refused("destination %s already exists and is not a directory — remove it "
-                              "or pick another destination" % show(dst))
-            try:
-                names = os.listdir(dst)
-            except OSError as err:
-                raise Refused("cannot read destination %s: %s" % (show(dst), words(err))) from err
-            dst_mount = mount_of(real_dst, mounts)
-            self.dst_is_mount = dst_mount[1] == real_dst
-            if self.dst_is_mount and names == [b"lost+found"] and \
-                    not os.path.lexists(join(src, b"lost+found")) and \
-                    not os.listdir(join(dst, b"lost+found")):
-                # A freshly made ext4 filesystem: its empty lost+found stays where it is.
-                names = []
-            if names:
-                self.check_nonempty_destination(names, real_src, real_dst)
-        else:
-            dst_mount = mount_of(os.path.realpath(dst_parent), mounts)
-        self.method = "rename" if dst_mount[0] == src_mount[0] else "copy"
-        if self.method == "copy":
-            self.staging = (join(dst, STAGING_PREFIX) if self.dst_is_mount
-                            else join(dst_parent, STAGING_PREFIX)) + self.move_id.encode()
-        self.take_over_dead_move(real_src, real_dst)
-        self.check()
+            raise Refused("cannot check destination %s: %s" % (show(self.dst), words(err))) \
+                from err
 
-        # A rename is one atomic step whatever the size, so counting a million files first
-        # would only make it slow: a real rename is not counted (the plan says so with
-        # "counted": false); a dry run still counts, to show the admin what would move.
-        self.counted = self.method == "copy" or self.dry_run
-        if self.counted:
-            self.calculate()
+    def check_existing_destination(self, dst_st, real_src, real_dst, mounts):
+        """DST exists: it must be a directory, empty but for what a dead move left; its mount."""
+        src, dst = self.src, self.dst
+        if stat.S_ISLNK(dst_st.st_mode) or not stat.S_ISDIR(dst_st.st_mode):
+            raise Refused("destination %s already exists and is not a directory — remove it "
+                          "or pick another destination" % show(dst))
+        try:
+            names = os.listdir(dst)
+        except OSError as err:
+            raise Refused("cannot read destination %s: %s" % (show(dst), words(err))) from err
+        dst_mount = mount_of(real_dst, mounts)
+        self.plan.dst_is_mount = dst_mount[1] == real_dst
+        if self.plan.dst_is_mount and names == [b"lost+found"] and \
+                not os.path.lexists(join(src, b"lost+found")) and \
+                not os.listdir(join(dst, b"lost+found")):
+            # A freshly made ext4 filesystem: its empty lost+found stays where it is.
+            names = []
+        if names:
+            self.check_nonempty_destination(names, real_src, real_dst)
+        return dst_mount
 
-        src_vfs = os.statvfs(src)
-        dst_vfs = os.statvfs(dst if dst_exists else nearest_existing(dst_parent))
-        dst_free = dst_vfs.f_bavail * dst_vfs.f_frsize
+    def choose_method(self, src_mount, dst_mount):
+        plan = self.plan
+        plan.method = "rename" if dst_mount[0] == src_mount[0] else "copy"
+        self.progress.method = plan.method
+        if plan.method == "copy":
+            parent = self.dst if plan.dst_is_mount else os.path.dirname(self.dst)
+            plan.staging = join(parent, STAGING_PREFIX) + self.move_id.encode()
+
+    def check_writable(self, dst_vfs, dst_mount):
+        src, dst = self.src, self.dst
         if dst_vfs.f_flag & getattr(os, "ST_RDONLY", 1):
             raise Refused("the destination filesystem (%s) is read-only — remount it "
                           "read-write or pick another destination" % show(dst_mount[1]))
-        writable_dir = dst if self.dst_is_mount else nearest_existing(dst_parent)
+        writable_dir = dst if self.plan.dst_is_mount else nearest_existing(os.path.dirname(dst))
         if not os.access(writable_dir, os.W_OK | os.X_OK):
             raise Refused("cannot write in %s: permission denied — run as a user who may, or "
                           "pick another destination" % show(writable_dir))
@@ -968,46 +953,52 @@ class Move:
             raise Refused("cannot remove %s afterwards: its parent %s is not writable for this "
                           "user — run as a user who may" % (show(src),
                                                            show(os.path.dirname(src))))
-        if self.method == "copy" and not self.finishing:
-            # Allocated blocks, not apparent sizes: sparse files stay sparse. Directories are
-            # counted at one block each.
-            need = self.blocks_needed + self.dirs_total * dst_vfs.f_frsize
-            if need > dst_free:
-                raise Refused("not enough space on %s: need %s, %s free — free some space or "
-                              "pick another destination%s" % (show(dst_mount[1]), human(need),
-                                                              human(dst_free),
-                                                              self.dead_staging_note()))
-            if dst_vfs.f_files and self.inodes_needed > dst_vfs.f_favail:
-                raise Refused("not enough free inodes on %s: need %d, %d free — free some or "
-                              "pick another destination" % (show(dst_mount[1]),
-                                                            self.inodes_needed,
-                                                            dst_vfs.f_favail))
-        if self.method == "copy":
-            self.refuse_what_destination_loses(dst_mount)
-        if readers:
-            self.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
-        self.out.emit("move.plan", {
+
+    def bytes_needed(self, dst_vfs):
+        # Allocated blocks, not apparent sizes: sparse files stay sparse. Directories are
+        # counted at one block each.
+        return self.plan.blocks_needed + self.progress.dirs_total * dst_vfs.f_frsize
+
+    def check_capacity(self, dst_vfs, dst_mount):
+        dst_free = dst_vfs.f_bavail * dst_vfs.f_frsize
+        need = self.bytes_needed(dst_vfs)
+        if need > dst_free:
+            raise Refused("not enough space on %s: need %s, %s free — free some space or "
+                          "pick another destination%s" % (show(dst_mount[1]), human(need),
+                                                          human(dst_free),
+                                                          self.plan.dead_staging_note()))
+        if dst_vfs.f_files and self.plan.inodes_needed > dst_vfs.f_favail:
+            raise Refused("not enough free inodes on %s: need %d, %d free — free some or "
+                          "pick another destination" % (show(dst_mount[1]),
+                                                        self.plan.inodes_needed,
+                                                        dst_vfs.f_favail))
+
+    def announce(self, dst_vfs, open_files, readers):
+        """The move.plan event."""
+        move, plan, progress = self.move, self.plan, self.progress
+        src_vfs = os.statvfs(self.src)
+        move.out.emit("move.plan", {
             "moveId": self.move_id,
-            "serverName": self.server_name,
-            "src": show(src),
-            "dst": show(dst),
-            "method": self.method,
-            "bytesTotal": self.bytes_total,
-            "filesTotal": self.files_total,
-            "dirsTotal": self.dirs_total,
-            "dstFreeBytes": dst_free,
+            "serverName": move.server_name,
+            "src": show(self.src),
+            "dst": show(self.dst),
+            "method": plan.method,
+            "bytesTotal": progress.bytes_total,
+            "filesTotal": progress.files_total,
+            "dirsTotal": progress.dirs_total,
+            "dstFreeBytes": dst_vfs.f_bavail * dst_vfs.f_frsize,
             "dstFreeInodes": dst_vfs.f_favail if dst_vfs.f_files else None,
             "srcFreeBytes": src_vfs.f_bavail * src_vfs.f_frsize,
-            "verify": self.verify,
-            "bwlimit": self.bwlimit,
-            "dryRun": self.dry_run,
-            "counted": self.counted,
+            "verify": move.verify,
+            "bwlimit": move.bwlimit,
+            "dryRun": move.dry_run,
+            "counted": plan.counted,
             "openFilesCheck": open_files["openFilesCheck"],
             "openFilesUnchecked": open_files["openFilesUnchecked"],
             "openFilesReaders": [use.as_data() for use in readers],
-            "createdParents": [show(path) for path in self.missing_parents],
-            "bytesNeeded": self.blocks_needed + self.dirs_total * dst_vfs.f_frsize,
-            "resumes": self.resume_summary(),
+            "createdParents": [show(path) for path in plan.missing_parents],
+            "bytesNeeded": self.bytes_needed(dst_vfs),
+            "resumes": self.plan.resume_summary(),
         })
 
     def find_missing_parents(self, dst_parent):
@@ -1028,26 +1019,7 @@ class Move:
         if not stat.S_ISDIR(parent_st.st_mode):
             raise Refused("the destination's parent %s is not a directory — pick another "
                           "destination" % show(path))
-        self.missing_parents = missing
-
-    def make_parents(self):
-        """Make the missing parents (mode 755, owned by the user running the move); a move
-        that does not complete removes them again (remove_made_parents)."""
-        for path in self.missing_parents:
-            try:
-                os.mkdir(path, 0o755)
-                self.made_parents.append(path)
-                os.chmod(path, 0o755)  # whatever the umask
-            except OSError as err:
-                raise Failure("cannot create the destination's parent %s: %s — nothing was "
-                              "changed" % (show(path), words(err))) from err
-            fsync_dir(os.path.dirname(path))
-
-    def remove_made_parents(self):
-        while self.made_parents:
-            with contextlib.suppress(OSError):  # not empty: someone else's now
-                os.rmdir(self.made_parents[-1])
-            self.made_parents.pop()
+        self.plan.missing_parents = missing
 
     def refuse_mounts_inside(self, real_src, mounts):
         """A mount below SRC belongs to someone else: a copy would copy the mounted tree and
@@ -1060,20 +1032,91 @@ class Move:
             raise Refused("%s is a mount point (%s): unmount it, or move it on its own"
                           % (show(where), describe_mount(mount, mounts)))
 
-    def calculate(self):
+    def refuse_what_destination_loses(self, dst_mount):
+        """Refuse a destination filesystem that cannot keep what the source has (exFAT and FAT:
+        no owners, modes, symbolic or hard links, times only to the second or coarser): the
+        verify would find every such copy different, and blame a writer."""
+        lacks = [what for what in destination_lacks(
+            self.dst if self.plan.dst_is_mount else nearest_existing(os.path.dirname(self.dst)),
+            self.is_root) if what in self.plan.needs]
+        if lacks:
+            raise Refused("the destination filesystem (%s at %s) cannot keep the source's %s "
+                          "(e.g. %s) — move it to a filesystem that can, such as ext4, xfs or "
+                          "btrfs" % (show(dst_mount[2]) or "unknown", show(dst_mount[1]),
+                                     ", ".join(lacks), self.src_show(self.plan.needs[lacks[0]])))
+
+    def dead_moves(self, real_src, real_dst):
+        if self.plan.dead_moves is None:
+            self.plan.dead_moves = dead_moves_of(real_src, real_dst)
+        return self.plan.dead_moves
+
+    def check_nonempty_destination(self, names, real_src, real_dst):
+        """DST holds something. It is the copy a dead move of this source put there (its
+        cleaning is then finished), or a dead move's staging inside DST (taken over later);
+        anything else is refused, without ever advising to delete what may be the only copy."""
+        dead = self.dead_moves(real_src, real_dst)
+        stagings = set(os.path.basename(m.staging) for m in dead if m.staging)
+        rest = [name for name in names if name not in stagings]
+        if rest == [b"lost+found"] and rest != names and self.plan.dst_is_mount and \
+                not os.listdir(join(self.dst, b"lost+found")) and \
+                not os.path.lexists(join(self.src, b"lost+found")):
+            rest = []  # a new filesystem's own empty lost+found, beside a dead move's staging
+        if not rest:
+            return
+        published = [m for m in dead if m.published()]
+        if published:
+            self.plan.resume = published[0]
+            self.plan.finishing = True
+            return
+        raise Refused("destination %s exists and is not empty — pick another destination (what "
+                      "it holds may be data the source no longer has: check it before deleting "
+                      "anything)" % show(self.dst))
+
+    def take_over_dead_move(self, real_src, real_dst):
+        """A copy picks up the staging of a dead move of the same SRC and DST: what it holds and
+        the journal recorded as finished is linked into this move's staging, not copied again."""
+        if self.plan.finishing:
+            if self.plan.method != "copy":
+                raise Refused("%s and %s are now on the same filesystem, but an earlier move "
+                              "between them was cut short while removing the source — compare "
+                              "them and remove the source by hand" % (show(self.src),
+                                                                      show(self.dst)))
+            self.plan.staging = None
+            return
+        if self.plan.method != "copy":
+            return
+        for dead in self.dead_moves(real_src, real_dst):
+            if dead.resumable():
+                dead.load_records()
+                self.plan.resume = dead
+                return
+
+
+class SourceCounter:
+    """Counts what will be moved (into Progress and the Plan), notes what DST must keep, and for
+    a copy refuses early what would fail half-way: paths too long, what this user cannot read
+    or empty, device nodes without root."""
+
+    def __init__(self, preflight):
+        self.src, self.dst, self.plan = preflight.src, preflight.dst, preflight.plan
+        self.progress, self.check = preflight.progress, preflight.check
+        self.warn, self.src_show = preflight.warn, preflight.src_show
+        self.euid, self.egid, self.is_root = preflight.euid, preflight.egid, preflight.is_root
+
+    def run(self):
         """Count what will be moved, and for a copy refuse early what would fail half-way."""
         # A tick before now: ctimes come from a coarse clock (changed_example compares them).
-        self.counted_at_ns = int((time.time() - 0.01) * 1e9)
+        self.plan.counted_at_ns = int((time.time() - 0.01) * 1e9)
         seen_links = {}  # (dev, ino) -> [names found, st_nlink, first name]
         blocks = 0
         inodes = 0
-        copying = self.method == "copy"
+        copying = self.plan.method == "copy"
         check_access = copying and not self.is_root
         src_len = len(self.src)
-        dst_len = max(len(self.dst), len(self.staging or b""))
+        dst_len = max(len(self.dst), len(self.plan.staging or b""))
         for kind, rel, st, _name, _dir_fd in walk(self.src):
             self.check()
-            self.current = rel
+            self.progress.current = rel
             if kind == WALK_POST:
                 continue
             if copying and max(src_len, dst_len) + len(rel) + 1 >= PATH_MAX:
@@ -1081,7 +1124,7 @@ class Move:
                               "a deeper directory" % (PATH_MAX, self.src_show(rel)))
             if kind == WALK_DIR:
                 self.note_needs(rel, st)
-                self.dirs_total += 1
+                self.progress.dirs_total += 1
                 inodes += 1
                 # Emptying it needs write access too, unless it is ours: cleaning then makes
                 # a read-only directory writable (it is going away).
@@ -1089,36 +1132,36 @@ class Move:
                 if check_access and not os.access(join(self.src, rel), need):
                     raise Refused(self.unreadable(rel, st, "rx"))
                 continue
-            self.files_total += 1
+            self.progress.files_total += 1
             mode = st.st_mode
             self.note_needs(rel, st)
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 if key in seen_links:
                     seen_links[key][0] += 1
-                    self.needs.setdefault("hard links", rel)
+                    self.plan.needs.setdefault("hard links", rel)
                     continue
                 seen_links[key] = [1, st.st_nlink, rel]
             # A copy a dead move left that will be linked, not written: no new space needed.
-            reused = self.resume is not None and self.resume.matches(rel, st)
+            reused = self.plan.resume is not None and self.plan.resume.matches(rel, st)
             inodes += 0 if reused else 1
             if stat.S_ISREG(mode):
-                self.bytes_total += st.st_size
+                self.progress.bytes_total += st.st_size
                 blocks += 0 if reused else st.st_blocks * 512
                 if check_access and not os.access(join(self.src, rel), os.R_OK):
                     raise Refused(self.unreadable(rel, st, "r"))
             elif (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and copying and not self.is_root:
                 raise Refused("%s is a device node and only root can create one — run the move "
                               "as root" % self.src_show(rel))
-        self.current = None
-        self.blocks_needed = blocks
-        self.inodes_needed = inodes
+        self.progress.current = None
+        self.plan.blocks_needed = blocks
+        self.plan.inodes_needed = inodes
         if copying:
             self.warn_links_outside(seen_links)
 
     def note_needs(self, rel, st):
         """Note what the destination must keep for this entry (see destination_lacks)."""
-        needs = self.needs
+        needs = self.plan.needs
         if st.st_mtime_ns % 1000000000 and "nanosecond times" not in needs:
             needs["nanosecond times"] = rel
         if stat.S_ISLNK(st.st_mode):
@@ -1127,19 +1170,6 @@ class Move:
             needs.setdefault("permission modes", rel)
         if self.is_root and (st.st_uid, st.st_gid) != (self.euid, self.egid):
             needs.setdefault("owners", rel)
-
-    def refuse_what_destination_loses(self, dst_mount):
-        """Refuse a destination filesystem that cannot keep what the source has (exFAT and FAT:
-        no owners, modes, symbolic or hard links, times only to the second or coarser): the
-        verify would find every such copy different, and blame a writer."""
-        lacks = [what for what in destination_lacks(
-            self.dst if self.dst_is_mount else nearest_existing(os.path.dirname(self.dst)),
-            self.is_root) if what in self.needs]
-        if lacks:
-            raise Refused("the destination filesystem (%s at %s) cannot keep the source's %s "
-                          "(e.g. %s) — move it to a filesystem that can, such as ext4, xfs or "
-                          "btrfs" % (show(dst_mount[2]) or "unknown", show(dst_mount[1]),
-                                     ", ".join(lacks), self.src_show(self.needs[lacks[0]])))
 
     def warn_links_outside(self, seen_links):
         """A file with hard links outside SRC: its copy cannot stay linked to them."""
@@ -1161,429 +1191,16 @@ class Move:
         return ("cannot %s %s: permission denied — run as its owner or as root"
                 % (what, self.src_show(rel)))
 
-    # -- rename --------------------------------------------------------------------------------
 
-    def do_rename(self):
-        self.check()
-        try:
-            os.rename(self.src, self.dst)
-        except OSError as err:
-            if err.errno == errno.EXDEV:
-                raise Failure("cannot rename %s to %s: they are on different mounts after all "
-                              "— nothing was changed; run the move again"
-                              % (show(self.src), show(self.dst))) from err
-            raise Failure("cannot rename %s to %s: %s — nothing was changed"
-                          % (show(self.src), show(self.dst), words(err))) from err
-        self.data_state = STATE_DESTINATION
-        fsync_dir(os.path.dirname(self.dst))
-        fsync_dir(os.path.dirname(self.src))
-        self.bytes_copied = self.bytes_total
-        self.files_copied = self.files_total
-        self.finish(COMPLETE, None, EXIT_OK)
+class Metadata:
+    """Gives each copy its source's owner, extended attributes, mode and times."""
 
-    # -- copy ----------------------------------------------------------------------------------
-
-    def do_copy(self):
-        self.watch_destination()
-        verifier = None
-        if self.verify == "checksum":
-            verifier = Verifier(self)
-            verifier.start()
-        try:
-            self.set_phase(COPYING)
-            self.copy_started = time.monotonic()
-            self.copy_tree(verifier)
-            self.stop_recording()
-            self.release_dead_moves()
-            self.flush_warnings()
-            if self.files_copied != self.files_total or self.bytes_copied != self.bytes_total:
-                raise SourceChanged(self.count_changed())
-            self.set_phase(VERIFYING)
-            if verifier is not None:
-                verifier.finish()
-            self.final_check()
-        finally:
-            if verifier is not None:
-                verifier.stop()
-        self.check()
-        # Durable before anything is deleted: a crash after cleaning must not lose the copy.
-        self.flush_copy(self.staging)
-        self.check()
-        refuse_source_writers(os.path.realpath(self.src), Failure)  # one that started meanwhile
-        self.publish()
-        self.flush_copy(None)  # the rename too: DST must still be there after a crash
-        self.clean_source()
-
-    def watch_destination(self):
-        """Open the directory that will hold staging, before anything is written, and keep it
-        open for the whole move: syncfs on it reports every write-back error of the
-        destination's filesystem since this moment, that is, of the whole copy."""
-        path = os.path.dirname(self.staging)
-        try:
-            self.dst_watch = os.open(path, DIR_FLAGS)
-        except OSError as err:
-            raise Failure("cannot open %s: %s" % (show(path), words(err))) from err
-        if self.recorder is not None:
-            self.recorder.watch(path)
-
-    def flush_copy(self, tree):
-        """Make the copy durable, and fail the move if the disk did not store it: a copy
-        verified from the page cache can still be lost when the cache is written back. `tree`:
-        the copy to fsync file by file where syncfs does not report write-back errors."""
-        try:
-            if not flush_filesystem(self.dst_watch) or not syncfs_reports_errors():
-                os.sync()
-                if tree is not None:
-                    fsync_tree(tree)
-                os.fsync(self.dst_watch)
-        except OSError as err:
-            where = "check that disk (dmesg) before trying again"
-            if tree is None:  # after the rename: staging is DST now, and nothing says so
-                where = ("nothing was deleted: the source %s is whole; check that disk "
-                         "(dmesg), delete %s and run the move again" % (show(self.src),
-                                                                       show(self.dst)))
-            raise Failure("the destination disk failed to store the copy: %s — %s"
-                          % (words(err), where)) from err
-
-    def copy_tree(self, verifier):
-        staging, src = self.staging, self.src
-        copies = MirrorDir(staging)
-        try:
-            # A directory comes with its lstat, a file with its os.DirEntry (see walk).
-            for kind, rel, item, name, src_dir in walk(src, stat_files=False):
-                self.check()
-                if kind == WALK_DIR:
-                    self.current = rel or None
-                    try:
-                        # Owner-only until its contents are in: a read-only directory stays
-                        # writable for us, and nobody else sees half a tree.
-                        os.mkdir(join(staging, rel), 0o700)
-                        if not rel:
-                            self.isolate_staging(staging)
-                        copies.enter(rel)
-                    except OSError as err:
-                        raise self.write_failure(rel, err) from err
-                    continue
-                if kind == WALK_POST:
-                    self.set_dir_meta(rel, item, join(staging, rel))
-                    continue
-                self.current = rel
-                if self.files_copied == self.files_total:  # one more than counted
-                    raise SourceChanged("files appeared in the source during the move (%d "
-                                        "counted before copying, more found)%s — stop what "
-                                        "writes to %s and run the move again"
-                                        % (self.files_total, self.changed_example(), show(src)))
-                if item.is_file(follow_symlinks=False):
-                    self.copy_regular(rel, name, src_dir, copies.fd, verifier)
-                else:
-                    try:
-                        st = item.stat(follow_symlinks=False)
-                    except OSError as err:
-                        raise self.read_failure(rel, err) from err
-                    self.copy_special(rel, st, join(staging, rel))
-                self.files_copied += 1
-        finally:
-            copies.close()
-
-    def changed_example(self):
-        """", e.g. X was created or changed since it was counted": the file of the source
-        changed last, if its ctime is later than the count, to name in an error ("" when none
-        is)."""
-        newest, newest_ns = None, self.counted_at_ns
-        try:
-            for kind, rel, st, _name, _dir_fd in walk(self.src):
-                if kind == WALK_FILE and st.st_ctime_ns >= newest_ns:
-                    newest, newest_ns = rel, st.st_ctime_ns
-        except (OSError, WalkError):
-            pass
-        if newest is None:
-            return ""
-        return ", e.g. %s was created or changed since it was counted" % self.src_show(newest)
-
-    def count_changed(self):
-        """What changed in the source between counting and copying, in words."""
-        changes = []
-        if self.files_copied != self.files_total:
-            changes.append("%d files were counted before copying and %d copied (%d %s)" % (
-                self.files_total, self.files_copied, abs(self.files_copied - self.files_total),
-                "more" if self.files_copied > self.files_total else "fewer"))
-        if self.bytes_copied != self.bytes_total:
-            changes.append("the files held {:,} bytes when counted and {:,} when copied ({:,} "
-                           "bytes {})".format(self.bytes_total, self.bytes_copied,
-                                              abs(self.bytes_copied - self.bytes_total),
-                                              "more" if self.bytes_copied > self.bytes_total
-                                              else "fewer"))
-        return ("the source changed during the move: %s%s — stop what writes to %s and run "
-                "the move again" % ("; ".join(changes), self.changed_example(), show(self.src)))
-
-    def write_failure(self, rel, err):
-        where = show(self.dst)
-        hint = ""
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            hint = " — free some space on the destination or pick another one"
-        elif isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
-            hint = " — run the move as root or as the owner of the files"
-        return Failure("cannot write %s in %s: %s%s" % (show(rel) or ".", where, words(err), hint))
-
-    def read_failure(self, rel, err):
-        hint = ""
-        if isinstance(err, OSError) and err.errno == errno.ELOOP:
-            return SourceChanged("%s was replaced by a symbolic link during the move — stop "
-                                 "what writes to %s and run the move again"
-                                 % (self.src_show(rel), show(self.src)))
-        if isinstance(err, OSError) and err.errno == errno.ENOTDIR:
-            return SourceChanged("%s changed type during the move — stop what writes to %s and "
-                                 "run the move again" % (self.src_show(rel), show(self.src)))
-        if isinstance(err, OSError) and err.errno == errno.ENOENT:
-            return SourceChanged("%s vanished from the source during the move — stop what "
-                                 "writes to %s and run the move again"
-                                 % (self.src_show(rel), show(self.src)))
-        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
-            hint = " — run the move as root or as the owner of the files"
-        return Failure("cannot read %s: %s%s" % (self.src_show(rel), words(err), hint))
-
-    def isolate_staging(self, path):
-        """Staging must not pass on what it inherited from DST's parent: under a setgid parent
-        every copy would take the parent's group (set_owner relies on new entries being ours),
-        and under a default ACL every copy would get its entries, which the source never had."""
-        for name in (b"system.posix_acl_default", b"system.posix_acl_access"):
-            try:
-                os.removexattr(path, name)
-            except OSError as err:
-                if err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP,
-                                     errno.ENOSYS):
-                    raise
-        if os.lstat(path).st_gid != self.egid:
-            os.chown(path, -1, self.egid)
-        os.chmod(path, 0o700)  # also drops an inherited setgid bit
-
-    def link_if_seen(self, rel, st, target, dst_dir=None):
-        """A further name of a hard-linked inode already copied: link it, and say so. `target`
-        is a path, or a name in the directory `dst_dir`."""
-        if st.st_nlink < 2:
-            return False
-        key = (st.st_dev, st.st_ino)
-        first = self.hardlinks.get(key)
-        if first is None:
-            self.hardlinks[key] = rel
-            return False
-        try:
-            os.link(join(self.staging, first), target, dst_dir_fd=dst_dir,
-                    follow_symlinks=False)
-        except OSError as err:
-            raise self.write_failure(rel, err) from err
-        return True
-
-    def copy_special(self, rel, st, dpath):
-        """A symlink, fifo, socket or device node."""
-        mode = st.st_mode
-        spath = join(self.src, rel)
-        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-            raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
-                                "and run the move again" % (self.src_show(rel), show(self.src)))
-        if self.link_if_seen(rel, st, dpath):
-            return
-        try:
-            if stat.S_ISLNK(mode):
-                target = os.readlink(spath)
-        except OSError as err:
-            raise self.read_failure(rel, err) from err
-        try:
-            if stat.S_ISLNK(mode):
-                os.symlink(target, dpath)
-            elif stat.S_ISFIFO(mode):
-                os.mkfifo(dpath, 0o600)
-            else:
-                os.mknod(dpath, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-        except OSError as err:
-            raise self.write_failure(rel, err) from err
-        self.set_meta(rel, st, spath, dpath, None)
-
-    def open_source(self, rel, name, src_dir):
-        # O_NOATIME: reading must not even touch the source's access times (only the owner or
-        # root may ask for it; open_readonly falls back).
-        try:
-            return open_readonly(name, self.noatime, src_dir)
-        except OSError as err:
-            raise self.read_failure(rel, err) from err
-
-    def copy_regular(self, rel, name, src_dir, dst_dir, verifier=None):
-        """Copy the regular file `name` of the directory `src_dir` into `dst_dir` (descriptors).
-        With a verifier (checksum mode) its content is verified too: a small file right here, a
-        big one chunk by chunk by the verifier thread as each chunk lands (so verifying overlaps
-        copying, even for the last file), a sparse one whole.
-
-        The source's type and metadata come from fstat on the open file, never from an earlier
-        lstat: what is copied and what is described are the same inode."""
-        fin = self.open_source(rel, name, src_dir)
-        try:
-            st = os.fstat(fin)
-            if not stat.S_ISREG(st.st_mode):
-                raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
-                                    "and run the move again" % (self.src_show(rel), show(self.src)))
-            if self.link_if_seen(rel, st, name, dst_dir):
-                return
-            if self.resume is not None and self.reuse_copy(rel, name, st, dst_dir, verifier):
-                return
-            mode = stat.S_IMODE(st.st_mode)
-            # Created with its final mode when the umask lets it through whole, so set_meta needs
-            # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
-            # locks the owner out (the verifier opens the copy again to read it, and root may be
-            # just another user on a root-squashed NFS destination).
-            final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
-            try:
-                fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600,
-                               dir_fd=dst_dir)
-            except OSError as err:
-                raise self.write_failure(rel, err) from err
-            try:
-                size = st.st_size
-                done = 0
-                sparse = size > 0 and st.st_blocks * 512 < size
-                if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
-                    self.copy_small(rel, fin, fout, size, verifier is not None)
-                    self.set_meta(rel, st, fin, fout, fout, final_mode)
-                    self.record_copy(rel, st)
-                    return
-                on_chunk = None
-                if verifier is not None and not sparse:
-                    def on_chunk(start, end):
-                        verifier.put(("range", rel, st, start, end))
-                for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
-                    if start > done:
-                        self.bytes_copied += start - done  # a hole: nothing to write
-                    self.copy_range(rel, fin, fout, start, end, on_chunk)
-                    done = end
-                if done < size:
-                    self.bytes_copied += size - done
-                if sparse:
-                    try:
-                        os.ftruncate(fout, size)
-                    except OSError as err:
-                        raise self.write_failure(rel, err) from err
-                self.set_meta(rel, st, fin, fout, fout, final_mode)
-                self.record_copy(rel, st)
-            finally:
-                os.close(fout)
-        finally:
-            os.close(fin)
-        if verifier is not None:
-            verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
-
-    def copy_small(self, rel, fin, fout, size, verify):
-        """A small file in one read and one write; with `verify`, the copy is read back and
-        compared right here.
-
-        For the many small files of a typical data directory the kernel copy calls and the
-        verifier thread's per-file hand-off (and its second open of the source) cost more than
-        the bytes; reading the source once and checking the copy against exactly those bytes is
-        the same guarantee: a source changed afterwards is caught by final_check and again
-        before deletion."""
-        try:
-            data = os.pread(fin, size + 1, 0) if size else b""
-        except OSError as err:
-            raise self.read_failure(rel, err) from err
-        if len(data) != size:
-            raise SourceChanged("%s changed size while the move ran — stop what writes to %s "
-                                "and run the move again" % (self.src_show(rel), show(self.src)))
-        try:
-            written = os.pwrite(fout, data, 0) if size else 0
-            while written < size:  # a short write: rare, but allowed
-                written += os.pwrite(fout, memoryview(data)[written:], written)
-            back = os.pread(fout, size + 1, 0) if verify and size else data
-        except OSError as err:
-            raise self.write_failure(rel, err) from err
-        if back != data:
-            raise Failure("the copy of %s reads back different from what was written (a "
-                          "failing disk or filesystem?) — nothing was deleted; check the "
-                          "destination disk" % self.src_show(rel))
-        self.bytes_copied += size
-        if verify:
-            self.add_verified(size)
-        if self.bwlimit:
-            self.throttle()
-
-    def copy_range(self, rel, fin, fout, offset, end, on_chunk=None):
-        """Copy [offset, end) with the fastest call the kernel allows, in chunks: each chunk
-        advances bytesCopied, passes the cancellation point and, with --bwlimit, the throttle;
-        `on_chunk(start, end)` hears of each chunk once it is written."""
-        sendfile_at = None
-        while offset < end:
-            self.check()
-            want = min(self.chunk, end - offset)
-            if self.bwlimit:
-                want = min(want, max(64 * 1024, self.bwlimit // 10))
-            started = time.monotonic()
-            try:
-                if self.use_copy_file_range:
-                    try:
-                        got = os.copy_file_range(fin, fout, want, offset, offset)
-                    except OSError as err:
-                        # Across filesystems (of different types, on current kernels), on old
-                        # kernels or odd filesystems: fall back to sendfile for the whole move.
-                        if err.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP,
-                                         errno.EINVAL, errno.EBADF, errno.ETXTBSY):
-                            self.use_copy_file_range = False
-                            continue
-                        raise
-                elif self.use_sendfile:
-                    if sendfile_at != offset:
-                        os.lseek(fout, offset, os.SEEK_SET)
-                    try:
-                        got = os.sendfile(fout, fin, offset, want)
-                    except OSError as err:
-                        if err.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                            self.use_sendfile = False
-                            continue
-                        raise
-                    sendfile_at = offset + got
-                else:
-                    data = os.pread(fin, want, offset)
-                    got = len(data)
-                    view = memoryview(data)
-                    written = 0
-                    while written < got:
-                        written += os.pwrite(fout, view[written:], offset + written)
-            except OSError as err:
-                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
-                    raise self.write_failure(rel, err) from err
-                if err.errno == errno.EIO:
-                    raise Failure("cannot copy %s: input/output error on one of the disks — "
-                                  "check the disks (dmesg) before trying again"
-                                  % self.src_show(rel)) from err
-                raise Failure("cannot copy %s: %s" % (self.src_show(rel), words(err))) from err
-            if got == 0:
-                raise SourceChanged("%s shrank while the move ran — stop what writes to %s and "
-                                    "run the move again" % (self.src_show(rel), show(self.src)))
-            if on_chunk is not None:
-                on_chunk(offset, offset + got)
-            offset += got
-            self.bytes_copied += got
-            elapsed = time.monotonic() - started
-            if elapsed > CHUNK_TARGET_SECONDS and self.chunk > CHUNK_MIN:
-                self.chunk //= 2
-            elif elapsed < CHUNK_TARGET_SECONDS / 4 and self.chunk < CHUNK_MAX:
-                self.chunk *= 2
-            if self.bwlimit:
-                self.throttle()
-
-    def add_verified(self, count):
-        # Both the copy loop (small files) and the verifier thread count verified bytes: `+=`
-        # on an attribute is a read and a write, and a thread switch between them loses one.
-        with self._verified_lock:
-            self.bytes_verified += count
-
-    def throttle(self):
-        # Bytes taken over from a dead move's staging were not read nor written: not throttled.
-        due = self.copy_started + (self.bytes_copied - self.bytes_reused) / float(self.bwlimit)
-        while True:
-            self.check()
-            wait = due - time.monotonic()
-            if wait <= 0:
-                return
-            time.sleep(min(wait, SLEEP_SLICE))
-
-    # -- metadata ------------------------------------------------------------------------------
+    def __init__(self, move):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.euid, self.egid = move.euid, move.egid
 
     def set_meta(self, rel, st, src_ref, dpath, fd, mode_is_set=False):
         """Owner, xattrs, mode and times, in that order: chown clears setuid/setgid bits, and an
@@ -1660,128 +1277,507 @@ class Move:
                     name, words(err)), rel)
         return copied
 
-    # -- verify --------------------------------------------------------------------------------
 
-    def final_check(self):
-        """Compare every entry of the source with its copy, just before anything is deleted.
+class Resumption:
+    """A move cut short, and the next one: what a dead move copied and recorded is linked into
+    this move's staging instead of copied again, and what this move copies is recorded (by a
+    detached worker's Recorder) for a move that may take it over."""
 
-        This is also the source-changed check: each copy carries the mtime its source had when
-        it was copied, so a source modified afterwards no longer matches (and a directory whose
-        entries changed has a new mtime too).
-        """
-        compare_owner = self.is_root
-        counting = self.verify != "none"
-        seen = 0
-        copies = MirrorDir(self.staging)
+    def __init__(self, move):
+        self.move = move
+        self.plan, self.progress, self.warn = move.plan, move.progress, move.warn
+        self.move_id = move.move_id
+
+    def reuse(self, rel, name, st, dst_dir, verifier):
+        """Link the dead move's copy of `rel` into our staging if the journal recorded it as
+        finished and its source is the same inode, unchanged since (size, mtime and ctime: any
+        write, chmod, chown or xattr change moves ctime). Say whether it was taken."""
+        if not self.plan.resume.matches(rel, st, forget=True):
+            return False
+        old = join(self.plan.resume.staging, rel)
         try:
-            for kind, rel, sst, name, _dir_fd in walk(self.src):
-                self.check()
-                if kind == WALK_POST:
-                    continue
-                self.current = rel or None
+            cst = os.lstat(old)
+            if not stat.S_ISREG(cst.st_mode) or (cst.st_size, cst.st_mtime_ns) != \
+                    (st.st_size, st.st_mtime_ns):
+                return False
+            os.link(old, name, dst_dir_fd=dst_dir, follow_symlinks=False)
+        except OSError:
+            return False  # gone, or cannot be linked: copied like any other file
+        self.progress.bytes_copied += st.st_size
+        self.progress.bytes_reused += st.st_size
+        self.record(rel, st)
+        if verifier is not None:  # --verify checksum: its content is compared again
+            verifier.put(("file", rel, st))
+        return True
+
+    def record(self, rel, st):
+        if self.move.recorder is not None:
+            self.move.recorder.add(rel, st)
+
+
+    def stop_recording(self):
+        if self.move.recorder is not None:
+            self.move.recorder.stop()
+
+    def release_dead_moves(self):
+        """Once copying is done: remove the stagings of the dead moves taken over (all that was
+        worth keeping is linked into ours) and mark them taken over, so no later move takes
+        them again. A staging that cannot be removed is named in a warning."""
+        if self.plan.resume is None:
+            return
+        for dead in self.plan.dead_moves or ():
+            if dead.staging is not None and dead.resumable():
                 try:
-                    if kind == WALK_FILE:
-                        dst_st = copies.lstat(name)
-                    else:
-                        dst_st = os.lstat(join(self.staging, rel))
-                        copies.enter(rel)  # its files come next
-                except FileNotFoundError:
-                    raise SourceChanged("%s appeared in the source after it was copied — "
-                                        "nothing was deleted; stop what writes to %s and run "
-                                        "the move again"
-                                        % (self.src_show(rel), show(self.src))) from None
+                    force_rmtree(dead.staging)
                 except OSError as err:
-                    raise Failure("cannot check the copy of %s: %s"
-                                  % (show(rel), words(err))) from err
-                problem = self.differs(rel, sst, dst_st, compare_owner, self.staging)
-                if problem:
-                    raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s "
-                                        "and run the move again"
-                                        % (self.src_show(rel), problem, show(self.src)))
-                if kind == WALK_DIR:
+                    self.warn("staging", "the partial copy of the earlier move %s could not be "
+                              "removed (%s): delete %s by hand" % (
+                                  dead.move_id, words(err), show(dead.staging)), b"")
                     continue
-                seen += 1
-                if counting:
-                    self.files_verified += 1
-                    if self.verify == "size" and stat.S_ISREG(sst.st_mode):
-                        self.bytes_verified += sst.st_size
+            dead.mark_taken_over(self.move_id)
+
+
+class Copier:
+    """Copies the source tree into staging: directories, regular files (the fastest call the
+    kernel allows, sparse files kept sparse, small ones in one read and one write), hard links,
+    symlinks and special files; what a dead move already copied is linked in (Resumption).
+    Counts in Progress; hands big files to the Verifier chunk by chunk."""
+
+    def __init__(self, move, metadata, resumption):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.metadata, self.resumption = metadata, resumption
+        self.bwlimit, self.noatime = move.bwlimit, move.noatime
+        self.egid = move.egid
+        self.use_copy_file_range = hasattr(os, "copy_file_range")
+        self.use_sendfile = hasattr(os, "sendfile")
+        self.chunk = CHUNK_START
+        self.umask = os.umask(0o077)  # reading the umask means setting it: put it straight back
+        os.umask(self.umask)
+        self.hardlinks = {}
+        self.started = 0.0  # when copying began (throttle)
+
+    def copy_tree(self, verifier):
+        self.started = time.monotonic()
+        staging, src = self.plan.staging, self.src
+        copies = MirrorDir(staging)
+        try:
+            # A directory comes with its lstat, a file with its os.DirEntry (see walk).
+            for kind, rel, item, name, src_dir in walk(src, stat_files=False):
+                self.check()
+                if kind == WALK_DIR:
+                    self.progress.current = rel or None
+                    try:
+                        # Owner-only until its contents are in: a read-only directory stays
+                        # writable for us, and nobody else sees half a tree.
+                        os.mkdir(join(staging, rel), 0o700)
+                        if not rel:
+                            self.isolate_staging(staging)
+                        copies.enter(rel)
+                    except OSError as err:
+                        raise self.write_failure(rel, err) from err
+                    continue
+                if kind == WALK_POST:
+                    self.metadata.set_dir_meta(rel, item, join(staging, rel))
+                    continue
+                self.progress.current = rel
+                if self.progress.files_copied == self.progress.files_total:  # one more than counted
+                    raise SourceChanged("files appeared in the source during the move (%d "
+                                        "counted before copying, more found)%s — stop what "
+                                        "writes to %s and run the move again"
+                                        % (self.progress.files_total, self.move.changed_example(),
+                                           show(src)))
+                if item.is_file(follow_symlinks=False):
+                    self.copy_regular(rel, name, src_dir, copies.fd, verifier)
+                else:
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except OSError as err:
+                        raise self.read_failure(rel, err) from err
+                    self.copy_special(rel, st, join(staging, rel))
+                self.progress.files_copied += 1
         finally:
             copies.close()
-        if seen != self.files_copied:
-            raise SourceChanged("%d entries vanished from %s during the move — nothing was "
-                                "deleted; stop what writes to it and run the move again"
-                                % (self.files_copied - seen, show(self.src)))
-        if self.verify == "size":
-            self.bytes_verified = self.bytes_total
-        self.current = None
 
-    def differs(self, rel, s, d, compare_owner, dst_root):
-        if stat.S_IFMT(s.st_mode) != stat.S_IFMT(d.st_mode):
-            return "changed type after it was copied"
-        if stat.S_ISREG(s.st_mode) and s.st_size != d.st_size:
-            return "changed size after it was copied (%d bytes, the copy has %d)" % (
-                s.st_size, d.st_size)
-        if s.st_mtime_ns != d.st_mtime_ns:
-            return "was modified after it was copied"
-        if not stat.S_ISLNK(s.st_mode):
-            mask = 0o7777 if (s.st_uid, s.st_gid) == (d.st_uid, d.st_gid) else 0o1777
-            if stat.S_IMODE(s.st_mode) & mask != stat.S_IMODE(d.st_mode) & mask:
-                return "changed mode after it was copied"
-        if compare_owner and (s.st_uid, s.st_gid) != (d.st_uid, d.st_gid):
-            return "changed owner after it was copied"
-        if stat.S_ISLNK(s.st_mode) and \
-                os.readlink(join(self.src, rel)) != os.readlink(join(dst_root, rel)):
-            return "changed link target after it was copied"
-        return None
+    def isolate_staging(self, path):
+        """Staging must not pass on what it inherited from DST's parent: under a setgid parent
+        every copy would take the parent's group (set_owner relies on new entries being ours),
+        and under a default ACL every copy would get its entries, which the source never had."""
+        for name in (b"system.posix_acl_default", b"system.posix_acl_access"):
+            try:
+                os.removexattr(path, name)
+            except OSError as err:
+                if err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                     errno.ENOSYS):
+                    raise
+        if os.lstat(path).st_gid != self.egid:
+            os.chown(path, -1, self.egid)
+        os.chmod(path, 0o700)  # also drops an inherited setgid bit
 
-    # -- publish and clean ---------------------------------------------------------------------
+    def link_if_seen(self, rel, st, target, dst_dir=None):
+        """A further name of a hard-linked inode already copied: link it, and say so. `target`
+        is a path, or a name in the directory `dst_dir`."""
+        if st.st_nlink < 2:
+            return False
+        key = (st.st_dev, st.st_ino)
+        first = self.hardlinks.get(key)
+        if first is None:
+            self.hardlinks[key] = rel
+            return False
+        try:
+            os.link(join(self.plan.staging, first), target, dst_dir_fd=dst_dir,
+                    follow_symlinks=False)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        return True
+
+    def copy_special(self, rel, st, dpath):
+        """A symlink, fifo, socket or device node."""
+        mode = st.st_mode
+        spath = join(self.src, rel)
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
+                                "and run the move again" % (self.src_show(rel), show(self.src)))
+        if self.link_if_seen(rel, st, dpath):
+            return
+        try:
+            if stat.S_ISLNK(mode):
+                target = os.readlink(spath)
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+        try:
+            if stat.S_ISLNK(mode):
+                os.symlink(target, dpath)
+            elif stat.S_ISFIFO(mode):
+                os.mkfifo(dpath, 0o600)
+            else:
+                os.mknod(dpath, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        self.metadata.set_meta(rel, st, spath, dpath, None)
+
+    def open_source(self, rel, name, src_dir):
+        # O_NOATIME: reading must not even touch the source's access times (only the owner or
+        # root may ask for it; open_readonly falls back).
+        try:
+            return open_readonly(name, self.noatime, src_dir)
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+
+    def copy_regular(self, rel, name, src_dir, dst_dir, verifier=None):
+        """Copy the regular file `name` of the directory `src_dir` into `dst_dir` (descriptors).
+        With a verifier (checksum mode) its content is verified too: a small file right here, a
+        big one chunk by chunk by the verifier thread as each chunk lands (so verifying overlaps
+        copying, even for the last file), a sparse one whole.
+
+        The source's type and metadata come from fstat on the open file, never from an earlier
+        lstat: what is copied and what is described are the same inode."""
+        fin = self.open_source(rel, name, src_dir)
+        try:
+            st = os.fstat(fin)
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
+                                    "and run the move again" % (self.src_show(rel), show(self.src)))
+            if self.link_if_seen(rel, st, name, dst_dir):
+                return
+            if self.plan.resume is not None and \
+                    self.resumption.reuse(rel, name, st, dst_dir, verifier):
+                return
+            mode = stat.S_IMODE(st.st_mode)
+            # Created with its final mode when the umask lets it through whole, so set_meta needs
+            # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
+            # locks the owner out (the verifier opens the copy again to read it, and root may be
+            # just another user on a root-squashed NFS destination).
+            final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
+            try:
+                fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600,
+                               dir_fd=dst_dir)
+            except OSError as err:
+                raise self.write_failure(rel, err) from err
+            try:
+                size = st.st_size
+                sparse = size > 0 and st.st_blocks * 512 < size
+                if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
+                    self.copy_small(rel, fin, fout, size, verifier is not None)
+                    self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
+                    self.resumption.record(rel, st)
+                    return
+                self.copy_content(rel, st, fin, fout, sparse, verifier)
+                self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
+                self.resumption.record(rel, st)
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+        if verifier is not None:
+            verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
+
+    def copy_content(self, rel, st, fin, fout, sparse, verifier):
+        """A big or sparse file's bytes, range by range (a sparse file's holes are skipped);
+        with a verifier, each chunk of a file that is not sparse is handed to it as it lands."""
+        size = st.st_size
+        done = 0
+        on_chunk = None
+        if verifier is not None and not sparse:
+            def on_chunk(start, end):
+                verifier.put(("range", rel, st, start, end))
+        for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
+            if start > done:
+                self.progress.bytes_copied += start - done  # a hole: nothing to write
+            self.copy_range(rel, fin, fout, start, end, on_chunk)
+            done = end
+        if done < size:
+            self.progress.bytes_copied += size - done
+        if sparse:
+            try:
+                os.ftruncate(fout, size)
+            except OSError as err:
+                raise self.write_failure(rel, err) from err
+
+    def copy_small(self, rel, fin, fout, size, verify):
+        """A small file in one read and one write; with `verify`, the copy is read back and
+        compared right here.
+
+        For the many small files of a typical data directory the kernel copy calls and the
+        verifier thread's per-file hand-off (and its second open of the source) cost more than
+        the bytes; reading the source once and checking the copy against exactly those bytes is
+        the same guarantee: a source changed afterwards is caught by the FinalCheck and again
+        before deletion."""
+        try:
+            data = os.pread(fin, size + 1, 0) if size else b""
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+        if len(data) != size:
+            raise SourceChanged("%s changed size while the move ran — stop what writes to %s "
+                                "and run the move again" % (self.src_show(rel), show(self.src)))
+        try:
+            written = os.pwrite(fout, data, 0) if size else 0
+            while written < size:  # a short write: rare, but allowed
+                written += os.pwrite(fout, memoryview(data)[written:], written)
+            back = os.pread(fout, size + 1, 0) if verify and size else data
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        if back != data:
+            raise Failure("the copy of %s reads back different from what was written (a "
+                          "failing disk or filesystem?) — nothing was deleted; check the "
+                          "destination disk" % self.src_show(rel))
+        self.progress.bytes_copied += size
+        if verify:
+            self.progress.add_verified(size)
+        if self.bwlimit:
+            self.throttle()
+
+    def copy_range(self, rel, fin, fout, offset, end, on_chunk=None):
+        """Copy [offset, end) with the fastest call the kernel allows, in chunks: each chunk
+        advances bytesCopied, passes the cancellation point and, with --bwlimit, the throttle;
+        `on_chunk(start, end)` hears of each chunk once it is written."""
+        sendfile_at = None
+        while offset < end:
+            self.check()
+            want = min(self.chunk, end - offset)
+            if self.bwlimit:
+                want = min(want, max(64 * 1024, self.bwlimit // 10))
+            started = time.monotonic()
+            try:
+                got = self.copy_chunk(fin, fout, offset, want, sendfile_at)
+                if got is None:
+                    continue  # that call is not possible here: the next one is tried
+                if self.use_sendfile and not self.use_copy_file_range:
+                    sendfile_at = offset + got
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+                    raise self.write_failure(rel, err) from err
+                if err.errno == errno.EIO:
+                    raise Failure("cannot copy %s: input/output error on one of the disks — "
+                                  "check the disks (dmesg) before trying again"
+                                  % self.src_show(rel)) from err
+                raise Failure("cannot copy %s: %s" % (self.src_show(rel), words(err))) from err
+            if got == 0:
+                raise SourceChanged("%s shrank while the move ran — stop what writes to %s and "
+                                    "run the move again" % (self.src_show(rel), show(self.src)))
+            if on_chunk is not None:
+                on_chunk(offset, offset + got)
+            offset += got
+            self.progress.bytes_copied += got
+            elapsed = time.monotonic() - started
+            if elapsed > CHUNK_TARGET_SECONDS and self.chunk > CHUNK_MIN:
+                self.chunk //= 2
+            elif elapsed < CHUNK_TARGET_SECONDS / 4 and self.chunk < CHUNK_MAX:
+                self.chunk *= 2
+            if self.bwlimit:
+                self.throttle()
+
+    def copy_chunk(self, fin, fout, offset, want, sendfile_at):
+        """Copy up to `want` bytes at `offset` with the fastest call left; the count copied, or
+        None when that call proved impossible here (it is then not tried again)."""
+        if self.use_copy_file_range:
+            try:
+                return os.copy_file_range(fin, fout, want, offset, offset)
+            except OSError as err:
+                # Across filesystems (of different types, on current kernels), on old kernels
+                # or odd filesystems: fall back to sendfile for the whole move.
+                if err.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL,
+                                 errno.EBADF, errno.ETXTBSY):
+                    self.use_copy_file_range = False
+                    return None
+                raise
+        if self.use_sendfile:
+            if sendfile_at != offset:
+                os.lseek(fout, offset, os.SEEK_SET)
+            try:
+                return os.sendfile(fout, fin, offset, want)
+            except OSError as err:
+                if err.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    self.use_sendfile = False
+                    return None
+                raise
+        data = os.pread(fin, want, offset)
+        view = memoryview(data)
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fout, view[written:], offset + written)
+        return len(data)
+
+    def throttle(self):
+        # Bytes taken over from a dead move's staging were not read nor written: not throttled.
+        done = self.progress.bytes_copied - self.progress.bytes_reused
+        due = self.started + done / float(self.bwlimit)
+        while True:
+            self.check()
+            wait = due - time.monotonic()
+            if wait <= 0:
+                return
+            time.sleep(min(wait, SLEEP_SLICE))
+
+
+class Publisher:
+    """Makes the verified copy durable and puts it at DST: the watched descriptor whose syncfs
+    reports the copy's write-back errors, the flushes, and the rename."""
+
+    def __init__(self, move, metadata):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.metadata = metadata
+        self.dst_watch = None  # a descriptor on the destination's filesystem (flush_copy)
+
+    def close(self):
+        if self.dst_watch is not None:
+            os.close(self.dst_watch)
+            self.dst_watch = None
+
+    def watch_destination(self):
+        """Open the directory that will hold staging, before anything is written, and keep it
+        open for the whole move: syncfs on it reports every write-back error of the
+        destination's filesystem since this moment, that is, of the whole copy."""
+        path = os.path.dirname(self.plan.staging)
+        try:
+            self.dst_watch = os.open(path, DIR_FLAGS)
+        except OSError as err:
+            raise Failure("cannot open %s: %s" % (show(path), words(err))) from err
+        if self.move.recorder is not None:
+            self.move.recorder.watch(path)
+
+    def flush_copy(self, tree):
+        """Make the copy durable, and fail the move if the disk did not store it: a copy
+        verified from the page cache can still be lost when the cache is written back. `tree`:
+        the copy to fsync file by file where syncfs does not report write-back errors."""
+        try:
+            if not flush_filesystem(self.dst_watch) or not syncfs_reports_errors():
+                os.sync()
+                if tree is not None:
+                    fsync_tree(tree)
+                os.fsync(self.dst_watch)
+        except OSError as err:
+            where = "check that disk (dmesg) before trying again"
+            if tree is None:  # after the rename: staging is DST now, and nothing says so
+                where = ("nothing was deleted: the source %s is whole; check that disk "
+                         "(dmesg), delete %s and run the move again" % (show(self.src),
+                                                                       show(self.dst)))
+            raise Failure("the destination disk failed to store the copy: %s — %s"
+                          % (words(err), where)) from err
 
     def publish(self):
         """Make the verified copy DST: one rename (or, when DST is a mount point, one rename per
         top-level entry: a mount point itself cannot be replaced)."""
-        self.current = None
+        self.progress.current = None
         try:
-            if not self.dst_is_mount:
-                os.rename(self.staging, self.dst)
+            if not self.plan.dst_is_mount:
+                os.rename(self.plan.staging, self.dst)
             else:
                 self.publish_into_mount()
         except OSError as err:
             raise Failure("cannot put the copy in place at %s: %s" % (show(self.dst),
                                                                        words(err))) from err
-        self.staging = None
-        self.data_state = STATE_BOTH
+        self.plan.staging = None
+        self.progress.data_state = STATE_BOTH
         fsync_dir(os.path.dirname(self.dst))
         fsync_dir(self.dst)
 
     def publish_into_mount(self):
-        names = [n for n in os.listdir(self.dst) if n != os.path.basename(self.staging)]
+        names = [n for n in os.listdir(self.dst) if n != os.path.basename(self.plan.staging)]
         if names not in ([], [b"lost+found"]):
             raise OSError(errno.ENOTEMPTY, "not empty")
-        st = os.lstat(self.staging)  # before the renames below change its mtime
+        st = os.lstat(self.plan.staging)  # before the renames below change its mtime
         moved = []
         try:
-            for name in os.listdir(self.staging):
-                os.rename(join(self.staging, name), join(self.dst, name))
+            for name in os.listdir(self.plan.staging):
+                os.rename(join(self.plan.staging, name), join(self.dst, name))
                 moved.append(name)
         except OSError:
             for name in moved:  # put back what went: the copy stays whole in staging
-                os.rename(join(self.dst, name), join(self.staging, name))
+                os.rename(join(self.dst, name), join(self.plan.staging, name))
             raise
-        self.copy_xattrs(b"", self.staging, self.dst, False)
+        self.metadata.copy_xattrs(b"", self.plan.staging, self.dst, False)
         os.chown(self.dst, st.st_uid, st.st_gid)
         os.chmod(self.dst, stat.S_IMODE(st.st_mode))
-        os.rmdir(self.staging)
+        os.rmdir(self.plan.staging)
         os.utime(self.dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class Cleaner:
+    """Removes the source once DST holds the move: each file only if its copy still matches,
+    through the Remover, then the emptied directories."""
+
+    def __init__(self, move):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.is_root, self.euid = move.is_root, move.euid
+        self.finish = move.finish
 
     def clean_source(self):
         """Remove the source: each file only if its copy at DST still matches (checked here,
         just before it is handed to the Remover's threads), then the emptied directories,
         deepest first."""
-        self.set_phase(CLEANING)
-        kept = []  # (rel, why), in the order found
-        newer = []  # the files among them that changed after they were copied
+        self.move.set_phase(CLEANING)
+        kept, newer = self.remove_files()
+        self.remove_directories(kept)
+        self.move.flush_warnings()
+        if kept:
+            self.progress.data_state = (STATE_DESTINATION if self.progress.deleted_any
+                                        else STATE_BOTH)
+            listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
+            if len(kept) > 5:
+                listed += " and %d more" % (len(kept) - 5)
+            if newer:
+                raise Failure(self.newer_in_source(newer, listed))
+            raise Failure("%s is complete and verified, but removing the source failed (%s); "
+                          "still there: %s — check and delete them by hand"
+                          % (show(self.dst), kept[0][1], listed))
+        self.finish(COMPLETE, None, EXIT_OK)
+
+    def remove_files(self):
+        """Hand each source file whose copy matches to the Remover. Returns the files kept, as
+        (rel, why) in the order found, and those among them changed after they were copied."""
+        kept = []
+        newer = []
         src, dst = self.src, self.dst
-        remover = Remover(self)
+        remover = Remover(self.move)
         copies = MirrorDir(dst)
         try:
             for kind, rel, st, name, _dir_fd in walk(src):
@@ -1791,9 +1787,9 @@ class Move:
                         copies.enter(rel)
                 if kind != WALK_FILE:
                     continue
-                self.current = rel
+                self.progress.current = rel
                 try:
-                    problem = self.differs(rel, st, copies.lstat(name), self.is_root, dst)
+                    problem = differs(src, dst, rel, st, copies.lstat(name), self.is_root)
                     if problem:
                         newer.append(rel)
                 except OSError:
@@ -1808,32 +1804,24 @@ class Move:
             copies.close()
         kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
                     for rel, err in remover.failed)
+        return kept, newer
+
+    def remove_directories(self, kept):
+        """Remove the emptied directories, deepest first; add to `kept` those that stay."""
+        src = self.src
         for kind, rel, _st, _name, _dir_fd in walk(src):
             self.check()
             if kind != WALK_POST:
                 continue
-            self.current = rel or None
+            self.progress.current = rel or None
             err = self.remove(os.rmdir, join(src, rel))
             if err is None:
-                self.deleted_any = True
-                self.data_state = STATE_DESTINATION
+                self.progress.add_removed(0)
             elif rel == b"" and err.errno == errno.EBUSY and not kept:
                 self.warn("srcmount", "%s is a mount point: it was emptied but not removed"
                           % show(src), b"")
             elif not kept or err.errno != errno.ENOTEMPTY:
                 kept.append((rel, "%s: %s" % (self.src_show(rel), words(err))))
-        self.flush_warnings()
-        if kept:
-            self.data_state = STATE_DESTINATION if self.deleted_any else STATE_BOTH
-            listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
-            if len(kept) > 5:
-                listed += " and %d more" % (len(kept) - 5)
-            if newer:
-                raise Failure(self.newer_in_source(newer, listed))
-            raise Failure("%s is complete and verified, but removing the source failed (%s); "
-                          "still there: %s — check and delete them by hand"
-                          % (show(dst), kept[0][1], listed))
-        self.finish(COMPLETE, None, EXIT_OK)
 
     def newer_in_source(self, newer, listed):
         """The error of a clean that kept files changed after they were copied (a writer still
@@ -1869,124 +1857,395 @@ class Move:
         except OSError as err:
             return err
 
-    # -- a move cut short, taken over ----------------------------------------------------------
 
-    def dead_moves(self, real_src, real_dst):
-        if self._dead_moves is None:
-            self._dead_moves = dead_moves_of(real_src, real_dst)
-        return self._dead_moves
+class FinalCheck:
+    """Compares every entry of the source with its copy in staging, just before publishing."""
 
-    def check_nonempty_destination(self, names, real_src, real_dst):
-        """DST holds something. It is the copy a dead move of this source put there (its
-        cleaning is then finished), or a dead move's staging inside DST (taken over later);
-        anything else is refused, without ever advising to delete what may be the only copy."""
-        dead = self.dead_moves(real_src, real_dst)
-        stagings = set(os.path.basename(m.staging) for m in dead if m.staging)
-        rest = [name for name in names if name not in stagings]
-        if rest == [b"lost+found"] and rest != names and self.dst_is_mount and \
-                not os.listdir(join(self.dst, b"lost+found")) and \
-                not os.path.lexists(join(self.src, b"lost+found")):
-            rest = []  # a new filesystem's own empty lost+found, beside a dead move's staging
-        if not rest:
-            return
-        published = [m for m in dead if m.published()]
-        if published:
-            self.resume = published[0]
-            self.finishing = True
-            return
-        raise Refused("destination %s exists and is not empty — pick another destination (what "
-                      "it holds may be data the source no longer has: check it before deleting "
-                      "anything)" % show(self.dst))
+    def __init__(self, move):
+        self.move = move
+        self.src, self.dst, self.plan, self.progress = move.src, move.dst, move.plan, move.progress
+        self.check, self.warn, self.src_show = move.check, move.warn, move.src_show
+        self.read_failure, self.write_failure = move.read_failure, move.write_failure
+        self.is_root, self.verify = move.is_root, move.verify
 
-    def take_over_dead_move(self, real_src, real_dst):
-        """A copy picks up the staging of a dead move of the same SRC and DST: what it holds and
-        the journal recorded as finished is linked into this move's staging, not copied again."""
-        if self.finishing:
-            if self.method != "copy":
-                raise Refused("%s and %s are now on the same filesystem, but an earlier move "
-                              "between them was cut short while removing the source — compare "
-                              "them and remove the source by hand" % (show(self.src),
-                                                                      show(self.dst)))
-            self.staging = None
-            return
-        if self.method != "copy":
-            return
-        for dead in self.dead_moves(real_src, real_dst):
-            if dead.resumable():
-                dead.load_records()
-                self.resume = dead
-                return
+    def run(self):
+        """Compare every entry of the source with its copy, just before anything is deleted.
 
-    def dead_staging_note(self):
-        """For a refusal for space: the dead move's staging taken over holds some of it."""
-        if self.resume is None or self.finishing:
-            return ""
-        return ("; %s, the partial copy left by the move %s cut short, takes space there too "
-                "(its files that can be reused are counted as copied; delete it to start afresh)"
-                % (show(self.resume.staging), self.resume.move_id))
-
-    def resume_summary(self):
-        """What the plan says of a dead move taken over (None for a fresh move)."""
-        if self.resume is None:
-            return None
-        return {"moveId": self.resume.move_id, "finishes": self.finishing,
-                "staging": None if self.finishing else show(self.resume.staging)}
-
-    def reuse_copy(self, rel, name, st, dst_dir, verifier):
-        """Link the dead move's copy of `rel` into our staging if the journal recorded it as
-        finished and its source is the same inode, unchanged since (size, mtime and ctime: any
-        write, chmod, chown or xattr change moves ctime). Say whether it was taken."""
-        if not self.resume.matches(rel, st, forget=True):
-            return False
-        old = join(self.resume.staging, rel)
+        This is also the source-changed check: each copy carries the mtime its source had when
+        it was copied, so a source modified afterwards no longer matches (and a directory whose
+        entries changed has a new mtime too).
+        """
+        compare_owner = self.is_root
+        counting = self.verify != "none"
+        seen = 0
+        copies = MirrorDir(self.plan.staging)
         try:
-            cst = os.lstat(old)
-            if not stat.S_ISREG(cst.st_mode) or (cst.st_size, cst.st_mtime_ns) != \
-                    (st.st_size, st.st_mtime_ns):
-                return False
-            os.link(old, name, dst_dir_fd=dst_dir, follow_symlinks=False)
-        except OSError:
-            return False  # gone, or cannot be linked: copied like any other file
-        self.bytes_copied += st.st_size
-        self.bytes_reused += st.st_size
-        self.record_copy(rel, st)
-        if verifier is not None:  # --verify checksum: its content is compared again
-            verifier.put(("file", rel, st))
-        return True
-
-    def record_copy(self, rel, st):
-        if self.recorder is not None:
-            self.recorder.add(rel, st)
-
-    def stop_recording(self):
-        if self.recorder is not None:
-            self.recorder.stop()
-
-    def release_dead_moves(self):
-        """Once copying is done: remove the stagings of the dead moves taken over (all that was
-        worth keeping is linked into ours) and mark them taken over, so no later move takes
-        them again. A staging that cannot be removed is named in a warning."""
-        if self.resume is None:
-            return
-        for dead in self._dead_moves or ():
-            if dead.staging is not None and dead.resumable():
-                try:
-                    force_rmtree(dead.staging)
-                except OSError as err:
-                    self.warn("staging", "the partial copy of the earlier move %s could not be "
-                              "removed (%s): delete %s by hand" % (
-                                  dead.move_id, words(err), show(dead.staging)), b"")
+            for kind, rel, sst, name, _dir_fd in walk(self.src):
+                self.check()
+                if kind == WALK_POST:
                     continue
-            dead.mark_taken_over(self.move_id)
+                self.progress.current = rel or None
+                try:
+                    if kind == WALK_FILE:
+                        dst_st = copies.lstat(name)
+                    else:
+                        dst_st = os.lstat(join(self.plan.staging, rel))
+                        copies.enter(rel)  # its files come next
+                except FileNotFoundError:
+                    raise SourceChanged("%s appeared in the source after it was copied — "
+                                        "nothing was deleted; stop what writes to %s and run "
+                                        "the move again"
+                                        % (self.src_show(rel), show(self.src))) from None
+                except OSError as err:
+                    raise Failure("cannot check the copy of %s: %s"
+                                  % (show(rel), words(err))) from err
+                problem = differs(self.src, self.plan.staging, rel, sst, dst_st, compare_owner)
+                if problem:
+                    raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s "
+                                        "and run the move again"
+                                        % (self.src_show(rel), problem, show(self.src)))
+                if kind == WALK_DIR:
+                    continue
+                seen += 1
+                if counting:
+                    self.progress.files_verified += 1
+                    if self.verify == "size" and stat.S_ISREG(sst.st_mode):
+                        self.progress.bytes_verified += sst.st_size
+        finally:
+            copies.close()
+        if seen != self.progress.files_copied:
+            raise SourceChanged("%d entries vanished from %s during the move — nothing was "
+                                "deleted; stop what writes to it and run the move again"
+                                % (self.progress.files_copied - seen, show(self.src)))
+        if self.verify == "size":
+            self.progress.bytes_verified = self.progress.bytes_total
+        self.progress.current = None
+
+
+def differs(src_root, dst_root, rel, s, d, compare_owner):
+    """How the entry `rel` of src_root (lstat `s`) and its copy in dst_root (lstat `d`)
+    differ, in words; None when they match."""
+    if stat.S_IFMT(s.st_mode) != stat.S_IFMT(d.st_mode):
+        return "changed type after it was copied"
+    if stat.S_ISREG(s.st_mode) and s.st_size != d.st_size:
+        return "changed size after it was copied (%d bytes, the copy has %d)" % (
+            s.st_size, d.st_size)
+    if s.st_mtime_ns != d.st_mtime_ns:
+        return "was modified after it was copied"
+    if not stat.S_ISLNK(s.st_mode):
+        mask = 0o7777 if (s.st_uid, s.st_gid) == (d.st_uid, d.st_gid) else 0o1777
+        if stat.S_IMODE(s.st_mode) & mask != stat.S_IMODE(d.st_mode) & mask:
+            return "changed mode after it was copied"
+    if compare_owner and (s.st_uid, s.st_gid) != (d.st_uid, d.st_gid):
+        return "changed owner after it was copied"
+    if stat.S_ISLNK(s.st_mode) and \
+            os.readlink(join(src_root, rel)) != os.readlink(join(dst_root, rel)):
+        return "changed link target after it was copied"
+    return None
+
+
+class Move:
+    """One move, start to end: runs Preflight, then a rename or the parts of a copy (Copier,
+    FinalCheck, Publisher, Cleaner) in order, and ends it with one terminal event that says
+    where the data is; a fault or a cancel on the way removes what it made."""
+
+    def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None):
+        self.out = emitter
+        self.server_name = server_name
+        self.src = src
+        self.dst = dst
+        self.verify = verify
+        self.bwlimit = bwlimit
+        self.dry_run = dry_run
+        self.move_id = move_id or os.urandom(6).hex()
+        self.cancel_file = None  # a detached worker's cancel request (see the journal)
+        self.plan = Plan()
+        self.made_parents = []
+        self.recorder = None  # a detached worker's Recorder of finished copies
+        self.progress = Progress(emitter, server_name, self.move_id)
+        self.cancel = Cancellation()
+        self.check = self.cancel.check  # the one cancellation point (see Cancellation.check)
+
+        self.euid = os.geteuid()
+        self.egid = os.getegid()
+        self.is_root = self.euid == 0
+        self.warnings = {}
+
+        self.noatime = getattr(os, "O_NOATIME", 0)
+        self.metadata = Metadata(self)
+        self.resumption = Resumption(self)
+        self.copier = Copier(self, self.metadata, self.resumption)
+        self.publisher = Publisher(self, self.metadata)
+        self.cleaner = Cleaner(self)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def set_phase(self, phase, error=None, data_state=None):
+        self.progress.set_phase(phase, error, data_state)
+
+    def warn(self, key, message, rel):
+        """Aggregate non-fatal problems: one move.warning per kind, with a count and an example."""
+        entry = self.warnings.get(key)
+        if entry is None:
+            self.warnings[key] = [1, message, rel]
+        else:
+            entry[0] += 1
+
+    def flush_warnings(self):
+        for count, message, rel in self.warnings.values():
+            text = message
+            if count > 1:
+                text += " (%d entries, e.g. %s)" % (count, show(rel) or ".")
+            self.out.emit("move.warning", {"message": text, "path": show(rel), "count": count,
+                                           "moveId": self.move_id})
+        self.warnings = {}
+
+    def on_signal(self, signum, frame):
+        self.cancel.request(signal.Signals(signum).name)
+
+    def poll_cancel_file(self):
+        """A detached worker's cancel request: the `cancel` file in its journal."""
+        if os.path.exists(self.cancel_file):
+            self.cancel.request("the user (Ctrl-C, or Cancel in the TUI)")
+
+    # -- the whole move ------------------------------------------------------------------------
+
+    def run(self):
+        self.progress.start_reporter(self.poll_cancel_file if self.cancel_file else None)
+        try:
+            return self._run()
+        finally:
+            self.progress.stop_reporter()
+            self.publisher.close()
+
+    def _run(self):
+        try:
+            self.set_phase(CALCULATING)
+            Preflight(self).run()
+            if self.dry_run:
+                self.flush_warnings()
+                return EXIT_OK
+            self.make_parents()
+            if self.plan.method == "rename":
+                self.do_rename()
+            elif self.plan.finishing:
+                self.finish_cleaning()
+            else:
+                self.do_copy()
+            return EXIT_OK
+        except Refused as exc:
+            return self.finish(ERROR, str(exc), EXIT_REFUSED)
+        except Cancelled:
+            return self.finish_cancelled()
+        except Failure as exc:
+            return self.finish_failure(str(exc))
+        except WalkError as exc:
+            return self.finish_failure(str(self.read_failure(exc.rel, exc.err)))
+        except Exception as exc:  # a bug: still end with a terminal event and the data state
+            tb = sys.exc_info()[2]
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = " at mover.py line %d" % tb.tb_lineno if tb is not None else ""
+            return self.finish_failure("internal error in the mover (%s: %s%s) — please report "
+                                       "it" % (type(exc).__name__, exc, where))
+
+    def finish(self, phase, error, status, data_state=None):
+        self.progress.current = None
+        if phase != COMPLETE and (data_state or self.progress.data_state) == STATE_SOURCE:
+            self.remove_made_parents()
+        self.set_phase(phase, error=error, data_state=data_state or self.progress.data_state)
+        if error:
+            stderr_line(error)
+        return status
+
+    def src_show(self, rel):
+        return show(join(self.src, rel))
+
+    def remove_staging(self):
+        """Remove the partial copy; the text to add to the error if that fails."""
+        if self.plan.staging is None or not os.path.lexists(self.plan.staging):
+            return ""
+        try:
+            force_rmtree(self.plan.staging)
+        except OSError as err:
+            return "; the partial copy could not be removed (%s): delete %s by hand" % (
+                words(err), show(self.plan.staging))
+        return ""
+
+    def finish_failure(self, message):
+        self.cancel.stop_threads()
+        if self.progress.data_state == STATE_SOURCE:
+            message += self.remove_staging()
+            if self.plan.staging is not None:
+                message += "; nothing was changed: the source is untouched"
+        return self.finish(ERROR, message, EXIT_FAILED)
+
+    def finish_cancelled(self):
+        why = "cancelled by %s" % (self.cancel.by or "a signal")
+        if self.progress.data_state == STATE_SOURCE:
+            text = why + "; the source is untouched" + self.remove_staging()
+            if self.plan.staging is not None and not text.endswith("by hand"):
+                text += " and the partial copy was removed"
+        elif self.progress.data_state == STATE_BOTH:
+            text = (why + " before the source was removed: %s is complete and verified, and "
+                    "%s is still whole — remove one of them yourself"
+                    % (show(self.dst), show(self.src)))
+        else:
+            text = (why + " while removing the source: %s is complete and verified, but %s "
+                    "still holds part of the old data — delete it by hand (rm -rf %s)"
+                    % (show(self.dst), show(self.src), show(self.src)))
+        return self.finish(CANCELLED, text, EXIT_CANCELLED)
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def make_parents(self):
+        """Make the missing parents (mode 755, owned by the user running the move); a move
+        that does not complete removes them again (remove_made_parents)."""
+        for path in self.plan.missing_parents:
+            try:
+                os.mkdir(path, 0o755)
+                self.made_parents.append(path)
+                os.chmod(path, 0o755)  # whatever the umask
+            except OSError as err:
+                raise Failure("cannot create the destination's parent %s: %s — nothing was "
+                              "changed" % (show(path), words(err))) from err
+            fsync_dir(os.path.dirname(path))
+
+    def remove_made_parents(self):
+        while self.made_parents:
+            with contextlib.suppress(OSError):  # not empty: someone else's now
+                os.rmdir(self.made_parents[-1])
+            self.made_parents.pop()
+
+    # -- rename --------------------------------------------------------------------------------
+
+    def do_rename(self):
+        self.check()
+        try:
+            os.rename(self.src, self.dst)
+        except OSError as err:
+            if err.errno == errno.EXDEV:
+                raise Failure("cannot rename %s to %s: they are on different mounts after all "
+                              "— nothing was changed; run the move again"
+                              % (show(self.src), show(self.dst))) from err
+            raise Failure("cannot rename %s to %s: %s — nothing was changed"
+                          % (show(self.src), show(self.dst), words(err))) from err
+        self.progress.data_state = STATE_DESTINATION
+        fsync_dir(os.path.dirname(self.dst))
+        fsync_dir(os.path.dirname(self.src))
+        self.progress.bytes_copied = self.progress.bytes_total
+        self.progress.files_copied = self.progress.files_total
+        self.finish(COMPLETE, None, EXIT_OK)
+
+    # -- copy ----------------------------------------------------------------------------------
+
+    def do_copy(self):
+        self.publisher.watch_destination()
+        verifier = None
+        if self.verify == "checksum":
+            verifier = Verifier(self)
+            verifier.start()
+        try:
+            self.set_phase(COPYING)
+            self.copier.copy_tree(verifier)
+            self.resumption.stop_recording()
+            self.resumption.release_dead_moves()
+            self.flush_warnings()
+            progress = self.progress
+            if progress.files_copied != progress.files_total or \
+                    progress.bytes_copied != progress.bytes_total:
+                raise SourceChanged(self.count_changed())
+            self.set_phase(VERIFYING)
+            if verifier is not None:
+                verifier.finish()
+            FinalCheck(self).run()
+        finally:
+            if verifier is not None:
+                verifier.stop()
+        self.check()
+        # Durable before anything is deleted: a crash after cleaning must not lose the copy.
+        self.publisher.flush_copy(self.plan.staging)
+        self.check()
+        refuse_source_writers(os.path.realpath(self.src), Failure)  # one that started meanwhile
+        self.publisher.publish()
+        self.publisher.flush_copy(None)  # the rename too: DST must still be there after a crash
+        self.cleaner.clean_source()
+
+    def changed_example(self):
+        """", e.g. X was created or changed since it was counted": the file of the source
+        changed last, if its ctime is later than the count, to name in an error ("" when none
+        is)."""
+        newest, newest_ns = None, self.plan.counted_at_ns
+        try:
+            for kind, rel, st, _name, _dir_fd in walk(self.src):
+                if kind == WALK_FILE and st.st_ctime_ns >= newest_ns:
+                    newest, newest_ns = rel, st.st_ctime_ns
+        except (OSError, WalkError):
+            pass
+        if newest is None:
+            return ""
+        return ", e.g. %s was created or changed since it was counted" % self.src_show(newest)
+
+    def count_changed(self):
+        """What changed in the source between counting and copying, in words."""
+        changes = []
+        p = self.progress
+        if p.files_copied != p.files_total:
+            changes.append("%d files were counted before copying and %d copied (%d %s)" % (
+                p.files_total, p.files_copied, abs(p.files_copied - p.files_total),
+                "more" if p.files_copied > p.files_total else "fewer"))
+        if p.bytes_copied != p.bytes_total:
+            changes.append("the files held {:,} bytes when counted and {:,} when copied ({:,} "
+                           "bytes {})".format(p.bytes_total, p.bytes_copied,
+                                              abs(p.bytes_copied - p.bytes_total),
+                                              "more" if p.bytes_copied > p.bytes_total
+                                              else "fewer"))
+        return ("the source changed during the move: %s%s — stop what writes to %s and run "
+                "the move again" % ("; ".join(changes), self.changed_example(), show(self.src)))
+
+    def write_failure(self, rel, err):
+        where = show(self.dst)
+        hint = ""
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = " — free some space on the destination or pick another one"
+        elif isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
+            hint = " — run the move as root or as the owner of the files"
+        return Failure("cannot write %s in %s: %s%s" % (show(rel) or ".", where, words(err), hint))
+
+    def read_failure(self, rel, err):
+        hint = ""
+        if isinstance(err, OSError) and err.errno == errno.ELOOP:
+            return SourceChanged("%s was replaced by a symbolic link during the move — stop "
+                                 "what writes to %s and run the move again"
+                                 % (self.src_show(rel), show(self.src)))
+        if isinstance(err, OSError) and err.errno == errno.ENOTDIR:
+            return SourceChanged("%s changed type during the move — stop what writes to %s and "
+                                 "run the move again" % (self.src_show(rel), show(self.src)))
+        if isinstance(err, OSError) and err.errno == errno.ENOENT:
+            return SourceChanged("%s vanished from the source during the move — stop what "
+                                 "writes to %s and run the move again"
+                                 % (self.src_show(rel), show(self.src)))
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM):
+            hint = " — run the move as root or as the owner of the files"
+        return Failure("cannot read %s: %s%s" % (self.src_show(rel), words(err), hint))
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    # -- verify --------------------------------------------------------------------------------
+
+    # -- publish and clean ---------------------------------------------------------------------
+
+    # -- a move cut short, taken over ----------------------------------------------------------
 
     def finish_cleaning(self):
         """Finish the cleaning of a dead move: its copy at DST was complete, verified and
         flushed, and each source entry still there is checked against it before it goes."""
-        self.data_state = self.resume.state.get("dataState") or STATE_BOTH
-        self.deleted_any = self.data_state == STATE_DESTINATION
-        self.bytes_copied, self.files_copied = self.bytes_total, self.files_total
-        self.clean_source()  # returns only once complete
-        self.release_dead_moves()
+        p = self.progress
+        p.data_state = self.plan.resume.state.get("dataState") or STATE_BOTH
+        p.deleted_any = p.data_state == STATE_DESTINATION
+        p.bytes_copied, p.files_copied = p.bytes_total, p.files_total
+        self.cleaner.clean_source()  # returns only once complete
+        self.resumption.release_dead_moves()
 
 
 def data_segments(fd, size):
@@ -2024,11 +2283,11 @@ class Remover:
     """Unlinks source files, on worker threads once unlinks prove slow, while the main thread
     re-checks the next files against their copies.
 
-    On ext4 an unlink waits on the journal (0.19 ms each for 10,000 small files on the benchmark
-    machine), and waits in parallel overlap: rm -rf took 1.86 s, four at a time 1.25 s. On tmpfs
-    an unlink takes microseconds and threads would only contend for the interpreter, so files
-    are removed inline until a window of them averages over SLOW_UNLINK_SECONDS. Batches are
-    small and the queue short: a file is deleted within milliseconds of its check."""
+    On ext4 an unlink waits on the journal, and waits in parallel overlap (docs/performance.md
+    has the figures). On tmpfs an unlink is quick and threads would only contend for the
+    interpreter, so files are removed inline until a window of them averages over
+    SLOW_UNLINK_SECONDS. Batches are small and the queue short: a file is deleted soon after its
+    check."""
 
     WORKERS = 4
     BATCH = 64
@@ -2040,7 +2299,6 @@ class Remover:
         self.queue = queue.Queue(maxsize=self.WORKERS)
         self.batch = []
         self.failed = []  # (rel, OSError), for the files that could not be removed
-        self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = []
         self.window_count = 0
@@ -2102,16 +2360,13 @@ class Remover:
         for rel, path in batch:
             if self.stopping.is_set() or move.cancel.is_set():
                 break
-            err = move.remove(os.unlink, path)
+            err = move.cleaner.remove(os.unlink, path)
             if err is None:
                 removed += 1
             else:
                 self.failed.append((rel, err))
         if removed:
-            with self.lock:
-                move.files_removed += removed
-                move.deleted_any = True
-                move.data_state = STATE_DESTINATION
+            move.progress.add_removed(removed)
 
     def _run(self):
         while True:
@@ -2186,12 +2441,12 @@ class Verifier:
                 else:
                     self.compare(rel, st)
         except Failure as exc:
-            move.verify_failure = exc
+            move.cancel.fail(exc)
         except OSError as exc:
-            move.verify_failure = Failure("cannot verify %s: %s" % (show(rel), words(exc)))
+            move.cancel.fail(Failure("cannot verify %s: %s" % (show(rel), words(exc))))
         except Exception as exc:
-            move.verify_failure = Failure("internal error in the mover's verifier (%s: %s) — "
-                                          "please report it" % (type(exc).__name__, exc))
+            move.cancel.fail(Failure("internal error in the mover's verifier (%s: %s) — "
+                                     "please report it" % (type(exc).__name__, exc)))
         finally:
             self.close_pair()
             self.done.set()
@@ -2205,7 +2460,7 @@ class Verifier:
             self.fs = open_readonly(join(move.src, rel), move.noatime)
         except OSError as err:
             raise move.read_failure(rel, err) from err
-        self.fd = open_readonly(join(move.staging, rel), 0)
+        self.fd = open_readonly(join(move.plan.staging, rel), 0)
         self.open_rel = rel
 
     def close_pair(self):
@@ -2222,7 +2477,7 @@ class Verifier:
         except OSError as err:
             raise move.read_failure(rel, err) from err
         try:
-            fd = open_readonly(join(move.staging, rel), 0)
+            fd = open_readonly(join(move.plan.staging, rel), 0)
             try:
                 self.compare_fds(rel, st, spath, fs, fd)
             finally:
@@ -2240,7 +2495,7 @@ class Verifier:
             src_map = tuple(data_segments(fs, size))
             if src_map == tuple(data_segments(fd, size)):
                 ranges = src_map
-                self.move.add_verified(size - sum(e - s for s, e in src_map))
+                self.move.progress.add_verified(size - sum(e - s for s, e in src_map))
         for start, end in ranges:
             self.compare_range(spath, fs, fd, start, end)
         self.check_unchanged(spath, fs, st)
@@ -2283,15 +2538,15 @@ class Verifier:
                     "copied, or a disk returned bad data) — nothing was deleted; stop what "
                     "writes to %s and run the move again" % (show(spath), show(move.src)))
             pos += want
-            move.add_verified(want)
+            move.progress.add_verified(want)
 
     def mapped_copy_equals(self, fd, pos, data):
         """Whether the copy holds `data` at `pos`, compared in place through a mapping; None
         when the copy's filesystem cannot map it (then it is read).
 
-        Reading the copy back would copy every byte once more: mapped, verifying 1 GiB took
-        0.9 s instead of 1.45 s on the benchmark machine, and the verifier keeps pace with the
-        kernel's copy. A bytearray compares with any buffer by memcmp.
+        Reading the copy back would copy every byte once more; mapped, the verifier keeps pace
+        with the kernel's copy (docs/performance.md). A bytearray compares with any buffer by
+        memcmp.
 
         Only the copy is ever mapped, never the source: a mapped file truncated by someone else,
         or a disk error while a page is read in, is a SIGBUS that ends the mover instead of an
@@ -3097,8 +3352,8 @@ def lock_source(root, src, holder):
 
 
 def sha256_hex(data):
-    # hashlib loads OpenSSL: 3 ms of a 40 ms foreground rename. The builtin module is the same
-    # SHA-256 (named _sha2 from Python 3.12 on).
+    # hashlib loads OpenSSL, a noticeable part of a foreground rename's time. The builtin module
+    # is the same SHA-256 (named _sha2 from Python 3.12 on).
     try:
         from _sha256 import sha256
     except ImportError:
@@ -3160,10 +3415,10 @@ class Journal:
             os.unlink(os.path.join(self.mdir, b"reserve"))
         if self.move is not None:
             # The failure the main thread raises at its next check (as for a verify failure).
-            self.move.verify_failure = Failure(
+            self.move.cancel.fail(Failure(
                 "the move journal in %s could not be written (%s) — the move was stopped; free "
                 "some space there and run the move again" % (show(os.path.dirname(os.path.dirname(
-                    self.mdir))), words(err)))
+                    self.mdir))), words(err))))
         return True
 
     def __call__(self, line, subject, data):
@@ -3196,8 +3451,8 @@ class Journal:
                 state["timeline"].append(entry)
             if phase in TERMINAL:
                 state["finishedAt"] = data.get("ts")
-        if self.move is not None and self.move.staging is not None:
-            state["staging"] = show(self.move.staging)
+        if self.move is not None and self.move.plan.staging is not None:
+            state["staging"] = show(self.move.plan.staging)
         now = time.monotonic()
         if phase_changed or subject == "move.plan" or now - self._state_written >= \
                 STATE_WRITE_SECONDS:
@@ -3220,7 +3475,7 @@ class Journal:
         """The move has ended: what it recorded for a resume goes once its staging is gone."""
         with contextlib.suppress(OSError):
             os.close(self.events)
-        staging = self.move.staging if self.move is not None else None
+        staging = self.move.plan.staging if self.move is not None else None
         if staging is None or not os.path.lexists(staging):
             for name in (b"copied.jsonl", b"reserve"):
                 with contextlib.suppress(OSError):
@@ -3464,7 +3719,7 @@ def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal):
     for name in ("SIGINT", "SIGTERM"):
         signal.signal(getattr(signal, name), move.on_signal)
     status = move.run()
-    move.stop_recording()
+    move.resumption.stop_recording()
     journal.state["exitStatus"] = status
     with contextlib.suppress(OSError):
         journal.save()
@@ -3501,21 +3756,18 @@ def reap_dead_worker(mdir, state):
     else:
         data_state = STATE_SOURCE
         text = "%s: nothing was changed — the source %s is untouched" % (what, show(src))
-    now = round(time.time(), 3)
     last = last_event_of(mdir)  # fresher than state.json, which is written once a second
     if last.get("workerGone"):  # reaped before, but the state could not be saved then
         return repaired_state(mdir, state, last)
-    data = {"serverName": state.get("serverName", ""), "phase": ERROR, "moveId": state["moveId"],
-            "ts": now, "error": text, "dataState": data_state, "workerGone": True,
-            "seq": (last.get("seq") or 0) + 1}
-    for key in ("bytesTotal", "bytesCopied", "filesTotal", "filesCopied", "bytesVerified",
-                "filesVerified"):
-        data[key] = last.get(key, state.get(key, 0))
-    data["diedIn"] = phase
+    counts = dict((key, last.get(key, state.get(key, 0))) for key in (
+        "bytesTotal", "bytesCopied", "filesTotal", "filesCopied", "bytesVerified",
+        "filesVerified"))
+    data = progress_data(state.get("serverName", ""), ERROR, counts, state["moveId"], text,
+                         data_state)
+    data.update(workerGone=True, seq=(last.get("seq") or 0) + 1, diedIn=phase)
     with contextlib.suppress(OSError):  # the dead worker's room for its last words
         os.unlink(os.path.join(mdir, b"reserve"))
-    line = json.dumps({"subject": "move.progress", "data": data}, ensure_ascii=True,
-                      separators=(",", ":")) + "\n"
+    line = json_line("move.progress", data)
     with contextlib.suppress(OSError):  # a full disk: the next reader tries again
         append_whole_line(os.path.join(mdir, b"events.jsonl"), line.encode("ascii"))
     return repaired_state(mdir, state, data)
@@ -3706,20 +3958,20 @@ class Arguments:
 
 def parse_arguments(argv):
     """The mover's command line, which servermove itself writes. Not argparse: importing it and
-    building its parsers (a gettext lookup per help string) took 20 of the ~85 ms a move takes
-    to start on the benchmark machine, and a same-filesystem move is nothing but that start and
-    one rename."""
+    building its parsers (a gettext lookup per help string) is a good part of the mover's start
+    (docs/performance.md), and a same-filesystem move is nothing but that start and one
+    rename."""
     if not argv:
         raise ArgumentError("no command given")
-    command, words = argv[0], iter(argv[1:])
+    command, rest = argv[0], iter(argv[1:])
     if command not in COMMANDS:
         raise ArgumentError("unknown command %r" % command)
     options, flags, names = COMMANDS[command]
     args = Arguments(command)
     positional = []
-    for word in words:
+    for word in rest:
         if word == "--":
-            positional.extend(words)
+            positional.extend(rest)
         elif word.startswith("-") and word != "-":
             key, has_value, value = word.partition("=")
             if key in flags:
@@ -3730,7 +3982,7 @@ def parse_arguments(argv):
             if key not in options:
                 raise ArgumentError("unknown option %s" % key)
             if not has_value:
-                value = next(words, None)
+                value = next(rest, None)
                 if value is None:
                     raise ArgumentError("%s needs a value" % key)
             attribute, convert = options[key]
@@ -3765,10 +4017,8 @@ def absolute(name, text):
 
 
 def refuse(emitter, server_name, message):
-    emitter.emit("move.progress", {
-        "serverName": server_name, "phase": ERROR, "bytesTotal": 0, "bytesCopied": 0,
-        "filesTotal": 0, "filesCopied": 0, "error": message, "dataState": STATE_SOURCE,
-        "ts": round(time.time(), 3)})
+    emitter.emit("move.progress", progress_data(server_name, ERROR, NO_COUNTS, error=message,
+                                                data_state=STATE_SOURCE))
     stderr_line(message)
     return EXIT_REFUSED
 

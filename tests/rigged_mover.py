@@ -25,7 +25,7 @@ MOVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def corrupt_each_chunk(mover) -> None:
-    copy_range = mover.Move.copy_range
+    copy_range = mover.Copier.copy_range
 
     def rigged(self, rel, fin, fout, offset, end, on_chunk=None):
         if on_chunk is None:
@@ -38,7 +38,7 @@ def corrupt_each_chunk(mover) -> None:
 
         return copy_range(self, rel, fin, fout, offset, end, corrupted)
 
-    mover.Move.copy_range = rigged
+    mover.Copier.copy_range = rigged
 
 
 def slow_clean(mover) -> None:
@@ -52,14 +52,14 @@ def slow_clean(mover) -> None:
 
 
 def slower_cleaning(mover) -> None:
-    remove = mover.Move.remove
+    remove = mover.Cleaner.remove
 
     def rigged(self, func, path):
         if func is os.unlink:
             time.sleep(0.1)
         return remove(self, func, path)
 
-    mover.Move.remove = rigged
+    mover.Cleaner.remove = rigged
 
 
 def main() -> int:
