@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.cli_support import make_tree, servermove, start_json_move, wait_for_copying
 from tests.harness import fill_up
-from tui.history import MoveHistory, MoveRecord
+from tui.core.history import MoveHistory, MoveRecord
 
 REQUIRED = {"moveId", "server", "target", "source", "destination", "phase", "bytesTotal",
             "bytesCopied", "filesTotal", "filesCopied", "verify", "startedAt", "finishedAt",

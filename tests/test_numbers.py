@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tests.cli_support import servermove
 from tests.harness import SshServer, free_port
-from tui.formatting import human_duration, parse_iso
-from tui.history import MoveHistory, MoveRecorder
-from tui.progress import MoveProgress
-from tui.protocol import Phase, parse_line
+from tui.core.formatting import human_duration, parse_iso
+from tui.core.history import MoveHistory, MoveRecorder
+from tui.core.progress import MoveProgress
+from tui.core.protocol import Phase, parse_line
 
 STREAMS = Path(__file__).parent / "streams"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tui.progress import MoveProgress
-from tui.protocol import (
+from tui.core.progress import MoveProgress
+from tui.core.protocol import (
     DataState,
     MalformedLine,
     Phase,

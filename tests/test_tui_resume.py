@@ -15,11 +15,11 @@ from tests.cli_support import (
     wait_for_copying,
 )
 from tests.test_tui_support import make_app, wait_for
-from tui.fleet import MoveState, ServerMove, status_text
-from tui.history import MoveHistory
-from tui.inventory import ServerEntry, add_server, load_inventory
-from tui.progress import MoveProgress
-from tui.protocol import LinkEvent, Phase, parse_line
+from tui.core.fleet import MoveState, ServerMove, status_text
+from tui.core.history import MoveHistory
+from tui.core.inventory import ServerEntry, add_server, load_inventory
+from tui.core.progress import MoveProgress
+from tui.core.protocol import LinkEvent, Phase, parse_line
 
 
 async def test_a_move_left_running_is_picked_up_at_start(tmp_path: Path, public_tmp: Path,

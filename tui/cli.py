@@ -31,23 +31,22 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tui.errors import BadInput, ConnectionLost, ServermoveError
-from tui.formatting import (
+from tui.app.log_table import log_cells, log_header
+from tui.core.errors import BadInput, ConnectionLost, ServermoveError
+from tui.core.formatting import (
     LOG_COLUMNS,
     fit_log_columns,
     human_duration,
     human_eta,
     human_rate,
     human_size,
-    log_cells,
-    log_header,
     of_total,
     open_files_sentences,
 )
-from tui.history import MoveHistory, MoveRecord, MoveRecorder, record_from_listed
-from tui.progress import MoveProgress
-from tui.protocol import LinkEvent, Phase, PlanEvent, display_path
-from tui.runner import (
+from tui.core.history import MoveHistory, MoveRecord, MoveRecorder, record_from_listed
+from tui.core.progress import MoveProgress
+from tui.core.protocol import LinkEvent, Phase, PlanEvent, display_path
+from tui.core.runner import (
     HostKeyQuestion,
     MoveHandle,
     MoveRequest,
@@ -56,7 +55,7 @@ from tui.runner import (
     list_target_moves,
     start_move,
 )
-from tui.targets import Target, parse_target
+from tui.core.targets import Target, parse_target
 
 VERIFY_MODES = ("checksum", "size", "none")
 # Exit statuses mirror the mover's (docs/protocol.md), plus one for a lost connection.
@@ -157,7 +156,7 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 def resolve_target(text: str, *, sudo: bool = False) -> Target:
     """A servers.toml name wins over an ssh alias of the same name, as in the TUI."""
-    from tui.inventory import load_inventory
+    from tui.core.inventory import load_inventory
 
     inventory = load_inventory()
     if text in inventory:
@@ -475,7 +474,7 @@ def show_log(args: argparse.Namespace) -> int:
 
 def _check_server_name(name: str, history: MoveHistory) -> None:
     """A name in neither the moves log nor servers.toml is a typo, not a server without moves."""
-    from tui.inventory import load_inventory
+    from tui.core.inventory import load_inventory
 
     logged = sorted({record.server for record in history.records()})
     if name in logged or name in load_inventory():
@@ -512,13 +511,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command in (None, "tui"):
-            from tui.app import run_app
+            from tui.app.app import DEMO_REQUESTED, run_app, run_demo
 
-            return run_app(ssh_config=getattr(args, "ssh_config", None)) or 0
+            if run_app(ssh_config=getattr(args, "ssh_config", None)) == DEMO_REQUESTED:
+                return run_demo()
+            return 0
         if args.command == "demo":
-            from tui.demo import run_demo
+            from tui.app.app import run_demo
 
-            return run_demo() or 0
+            return run_demo()
         if args.command == "move":
             return asyncio.run(run_move(args))
         if args.command == "attach":

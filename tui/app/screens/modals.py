@@ -12,11 +12,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from tui.fleet import DEFAULT_MOVE_OPTIONS, MoveOptions
-from tui.formatting import human_count, human_size, open_files_sentences
-from tui.messages import MoveFinished, MoveProgressed
-from tui.protocol import PlanEvent
-from tui.ssh import HostKeyQuestion
+from tui.app.messages import MoveFinished, MoveProgressed
+from tui.core.fleet import DEFAULT_MOVE_OPTIONS, MoveOptions
+from tui.core.formatting import human_count, human_size, open_files_sentences
+from tui.core.protocol import PlanEvent
+from tui.core.ssh import HostKeyQuestion
 
 
 class Dialog(ModalScreen):

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tui import locations
-from tui.progress import MoveProgress
-from tui.protocol import Event, ListedEvent, PlanEvent, ProgressEvent
+from tui.core import locations
+from tui.core.progress import MoveProgress
+from tui.core.protocol import Event, ListedEvent, PlanEvent, ProgressEvent
 
 COMPACT_AFTER_LINES = 2000
 Warn = Callable[[str], None]

@@ -13,12 +13,19 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Label, ProgressBar, Static
 
-from tui.fleet import MoveState, ServerMove
-from tui.formatting import human_count, human_duration, human_eta, human_rate, human_size, of_total
-from tui.progress import MoveProgress
-from tui.protocol import Phase
-from tui.widgets.path_label import PathLabel
-from tui.widgets.phase_indicator import PhaseIndicator
+from tui.app.widgets.path_label import PathLabel
+from tui.app.widgets.phase_indicator import PhaseIndicator
+from tui.core.fleet import MoveState, ServerMove
+from tui.core.formatting import (
+    human_count,
+    human_duration,
+    human_eta,
+    human_rate,
+    human_size,
+    of_total,
+)
+from tui.core.progress import MoveProgress
+from tui.core.protocol import Phase
 
 
 def bar_counts(progress: MoveProgress) -> tuple[int, int, int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tui.errors import BadInput
+from tui.core.errors import BadInput
 
 LOCAL = "local"
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.%-]+$")

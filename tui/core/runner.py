@@ -23,7 +23,7 @@ from typing import Protocol
 
 import asyncssh
 
-from tui.errors import (
+from tui.core.errors import (
     BadInput,
     ConnectionLost,
     HostUnreachable,
@@ -32,8 +32,8 @@ from tui.errors import (
     SudoPasswordNeeded,
     SudoPasswordWrong,
 )
-from tui.history import this_machine
-from tui.protocol import (
+from tui.core.history import this_machine
+from tui.core.protocol import (
     Event,
     FsStatEvent,
     HelloEvent,
@@ -43,8 +43,8 @@ from tui.protocol import (
     StartedEvent,
     parse_line,
 )
-from tui.ssh import HostKeyQuestion, Prompter, SshSettings, connect_target
-from tui.targets import Target
+from tui.core.ssh import HostKeyQuestion, Prompter, SshSettings, connect_target
+from tui.core.targets import Target
 
 __all__ = ["BOOTSTRAP", "FollowedMove", "HostKeyQuestion", "MoveHandle", "MoveRequest",
            "Prompter", "SshSettings",

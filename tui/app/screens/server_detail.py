@@ -11,16 +11,16 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
-from tui.errors import ServermoveError
-from tui.fleet import MoveState, connection_problem
-from tui.formatting import human_size
-from tui.inventory import ServerEntry
-from tui.messages import InventoryChanged, JournalMerged, MoveProgressed
-from tui.screens.modals import CancelMoveScreen, ConfirmMoveScreen
-from tui.screens.moves_log import MovesLogScreen
-from tui.screens.server_form import DataPathValidator
-from tui.widgets.move_panel import MoveProgressPanel, OutcomePanel
-from tui.widgets.path_label import PathLabel
+from tui.app.messages import InventoryChanged, JournalMerged, MoveProgressed
+from tui.app.screens.modals import CancelMoveScreen, ConfirmMoveScreen
+from tui.app.screens.moves_log import MovesLogScreen
+from tui.app.screens.server_form import DataPathValidator
+from tui.app.widgets.move_panel import MoveProgressPanel, OutcomePanel
+from tui.app.widgets.path_label import PathLabel
+from tui.core.errors import ServermoveError
+from tui.core.fleet import MoveState, connection_problem
+from tui.core.formatting import human_size
+from tui.core.inventory import ServerEntry
 
 STAT_DEBOUNCE_S = 0.6  # ask the server for free space once the user pauses typing
 

@@ -1,8 +1,8 @@
 """The SSH connection: asyncssh with the user's own ssh config, agent, keys and known_hosts.
 
 `connect_target` is the one door to a server. It turns asyncssh's and the OS's exceptions into the
-typed errors of tui.errors, never accepts a host key silently, and limits how many handshakes run
-at once (sshd's MaxStartups drops the excess, which would look like a flaky network).
+typed errors of tui.core.errors, never accepts a host key silently, and limits how many
+handshakes run at once (sshd's MaxStartups drops the excess, which would look like a flaky network).
 
 Headless: nothing here imports Textual.
 """
@@ -21,14 +21,14 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from tui.errors import (
+from tui.core.errors import (
     AuthFailed,
     HostKeyChanged,
     HostKeyUnknown,
     HostUnreachable,
     ServermoveError,
 )
-from tui.targets import Target
+from tui.core.targets import Target
 
 KEEPALIVE_INTERVAL_S = 15  # with 3 missed answers, a dead link is noticed in about 45 s
 KEEPALIVE_COUNT_MAX = 3

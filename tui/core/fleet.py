@@ -14,17 +14,23 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tui import runner
-from tui.errors import AuthFailed, ConnectionLost, HostKeyChanged, HostUnreachable, ServermoveError
-from tui.history import MoveHistory, MoveRecorder, record_from_listed
-from tui.inventory import ServerEntry
-from tui.progress import MoveProgress
-from tui.protocol import Event, MalformedLine, Phase, PlanEvent, ProgressEvent
-from tui.targets import Target, parse_target
+from tui.core import runner
+from tui.core.errors import (
+    AuthFailed,
+    ConnectionLost,
+    HostKeyChanged,
+    HostUnreachable,
+    ServermoveError,
+)
+from tui.core.history import MoveHistory, MoveRecorder, record_from_listed
+from tui.core.inventory import ServerEntry
+from tui.core.progress import MoveProgress
+from tui.core.protocol import Event, MalformedLine, Phase, PlanEvent, ProgressEvent
+from tui.core.targets import Target, parse_target
 
 
 class MoveHandleLike(Protocol):
-    """What the fleet needs of a running mover (tui.runner.MoveHandle, or a test's fake)."""
+    """What the fleet needs of a running mover (tui.core.runner.MoveHandle, or a test's fake)."""
 
     stderr_text: str
 
@@ -35,7 +41,7 @@ class MoveHandleLike(Protocol):
 
 
 # start_move(target, request, *, settings, prompter) and stat_paths(target, paths, ...), as in
-# tui.runner; injectable so tests can feed synthetic streams for many servers at once.
+# tui.core.runner; injectable so tests can feed synthetic streams for many servers at once.
 StartMove = Callable[..., Awaitable[MoveHandleLike]]
 AttachMove = Callable[..., Awaitable[MoveHandleLike]]
 ListMoves = Callable[..., Awaitable[list[Any]]]
@@ -165,7 +171,7 @@ class Fleet:
         self.problems: dict[str, tuple[ConnectionProblem, str]] = {}
         self._changed: set[str] = set()
 
-    # -- the runner (tui.runner), unless a test gave another -----------------------------------
+    # -- the runner (tui.core.runner), unless a test gave another ------------------------------
 
     @staticmethod
     def _request(server: ServerEntry, new_path: str, options: MoveOptions,

@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tui.formatting import human_size
-from tui.protocol import (
+from tui.core.formatting import human_size
+from tui.core.protocol import (
     DataState,
     Event,
     LinkEvent,
