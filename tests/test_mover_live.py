@@ -32,10 +32,10 @@ from tests.test_mover import (
     start,
     wait_for_copying,
 )
-from tui.app.screens.modals import plan_lines
-from tui.cli import _plan_line
 from tui.core import protocol
 from tui.core.formatting import human_size
+from tui.core.wording import plan_line as _plan_line
+from tui.core.wording import plan_lines
 
 MIB = 1024 * 1024
 

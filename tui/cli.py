@@ -32,16 +32,14 @@ from rich.table import Table
 from rich.text import Text
 
 from tui.app.log_table import log_cells, log_header
-from tui.core.errors import BadInput, ConnectionLost, ServermoveError
+from tui.core.errors import BadInput, ConnectionLost, ExitStatus, ServermoveError
 from tui.core.formatting import (
     LOG_COLUMNS,
     fit_log_columns,
     human_duration,
     human_eta,
     human_rate,
-    human_size,
     of_total,
-    open_files_sentences,
 )
 from tui.core.history import MoveHistory, MoveRecord, MoveRecorder, record_from_listed
 from tui.core.progress import MoveProgress
@@ -56,11 +54,14 @@ from tui.core.runner import (
     start_move,
 )
 from tui.core.targets import Target, parse_target
+from tui.core.wording import (
+    bar_counts,
+    moved_figures,
+    plan_line,
+    reused_note,
+)
 
 VERIFY_MODES = ("checksum", "size", "none")
-# Exit statuses mirror the mover's (docs/protocol.md), plus one for a lost connection.
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_CONNECTION_LOST = 0, 1, 2, 3, 4
-EXIT_STOPPED_FOLLOWING = 130  # a second Ctrl-C: we stopped waiting for the cancel
 REFRESH_PER_SECOND = 10
 ROUTE_MIN_WIDTH = 24  # `servermove log`: the route folds below this rather than vanish
 DESCRIPTION = """\
@@ -218,13 +219,16 @@ class RichMoveDisplay:
         grid.add_column(style="bold", justify="right")
         grid.add_column()
         phase = model.phase.value if model.phase else "connecting"
-        grid.add_row("phase", Text(phase + _phase_trail(model)))
+        grid.add_row("phase", Text(phase))
         bar_width = max(10, min(50, width - 30))
-        filled = int(model.fraction * bar_width)
-        bytes_done = of_total(model.bytes_copied, model.bytes_total, sizes=True)
-        grid.add_row("bytes", Text(f"{'█' * filled}{'░' * (bar_width - filled)} "
-                                   f"{model.percent:5.1f}%  {bytes_done}"))
-        grid.add_row("files", Text(of_total(model.files_copied, model.files_total, sizes=False)))
+        # The same counts as the TUI's bars: verified bytes and files while verifying.
+        bytes_done, bytes_total, files_done, files_total = bar_counts(model)
+        fraction = min(1.0, bytes_done / bytes_total) if bytes_total > 0 else model.fraction
+        filled = int(fraction * bar_width)
+        grid.add_row("bytes", Text(
+            f"{'█' * filled}{'░' * (bar_width - filled)} {fraction * 100:5.1f}%  "
+            f"{of_total(bytes_done, bytes_total, sizes=True)}"))
+        grid.add_row("files", Text(of_total(files_done, files_total, sizes=False)))
         grid.add_row("rate", Text(f"{human_rate(model.rate)}   ETA {human_eta(model.eta)}   "
                                   f"elapsed {human_duration(model.elapsed)}"))
         if model.current_file:
@@ -232,52 +236,20 @@ class RichMoveDisplay:
         return grid
 
 
-def _phase_trail(model: MoveProgress) -> str:
-    if model.phase is Phase.VERIFYING:
-        return f" ({of_total(model.bytes_verified, model.bytes_total, sizes=True)})"
-    return ""
-
-
-def _plan_line(plan: PlanEvent) -> str:
-    if not plan.counted:
-        return _with_open_files("plan: rename (same filesystem: one atomic step, nothing to copy)",
-                                plan)
-    if plan.finishes:
-        return (f"plan: finish move {plan.resumes}, cut short while removing the source: "
-                f"{plan.files_total:,} entries left in it are checked against the destination, "
-                "then removed")
-    how = "rename (same filesystem)" if plan.method == "rename" else "copy across filesystems"
-    text = (f"plan: {how}, {human_size(plan.bytes_total)} in {plan.files_total:,} files and "
-            f"{plan.dirs_total:,} directories, verify {plan.verify}")
-    if plan.dst_free_bytes is not None and plan.method == "copy":
-        text += f"; {human_size(plan.dst_free_bytes - plan.space_needed)} free after"
-    if plan.created_parents:
-        text += f"; makes {', '.join(plan.created_parents)}"
-    if plan.resumes:
-        text += f"; resumes move {plan.resumes}, cut short: its finished copies are reused"
-    return _with_open_files(text, plan)
-
-
-def _with_open_files(text: str, plan: PlanEvent) -> str:
-    """The plan line with what the check for programs using the source found."""
-    return "; ".join([text, *(s[0].lower() + s[1:] for s in open_files_sentences(plan))])
-
-
 def summary_line(model: MoveProgress) -> str:
     if model.phase is Phase.COMPLETE and model.uncounted_rename:
         return model.outcome()
     if model.phase is Phase.COMPLETE:
-        rate = human_rate(model.average_rate) if model.average_rate else "—"
-        return (f"moved {human_size(model.bytes_total)} in {model.files_total:,} files in "
-                f"{human_duration(model.elapsed)} ({rate}){model.reused_note}")
+        size, files, took, rate = moved_figures(model)
+        return f"moved {size} in {files} files in {took} ({rate or '—'}){reused_note(model)}"
     return model.outcome()
 
 
 def exit_status_for(model: MoveProgress, dry_run: bool) -> int:
     if dry_run and model.plan is not None and model.phase is not Phase.ERROR:
-        return EXIT_OK
-    return {Phase.COMPLETE: EXIT_OK, Phase.CANCELLED: EXIT_CANCELLED}.get(
-        model.phase, EXIT_FAILED) if model.phase else EXIT_FAILED
+        return ExitStatus.OK
+    return {Phase.COMPLETE: ExitStatus.OK, Phase.CANCELLED: ExitStatus.CANCELLED}.get(
+        model.phase, ExitStatus.FAILED) if model.phase else ExitStatus.FAILED
 
 
 async def run_move(args: argparse.Namespace) -> int:
@@ -320,10 +292,10 @@ async def run_moves(args: argparse.Namespace) -> int:
         for entry in listed:
             print(json.dumps(asdict(record_from_listed(entry, target.label)),
                              ensure_ascii=False))
-        return EXIT_OK
+        return ExitStatus.OK
     print_records([record_from_listed(entry, target.label) for entry in listed],
                   empty=f"no moves recorded on {target.label}")
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def say(message: str) -> None:
@@ -378,7 +350,7 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
         # Only a second Ctrl-C gets here, after the first one asked the mover to cancel.
         say(f"servermove: stopped waiting for the cancel on {where}; the mover there is still "
             "cancelling (servermove attach shows how it ends)")
-        return EXIT_STOPPED_FOLLOWING
+        return ExitStatus.STOPPED_FOLLOWING
     except ConnectionLost as exc:
         recorder.connection_lost(model, exc.message)
         raise
@@ -390,10 +362,10 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
         say(f"warning: {warning}")
     if not args.json and model.phase is Phase.COMPLETE:
         view.console.print(Text(summary_line(model)))
-    if handle.exit_status == EXIT_REFUSED and model.error:
+    if handle.exit_status == ExitStatus.REFUSED and model.error:
         # Refused before anything was touched: the mover's words say what to do.
         say(f"servermove: {model.error}")
-        return EXIT_REFUSED
+        return ExitStatus.REFUSED
     if model.phase in (Phase.ERROR, Phase.CANCELLED) or (model.phase is None and not args.dry_run):
         say(f"servermove: {summary_line(model)}")
         if model.phase is None and handle.stderr_text.strip():
@@ -428,7 +400,7 @@ class LineView(contextlib.AbstractContextManager):
 
     def show(self, raw: bytes, event: object) -> None:
         if isinstance(event, PlanEvent):
-            self.console.print(Text(_plan_line(event)))
+            self.console.print(Text(plan_line(event)))
         elif self.model.phase is not self._phase and self.model.phase is not None:
             self._phase = self.model.phase
             self.console.print(Text(f"{self._phase.value}…"))
@@ -452,7 +424,7 @@ class LiveView(LineView):
 
     def show(self, raw: bytes, event: object) -> None:
         if isinstance(event, PlanEvent):
-            self._live.console.print(Text(_plan_line(event)))
+            self._live.console.print(Text(plan_line(event)))
 
 
 def show_log(args: argparse.Namespace) -> int:
@@ -464,12 +436,12 @@ def show_log(args: argparse.Namespace) -> int:
     if args.json:
         for record in records:
             print(record.to_json())
-        return EXIT_OK
+        return ExitStatus.OK
     filters = [f"server {args.server}"] * bool(args.server) + [
         f"started by {args.started_by}"] * bool(args.started_by)
     print_records(records, empty=f"no moves in the log for {' and '.join(filters)}" if filters
                   else "no moves recorded yet")
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def _check_server_name(name: str, history: MoveHistory) -> None:

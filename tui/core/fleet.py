@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tui.core import runner
+from tui.core import runner, wording
 from tui.core.errors import (
     AuthFailed,
     ConnectionLost,
@@ -146,8 +146,7 @@ def status_text(move: ServerMove | None, problem: ConnectionProblem | None = Non
         return f"moved to {move.new_path}"
     if progress.phase is Phase.CANCELLED:
         return "cancelled"
-    where = progress.failed_phase.value if progress.failed_phase else "start"
-    return f"error while {where}"
+    return f"error while {wording.stopped_while(progress)}"
 
 
 class Fleet:

@@ -7,11 +7,8 @@ The styled cells of the moves log (rich `Text`) are in `tui.app.log_table`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from tui.core.protocol import PlanEvent
-
+from tui.core.protocol import TERMINAL_PHASES
 
 DECIMAL_UNITS = ("kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
@@ -81,7 +78,7 @@ def of_total(done: int, total: int, *, sizes: bool) -> str:
 
 # -- the moves log: one set of cells for `servermove log` and the TUI's Moves Log -------------
 
-FINISHED_RESULTS = ("complete", "error", "cancelled")
+FINISHED_RESULTS = tuple(phase.value for phase in TERMINAL_PHASES)
 # The route last: it is the one long column, so it takes (or folds into) what width is left.
 LOG_COLUMNS = ("started", "server", "started by", "result", "size", "files", "time", "avg rate",
                "from → to")
@@ -113,27 +110,3 @@ def fit_log_columns(widths: dict[str, int], room: int, route_wanted: int,
         if name != keep:
             columns.remove(name)
     return columns
-
-
-def open_files_sentences(plan: PlanEvent) -> list[str]:
-    """What the mover's check for programs using the source found, as sentences without a final
-    period ([] from a mover without the check). A program writing there refuses the move, so a
-    plan only ever reports readers."""
-    if plan.open_files_check is None:
-        return []
-    if plan.open_files_check == "own processes only":
-        scope = "only this user's own programs were checked: run as root to check all"
-    elif plan.open_files_unchecked:
-        scope = (f"all programs were checked but {plan.open_files_unchecked:,} that could not be "
-                 "inspected")
-    else:
-        scope = "all programs were checked"
-    sentences = [f"No program writes in the source ({scope})"]
-    readers = plan.source_readers
-    if readers:
-        named = ", ".join(f"pid {r.pid} ({r.command}) {r.path}" for r in readers[:3])
-        if len(readers) > 3:
-            named += f" and {len(readers) - 3:,} more"
-        them = "it" if len(readers) == 1 else "them"
-        sentences.append(f"Reading from it: {named} — restart {them} after the move")
-    return sentences

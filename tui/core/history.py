@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from tui.core import locations
+from tui.core.formatting import parse_iso
 from tui.core.progress import MoveProgress
-from tui.core.protocol import Event, ListedEvent, PlanEvent, ProgressEvent
+from tui.core.protocol import TERMINAL_PHASES, Event, ListedEvent, PlanEvent, ProgressEvent
 
 COMPACT_AFTER_LINES = 2000
 Warn = Callable[[str], None]
@@ -61,9 +62,8 @@ def iso_utc(timestamp: float | None) -> str | None:
 
 
 def _from_iso(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    moment = parse_iso(text)
+    return moment.timestamp() if moment else None
 
 
 @dataclass
@@ -93,7 +93,7 @@ class MoveRecord:
 
     @property
     def finished(self) -> bool:
-        return self.phase in ("complete", "error", "cancelled")
+        return self.phase in TERMINAL_PHASES
 
     @property
     def started_ts(self) -> float:

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tui.core.formatting import human_size
+from tui.core import wording
 from tui.core.protocol import (
     DataState,
     Event,
@@ -304,28 +304,6 @@ class MoveProgress:
         """A same-filesystem rename: instant, and not counted (its totals say nothing)."""
         return self.plan is not None and not self.plan.counted
 
-    @property
-    def reused_note(self) -> str:
-        """What a resumed move took over from the move cut short ("" for any other move)."""
-        if not self.bytes_reused:
-            return ""
-        return f" ({human_size(self.bytes_reused)} reused from the move cut short)"
-
     def outcome(self) -> str:
-        """One line in plain words: what happened and where the data is."""
-        if self.phase is Phase.COMPLETE:
-            if self.uncounted_rename and self.plan is not None:
-                return (f"Renamed {self.plan.src} to {self.plan.dst} (same filesystem: one "
-                        "atomic rename, nothing copied).")
-            return f"Move complete{self.reused_note}."
-        if self.phase in (Phase.ERROR, Phase.CANCELLED):
-            what = "Move cancelled" if self.phase is Phase.CANCELLED else "Move failed"
-            where = self.failed_phase.value if self.failed_phase else "start"
-            text = f"{what} while {where}"
-            if self.error:
-                # The mover's own words already say where the data is.
-                return f"{text}: {self.error.rstrip('.')}."
-            if self.data_state is not None:
-                text += f" ({self.data_state.explain()})"
-            return text + "."
-        return "Move in progress." if self.phase else "Not started."
+        """One line in plain words: what happened and where the data is (tui.core.wording)."""
+        return wording.outcome(self)

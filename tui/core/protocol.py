@@ -34,7 +34,9 @@ class Phase(StrEnum):
 # The order a successful move walks through; error and cancelled can happen at any step.
 PHASE_ORDER: tuple[Phase, ...] = (Phase.CALCULATING, Phase.COPYING, Phase.VERIFYING,
                                   Phase.CLEANING, Phase.COMPLETE)
-TERMINAL_PHASES = frozenset({Phase.COMPLETE, Phase.ERROR, Phase.CANCELLED})
+# The phases a move ends in, in the order the moves log lists results; the mover's own list is
+# checked against this one (tests/test_protocol.py).
+TERMINAL_PHASES: tuple[Phase, ...] = (Phase.COMPLETE, Phase.ERROR, Phase.CANCELLED)
 
 
 class DataState(StrEnum):

@@ -64,7 +64,7 @@ TOO_OLD_EXIT = 97
 PYTHON_FLAGS = ("-E", "-s", "-S")
 BOOTSTRAP = (
     "import sys;sys.path=[p for p in sys.path if p];"
-    "sys.version_info<(3,6) and sys.exit(97);import json;"
+    f"sys.version_info<(3,6) and sys.exit({TOO_OLD_EXIT});import json;"
     "h=json.loads(sys.stdin.buffer.readline().decode());sys.argv=['servermove-mover']+h['argv'];"
     "exec(compile(sys.stdin.buffer.read(h['size']),'servermove-mover','exec'),"
     "{'__name__':'__main__'})"

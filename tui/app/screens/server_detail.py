@@ -19,19 +19,10 @@ from tui.app.widgets.move_panel import MoveProgressPanel, OutcomePanel
 from tui.app.widgets.path_label import PathLabel
 from tui.core.errors import ServermoveError
 from tui.core.fleet import MoveState, connection_problem
-from tui.core.formatting import human_size
 from tui.core.inventory import ServerEntry
+from tui.core.wording import free_space_text
 
 STAT_DEBOUNCE_S = 0.6  # ask the server for free space once the user pauses typing
-
-
-def free_space_text(stat) -> str:
-    """`free 12.3 GB of 50 GB on /srv` for an FsStatEvent."""
-    if stat is None or stat.free_bytes is None:
-        return "free space unknown"
-    total = f" of {human_size(stat.total_bytes)}" if stat.total_bytes else ""
-    mount = f" on {stat.mount_point}" if getattr(stat, "mount_point", None) else ""
-    return f"free {human_size(stat.free_bytes)}{total}{mount}"
 
 
 class ServerDetailScreen(Screen):
