@@ -259,10 +259,10 @@ async def run_move(args: argparse.Namespace) -> int:
                           verify=args.verify, bwlimit=args.bwlimit, dry_run=args.dry_run)
     handle = await start_move(target, request, settings=_settings(args),
                               prompter=TerminalPrompter(err))
-    recorder = MoveRecorder(_history(err), server=target.label, target=args.target,
+    recorder = MoveRecorder(_history(), server=target.label, target=args.target,
                             source=args.src, destination=args.dst, verify=args.verify,
                             started_by=request.started_by)
-    return await follow(handle, args, recorder, err)
+    return await follow(handle, args, recorder)
 
 
 async def run_attach(args: argparse.Namespace) -> int:
@@ -270,7 +270,7 @@ async def run_attach(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, sudo=args.sudo)
     handle = await attach_move(target, args.move_id, settings=_settings(args),
                                prompter=TerminalPrompter(err))
-    history = _history(err)
+    history = _history()
     known = history.get(handle.move_id) if handle.move_id else None
     recorder = MoveRecorder(history, server=target.label, target=args.target,
                             source=known.source if known else "",
@@ -279,7 +279,7 @@ async def run_attach(args: argparse.Namespace) -> int:
                             started_by=getattr(handle, "started_by", None) or (
                                 known.startedBy if known else None))
     args.dry_run = False
-    return await follow(handle, args, recorder, err)
+    return await follow(handle, args, recorder)
 
 
 async def run_moves(args: argparse.Namespace) -> int:
@@ -287,7 +287,7 @@ async def run_moves(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, sudo=args.sudo)
     listed = await list_target_moves(target, settings=_settings(args),
                                      prompter=TerminalPrompter(err))
-    _history(err).merge(record_from_listed(entry, target.label) for entry in listed)
+    _history().merge(record_from_listed(entry, target.label) for entry in listed)
     if args.json:
         for entry in listed:
             print(json.dumps(asdict(record_from_listed(entry, target.label)),
@@ -303,12 +303,11 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _history(err: Console) -> MoveHistory:
+def _history() -> MoveHistory:
     return MoveHistory(warn=lambda message: say(f"warning: {message}"))
 
 
-async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRecorder,
-                 err: Console) -> int:
+async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRecorder) -> int:
     """Show a move to its end (or the end of a dry run), recording it; returns the exit status.
 
     Ctrl-C or SIGTERM asks the mover to cancel and keeps following until it says `cancelled`;
@@ -428,7 +427,7 @@ class LiveView(LineView):
 
 
 def show_log(args: argparse.Namespace) -> int:
-    history = _history(Console(stderr=True, highlight=False))
+    history = _history()
     if args.server is not None:
         _check_server_name(args.server, history)
     limit = args.limit if args.limit is not None or args.json else 20

@@ -39,12 +39,3 @@ class JournalMerged(Message, bubble=False):
 @dataclass
 class InventoryChanged(Message, bubble=False):
     """servers.toml was written (a server added, edited, removed, or its data path moved)."""
-
-
-
-@dataclass
-class MoveRequested(Message):
-    """The user confirmed a move on a server's detail screen."""
-
-    server_name: str
-    new_path: str

@@ -135,7 +135,7 @@ class MoveHistory:
         return records, count
 
     def records(self, *, server: str | None = None, limit: int | None = None,
-                phase: str | None = None, started_by: str | None = None) -> list[MoveRecord]:
+                started_by: str | None = None) -> list[MoveRecord]:
         """Newest first. `started_by`: HERE, ELSEWHERE or a USER@HOST."""
         records = sorted(self._read_lines()[0].values(), key=lambda r: r.started_ts,
                          reverse=True)
@@ -143,8 +143,6 @@ class MoveHistory:
             records = [r for r in records if r.server == server]
         if started_by is not None:
             records = [r for r in records if started_by_matches(r.startedBy, started_by)]
-        if phase is not None:
-            records = [r for r in records if r.phase == phase]
         return records[:limit] if limit is not None else records
 
     def get(self, move_id: str) -> MoveRecord | None:

@@ -65,7 +65,6 @@ class MoveProgress:
     phases_reached: list[Phase] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     link_lost: bool = False  # the connection dropped; the move goes on on the server
-    link_message: str | None = None
     last_seq: int | None = None
     seq_gaps: int = 0
     duplicates: int = 0
@@ -105,7 +104,7 @@ class MoveProgress:
             self.warnings.append(f"unreadable line from the mover: {event.line[:200]}")
             return True
         if isinstance(event, LinkEvent):
-            self.link_lost, self.link_message = event.lost, event.message
+            self.link_lost = event.lost
             return True
         return False  # nothing to show: a blank line, the hello, a stat or a listing
 

@@ -33,8 +33,6 @@ class Target:
         return self.label
 
 
-LOCAL_TARGET = Target(label=LOCAL)
-
 
 def parse_target(text: str, *, sudo: bool = False, python: str | None = None) -> Target:
     """Parse `local`, an ssh config alias, or `[user@]host[:port]` (IPv6 as `[addr]:port`).
