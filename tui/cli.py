@@ -33,6 +33,8 @@ from rich.text import Text
 
 from tui.app.log_table import log_cells, log_header
 from tui.core.errors import BadInput, ConnectionLost, ExitStatus, ServermoveError
+from tui.core.follow import MoveHandle
+from tui.core.follow import follow as follow_move
 from tui.core.formatting import (
     LOG_COLUMNS,
     fit_log_columns,
@@ -46,7 +48,6 @@ from tui.core.progress import MoveProgress
 from tui.core.protocol import LinkEvent, Phase, PlanEvent, display_path
 from tui.core.runner import (
     HostKeyQuestion,
-    MoveHandle,
     MoveRequest,
     SshSettings,
     attach_move,
@@ -320,15 +321,15 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
     view = JsonView() if args.json else (LiveView(model) if Console().is_terminal
                                          else LineView(model))
 
+    def show(event: object, _changed: bool) -> None:
+        if isinstance(event, LinkEvent):
+            say(f"servermove: {event.message}")
+        else:
+            view.show(event)
+
     async def show_to_the_end() -> None:
         with view:
-            async for raw, event in handle.records():
-                model.apply(event)
-                recorder.observe(event, model)
-                if isinstance(event, LinkEvent):
-                    say(f"servermove: {event.message}")
-                elif raw is not None:
-                    view.show(raw, event)
+            await follow_move(handle, model, recorder, on_event=show, on_line=view.pass_on)
 
     following = asyncio.ensure_future(show_to_the_end())
 
@@ -380,7 +381,10 @@ class JsonView(contextlib.AbstractContextManager):
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def show(self, raw: bytes, event: object) -> None:
+    def show(self, event: object) -> None:
+        return None
+
+    def pass_on(self, raw: bytes) -> None:
         sys.stdout.buffer.write(raw if raw.endswith(b"\n") else raw + b"\n")
         sys.stdout.buffer.flush()
 
@@ -397,7 +401,9 @@ class LineView(contextlib.AbstractContextManager):
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def show(self, raw: bytes, event: object) -> None:
+    pass_on = None  # the mover's raw lines are for --json only
+
+    def show(self, event: object) -> None:
         if isinstance(event, PlanEvent):
             self.console.print(Text(plan_line(event)))
         elif self.model.phase is not self._phase and self.model.phase is not None:
@@ -421,7 +427,7 @@ class LiveView(LineView):
     def __exit__(self, *exc: object) -> None:
         self._live.__exit__(None, None, None)
 
-    def show(self, raw: bytes, event: object) -> None:
+    def show(self, event: object) -> None:
         if isinstance(event, PlanEvent):
             self._live.console.print(Text(plan_line(event)))
 

@@ -9,10 +9,10 @@ UI: every SSH round trip is awaited inside the worker.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from tui.core import runner, wording
 from tui.core.errors import (
@@ -22,28 +22,17 @@ from tui.core.errors import (
     HostUnreachable,
     ServermoveError,
 )
+from tui.core.follow import MoveHandle, follow
 from tui.core.history import MoveHistory, MoveRecorder, record_from_listed
 from tui.core.inventory import ServerEntry
 from tui.core.progress import MoveProgress
 from tui.core.protocol import Event, MalformedLine, Phase, PlanEvent, ProgressEvent
 from tui.core.targets import Target, parse_target
 
-
-class MoveHandleLike(Protocol):
-    """What the fleet needs of a running mover (tui.core.runner.MoveHandle, or a test's fake)."""
-
-    stderr_text: str
-
-    def events(self) -> AsyncIterator[Event | MalformedLine]: ...
-    async def cancel(self) -> None: ...
-    async def wait(self) -> int | None: ...
-    def close(self) -> None: ...
-
-
 # start_move(target, request, *, settings, prompter) and stat_paths(target, paths, ...), as in
 # tui.core.runner; injectable so tests can feed synthetic streams for many servers at once.
-StartMove = Callable[..., Awaitable[MoveHandleLike]]
-AttachMove = Callable[..., Awaitable[MoveHandleLike]]
+StartMove = Callable[..., Awaitable[MoveHandle]]
+AttachMove = Callable[..., Awaitable[MoveHandle]]
 ListMoves = Callable[..., Awaitable[list[Any]]]
 StatPaths = Callable[..., Awaitable[list[Any]]]
 
@@ -95,7 +84,7 @@ class ServerMove:
     problem: str | None = None  # why the move could not start or was lost, in plain words
     exit_status: int | None = None
     cancel_requested: bool = False
-    handle: MoveHandleLike | None = field(default=None, repr=False)
+    handle: MoveHandle | None = field(default=None, repr=False)
     recorder: MoveRecorder | None = field(default=None, repr=False)
 
     @property
@@ -180,7 +169,7 @@ class Fleet:
                                           bwlimit=options.bwlimit, dry_run=dry_run)
 
     async def _start(self, server: ServerEntry, new_path: str, options: MoveOptions,
-                     dry_run: bool) -> MoveHandleLike:
+                     dry_run: bool) -> MoveHandle:
         start = self._start_move or runner.start_move
         request = self._request(server, new_path, options, dry_run)
         return await start(target_of(server), request, settings=self.settings,
@@ -266,7 +255,7 @@ class Fleet:
                                                  settings=self.settings, prompter=self.prompter))
 
     async def _follow(self, server: ServerEntry, new_path: str, verify: str,
-                      open_handle: Callable[[], Awaitable[MoveHandleLike]]) -> ServerMove:
+                      open_handle: Callable[[], Awaitable[MoveHandle]]) -> ServerMove:
         move = self.moves.get(server.name)
         if move is None or not move.active:
             move = self.begin(server, new_path)
@@ -282,9 +271,9 @@ class Fleet:
                 await move.handle.cancel()
             move.state = MoveState.RUNNING
             self._touch(name)
-            async for event in move.handle.events():
-                self.record(name, event)
-            move.exit_status = await move.handle.wait()
+            move.exit_status = await follow(
+                move.handle, move.progress, move.recorder,
+                on_event=lambda _event, changed: self._touch(name) if changed else None)
             move.state = MoveState.FINISHED
             if not move.progress.finished:
                 move.problem = self._died_without_saying(move)
