@@ -225,7 +225,7 @@ class ServerMoveApp(App[str | None]):
     def publish_progress(self) -> None:
         """The coalescing point: tell the screens which servers changed since last time."""
         for name in sorted(self.fleet.take_changed()):
-            self.broadcast(lambda name=name: MoveProgressed(name))
+            self.broadcast(lambda name=name: MoveProgressed(name, self.fleet.get(name)))
 
     def start_move(self, name: str, new_path: str, options: MoveOptions | None = None) -> None:
         server = self.inventory.get(name)

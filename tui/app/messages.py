@@ -9,13 +9,17 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from tui.core.fleet import ServerMove
+
 
 @dataclass
 class MoveProgressed(Message, bubble=False):
-    """A server's move changed. Posted at most about ten times a second per server; a flood for
-    one server that the screen has not caught up with collapses to the latest."""
+    """A server's move changed, with the move to show (None: no move on it). Posted at most about
+    ten times a second per server; a flood for one server that the screen has not caught up with
+    collapses to the latest."""
 
     server_name: str
+    move: ServerMove | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, MoveProgressed) and message.server_name == self.server_name

@@ -18,7 +18,7 @@ from tui.app.screens.server_form import DataPathValidator
 from tui.app.widgets.move_panel import MoveProgressPanel, OutcomePanel
 from tui.app.widgets.path_label import PathLabel
 from tui.core.errors import ServermoveError
-from tui.core.fleet import MoveState, connection_problem
+from tui.core.fleet import MoveState, ServerMove, connection_problem
 from tui.core.inventory import ServerEntry
 from tui.core.wording import free_space_text
 
@@ -42,6 +42,9 @@ class ServerDetailScreen(Screen):
         # Who wrote the status line beside Apply: "move" (connecting, cancelling) or "plan"
         # (the dry run's check or refusal). Each goes when what it describes changes.
         self._status_owner: str | None = None
+        # Whether a move was running when Apply was last checked: a progress tick re-checks the
+        # new path only when that changes (the path's own changes re-check it as they happen).
+        self._apply_checked_for_active: bool | None = None
 
     @property
     def server(self) -> ServerEntry:
@@ -74,7 +77,7 @@ class ServerDetailScreen(Screen):
         self.title = self.server_name
         self.sub_title = self.server.target
         self.show_server()
-        self.show_move()
+        self.show_move(self.app.fleet.get(self.server_name))
         self.check_new_path()
         self.stat_free_space()
         self.merge_journal()
@@ -87,8 +90,7 @@ class ServerDetailScreen(Screen):
     def show_server(self) -> None:
         self.query_one("#current-path", PathLabel).path = self.server.data_path
 
-    def show_move(self) -> None:
-        move = self.app.fleet.get(self.server_name)
+    def show_move(self, move: ServerMove | None) -> None:
         active = move is not None and move.active
         panel = self.query_one(MoveProgressPanel)
         panel.display = move is not None
@@ -114,7 +116,9 @@ class ServerDetailScreen(Screen):
         elif self._status_owner == "move":
             self.set_status("")  # the move it described has ended
         self.refresh_bindings()
-        self.update_apply()
+        if active != self._apply_checked_for_active:
+            self._apply_checked_for_active = active
+            self.update_apply()
 
     def set_status(self, text: str, *, owner: str | None = None) -> None:
         self._status_owner = owner if text else None
@@ -142,7 +146,7 @@ class ServerDetailScreen(Screen):
 
     def on_move_progressed(self, message: MoveProgressed) -> None:
         if message.server_name == self.server_name:
-            self.show_move()
+            self.show_move(message.move)
 
     def on_inventory_changed(self, _: InventoryChanged) -> None:
         if self.server_name not in self.app.inventory:
@@ -225,7 +229,7 @@ class ServerDetailScreen(Screen):
             options = choice.options
         if choice is not None:
             self.app.start_move(self.server_name, new_path, choice.options)
-        self.show_move()
+        self.show_move(self.app.fleet.get(self.server_name))
 
     def _checking(self) -> bool:
         return any(worker.group == "plan" and not worker.is_finished for worker in self.workers)
