@@ -358,6 +358,12 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         handle.close()
+    return _say_how_it_ended(model, handle, args, view)
+
+
+def _say_how_it_ended(model: MoveProgress, handle: MoveHandle, args: argparse.Namespace,
+                      view: JsonView | LineView) -> int:
+    """The warnings, the summary or the refusal once a move's stream ended; the exit status."""
     for warning in model.warnings:
         say(f"warning: {warning}")
     if not args.json and model.phase is Phase.COMPLETE:

@@ -26,7 +26,7 @@ from tui.core.follow import MoveHandle, follow
 from tui.core.history import MoveHistory, MoveRecorder, record_from_listed
 from tui.core.inventory import ServerEntry
 from tui.core.progress import MoveProgress
-from tui.core.protocol import Event, MalformedLine, Phase, PlanEvent, ProgressEvent
+from tui.core.protocol import Phase, PlanEvent, ProgressEvent
 from tui.core.targets import Target, parse_target
 
 # start_move(target, request, *, settings, prompter) and stat_paths(target, paths, ...), as in
@@ -227,16 +227,6 @@ class Fleet:
         self.moves[server.name] = move
         self._touch(server.name)
         return move
-
-    def record(self, name: str, event: Event | MalformedLine | None) -> None:
-        """Fold one event into a server's move (the runner's stream, or a test's)."""
-        move = self.moves[name]
-        if move.state is MoveState.CONNECTING:
-            move.state = MoveState.RUNNING
-        if move.progress.apply(event):
-            self._touch(name)
-        if move.recorder is not None:
-            move.recorder.observe(event, move.progress)
 
     async def run_move(self, server: ServerEntry, new_path: str,
                        options: MoveOptions = DEFAULT_MOVE_OPTIONS) -> ServerMove:

@@ -60,8 +60,9 @@ TOO_OLD_EXIT = 97
 # The interpreter runs with -E -s -S: no PYTHON* variables, no user or system site-packages, and
 # the bootstrap drops the working directory from sys.path before its first import. What runs is
 # the mover and the standard library, not a json.py that happens to lie in the login's home
-# (under sudo, as root); and skipping site makes each start ~10 ms faster. Unlike -I, these flags
-# exist in every python3 and python2, so a too-old interpreter still reaches the version test.
+# (under sudo, as root); and skipping site makes each start faster (docs/performance.md). Unlike
+# -I, these flags exist in every python3 and python2, so a too-old interpreter still reaches the
+# version test.
 PYTHON_FLAGS = ("-E", "-s", "-S")
 BOOTSTRAP = (
     "import sys;sys.path=[p for p in sys.path if p];"
