@@ -8,7 +8,7 @@ import json
 import re
 
 from tests.cli_support import make_tree, servermove
-from tui.core.history import this_machine
+from tui.core.moves_log import this_machine
 from tui.core.runner import MoveRequest, start_move
 from tui.core.targets import parse_target
 

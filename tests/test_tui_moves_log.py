@@ -36,8 +36,8 @@ from tui.app.screens.moves_log import (
 )
 from tui.app.screens.server_detail import ServerDetailScreen
 from tui.core.formatting import local_time
-from tui.core.history import MoveHistory, MoveRecord, this_machine
 from tui.core.inventory import ServerEntry
+from tui.core.moves_log import MoveRecord, MovesLog, this_machine
 from tui.core.protocol import Phase
 
 # db-primary is in the log but no longer in the inventory: the log keeps a removed server's moves,
@@ -110,10 +110,10 @@ NEWEST_FIRST = ["m-db-unfinished", "m-web1-complete", "m-web2-error", "m-files-r
                 "m-web1-cancelled"]
 
 
-def write_sample_log(records: list[MoveRecord] = SAMPLE_RECORDS) -> MoveHistory:
+def write_sample_log(records: list[MoveRecord] = SAMPLE_RECORDS) -> MovesLog:
     """The sample moves into the moves log of this test's data dir (also used for the README
     screenshot)."""
-    history = MoveHistory()
+    history = MovesLog()
     for record in records:
         history.save(record)
     return history

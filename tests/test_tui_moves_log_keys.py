@@ -20,7 +20,7 @@ from tests.test_tui_moves_log import (
 from tests.test_tui_support import wait_for
 from tui.app.screens.dashboard import DashboardScreen
 from tui.app.screens.moves_log import MoveDetailScreen, shorten_route
-from tui.core.history import HERE, MoveRecord
+from tui.core.moves_log import HERE, MoveRecord
 
 LONG = MoveRecord(
     moveId="m-long", server="files", target="files.lan",

@@ -43,7 +43,7 @@ from tui.core.formatting import (
     human_rate,
     of_total,
 )
-from tui.core.history import MoveHistory, MoveRecord, MoveRecorder, record_from_listed
+from tui.core.moves_log import MoveRecord, MoveRecorder, MovesLog, record_from_listed
 from tui.core.progress import MoveProgress
 from tui.core.protocol import LinkEvent, Phase, PlanEvent, display_path
 from tui.core.runner import (
@@ -260,7 +260,7 @@ async def run_move(args: argparse.Namespace) -> int:
                           verify=args.verify, bwlimit=args.bwlimit, dry_run=args.dry_run)
     handle = await start_move(target, request, settings=_settings(args),
                               prompter=TerminalPrompter(err))
-    recorder = MoveRecorder(_history(), server=target.label, target=args.target,
+    recorder = MoveRecorder(_moves_log(), server=target.label, target=args.target,
                             source=args.src, destination=args.dst, verify=args.verify,
                             started_by=request.started_by)
     return await follow(handle, args, recorder)
@@ -271,9 +271,9 @@ async def run_attach(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, sudo=args.sudo)
     handle = await attach_move(target, args.move_id, settings=_settings(args),
                                prompter=TerminalPrompter(err))
-    history = _history()
-    known = history.get(handle.move_id) if handle.move_id else None
-    recorder = MoveRecorder(history, server=target.label, target=args.target,
+    moves_log = _moves_log()
+    known = moves_log.get(handle.move_id) if handle.move_id else None
+    recorder = MoveRecorder(moves_log, server=target.label, target=args.target,
                             source=known.source if known else "",
                             destination=known.destination if known else "",
                             verify=known.verify if known else "checksum",
@@ -288,7 +288,7 @@ async def run_moves(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, sudo=args.sudo)
     listed = await list_target_moves(target, settings=_settings(args),
                                      prompter=TerminalPrompter(err))
-    _history().merge(record_from_listed(entry, target.label) for entry in listed)
+    _moves_log().merge(record_from_listed(entry, target.label) for entry in listed)
     if args.json:
         for entry in listed:
             print(json.dumps(asdict(record_from_listed(entry, target.label)),
@@ -304,8 +304,8 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _history() -> MoveHistory:
-    return MoveHistory(warn=lambda message: say(f"warning: {message}"))
+def _moves_log() -> MovesLog:
+    return MovesLog(warn=lambda message: say(f"warning: {message}"))
 
 
 async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRecorder) -> int:
@@ -439,11 +439,11 @@ class LiveView(LineView):
 
 
 def show_log(args: argparse.Namespace) -> int:
-    history = _history()
+    moves_log = _moves_log()
     if args.server is not None:
-        _check_server_name(args.server, history)
+        _check_server_name(args.server, moves_log)
     limit = args.limit if args.limit is not None or args.json else 20
-    records = history.records(server=args.server, limit=limit, started_by=args.started_by)
+    records = moves_log.records(server=args.server, limit=limit, started_by=args.started_by)
     if args.json:
         for record in records:
             print(record.to_json())
@@ -455,11 +455,11 @@ def show_log(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def _check_server_name(name: str, history: MoveHistory) -> None:
+def _check_server_name(name: str, moves_log: MovesLog) -> None:
     """A name in neither the moves log nor servers.toml is a typo, not a server without moves."""
     from tui.core.inventory import load_inventory
 
-    logged = sorted({record.server for record in history.records()})
+    logged = sorted({record.server for record in moves_log.records()})
     if name in logged or name in load_inventory():
         return
     known = f" (servers in the log: {', '.join(logged)})" if logged else ""

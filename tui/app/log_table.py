@@ -14,7 +14,7 @@ from tui.core.formatting import (
     human_size,
     local_time,
 )
-from tui.core.history import MoveRecord, this_machine
+from tui.core.moves_log import MoveRecord, this_machine
 
 RESULT_STYLES = {"complete": "green", "error": "red", "cancelled": "yellow"}
 STARTED_HERE = "here"  # a move started from this machine, in the `started by` column

@@ -23,8 +23,8 @@ from tui.core.errors import (
     ServermoveError,
 )
 from tui.core.follow import MoveHandle, follow
-from tui.core.history import MoveHistory, MoveRecorder, record_from_listed
 from tui.core.inventory import ServerEntry
+from tui.core.moves_log import MoveRecorder, MovesLog, record_from_listed
 from tui.core.progress import MoveProgress
 from tui.core.protocol import Phase, PlanEvent, ProgressEvent
 from tui.core.targets import Target, parse_target
@@ -144,13 +144,13 @@ class Fleet:
     def __init__(self, *, start_move: StartMove | None = None, stat_paths: StatPaths | None = None,
                  attach_move: AttachMove | None = None, list_moves: ListMoves | None = None,
                  settings: Any = None,
-                 prompter: Any = None, history: MoveHistory | None = None,
+                 prompter: Any = None, moves_log: MovesLog | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._start_move = start_move
         self._stat_paths = stat_paths
         self._attach_move = attach_move
         self._list_moves = list_moves
-        self.history = history if history is not None else MoveHistory()
+        self.moves_log = moves_log if moves_log is not None else MovesLog()
         self.settings = settings
         self.prompter = prompter
         self.clock = clock
@@ -250,7 +250,7 @@ class Fleet:
         if move is None or not move.active:
             move = self.begin(server, new_path)
         name = server.name
-        move.recorder = MoveRecorder(self.history, server=name, target=server.target,
+        move.recorder = MoveRecorder(self.moves_log, server=name, target=server.target,
                                      source=server.data_path, destination=new_path,
                                      verify=verify, clock=self.clock)
         try:
@@ -293,14 +293,14 @@ class Fleet:
         list_moves = self._list_moves or runner.list_target_moves
         listed = await list_moves(target_of(server), settings=self.settings,
                                   prompter=self.prompter)
-        return len(self.history.merge(record_from_listed(entry, server.target)
+        return len(self.moves_log.merge(record_from_listed(entry, server.target)
                                       for entry in listed))
 
     def unfinished_moves(self, servers: Sequence[ServerEntry]) -> list[tuple[ServerEntry, Any]]:
         """(server, log record) for each server whose last logged move never told us its end."""
         found = []
         for server in servers:
-            last = self.history.records(server=server.name, limit=1)
+            last = self.moves_log.records(server=server.name, limit=1)
             if last and not last[0].finished and not self.is_active(server.name):
                 found.append((server, last[0]))
         return found

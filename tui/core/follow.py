@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from tui.core.history import MoveRecorder
+from tui.core.moves_log import MoveRecorder
 from tui.core.progress import MoveProgress
 from tui.core.protocol import Event, MalformedLine
 

@@ -33,7 +33,7 @@ from tui.core.errors import (
     SudoPasswordWrong,
 )
 from tui.core.follow import LineHook
-from tui.core.history import this_machine
+from tui.core.moves_log import this_machine
 from tui.core.protocol import (
     Event,
     FsStatEvent,

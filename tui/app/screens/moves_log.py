@@ -1,7 +1,7 @@
 """The Moves Log: every recorded move, newest first (or sorted by any column), filtered by server,
 result, who started it and any text; and one move in full with its timeline.
 
-Reads the moves log (tui.core.history) when shown and again whenever a move ends. Paths and
+Reads the moves log (tui.core.moves_log) when shown and again whenever a move ends. Paths and
 errors come from servers, so they are shown as plain text, never as markup.
 """
 
@@ -31,11 +31,11 @@ from tui.core.formatting import (
     of_total,
     parse_iso,
 )
-from tui.core.history import (
+from tui.core.moves_log import (
     ELSEWHERE,
     HERE,
-    MoveHistory,
     MoveRecord,
+    MovesLog,
     started_by_matches,
     this_machine,
 )
@@ -289,7 +289,7 @@ class MovesLogScreen(Screen):
     def load(self) -> None:
         """Read the log again, keep the filters, and show the rows they let through."""
         warnings: list[str] = []
-        self.records = MoveHistory(warn=warnings.append).records()
+        self.records = MovesLog(warn=warnings.append).records()
         new = [warning for warning in warnings if warning not in self._warned]
         if new:
             self._warned.update(new)
@@ -491,7 +491,7 @@ class MoveDetailScreen(Screen):
 
     def on_move_finished(self, message: MoveFinished) -> None:
         if message.server_name == self.record.server:
-            self.record = MoveHistory().get(self.record.moveId) or self.record
+            self.record = MovesLog().get(self.record.moveId) or self.record
             self.show_record()
 
     def show_record(self) -> None:

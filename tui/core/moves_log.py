@@ -108,7 +108,7 @@ class MoveRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-class MoveHistory:
+class MovesLog:
     """The moves log file. Cheap to construct; reads and writes on demand."""
 
     def __init__(self, path: Path | None = None, *, warn: Warn | None = None) -> None:
@@ -225,10 +225,10 @@ class MoveRecorder:
     it ends — never on plain progress ticks, so a 10-events-a-second stream costs no disk writes.
     """
 
-    def __init__(self, history: MoveHistory, *, server: str, target: str, source: str,
+    def __init__(self, moves_log: MovesLog, *, server: str, target: str, source: str,
                  destination: str, verify: str, clock: Callable[[], float] = time.time,
                  started_by: str | None = None) -> None:
-        self.history = history
+        self.moves_log = moves_log
         self.clock = clock
         self.started_by = started_by  # set once known (the start, or the server's journal)
         self.record: MoveRecord | None = None
@@ -265,7 +265,7 @@ class MoveRecorder:
             if event.error:
                 entry["error"] = event.error
             self.record.timeline.append(entry)
-        self.history.save(self.record)
+        self.moves_log.save(self.record)
 
     def _update(self, model: MoveProgress, at: float) -> None:
         assert self.record is not None
@@ -290,4 +290,4 @@ class MoveRecorder:
         self.record.timeline.append({"at": iso_utc(self.clock()), "phase": "connection-lost",
                                      "error": message})
         self._update(model, self.clock())
-        self.history.save(self.record)
+        self.moves_log.save(self.record)
