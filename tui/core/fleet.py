@@ -27,6 +27,7 @@ from tui.core.inventory import ServerEntry
 from tui.core.moves_log import MoveRecorder, MovesLog, record_from_listed
 from tui.core.progress import MoveProgress
 from tui.core.protocol import Phase, PlanEvent, ProgressEvent
+from tui.core.ssh import Prompter, SshSettings
 from tui.core.targets import Target, parse_target
 
 # start_move(target, request, *, settings, prompter) and stat_paths(target, paths, ...), as in
@@ -143,8 +144,8 @@ class Fleet:
 
     def __init__(self, *, start_move: StartMove | None = None, stat_paths: StatPaths | None = None,
                  attach_move: AttachMove | None = None, list_moves: ListMoves | None = None,
-                 settings: Any = None,
-                 prompter: Any = None, moves_log: MovesLog | None = None,
+                 settings: SshSettings | None = None,
+                 prompter: Prompter | None = None, moves_log: MovesLog | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._start_move = start_move
         self._stat_paths = stat_paths
