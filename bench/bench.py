@@ -215,7 +215,9 @@ class Tool:
 
 
 def tools(mover_python: str) -> dict[str, Tool]:
-    from tui.runner import PYTHON_FLAGS  # the interpreter flags servermove starts the mover with
+    from tui.core.runner import (
+        PYTHON_FLAGS,  # the interpreter flags servermove starts the mover with
+    )
 
     def mover(verify: str, *script: str) -> Callable[[str, str], list[list[str]]]:
         """The mover, or with `script` ("instrumented_mover.py", "quiet") a wrapper around it."""
@@ -452,8 +454,8 @@ def progress_lines(count: int) -> list[str]:
 
 
 def parse_rate(count: int) -> dict[str, float]:
-    from tui.progress import MoveProgress
-    from tui.protocol import parse_line
+    from tui.core.progress import MoveProgress
+    from tui.core.protocol import parse_line
 
     lines = progress_lines(count)
     best_parse = best_model = 0.0

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench import REPO, remove_tree, shapes, tmpfs_mounts
-from tui.runner import PYTHON_FLAGS
+from tui.core.runner import PYTHON_FLAGS
 
 PHASES = ("calculating", "copying", "verifying", "cleaning")
 

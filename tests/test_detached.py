@@ -22,10 +22,10 @@ from tests.cli_support import (
 from tests.fstree import build_everything_tree, snapshot_tree
 from tests.harness import SshServer, run
 from tests.test_mover import interpreter, mover
-from tui.progress import MoveProgress
-from tui.protocol import LinkEvent, Phase, ProgressEvent
-from tui.runner import MoveRequest, SshSettings, attach_move, start_move
-from tui.targets import parse_target
+from tui.core.progress import MoveProgress
+from tui.core.protocol import LinkEvent, Phase, ProgressEvent
+from tui.core.runner import MoveRequest, SshSettings, attach_move, start_move
+from tui.core.targets import parse_target
 
 
 def ssh_cli(sshd: SshServer, *args: object, **kwargs) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.cli_support import make_tree, servermove, start_json_move, wait_for_copying
 from tests.harness import fill_up
-from tui.history import MoveHistory, MoveRecord
+from tui.core.moves_log import MoveRecord, MovesLog
 
 REQUIRED = {"moveId", "server", "target", "source", "destination", "phase", "bytesTotal",
             "bytesCopied", "filesTotal", "filesCopied", "verify", "startedAt", "finishedAt",
@@ -95,7 +95,7 @@ def test_torn_and_corrupt_lines_are_skipped_and_the_rest_kept(tmp_path):
              good[2].to_json(), good[2].to_json()[:30]]  # the last one torn by a crash
     path.write_text("\n".join(lines))
     warnings: list[str] = []
-    history = MoveHistory(path, warn=warnings.append)
+    history = MovesLog(path, warn=warnings.append)
     assert [r.moveId for r in history.records()] == ["m2", "m1", "m0"]
     assert len(warnings) == 3
     assert all(str(path) in w for w in warnings)
@@ -106,7 +106,7 @@ def test_torn_and_corrupt_lines_are_skipped_and_the_rest_kept(tmp_path):
 
 
 def test_log_filters_by_server_and_limits(tmp_path, monkeypatch):
-    history = MoveHistory()
+    history = MovesLog()
     for i, server in enumerate(["web1", "db1", "web1"]):
         history.save(MoveRecord(moveId=f"m{i}", server=server, target=server, source="/a",
                                 destination="/b", phase="complete",
@@ -119,4 +119,4 @@ def test_log_filters_by_server_and_limits(tmp_path, monkeypatch):
 
 
 def test_history_lives_in_the_data_dir(isolated_user_dirs: Path):
-    assert MoveHistory().path == isolated_user_dirs / "data" / "moves.jsonl"
+    assert MovesLog().path == isolated_user_dirs / "data" / "moves.jsonl"

@@ -13,10 +13,10 @@ import pytest
 
 from tests.cli_support import SERVERMOVE, make_tree, servermove
 from tests.harness import SshServer, run
-from tui.errors import HostKeyUnknown
-from tui.runner import SshSettings
-from tui.ssh import connect_target
-from tui.targets import parse_target
+from tui.core.errors import HostKeyUnknown
+from tui.core.runner import SshSettings
+from tui.core.ssh import connect_target
+from tui.core.targets import parse_target
 
 
 def _config_with_empty_known_hosts(sshd: SshServer, tmp: Path) -> tuple[Path, Path]:
@@ -77,7 +77,7 @@ async def test_a_rejected_key_is_not_asked_about_again_in_the_same_run(sshd, tmp
 
 
 async def test_an_accepted_key_already_written_is_not_written_twice(sshd, tmp_path):
-    from tui.ssh import append_known_host
+    from tui.core.ssh import append_known_host
 
     config, known_hosts = _config_with_empty_known_hosts(sshd, tmp_path)
     conn = await connect_target(parse_target(sshd.alias), SshSettings(config_files=[config]),

@@ -8,9 +8,9 @@ import json
 import re
 
 from tests.cli_support import make_tree, servermove
-from tui.history import this_machine
-from tui.runner import MoveRequest, start_move
-from tui.targets import parse_target
+from tui.core.moves_log import this_machine
+from tui.core.runner import MoveRequest, start_move
+from tui.core.targets import parse_target
 
 
 def log_json(*args: str) -> list[dict]:

@@ -20,7 +20,7 @@ import pytest
 
 from tests.fstree import build_everything_tree, diff_snapshots, snapshot_tree
 from tests.harness import as_user, fill_up, mounted_tmpfs, run
-from tui import protocol
+from tui.core import protocol
 
 MOVER = Path(__file__).resolve().parent.parent / "remote" / "mover.py"
 RIGGED_MOVER = Path(__file__).resolve().parent / "rigged_mover.py"

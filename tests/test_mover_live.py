@@ -32,10 +32,10 @@ from tests.test_mover import (
     start,
     wait_for_copying,
 )
-from tui import protocol
-from tui.cli import _plan_line
-from tui.formatting import human_size
-from tui.screens.modals import plan_lines
+from tui.core import protocol
+from tui.core.formatting import human_size
+from tui.core.wording import plan_line as _plan_line
+from tui.core.wording import plan_lines
 
 MIB = 1024 * 1024
 

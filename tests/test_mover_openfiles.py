@@ -35,9 +35,9 @@ from tests.test_mover import (
     start,
     wait_for_copying,
 )
-from tui import protocol
-from tui.cli import _plan_line
-from tui.screens.modals import plan_lines
+from tui.core import protocol
+from tui.core.wording import plan_line as _plan_line
+from tui.core.wording import plan_lines
 
 # One small program for every way of using a file: it sets itself up, says "ready", then waits
 # (the "append" mode writes a numbered line every 20 ms, as a running server's log does).

@@ -22,8 +22,8 @@ from tests.cli_support import servermove, start_json_move, wait_for_copying
 from tests.fstree import build_everything_tree, diff_snapshots, snapshot_tree
 from tests.harness import SshServer, as_user, fill_up, mounted_tmpfs, run
 from tests.test_mover import MOVER, RIGGED_MOVER, USER_PYTHON, check_stream, mover
-from tui import protocol
-from tui.cli import _plan_line
+from tui.core import protocol
+from tui.core.wording import plan_line as _plan_line
 
 STAGING = ".servermove-staging-"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tests.cli_support import servermove
 from tests.harness import SshServer, free_port
-from tui.formatting import human_duration, parse_iso
-from tui.history import MoveHistory, MoveRecorder
-from tui.progress import MoveProgress
-from tui.protocol import Phase, parse_line
+from tui.core.formatting import human_duration, parse_iso
+from tui.core.moves_log import MoveRecorder, MovesLog
+from tui.core.progress import MoveProgress
+from tui.core.protocol import Phase, parse_line
 
 STREAMS = Path(__file__).parent / "streams"
 
@@ -97,7 +97,7 @@ def test_eta_of_a_tree_of_equal_files_follows_its_bytes():
 # -- one rounding rule for durations ------------------------------------------------------------
 
 def test_a_sub_second_move_takes_the_same_time_in_its_summary_and_its_timeline(tmp_path):
-    history = MoveHistory(tmp_path / "moves.jsonl")
+    history = MovesLog(tmp_path / "moves.jsonl")
     recorder = MoveRecorder(history, server="s", target="s", source="/a", destination="/b",
                             verify="checksum")
     model = MoveProgress(clock=lambda: 1000.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import itertools
 import json
 import subprocess
@@ -10,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tui.progress import MoveProgress
-from tui.protocol import (
+from tui.core.errors import ExitStatus
+from tui.core.progress import MoveProgress
+from tui.core.protocol import (
+    TERMINAL_PHASES,
     DataState,
     MalformedLine,
     Phase,
@@ -175,3 +179,30 @@ def test_the_mover_and_the_client_agree_on_phases_and_data_states():
     assert {mover.STATE_SOURCE, mover.STATE_DESTINATION, mover.STATE_BOTH} == {
         state.value for state in DataState}
     assert mover.PROTOCOL_VERSION == 1
+
+
+def mover_constants() -> dict[str, object]:
+    """The mover's module-level constants, read from its source (not imported: what is checked
+    is the file that ships). A tuple of names, like TERMINAL, is resolved to their values."""
+    values: dict[str, object] = {}
+    for node in ast.parse(MOVER.read_text()).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            continue
+        value = node.value
+        if isinstance(value, ast.Tuple) and all(isinstance(e, ast.Name) for e in value.elts):
+            if all(e.id in values for e in value.elts):
+                values[node.targets[0].id] = tuple(values[e.id] for e in value.elts)
+            continue
+        with contextlib.suppress(ValueError, TypeError, SyntaxError):
+            values[node.targets[0].id] = ast.literal_eval(value)
+    return values
+
+
+def test_the_mover_and_the_client_agree_on_terminal_phases_and_exit_statuses():
+    constants = mover_constants()
+    assert constants["TERMINAL"] == tuple(phase.value for phase in TERMINAL_PHASES)
+    mover_statuses = {name.removeprefix("EXIT_"): value for name, value in constants.items()
+                      if name.startswith("EXIT_")}
+    assert mover_statuses == {"OK": 0, "FAILED": 1, "REFUSED": 2, "CANCELLED": 3}
+    assert mover_statuses == {name: ExitStatus[name].value for name in mover_statuses}

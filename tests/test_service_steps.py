@@ -26,7 +26,7 @@ import pytest
 
 from tests.harness import TEST_USER, PgCluster, drop_cluster, run
 from tests.test_mover import interpreter
-from tui.inventory import InventoryError, ServiceConfig, load_inventory
+from tui.core.inventory import InventoryError, ServiceConfig, load_inventory
 
 MOVER = Path(__file__).resolve().parent.parent / "remote" / "mover.py"
 GAME_SERVER = Path(__file__).resolve().parent / "game_server.py"

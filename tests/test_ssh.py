@@ -21,12 +21,12 @@ from tests.cli_support import (
     wait_for_copying,
 )
 from tests.harness import NO_PYTHON_USER, NOISY_USER, SshServer, run
-from tui.errors import HostKeyUnknown, PythonMissing
-from tui.progress import MoveProgress
-from tui.protocol import LinkEvent, MalformedLine, Phase, ProgressEvent
-from tui.runner import BOOTSTRAP, MoveRequest, SshSettings, start_move
-from tui.ssh import connect_target
-from tui.targets import parse_target
+from tui.core.errors import HostKeyUnknown, PythonMissing
+from tui.core.progress import MoveProgress
+from tui.core.protocol import LinkEvent, MalformedLine, Phase, ProgressEvent
+from tui.core.runner import BOOTSTRAP, MoveRequest, SshSettings, start_move
+from tui.core.ssh import connect_target
+from tui.core.targets import parse_target
 
 
 def test_bootstrap_fits_on_any_command_line():

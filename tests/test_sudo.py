@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.harness import NOPASSWD_USER, SUDO_PASSWORD, SUDO_USER, SshServer
-from tui.errors import SudoPasswordNeeded, SudoPasswordWrong
-from tui.progress import MoveProgress
-from tui.protocol import Phase
-from tui.runner import MoveRequest, SshSettings, start_move
-from tui.targets import Target, parse_target
+from tui.core.errors import SudoPasswordNeeded, SudoPasswordWrong
+from tui.core.progress import MoveProgress
+from tui.core.protocol import Phase
+from tui.core.runner import MoveRequest, SshSettings, start_move
+from tui.core.targets import Target, parse_target
 
 
 class PasswordPrompter:

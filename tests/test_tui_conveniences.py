@@ -18,12 +18,12 @@ from tests.test_tui_support import (
     settle,
     wait_for,
 )
-from tui.app import ServerMoveApp
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.modals import ConfirmMoveScreen
-from tui.screens.server_detail import ServerDetailScreen
-from tui.screens.server_form import ServerFormScreen
-from tui.ssh import SshSettings
+from tui.app.app import ServerMoveApp
+from tui.app.screens.dashboard import DashboardScreen
+from tui.app.screens.modals import ConfirmMoveScreen
+from tui.app.screens.server_detail import ServerDetailScreen
+from tui.app.screens.server_form import ServerFormScreen
+from tui.core.ssh import SshSettings
 
 
 def footer_keys(app: ServerMoveApp) -> set[tuple[str, str]]:

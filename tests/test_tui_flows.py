@@ -17,18 +17,18 @@ from tests.test_tui_support import (
     settle,
     wait_for,
 )
-from tui.app import ServerMoveApp
-from tui.fleet import MoveOptions
-from tui.inventory import ServerEntry, load_inventory
-from tui.protocol import DataState, Phase
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.first_run import FirstRunScreen
-from tui.screens.inventory_error import InventoryErrorScreen
-from tui.screens.modals import ConfirmMoveScreen, ConfirmScreen, HostKeyScreen
-from tui.screens.server_detail import ServerDetailScreen
-from tui.screens.server_form import ServerFormScreen
-from tui.ssh import HostKeyQuestion
-from tui.widgets.move_panel import OutcomePanel
+from tui.app.app import ServerMoveApp
+from tui.app.screens.dashboard import DashboardScreen
+from tui.app.screens.first_run import FirstRunScreen
+from tui.app.screens.inventory_error import InventoryErrorScreen
+from tui.app.screens.modals import ConfirmMoveScreen, ConfirmScreen, HostKeyScreen
+from tui.app.screens.server_detail import ServerDetailScreen
+from tui.app.screens.server_form import ServerFormScreen
+from tui.app.widgets.move_panel import OutcomePanel
+from tui.core.fleet import MoveOptions
+from tui.core.inventory import ServerEntry, load_inventory
+from tui.core.protocol import DataState, Phase
+from tui.core.ssh import HostKeyQuestion
 
 
 @pytest.fixture(autouse=True)
@@ -188,7 +188,7 @@ async def test_host_key_dialog_answers_the_ssh_layer(tmp_path: Path, button: str
 
 
 async def test_sudo_password_dialog_is_masked(tmp_path: Path) -> None:
-    from tui.targets import parse_target
+    from tui.core.targets import parse_target
 
     app = make_app(tmp_path, [ServerEntry("web1", "admin@web1", "/var/lib/app")])
     async with app.run_test(size=(120, 40)) as pilot:

@@ -11,8 +11,8 @@ from textual import events
 from textual.screen import Screen
 
 from tests.test_tui_support import make_app, wait_for
-from tui.inventory import ServerEntry
-from tui.screens.modals import CancelMoveScreen, ConfirmScreen
+from tui.app.screens.modals import CancelMoveScreen, ConfirmScreen
+from tui.core.inventory import ServerEntry
 
 
 def spying(screen_class: type[Screen]) -> type[Screen]:

@@ -25,20 +25,20 @@ from tests.test_tui_support import (
     settle,
     wait_for,
 )
-from tui.app import ServerMoveApp
-from tui.formatting import local_time
-from tui.history import MoveHistory, MoveRecord, this_machine
-from tui.inventory import ServerEntry
-from tui.messages import MoveFinished
-from tui.protocol import Phase
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.moves_log import (
+from tui.app.app import ServerMoveApp
+from tui.app.messages import MoveFinished
+from tui.app.screens.dashboard import DashboardScreen
+from tui.app.screens.moves_log import (
     MoveDetailScreen,
     MovesLogScreen,
     both_times,
     middle_ellipsis,
 )
-from tui.screens.server_detail import ServerDetailScreen
+from tui.app.screens.server_detail import ServerDetailScreen
+from tui.core.formatting import local_time
+from tui.core.inventory import ServerEntry
+from tui.core.moves_log import MoveRecord, MovesLog, this_machine
+from tui.core.protocol import Phase
 
 # db-primary is in the log but no longer in the inventory: the log keeps a removed server's moves,
 # and the app does not try to pick up its unfinished move when it starts.
@@ -110,10 +110,10 @@ NEWEST_FIRST = ["m-db-unfinished", "m-web1-complete", "m-web2-error", "m-files-r
                 "m-web1-cancelled"]
 
 
-def write_sample_log(records: list[MoveRecord] = SAMPLE_RECORDS) -> MoveHistory:
+def write_sample_log(records: list[MoveRecord] = SAMPLE_RECORDS) -> MovesLog:
     """The sample moves into the moves log of this test's data dir (also used for the README
     screenshot)."""
-    history = MoveHistory()
+    history = MovesLog()
     for record in records:
         history.save(record)
     return history

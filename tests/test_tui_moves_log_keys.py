@@ -18,9 +18,9 @@ from tests.test_tui_moves_log import (
     write_sample_log,
 )
 from tests.test_tui_support import wait_for
-from tui.history import HERE, MoveRecord
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.moves_log import MoveDetailScreen, shorten_route
+from tui.app.screens.dashboard import DashboardScreen
+from tui.app.screens.moves_log import MoveDetailScreen, shorten_route
+from tui.core.moves_log import HERE, MoveRecord
 
 LONG = MoveRecord(
     moveId="m-long", server="files", target="files.lan",

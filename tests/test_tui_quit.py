@@ -16,10 +16,10 @@ from tests.test_tui_support import (
     plan,
     wait_for,
 )
-from tui.app import ServerMoveApp
-from tui.inventory import ServerEntry
-from tui.protocol import Phase
-from tui.screens.modals import ConfirmScreen
+from tui.app.app import ServerMoveApp
+from tui.app.screens.modals import ConfirmScreen
+from tui.core.inventory import ServerEntry
+from tui.core.protocol import Phase
 
 SERVERS = [ServerEntry("web1", "admin@web1.example.com", "/var/lib/app")]
 

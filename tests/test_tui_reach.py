@@ -13,11 +13,11 @@ from textual.widgets import DataTable, Label
 
 from tests.harness import SshServer
 from tests.test_tui_support import wait_for, write_inventory
-from tui.app import ServerMoveApp
-from tui.fleet import Fleet
-from tui.inventory import ServerEntry
-from tui.screens.server_detail import ServerDetailScreen
-from tui.ssh import SshSettings
+from tui.app.app import ServerMoveApp
+from tui.app.screens.server_detail import ServerDetailScreen
+from tui.core.fleet import Fleet
+from tui.core.inventory import ServerEntry
+from tui.core.ssh import SshSettings
 
 
 def closed_port() -> int:

@@ -17,12 +17,12 @@ from textual._context import active_message_pump
 from textual.message import Message
 
 from tests.test_tui_support import ScriptedHandle, ScriptedMover, make_app, progress, wait_for
-from tui.app import PUBLISH_INTERVAL_S
-from tui.inventory import ServerEntry
-from tui.messages import MoveProgressed
-from tui.protocol import Event, Phase
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.help import HelpScreen
+from tui.app.app import PUBLISH_INTERVAL_S
+from tui.app.messages import MoveProgressed
+from tui.app.screens.dashboard import DashboardScreen
+from tui.app.screens.help import HelpScreen
+from tui.core.inventory import ServerEntry
+from tui.core.protocol import Event, Phase
 
 SERVERS = 20
 FILES = 1_000_000_000  # more than any flood reaches: the last event jumps to it

@@ -15,11 +15,11 @@ from tests.cli_support import (
     wait_for_copying,
 )
 from tests.test_tui_support import make_app, wait_for
-from tui.fleet import MoveState, ServerMove, status_text
-from tui.history import MoveHistory
-from tui.inventory import ServerEntry, add_server, load_inventory
-from tui.progress import MoveProgress
-from tui.protocol import LinkEvent, Phase, parse_line
+from tui.core.fleet import MoveState, ServerMove, status_text
+from tui.core.inventory import ServerEntry, add_server, load_inventory
+from tui.core.moves_log import MovesLog
+from tui.core.progress import MoveProgress
+from tui.core.protocol import LinkEvent, Phase, parse_line
 
 
 async def test_a_move_left_running_is_picked_up_at_start(tmp_path: Path, public_tmp: Path,
@@ -33,7 +33,7 @@ async def test_a_move_left_running_is_picked_up_at_start(tmp_path: Path, public_
     wait_for_copying(client)
     client.kill()
     client.wait()
-    [left] = MoveHistory().records()
+    [left] = MovesLog().records()
     assert (left.server, left.phase) == ("box", "copying")
 
     app = make_app(tmp_path, [ServerEntry("box", "local", str(src))], real_runner=True)
@@ -44,7 +44,7 @@ async def test_a_move_left_running_is_picked_up_at_start(tmp_path: Path, public_
         assert app.fleet.get("box").succeeded
         assert load_inventory(app.inventory_path).get("box").data_path == str(dst)
     assert read_tree(dst) == contents and not src.exists()
-    [done] = MoveHistory().records()
+    [done] = MovesLog().records()
     assert (done.moveId, done.phase) == (left.moveId, "complete")
 
 
@@ -71,10 +71,10 @@ async def test_opening_a_server_merges_its_journal_into_the_log(tmp_path: Path,
     other_laptop = {**os.environ, "SERVERMOVE_DATA_DIR": str(tmp_path / "other-laptop")}
     done = servermove("move", "--json", "box", src, dst, env=other_laptop)
     assert done.returncode == 0, done.stderr
-    assert MoveHistory().records() == []
+    assert MovesLog().records() == []
     app = make_app(tmp_path, [ServerEntry("box", "local", str(dst))], real_runner=True,
                    open_server="box")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: MoveHistory().records(), what="the journal merge")
-    [merged] = MoveHistory().records()
+        await wait_for(pilot, lambda: MovesLog().records(), what="the journal merge")
+    [merged] = MovesLog().records()
     assert (merged.server, merged.phase, merged.source) == ("box", "complete", str(src))

@@ -11,11 +11,11 @@ from textual.widgets import Button, DataTable, Label
 
 from tests.test_tui_snapshots import SERVERS, app_for, moves, script
 from tests.test_tui_support import ScriptedMover, make_app, wait_for
-from tui.inventory import ServerEntry
-from tui.screens.help import HelpScreen
-from tui.screens.modals import ConfirmMoveScreen
-from tui.screens.server_detail import ServerDetailScreen
-from tui.widgets.move_panel import OutcomePanel
+from tui.app.screens.help import HelpScreen
+from tui.app.screens.modals import ConfirmMoveScreen
+from tui.app.screens.server_detail import ServerDetailScreen
+from tui.app.widgets.move_panel import OutcomePanel
+from tui.core.inventory import ServerEntry
 
 SMALL = (80, 24)
 

@@ -23,12 +23,12 @@ from tests.test_tui_support import (
     settle,
     wait_for,
 )
-from tui.app import ServerMoveApp
-from tui.inventory import ServerEntry
-from tui.protocol import DataState, Phase
-from tui.screens.modals import HostKeyScreen
-from tui.screens.server_detail import STAT_DEBOUNCE_S, ServerDetailScreen
-from tui.ssh import HostKeyQuestion
+from tui.app.app import ServerMoveApp
+from tui.app.screens.modals import HostKeyScreen
+from tui.app.screens.server_detail import STAT_DEBOUNCE_S, ServerDetailScreen
+from tui.core.inventory import ServerEntry
+from tui.core.protocol import DataState, Phase
+from tui.core.ssh import HostKeyQuestion
 
 # Paths appear on screen, so the snapshots' inventories live at a fixed place, not in tmp_path.
 SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")

@@ -27,16 +27,16 @@ from tests.test_tui_support import (
     wait_for,
     write_inventory,
 )
-from tui.app import ServerMoveApp
-from tui.errors import HostUnreachable
-from tui.fleet import Fleet, MoveOptions
-from tui.screens.modals import (
+from tui.app.app import ServerMoveApp
+from tui.app.screens.modals import (
     CancelMoveScreen,
     ConfirmMoveScreen,
     ConfirmScreen,
     SudoPasswordScreen,
 )
-from tui.screens.server_form import ServerFormScreen
+from tui.app.screens.server_form import ServerFormScreen
+from tui.core.errors import HostUnreachable
+from tui.core.fleet import Fleet, MoveOptions
 
 SMALL = (80, 24)
 

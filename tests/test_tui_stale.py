@@ -19,11 +19,11 @@ from tests.test_tui_support import (
     settle,
     wait_for,
 )
-from tui.app import ServerMoveApp
-from tui.inventory import ServerEntry
-from tui.protocol import DataState, Phase
-from tui.screens.modals import CancelMoveScreen, ConfirmScreen
-from tui.screens.server_detail import ServerDetailScreen
+from tui.app.app import ServerMoveApp
+from tui.app.screens.modals import CancelMoveScreen, ConfirmScreen
+from tui.app.screens.server_detail import ServerDetailScreen
+from tui.core.inventory import ServerEntry
+from tui.core.protocol import DataState, Phase
 
 SERVERS = [ServerEntry("web1", "admin@web1.example.com", "/var/lib/app")]
 NEW_PATH = "/srv/app"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from tui.app import ServerMoveApp
-from tui.fleet import Fleet, MoveOptions
-from tui.inventory import ServerEntry, add_server
-from tui.protocol import DataState, Event, MalformedLine, Phase, PlanEvent, ProgressEvent
+from tui.app.app import ServerMoveApp
+from tui.core.fleet import Fleet, MoveOptions
+from tui.core.inventory import ServerEntry, add_server
+from tui.core.protocol import DataState, Event, MalformedLine, Phase, PlanEvent, ProgressEvent
 
 FIXED_NOW = 1_700_000_000.0  # the clock of every snapshot: nothing on screen depends on real time
 
@@ -56,7 +56,7 @@ async def settle(pilot: Pilot) -> None:
 
 @dataclass
 class FakeFsStat:
-    """Shaped like tui.protocol.FsStatEvent."""
+    """Shaped like tui.core.protocol.FsStatEvent."""
 
     path: str
     exists: bool = True

@@ -31,37 +31,38 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tui.errors import BadInput, ConnectionLost, ServermoveError
-from tui.formatting import (
+from tui.app.log_table import log_cells, log_header
+from tui.core.errors import BadInput, ConnectionLost, ExitStatus, ServermoveError
+from tui.core.follow import MoveHandle
+from tui.core.follow import follow as follow_move
+from tui.core.formatting import (
     LOG_COLUMNS,
     fit_log_columns,
     human_duration,
     human_eta,
     human_rate,
-    human_size,
-    log_cells,
-    log_header,
     of_total,
-    open_files_sentences,
 )
-from tui.history import MoveHistory, MoveRecord, MoveRecorder, record_from_listed
-from tui.progress import MoveProgress
-from tui.protocol import LinkEvent, Phase, PlanEvent, display_path
-from tui.runner import (
+from tui.core.moves_log import MoveRecord, MoveRecorder, MovesLog, record_from_listed
+from tui.core.progress import MoveProgress
+from tui.core.protocol import LinkEvent, Phase, PlanEvent, display_path
+from tui.core.runner import (
     HostKeyQuestion,
-    MoveHandle,
     MoveRequest,
     SshSettings,
     attach_move,
     list_target_moves,
     start_move,
 )
-from tui.targets import Target, parse_target
+from tui.core.targets import Target, parse_target
+from tui.core.wording import (
+    bar_counts,
+    moved_figures,
+    plan_line,
+    reused_note,
+)
 
 VERIFY_MODES = ("checksum", "size", "none")
-# Exit statuses mirror the mover's (docs/protocol.md), plus one for a lost connection.
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_CONNECTION_LOST = 0, 1, 2, 3, 4
-EXIT_STOPPED_FOLLOWING = 130  # a second Ctrl-C: we stopped waiting for the cancel
 REFRESH_PER_SECOND = 10
 ROUTE_MIN_WIDTH = 24  # `servermove log`: the route folds below this rather than vanish
 DESCRIPTION = """\
@@ -157,7 +158,7 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 def resolve_target(text: str, *, sudo: bool = False) -> Target:
     """A servers.toml name wins over an ssh alias of the same name, as in the TUI."""
-    from tui.inventory import load_inventory
+    from tui.core.inventory import load_inventory
 
     inventory = load_inventory()
     if text in inventory:
@@ -219,13 +220,16 @@ class RichMoveDisplay:
         grid.add_column(style="bold", justify="right")
         grid.add_column()
         phase = model.phase.value if model.phase else "connecting"
-        grid.add_row("phase", Text(phase + _phase_trail(model)))
+        grid.add_row("phase", Text(phase))
         bar_width = max(10, min(50, width - 30))
-        filled = int(model.fraction * bar_width)
-        bytes_done = of_total(model.bytes_copied, model.bytes_total, sizes=True)
-        grid.add_row("bytes", Text(f"{'█' * filled}{'░' * (bar_width - filled)} "
-                                   f"{model.percent:5.1f}%  {bytes_done}"))
-        grid.add_row("files", Text(of_total(model.files_copied, model.files_total, sizes=False)))
+        # The same counts as the TUI's bars: verified bytes and files while verifying.
+        bytes_done, bytes_total, files_done, files_total = bar_counts(model)
+        fraction = min(1.0, bytes_done / bytes_total) if bytes_total > 0 else model.fraction
+        filled = int(fraction * bar_width)
+        grid.add_row("bytes", Text(
+            f"{'█' * filled}{'░' * (bar_width - filled)} {fraction * 100:5.1f}%  "
+            f"{of_total(bytes_done, bytes_total, sizes=True)}"))
+        grid.add_row("files", Text(of_total(files_done, files_total, sizes=False)))
         grid.add_row("rate", Text(f"{human_rate(model.rate)}   ETA {human_eta(model.eta)}   "
                                   f"elapsed {human_duration(model.elapsed)}"))
         if model.current_file:
@@ -233,52 +237,20 @@ class RichMoveDisplay:
         return grid
 
 
-def _phase_trail(model: MoveProgress) -> str:
-    if model.phase is Phase.VERIFYING:
-        return f" ({of_total(model.bytes_verified, model.bytes_total, sizes=True)})"
-    return ""
-
-
-def _plan_line(plan: PlanEvent) -> str:
-    if not plan.counted:
-        return _with_open_files("plan: rename (same filesystem: one atomic step, nothing to copy)",
-                                plan)
-    if plan.finishes:
-        return (f"plan: finish move {plan.resumes}, cut short while removing the source: "
-                f"{plan.files_total:,} entries left in it are checked against the destination, "
-                "then removed")
-    how = "rename (same filesystem)" if plan.method == "rename" else "copy across filesystems"
-    text = (f"plan: {how}, {human_size(plan.bytes_total)} in {plan.files_total:,} files and "
-            f"{plan.dirs_total:,} directories, verify {plan.verify}")
-    if plan.dst_free_bytes is not None and plan.method == "copy":
-        text += f"; {human_size(plan.dst_free_bytes - plan.space_needed)} free after"
-    if plan.created_parents:
-        text += f"; makes {', '.join(plan.created_parents)}"
-    if plan.resumes:
-        text += f"; resumes move {plan.resumes}, cut short: its finished copies are reused"
-    return _with_open_files(text, plan)
-
-
-def _with_open_files(text: str, plan: PlanEvent) -> str:
-    """The plan line with what the check for programs using the source found."""
-    return "; ".join([text, *(s[0].lower() + s[1:] for s in open_files_sentences(plan))])
-
-
 def summary_line(model: MoveProgress) -> str:
     if model.phase is Phase.COMPLETE and model.uncounted_rename:
         return model.outcome()
     if model.phase is Phase.COMPLETE:
-        rate = human_rate(model.average_rate) if model.average_rate else "—"
-        return (f"moved {human_size(model.bytes_total)} in {model.files_total:,} files in "
-                f"{human_duration(model.elapsed)} ({rate}){model.reused_note}")
+        size, files, took, rate = moved_figures(model)
+        return f"moved {size} in {files} files in {took} ({rate or '—'}){reused_note(model)}"
     return model.outcome()
 
 
 def exit_status_for(model: MoveProgress, dry_run: bool) -> int:
     if dry_run and model.plan is not None and model.phase is not Phase.ERROR:
-        return EXIT_OK
-    return {Phase.COMPLETE: EXIT_OK, Phase.CANCELLED: EXIT_CANCELLED}.get(
-        model.phase, EXIT_FAILED) if model.phase else EXIT_FAILED
+        return ExitStatus.OK
+    return {Phase.COMPLETE: ExitStatus.OK, Phase.CANCELLED: ExitStatus.CANCELLED}.get(
+        model.phase, ExitStatus.FAILED) if model.phase else ExitStatus.FAILED
 
 
 async def run_move(args: argparse.Namespace) -> int:
@@ -288,10 +260,10 @@ async def run_move(args: argparse.Namespace) -> int:
                           verify=args.verify, bwlimit=args.bwlimit, dry_run=args.dry_run)
     handle = await start_move(target, request, settings=_settings(args),
                               prompter=TerminalPrompter(err))
-    recorder = MoveRecorder(_history(err), server=target.label, target=args.target,
+    recorder = MoveRecorder(_moves_log(), server=target.label, target=args.target,
                             source=args.src, destination=args.dst, verify=args.verify,
                             started_by=request.started_by)
-    return await follow(handle, args, recorder, err)
+    return await follow(handle, args, recorder)
 
 
 async def run_attach(args: argparse.Namespace) -> int:
@@ -299,16 +271,16 @@ async def run_attach(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, sudo=args.sudo)
     handle = await attach_move(target, args.move_id, settings=_settings(args),
                                prompter=TerminalPrompter(err))
-    history = _history(err)
-    known = history.get(handle.move_id) if handle.move_id else None
-    recorder = MoveRecorder(history, server=target.label, target=args.target,
+    moves_log = _moves_log()
+    known = moves_log.get(handle.move_id) if handle.move_id else None
+    recorder = MoveRecorder(moves_log, server=target.label, target=args.target,
                             source=known.source if known else "",
                             destination=known.destination if known else "",
                             verify=known.verify if known else "checksum",
                             started_by=getattr(handle, "started_by", None) or (
                                 known.startedBy if known else None))
     args.dry_run = False
-    return await follow(handle, args, recorder, err)
+    return await follow(handle, args, recorder)
 
 
 async def run_moves(args: argparse.Namespace) -> int:
@@ -316,15 +288,15 @@ async def run_moves(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, sudo=args.sudo)
     listed = await list_target_moves(target, settings=_settings(args),
                                      prompter=TerminalPrompter(err))
-    _history(err).merge(record_from_listed(entry, target.label) for entry in listed)
+    _moves_log().merge(record_from_listed(entry, target.label) for entry in listed)
     if args.json:
         for entry in listed:
             print(json.dumps(asdict(record_from_listed(entry, target.label)),
                              ensure_ascii=False))
-        return EXIT_OK
+        return ExitStatus.OK
     print_records([record_from_listed(entry, target.label) for entry in listed],
                   empty=f"no moves recorded on {target.label}")
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def say(message: str) -> None:
@@ -332,12 +304,11 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _history(err: Console) -> MoveHistory:
-    return MoveHistory(warn=lambda message: say(f"warning: {message}"))
+def _moves_log() -> MovesLog:
+    return MovesLog(warn=lambda message: say(f"warning: {message}"))
 
 
-async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRecorder,
-                 err: Console) -> int:
+async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRecorder) -> int:
     """Show a move to its end (or the end of a dry run), recording it; returns the exit status.
 
     Ctrl-C or SIGTERM asks the mover to cancel and keeps following until it says `cancelled`;
@@ -350,15 +321,15 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
     view = JsonView() if args.json else (LiveView(model) if Console().is_terminal
                                          else LineView(model))
 
+    def show(event: object, _changed: bool) -> None:
+        if isinstance(event, LinkEvent):
+            say(f"servermove: {event.message}")
+        else:
+            view.show(event)
+
     async def show_to_the_end() -> None:
         with view:
-            async for raw, event in handle.records():
-                model.apply(event)
-                recorder.observe(event, model)
-                if isinstance(event, LinkEvent):
-                    say(f"servermove: {event.message}")
-                elif raw is not None:
-                    view.show(raw, event)
+            await follow_move(handle, model, recorder, on_event=show, on_line=view.pass_on)
 
     following = asyncio.ensure_future(show_to_the_end())
 
@@ -379,7 +350,7 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
         # Only a second Ctrl-C gets here, after the first one asked the mover to cancel.
         say(f"servermove: stopped waiting for the cancel on {where}; the mover there is still "
             "cancelling (servermove attach shows how it ends)")
-        return EXIT_STOPPED_FOLLOWING
+        return ExitStatus.STOPPED_FOLLOWING
     except ConnectionLost as exc:
         recorder.connection_lost(model, exc.message)
         raise
@@ -387,14 +358,20 @@ async def follow(handle: MoveHandle, args: argparse.Namespace, recorder: MoveRec
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         handle.close()
+    return _say_how_it_ended(model, handle, args, view)
+
+
+def _say_how_it_ended(model: MoveProgress, handle: MoveHandle, args: argparse.Namespace,
+                      view: JsonView | LineView) -> int:
+    """The warnings, the summary or the refusal once a move's stream ended; the exit status."""
     for warning in model.warnings:
         say(f"warning: {warning}")
     if not args.json and model.phase is Phase.COMPLETE:
         view.console.print(Text(summary_line(model)))
-    if handle.exit_status == EXIT_REFUSED and model.error:
+    if handle.exit_status == ExitStatus.REFUSED and model.error:
         # Refused before anything was touched: the mover's words say what to do.
         say(f"servermove: {model.error}")
-        return EXIT_REFUSED
+        return ExitStatus.REFUSED
     if model.phase in (Phase.ERROR, Phase.CANCELLED) or (model.phase is None and not args.dry_run):
         say(f"servermove: {summary_line(model)}")
         if model.phase is None and handle.stderr_text.strip():
@@ -410,7 +387,10 @@ class JsonView(contextlib.AbstractContextManager):
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def show(self, raw: bytes, event: object) -> None:
+    def show(self, event: object) -> None:
+        return None
+
+    def pass_on(self, raw: bytes) -> None:
         sys.stdout.buffer.write(raw if raw.endswith(b"\n") else raw + b"\n")
         sys.stdout.buffer.flush()
 
@@ -427,9 +407,11 @@ class LineView(contextlib.AbstractContextManager):
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def show(self, raw: bytes, event: object) -> None:
+    pass_on = None  # the mover's raw lines are for --json only
+
+    def show(self, event: object) -> None:
         if isinstance(event, PlanEvent):
-            self.console.print(Text(_plan_line(event)))
+            self.console.print(Text(plan_line(event)))
         elif self.model.phase is not self._phase and self.model.phase is not None:
             self._phase = self.model.phase
             self.console.print(Text(f"{self._phase.value}…"))
@@ -451,33 +433,33 @@ class LiveView(LineView):
     def __exit__(self, *exc: object) -> None:
         self._live.__exit__(None, None, None)
 
-    def show(self, raw: bytes, event: object) -> None:
+    def show(self, event: object) -> None:
         if isinstance(event, PlanEvent):
-            self._live.console.print(Text(_plan_line(event)))
+            self._live.console.print(Text(plan_line(event)))
 
 
 def show_log(args: argparse.Namespace) -> int:
-    history = _history(Console(stderr=True, highlight=False))
+    moves_log = _moves_log()
     if args.server is not None:
-        _check_server_name(args.server, history)
+        _check_server_name(args.server, moves_log)
     limit = args.limit if args.limit is not None or args.json else 20
-    records = history.records(server=args.server, limit=limit, started_by=args.started_by)
+    records = moves_log.records(server=args.server, limit=limit, started_by=args.started_by)
     if args.json:
         for record in records:
             print(record.to_json())
-        return EXIT_OK
+        return ExitStatus.OK
     filters = [f"server {args.server}"] * bool(args.server) + [
         f"started by {args.started_by}"] * bool(args.started_by)
     print_records(records, empty=f"no moves in the log for {' and '.join(filters)}" if filters
                   else "no moves recorded yet")
-    return EXIT_OK
+    return ExitStatus.OK
 
 
-def _check_server_name(name: str, history: MoveHistory) -> None:
+def _check_server_name(name: str, moves_log: MovesLog) -> None:
     """A name in neither the moves log nor servers.toml is a typo, not a server without moves."""
-    from tui.inventory import load_inventory
+    from tui.core.inventory import load_inventory
 
-    logged = sorted({record.server for record in history.records()})
+    logged = sorted({record.server for record in moves_log.records()})
     if name in logged or name in load_inventory():
         return
     known = f" (servers in the log: {', '.join(logged)})" if logged else ""
@@ -512,13 +494,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command in (None, "tui"):
-            from tui.app import run_app
+            from tui.app.app import DEMO_REQUESTED, run_app, run_demo
 
-            return run_app(ssh_config=getattr(args, "ssh_config", None)) or 0
+            if run_app(ssh_config=getattr(args, "ssh_config", None)) == DEMO_REQUESTED:
+                return run_demo()
+            return 0
         if args.command == "demo":
-            from tui.demo import run_demo
+            from tui.app.app import run_demo
 
-            return run_demo() or 0
+            return run_demo()
         if args.command == "move":
             return asyncio.run(run_move(args))
         if args.command == "attach":

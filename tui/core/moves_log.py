@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tui import locations
-from tui.progress import MoveProgress
-from tui.protocol import Event, ListedEvent, PlanEvent, ProgressEvent
+from tui.core import locations
+from tui.core.formatting import parse_iso
+from tui.core.progress import MoveProgress
+from tui.core.protocol import TERMINAL_PHASES, Event, ListedEvent, PlanEvent, ProgressEvent
 
 COMPACT_AFTER_LINES = 2000
 Warn = Callable[[str], None]
@@ -61,9 +62,8 @@ def iso_utc(timestamp: float | None) -> str | None:
 
 
 def _from_iso(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    moment = parse_iso(text)
+    return moment.timestamp() if moment else None
 
 
 @dataclass
@@ -93,7 +93,7 @@ class MoveRecord:
 
     @property
     def finished(self) -> bool:
-        return self.phase in ("complete", "error", "cancelled")
+        return self.phase in TERMINAL_PHASES
 
     @property
     def started_ts(self) -> float:
@@ -108,7 +108,7 @@ class MoveRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-class MoveHistory:
+class MovesLog:
     """The moves log file. Cheap to construct; reads and writes on demand."""
 
     def __init__(self, path: Path | None = None, *, warn: Warn | None = None) -> None:
@@ -135,7 +135,7 @@ class MoveHistory:
         return records, count
 
     def records(self, *, server: str | None = None, limit: int | None = None,
-                phase: str | None = None, started_by: str | None = None) -> list[MoveRecord]:
+                started_by: str | None = None) -> list[MoveRecord]:
         """Newest first. `started_by`: HERE, ELSEWHERE or a USER@HOST."""
         records = sorted(self._read_lines()[0].values(), key=lambda r: r.started_ts,
                          reverse=True)
@@ -143,8 +143,6 @@ class MoveHistory:
             records = [r for r in records if r.server == server]
         if started_by is not None:
             records = [r for r in records if started_by_matches(r.startedBy, started_by)]
-        if phase is not None:
-            records = [r for r in records if r.phase == phase]
         return records[:limit] if limit is not None else records
 
     def get(self, move_id: str) -> MoveRecord | None:
@@ -227,10 +225,10 @@ class MoveRecorder:
     it ends — never on plain progress ticks, so a 10-events-a-second stream costs no disk writes.
     """
 
-    def __init__(self, history: MoveHistory, *, server: str, target: str, source: str,
+    def __init__(self, moves_log: MovesLog, *, server: str, target: str, source: str,
                  destination: str, verify: str, clock: Callable[[], float] = time.time,
                  started_by: str | None = None) -> None:
-        self.history = history
+        self.moves_log = moves_log
         self.clock = clock
         self.started_by = started_by  # set once known (the start, or the server's journal)
         self.record: MoveRecord | None = None
@@ -267,7 +265,7 @@ class MoveRecorder:
             if event.error:
                 entry["error"] = event.error
             self.record.timeline.append(entry)
-        self.history.save(self.record)
+        self.moves_log.save(self.record)
 
     def _update(self, model: MoveProgress, at: float) -> None:
         assert self.record is not None
@@ -292,4 +290,4 @@ class MoveRecorder:
         self.record.timeline.append({"at": iso_utc(self.clock()), "phase": "connection-lost",
                                      "error": message})
         self._update(model, self.clock())
-        self.history.save(self.record)
+        self.moves_log.save(self.record)

@@ -11,13 +11,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from tui.errors import ServermoveError
-from tui.fleet import ConnectionProblem, MoveState, ServerMove, status_text
-from tui.inventory import ServerEntry
-from tui.messages import InventoryChanged, MoveFinished, MoveProgressed
-from tui.protocol import Phase, display_path
-from tui.screens.moves_log import MovesLogScreen
-from tui.widgets.tables import RowTable
+from tui.app.messages import InventoryChanged, MoveFinished, MoveProgressed
+from tui.app.screens.moves_log import MovesLogScreen
+from tui.app.widgets.tables import RowTable
+from tui.core.errors import ServermoveError
+from tui.core.fleet import ConnectionProblem, MoveState, ServerMove, status_text
+from tui.core.inventory import ServerEntry
+from tui.core.protocol import Phase, display_path
 
 COLUMNS = (("Name", "name"), ("Target", "target"), ("Data path", "path"), ("Status", "status"))
 CELL_PADDING = 2  # a DataTable cell's space, left and right

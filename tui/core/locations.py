@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from platformdirs import user_config_dir, user_data_dir, user_state_dir
+from platformdirs import user_config_dir, user_data_dir
 
 APP_NAME = "servermove"
 
@@ -27,13 +27,6 @@ def config_dir() -> Path:
 def data_dir() -> Path:
     """Things servermove made and keeps (the moves log). Override: SERVERMOVE_DATA_DIR."""
     return _dir("SERVERMOVE_DATA_DIR", user_data_dir(APP_NAME))
-
-
-def state_dir() -> Path:
-    """Things that may be lost without harm (history, last screen).
-
-    Override: SERVERMOVE_STATE_DIR."""
-    return _dir("SERVERMOVE_STATE_DIR", user_state_dir(APP_NAME))
 
 
 def inventory_file() -> Path:

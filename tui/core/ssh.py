@@ -1,8 +1,8 @@
 """The SSH connection: asyncssh with the user's own ssh config, agent, keys and known_hosts.
 
 `connect_target` is the one door to a server. It turns asyncssh's and the OS's exceptions into the
-typed errors of tui.errors, never accepts a host key silently, and limits how many handshakes run
-at once (sshd's MaxStartups drops the excess, which would look like a flaky network).
+typed errors of tui.core.errors, never accepts a host key silently, and limits how many
+handshakes run at once (sshd's MaxStartups drops the excess, which would look like a flaky network).
 
 Headless: nothing here imports Textual.
 """
@@ -21,14 +21,14 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from tui.errors import (
+from tui.core.errors import (
     AuthFailed,
     HostKeyChanged,
     HostKeyUnknown,
     HostUnreachable,
     ServermoveError,
 )
-from tui.targets import Target
+from tui.core.targets import Target
 
 KEEPALIVE_INTERVAL_S = 15  # with 3 missed answers, a dead link is noticed in about 45 s
 KEEPALIVE_COUNT_MAX = 3
@@ -148,10 +148,6 @@ def append_known_host(path: Path, host: str, port: int, key: asyncssh.SSHKey) ->
         handle.write(line + "\n")
 
 
-def _describe(target: Target) -> str:
-    return target.label
-
-
 # One answer per unknown host key per run (per event loop): every connection that meets the key
 # while the question is open waits for that one answer, and later ones get it without asking.
 _host_key_answers: weakref.WeakKeyDictionary[
@@ -221,22 +217,22 @@ async def _settle_unknown_key(target: Target, settings: SshSettings, prompter: P
         stale = shlex.join(["ssh-keygen", "-R", _known_host_pattern(host, port), "-f",
                             str(_file_holding(files, host, addr, port))])
         raise HostKeyChanged(
-            f"WARNING: the host key of {_describe(target)} ({host}:{port}) has CHANGED: "
+            f"WARNING: the host key of {target.label} ({host}:{port}) has CHANGED: "
             f"it now offers {key_type} {fingerprint}, which matches none of the keys in "
             f"{', '.join(map(str, files))}. This may be an attack; refused. If the server "
             f"was really reinstalled, remove its old line with {stale}")
     if not (settings.interactive and prompter is not None):
         raise HostKeyUnknown(
-            f"{_describe(target)} ({host}:{port}) is not a known host: it offers "
+            f"{target.label} ({host}:{port}) is not a known host: it offers "
             f"{key_type} {fingerprint}. Check the fingerprint with the server's admin, "
             f"then accept it by running servermove in a terminal, or with "
             f"{_ssh_command_hint(target, settings)}",
             host=host, port=port, key_type=key_type, fingerprint=fingerprint)
-    question = HostKeyQuestion(alias=_describe(target), host=host, port=port,
+    question = HostKeyQuestion(alias=target.label, host=host, port=port,
                                key_type=key_type, fingerprint=fingerprint,
                                known_hosts=files[0])
     if not await _ask_once(question, key, prompter):
-        raise HostKeyUnknown(f"host key of {_describe(target)} rejected; nothing was done "
+        raise HostKeyUnknown(f"host key of {target.label} rejected; nothing was done "
                              "(servermove asks again the next time it starts)",
                              host=host, port=port, key_type=key_type,
                              fingerprint=fingerprint)
@@ -263,21 +259,21 @@ async def connect_target(target: Target, settings: SshSettings,
                     connect_timeout=settings.connect_timeout, **settings.extra_options)
         except asyncssh.HostKeyNotVerifiable as exc:
             if witness.offered is None:
-                raise HostKeyChanged(f"{_describe(target)}: host key not accepted ({exc.reason}); "
+                raise HostKeyChanged(f"{target.label}: host key not accepted ({exc.reason}); "
                                      "check known_hosts") from None
         except asyncssh.PermissionDenied:
             user = options.username or os.environ.get("USER", "")
-            raise AuthFailed(f"{_describe(target)}: authentication failed as {user!r}: check the "
+            raise AuthFailed(f"{target.label}: authentication failed as {user!r}: check the "
                              "key (IdentityFile), your ssh-agent, or the user name") from None
         except asyncssh.Error as exc:
-            raise HostUnreachable(f"{_describe(target)}: SSH failed: {exc.reason}") from None
+            raise HostUnreachable(f"{target.label}: SSH failed: {exc.reason}") from None
         except TimeoutError:
-            raise HostUnreachable(f"{_describe(target)}: no answer from {options.host}:"
+            raise HostUnreachable(f"{target.label}: no answer from {options.host}:"
                                   f"{options.port} within {settings.connect_timeout:g} s") from None
         except OSError as exc:
-            raise HostUnreachable(f"{_describe(target)}: cannot reach {options.host}:"
+            raise HostUnreachable(f"{target.label}: cannot reach {options.host}:"
                                   f"{options.port}: {exc.strerror or exc}") from None
         # Not known: asked about (outside the except, so no error drags this one along).
         assert witness.offered is not None
         await _settle_unknown_key(target, settings, prompter, options, witness.offered)
-    raise ServermoveError(f"{_describe(target)}: host key still not accepted after adding it")
+    raise ServermoveError(f"{target.label}: host key still not accepted after adding it")

@@ -7,8 +7,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.progress import MoveProgress
-from tui.protocol import PHASE_ORDER, Phase
+from tui.core.progress import MoveProgress
+from tui.core.protocol import PHASE_ORDER, Phase
 
 SEPARATOR = " → "
 

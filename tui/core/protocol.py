@@ -34,7 +34,9 @@ class Phase(StrEnum):
 # The order a successful move walks through; error and cancelled can happen at any step.
 PHASE_ORDER: tuple[Phase, ...] = (Phase.CALCULATING, Phase.COPYING, Phase.VERIFYING,
                                   Phase.CLEANING, Phase.COMPLETE)
-TERMINAL_PHASES = frozenset({Phase.COMPLETE, Phase.ERROR, Phase.CANCELLED})
+# The phases a move ends in, in the order the moves log lists results; the mover's own list is
+# checked against this one (tests/test_protocol.py).
+TERMINAL_PHASES: tuple[Phase, ...] = (Phase.COMPLETE, Phase.ERROR, Phase.CANCELLED)
 
 
 class DataState(StrEnum):
@@ -112,8 +114,8 @@ class ProgressEvent:
     """`move.progress`: the seed's message, plus optional fields newer movers add.
 
     Read-only by convention, not `frozen`: a frozen dataclass sets each field through
-    object.__setattr__, and building one took 4.5 µs against 1.1 µs, a fifth of what the client
-    may spend on a line (bench.py's parse rate)."""
+    object.__setattr__, which made building one several times slower, a large share of what the
+    client may spend on a line (docs/performance.md, bench.py's parse rate)."""
 
     server_name: str
     phase: Phase

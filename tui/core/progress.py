@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tui.formatting import human_size
-from tui.protocol import (
+from tui.core import wording
+from tui.core.protocol import (
     DataState,
     Event,
     LinkEvent,
@@ -65,7 +65,6 @@ class MoveProgress:
     phases_reached: list[Phase] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     link_lost: bool = False  # the connection dropped; the move goes on on the server
-    link_message: str | None = None
     last_seq: int | None = None
     seq_gaps: int = 0
     duplicates: int = 0
@@ -105,7 +104,7 @@ class MoveProgress:
             self.warnings.append(f"unreadable line from the mover: {event.line[:200]}")
             return True
         if isinstance(event, LinkEvent):
-            self.link_lost, self.link_message = event.lost, event.message
+            self.link_lost = event.lost
             return True
         return False  # nothing to show: a blank line, the hello, a stat or a listing
 
@@ -304,28 +303,6 @@ class MoveProgress:
         """A same-filesystem rename: instant, and not counted (its totals say nothing)."""
         return self.plan is not None and not self.plan.counted
 
-    @property
-    def reused_note(self) -> str:
-        """What a resumed move took over from the move cut short ("" for any other move)."""
-        if not self.bytes_reused:
-            return ""
-        return f" ({human_size(self.bytes_reused)} reused from the move cut short)"
-
     def outcome(self) -> str:
-        """One line in plain words: what happened and where the data is."""
-        if self.phase is Phase.COMPLETE:
-            if self.uncounted_rename and self.plan is not None:
-                return (f"Renamed {self.plan.src} to {self.plan.dst} (same filesystem: one "
-                        "atomic rename, nothing copied).")
-            return f"Move complete{self.reused_note}."
-        if self.phase in (Phase.ERROR, Phase.CANCELLED):
-            what = "Move cancelled" if self.phase is Phase.CANCELLED else "Move failed"
-            where = self.failed_phase.value if self.failed_phase else "start"
-            text = f"{what} while {where}"
-            if self.error:
-                # The mover's own words already say where the data is.
-                return f"{text}: {self.error.rstrip('.')}."
-            if self.data_state is not None:
-                text += f" ({self.data_state.explain()})"
-            return text + "."
-        return "Move in progress." if self.phase else "Not started."
+        """One line in plain words: what happened and where the data is (tui.core.wording)."""
+        return wording.outcome(self)

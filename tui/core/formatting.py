@@ -1,27 +1,34 @@
 """Human-readable numbers, shared by the TUI and the CLI so both say "1.2 GB" the same way.
 
 Sizes are decimal (kB = 1000 bytes) like rich's `filesize.decimal`, df -H and most file managers.
-Headless: no Textual.
+The styled cells of the moves log (rich `Text`) are in `tui.app.log_table`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from rich.filesize import decimal
-from rich.text import Text
+from tui.core.protocol import TERMINAL_PHASES
 
-if TYPE_CHECKING:
-    from tui.history import MoveRecord
-    from tui.protocol import PlanEvent
+DECIMAL_UNITS = ("kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 
 def human_size(num_bytes: int | float | None) -> str:
-    """`1234567` → `1.2 MB`; None (unknown) → an em dash."""
+    """`1234567` → `1.2 MB`; None (unknown) → an em dash. The same words as rich's
+    `filesize.decimal`, written here so the core needs no rich."""
     if num_bytes is None:
         return "—"
-    return decimal(int(num_bytes), precision=1)
+    size = int(num_bytes)
+    if size == 1:
+        return "1 byte"
+    if size < 1000:
+        return f"{size:,} bytes"
+    unit = 1000
+    for power, suffix in enumerate(DECIMAL_UNITS, 2):  # noqa: B007 - the last one is kept
+        unit = 1000 ** power
+        if size < unit:
+            break
+    return f"{1000 * size / unit:,.1f} {suffix}"
 
 
 def human_rate(bytes_per_second: float | None) -> str:
@@ -71,12 +78,10 @@ def of_total(done: int, total: int, *, sizes: bool) -> str:
 
 # -- the moves log: one set of cells for `servermove log` and the TUI's Moves Log -------------
 
-FINISHED_RESULTS = ("complete", "error", "cancelled")
-RESULT_STYLES = {"complete": "green", "error": "red", "cancelled": "yellow"}
+FINISHED_RESULTS = tuple(phase.value for phase in TERMINAL_PHASES)
 # The route last: it is the one long column, so it takes (or folds into) what width is left.
 LOG_COLUMNS = ("started", "server", "started by", "result", "size", "files", "time", "avg rate",
                "from → to")
-STARTED_HERE = "here"  # a move started from this machine, in the `started by` column
 LOG_NUMBER_COLUMNS = frozenset({"size", "files", "time", "avg rate"})  # right-aligned
 # Left out in this order, least useful first, when the route would be too narrow otherwise.
 LOG_DROPPABLE_COLUMNS = ("avg rate", "files", "started by", "size", "time")
@@ -93,45 +98,6 @@ def local_time(iso: str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return moment.astimezone().strftime(fmt) if moment else "—"
 
 
-def result_text(phase: str) -> Text:
-    """A move's result in a word: `complete`, `error`, `cancelled`, or `unfinished` for a move
-    the log never saw end (still running, or its client stopped watching it)."""
-    if phase in FINISHED_RESULTS:
-        return Text(phase, style=RESULT_STYLES[phase])
-    return Text("unfinished", style="italic")
-
-
-def log_cells(record: MoveRecord) -> dict[str, Text]:
-    """The cells of one moves-log row, keyed by LOG_COLUMNS. Paths are plain text, never markup:
-    they come from servers."""
-    cells = {
-        "started": Text(local_time(record.startedAt)),
-        "server": Text(record.server),
-        "started by": started_by_text(record.startedBy),
-        "result": result_text(record.phase),
-        "size": Text(human_size(record.bytesTotal)),
-        "files": Text(human_count(record.filesTotal)),
-        "time": Text(human_duration(record.duration)),
-        "avg rate": Text(human_rate(record.averageRate)),
-        "from → to": Text(f"{record.source} → {record.destination}"),
-    }
-    for name in LOG_NUMBER_COLUMNS:
-        cells[name].justify = "right"
-    return cells
-
-
-def started_by_text(started_by: str | None) -> Text:
-    """`here` for a move started from this machine, else its USER@HOST; `—` when not known (an
-    entry older than the journal's record of it)."""
-    from tui.history import this_machine
-
-    if started_by is None:
-        return Text("—")
-    if started_by == this_machine():
-        return Text(STARTED_HERE)
-    return Text(started_by, style="italic")
-
-
 def fit_log_columns(widths: dict[str, int], room: int, route_wanted: int,
                     keep: str | None = None) -> list[str]:
     """The LOG_COLUMNS to show when `room` cells hold every column but the route, each as wide
@@ -144,32 +110,3 @@ def fit_log_columns(widths: dict[str, int], room: int, route_wanted: int,
         if name != keep:
             columns.remove(name)
     return columns
-
-
-def log_header(name: str) -> Text:
-    """A moves-log column's heading, aligned like its cells."""
-    return Text(name, justify="right" if name in LOG_NUMBER_COLUMNS else "left")
-
-
-def open_files_sentences(plan: PlanEvent) -> list[str]:
-    """What the mover's check for programs using the source found, as sentences without a final
-    period ([] from a mover without the check). A program writing there refuses the move, so a
-    plan only ever reports readers."""
-    if plan.open_files_check is None:
-        return []
-    if plan.open_files_check == "own processes only":
-        scope = "only this user's own programs were checked: run as root to check all"
-    elif plan.open_files_unchecked:
-        scope = (f"all programs were checked but {plan.open_files_unchecked:,} that could not be "
-                 "inspected")
-    else:
-        scope = "all programs were checked"
-    sentences = [f"No program writes in the source ({scope})"]
-    readers = plan.source_readers
-    if readers:
-        named = ", ".join(f"pid {r.pid} ({r.command}) {r.path}" for r in readers[:3])
-        if len(readers) > 3:
-            named += f" and {len(readers) - 3:,} more"
-        them = "it" if len(readers) == 1 else "them"
-        sentences.append(f"Reading from it: {named} — restart {them} after the move")
-    return sentences

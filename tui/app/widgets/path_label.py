@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.protocol import display_path
+from tui.core.protocol import display_path
 
 
 class PathLabel(Widget):

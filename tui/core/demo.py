@@ -6,7 +6,7 @@ never touched), and opens the app on that server with a new path filled in. Pres
 the real mover: a dry run, then copy, checksum verification and cleanup, throttled so the copy
 takes about 15 seconds. Everything is removed when the app ends.
 
-The data generation is headless; Textual is imported only by `run_demo`.
+This module makes the data; `tui.app.app.run_demo` opens the app on it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.fleet import MoveOptions
-from tui.inventory import ServerEntry, add_server
+from tui.core.inventory import ServerEntry, add_server
 
 DEMO_SERVER = "demo"
 DEMO_SEED = 20240611
@@ -103,17 +102,3 @@ def demo_setup(**generate_options: int) -> Iterator[DemoSetup]:
         shutil.rmtree(root, ignore_errors=True)
         if destination_root is not None:
             shutil.rmtree(destination_root, ignore_errors=True)
-
-
-def run_demo() -> int:
-    """`servermove demo`: the app on a generated demo server; cleans up on exit."""
-    from tui.app import ServerMoveApp
-
-    print("servermove demo: generating about 200 MB of demo data…", flush=True)
-    with demo_setup() as setup:
-        app = ServerMoveApp(inventory_path=setup.inventory_path, open_server=DEMO_SERVER,
-                            new_path=str(setup.new_path), offer_demo=False,
-                            cancel_moves_on_quit=True,
-                            move_options=MoveOptions(verify="checksum", bwlimit=setup.bwlimit))
-        app.run()
-    return 0

@@ -1,8 +1,8 @@
 """The Moves Log: every recorded move, newest first (or sorted by any column), filtered by server,
 result, who started it and any text; and one move in full with its timeline.
 
-Reads the moves log (tui.history) when shown and again whenever a move ends. Paths and errors come
-from servers, so they are shown as plain text, never as markup.
+Reads the moves log (tui.core.moves_log) when shown and again whenever a move ends. Paths and
+errors come from servers, so they are shown as plain text, never as markup.
 """
 
 from __future__ import annotations
@@ -19,22 +19,27 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
 
-from tui.formatting import (
+from tui.app.log_table import RESULT_STYLES, log_cells, log_header
+from tui.app.messages import JournalMerged, MoveFinished
+from tui.core.formatting import (
     FINISHED_RESULTS,
     LOG_COLUMNS,
-    RESULT_STYLES,
     fit_log_columns,
     human_duration,
     human_rate,
     local_time,
-    log_cells,
-    log_header,
     of_total,
     parse_iso,
 )
-from tui.history import ELSEWHERE, HERE, MoveHistory, MoveRecord, started_by_matches, this_machine
-from tui.messages import JournalMerged, MoveFinished
-from tui.protocol import DataState
+from tui.core.moves_log import (
+    ELSEWHERE,
+    HERE,
+    MoveRecord,
+    MovesLog,
+    started_by_matches,
+    this_machine,
+)
+from tui.core.protocol import DataState
 
 ALL = ""  # the "all" choice of a filter; no server is named "" and no result is ""
 UNFINISHED = "unfinished"
@@ -284,7 +289,7 @@ class MovesLogScreen(Screen):
     def load(self) -> None:
         """Read the log again, keep the filters, and show the rows they let through."""
         warnings: list[str] = []
-        self.records = MoveHistory(warn=warnings.append).records()
+        self.records = MovesLog(warn=warnings.append).records()
         new = [warning for warning in warnings if warning not in self._warned]
         if new:
             self._warned.update(new)
@@ -486,7 +491,7 @@ class MoveDetailScreen(Screen):
 
     def on_move_finished(self, message: MoveFinished) -> None:
         if message.server_name == self.record.server:
-            self.record = MoveHistory().get(self.record.moveId) or self.record
+            self.record = MovesLog().get(self.record.moveId) or self.record
             self.show_record()
 
     def show_record(self) -> None:

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import asyncssh
 
-from tui.errors import (
+from tui.core.errors import (
     BadInput,
     ConnectionLost,
     HostUnreachable,
@@ -32,8 +32,9 @@ from tui.errors import (
     SudoPasswordNeeded,
     SudoPasswordWrong,
 )
-from tui.history import this_machine
-from tui.protocol import (
+from tui.core.follow import LineHook
+from tui.core.moves_log import this_machine
+from tui.core.protocol import (
     Event,
     FsStatEvent,
     HelloEvent,
@@ -43,10 +44,10 @@ from tui.protocol import (
     StartedEvent,
     parse_line,
 )
-from tui.ssh import HostKeyQuestion, Prompter, SshSettings, connect_target
-from tui.targets import Target
+from tui.core.ssh import HostKeyQuestion, Prompter, SshSettings, connect_target
+from tui.core.targets import Target
 
-__all__ = ["BOOTSTRAP", "FollowedMove", "HostKeyQuestion", "MoveHandle", "MoveRequest",
+__all__ = ["BOOTSTRAP", "FollowedMove", "HostKeyQuestion", "MoveRequest",
            "Prompter", "SshSettings",
            "TargetSession", "attach_move", "list_moves", "list_target_moves", "mover_source",
            "start_move",
@@ -59,12 +60,13 @@ TOO_OLD_EXIT = 97
 # The interpreter runs with -E -s -S: no PYTHON* variables, no user or system site-packages, and
 # the bootstrap drops the working directory from sys.path before its first import. What runs is
 # the mover and the standard library, not a json.py that happens to lie in the login's home
-# (under sudo, as root); and skipping site makes each start ~10 ms faster. Unlike -I, these flags
-# exist in every python3 and python2, so a too-old interpreter still reaches the version test.
+# (under sudo, as root); and skipping site makes each start faster (docs/performance.md). Unlike
+# -I, these flags exist in every python3 and python2, so a too-old interpreter still reaches the
+# version test.
 PYTHON_FLAGS = ("-E", "-s", "-S")
 BOOTSTRAP = (
     "import sys;sys.path=[p for p in sys.path if p];"
-    "sys.version_info<(3,6) and sys.exit(97);import json;"
+    f"sys.version_info<(3,6) and sys.exit({TOO_OLD_EXIT});import json;"
     "h=json.loads(sys.stdin.buffer.readline().decode());sys.argv=['servermove-mover']+h['argv'];"
     "exec(compile(sys.stdin.buffer.read(h['size']),'servermove-mover','exec'),"
     "{'__name__':'__main__'})"
@@ -185,14 +187,17 @@ async def _spawn_local(argv: list[str]) -> _LocalProcess:
 
 
 class _EventSource:
-    """Something that yields the mover's lines; `events()` is what most callers want."""
+    """Something that yields the mover's lines: `events()` is the one way to read them."""
 
-    def records(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
+    def _lines(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
         raise NotImplementedError
 
-    async def events(self) -> AsyncIterator[Event | MalformedLine]:
-        """The parsed events, without the hello and without subjects this client does not know."""
-        async for _, event in self.records():
+    async def events(self, on_line: LineHook | None = None) -> AsyncIterator[Event | MalformedLine]:
+        """The parsed events, without the hello and without subjects this client does not know.
+        `on_line` sees every raw line the mover printed, those too (`--json` passes them on)."""
+        async for raw, event in self._lines():
+            if raw is not None and on_line is not None:
+                on_line(raw)
             if event is not None and not isinstance(event, HelloEvent):
                 yield event
 
@@ -217,12 +222,13 @@ class MoverProcess(_EventSource):
         except (asyncssh.Error, OSError):
             return b""
 
-    async def _start(self, argv: Sequence[str], prefix: bytes = b"") -> None:
+    async def send_program(self, argv: Sequence[str], prefix: bytes = b"") -> None:
+        """Send the bootstrap its header and the mover's source, after `prefix` (a password)."""
         source = mover_source()
         header = json.dumps({"argv": list(argv), "size": len(source)}).encode() + b"\n"
         await self._process.write(prefix + header + source)
 
-    async def records(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
+    async def _lines(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
         """Each raw line from the mover's hello on, with its parsed form (None: unknown subject).
 
         Raises ConnectionLost if the link dies before the mover has finished.
@@ -364,7 +370,7 @@ class TargetSession:
         # If the bootstrap exits before reading everything (python3 missing, too old), writing
         # fails; its exit status then tells why, through events().
         with contextlib.suppress(asyncssh.Error, OSError, ConnectionError):
-            await mover._start(argv, secret if sudo == "-S" else b"")
+            await mover.send_program(argv, secret if sudo == "-S" else b"")
         return mover
 
     def reset(self) -> None:
@@ -485,7 +491,7 @@ class FollowedMove(_EventSource):
         if self.move_id is None:
             self.exit_status = mover.exit_status
 
-    async def records(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
+    async def _lines(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
         """Raw journal lines with their parsed form, plus (raw None) the client's LinkEvents."""
         if self.move_id is None:
             for event in self._refusal:
@@ -503,7 +509,7 @@ class FollowedMove(_EventSource):
                     yield None, LinkEvent(lost=False, message=f"reconnected to {self.target}")
                 if self._cancel_wanted and not self._cancel_sent:
                     await self._send_cancel()
-                async for raw, event in mover.records():
+                async for raw, event in mover._lines():
                     if isinstance(event, HelloEvent):
                         if said_hello:
                             continue  # one hello per stream, however many re-attaches
@@ -547,10 +553,6 @@ class FollowedMove(_EventSource):
         if self._current is not None:
             self._current.close()
         self.session.close()
-
-
-# The TUI and CLI speak of a move handle: a followed move, or a dry run in the foreground.
-MoveHandle = MoverProcess | FollowedMove
 
 
 async def stat_paths(target: Target, paths: Sequence[str], *,

@@ -11,27 +11,18 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
-from tui.errors import ServermoveError
-from tui.fleet import MoveState, connection_problem
-from tui.formatting import human_size
-from tui.inventory import ServerEntry
-from tui.messages import InventoryChanged, JournalMerged, MoveProgressed
-from tui.screens.modals import CancelMoveScreen, ConfirmMoveScreen
-from tui.screens.moves_log import MovesLogScreen
-from tui.screens.server_form import DataPathValidator
-from tui.widgets.move_panel import MoveProgressPanel, OutcomePanel
-from tui.widgets.path_label import PathLabel
+from tui.app.messages import InventoryChanged, JournalMerged, MoveProgressed
+from tui.app.screens.modals import CancelMoveScreen, ConfirmMoveScreen
+from tui.app.screens.moves_log import MovesLogScreen
+from tui.app.screens.server_form import DataPathValidator
+from tui.app.widgets.move_panel import MoveProgressPanel, OutcomePanel
+from tui.app.widgets.path_label import PathLabel
+from tui.core.errors import ServermoveError
+from tui.core.fleet import MoveState, ServerMove, connection_problem
+from tui.core.inventory import ServerEntry
+from tui.core.wording import free_space_text
 
 STAT_DEBOUNCE_S = 0.6  # ask the server for free space once the user pauses typing
-
-
-def free_space_text(stat) -> str:
-    """`free 12.3 GB of 50 GB on /srv` for an FsStatEvent."""
-    if stat is None or stat.free_bytes is None:
-        return "free space unknown"
-    total = f" of {human_size(stat.total_bytes)}" if stat.total_bytes else ""
-    mount = f" on {stat.mount_point}" if getattr(stat, "mount_point", None) else ""
-    return f"free {human_size(stat.free_bytes)}{total}{mount}"
 
 
 class ServerDetailScreen(Screen):
@@ -51,6 +42,9 @@ class ServerDetailScreen(Screen):
         # Who wrote the status line beside Apply: "move" (connecting, cancelling) or "plan"
         # (the dry run's check or refusal). Each goes when what it describes changes.
         self._status_owner: str | None = None
+        # Whether a move was running when Apply was last checked: a progress tick re-checks the
+        # new path only when that changes (the path's own changes re-check it as they happen).
+        self._apply_checked_for_active: bool | None = None
 
     @property
     def server(self) -> ServerEntry:
@@ -83,7 +77,7 @@ class ServerDetailScreen(Screen):
         self.title = self.server_name
         self.sub_title = self.server.target
         self.show_server()
-        self.show_move()
+        self.show_move(self.app.fleet.get(self.server_name))
         self.check_new_path()
         self.stat_free_space()
         self.merge_journal()
@@ -96,8 +90,7 @@ class ServerDetailScreen(Screen):
     def show_server(self) -> None:
         self.query_one("#current-path", PathLabel).path = self.server.data_path
 
-    def show_move(self) -> None:
-        move = self.app.fleet.get(self.server_name)
+    def show_move(self, move: ServerMove | None) -> None:
         active = move is not None and move.active
         panel = self.query_one(MoveProgressPanel)
         panel.display = move is not None
@@ -123,7 +116,9 @@ class ServerDetailScreen(Screen):
         elif self._status_owner == "move":
             self.set_status("")  # the move it described has ended
         self.refresh_bindings()
-        self.update_apply()
+        if active != self._apply_checked_for_active:
+            self._apply_checked_for_active = active
+            self.update_apply()
 
     def set_status(self, text: str, *, owner: str | None = None) -> None:
         self._status_owner = owner if text else None
@@ -151,7 +146,7 @@ class ServerDetailScreen(Screen):
 
     def on_move_progressed(self, message: MoveProgressed) -> None:
         if message.server_name == self.server_name:
-            self.show_move()
+            self.show_move(message.move)
 
     def on_inventory_changed(self, _: InventoryChanged) -> None:
         if self.server_name not in self.app.inventory:
@@ -234,7 +229,7 @@ class ServerDetailScreen(Screen):
             options = choice.options
         if choice is not None:
             self.app.start_move(self.server_name, new_path, choice.options)
-        self.show_move()
+        self.show_move(self.app.fleet.get(self.server_name))
 
     def _checking(self) -> bool:
         return any(worker.group == "plan" and not worker.is_finished for worker in self.workers)

@@ -20,8 +20,18 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 
-from tui.errors import BadInput, ServermoveError
-from tui.fleet import (
+from tui.app.messages import InventoryChanged, MoveFinished, MoveProgressed
+from tui.app.screens.dashboard import DashboardScreen
+from tui.app.screens.first_run import FirstRunScreen
+from tui.app.screens.help import HelpScreen
+from tui.app.screens.inventory_error import InventoryErrorScreen
+from tui.app.screens.modals import ConfirmScreen, HostKeyScreen, SudoPasswordScreen
+from tui.app.screens.moves_log import MovesLogScreen
+from tui.app.screens.server_detail import ServerDetailScreen
+from tui.app.screens.server_form import ServerFormScreen
+from tui.core.demo import DEMO_SERVER, demo_setup
+from tui.core.errors import BadInput, ServermoveError
+from tui.core.fleet import (
     DEFAULT_MOVE_OPTIONS,
     Fleet,
     MoveOptions,
@@ -29,7 +39,7 @@ from tui.fleet import (
     ServerMove,
     status_text,
 )
-from tui.inventory import (
+from tui.core.inventory import (
     Inventory,
     InventoryError,
     ServerEntry,
@@ -40,18 +50,9 @@ from tui.inventory import (
     ssh_host_aliases,
     update_server,
 )
-from tui.messages import InventoryChanged, MoveFinished, MoveProgressed
-from tui.protocol import Phase
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.first_run import FirstRunScreen
-from tui.screens.help import HelpScreen
-from tui.screens.inventory_error import InventoryErrorScreen
-from tui.screens.modals import ConfirmScreen, HostKeyScreen, SudoPasswordScreen
-from tui.screens.moves_log import MovesLogScreen
-from tui.screens.server_detail import ServerDetailScreen
-from tui.screens.server_form import ServerFormScreen
-from tui.ssh import HostKeyQuestion, SshSettings
-from tui.targets import Target
+from tui.core.protocol import Phase
+from tui.core.ssh import HostKeyQuestion, SshSettings
+from tui.core.targets import Target
 
 PUBLISH_INTERVAL_S = 0.1  # at most ten repaints a second per server, however fast events come
 QUIT_CANCEL_TIMEOUT_S = 30.0  # how long quitting waits for cancelled movers to clean up
@@ -224,7 +225,7 @@ class ServerMoveApp(App[str | None]):
     def publish_progress(self) -> None:
         """The coalescing point: tell the screens which servers changed since last time."""
         for name in sorted(self.fleet.take_changed()):
-            self.broadcast(lambda name=name: MoveProgressed(name))
+            self.broadcast(lambda name=name: MoveProgressed(name, self.fleet.get(name)))
 
     def start_move(self, name: str, new_path: str, options: MoveOptions | None = None) -> None:
         server = self.inventory.get(name)
@@ -349,17 +350,24 @@ class ServerMoveApp(App[str | None]):
         return await self._ask(SudoPasswordScreen(target.label))
 
 
-def run_app(*, ssh_config: Path | None = None) -> int:
+def run_app(*, ssh_config: Path | None = None) -> str | None:
     """`servermove` / `servermove tui [--ssh-config FILE]`: the dashboard on the user's
-    inventory."""
+    inventory. Returns DEMO_REQUESTED when the user picked the demo (the CLI then starts it)."""
     settings = SshSettings()
     if ssh_config is not None:
         if not ssh_config.is_file():  # the same words as the CLI's
             raise BadInput(f"ssh config file {ssh_config} not found")
         settings = SshSettings(config_files=[ssh_config])
-    result = ServerMoveApp(ssh_settings=settings).run()
-    if result == DEMO_REQUESTED:
-        from tui.demo import run_demo
+    return ServerMoveApp(ssh_settings=settings).run()
 
-        return run_demo()
+
+def run_demo() -> int:
+    """`servermove demo`: the app on a generated demo server; cleans up on exit."""
+    print("servermove demo: generating about 200 MB of demo data…", flush=True)
+    with demo_setup() as setup:
+        app = ServerMoveApp(inventory_path=setup.inventory_path, open_server=DEMO_SERVER,
+                            new_path=str(setup.new_path), offer_demo=False,
+                            cancel_moves_on_quit=True,
+                            move_options=MoveOptions(verify="checksum", bwlimit=setup.bwlimit))
+        app.run()
     return 0

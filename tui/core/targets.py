@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tui.errors import BadInput
+from tui.core.errors import BadInput
 
 LOCAL = "local"
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.%-]+$")
@@ -32,8 +32,6 @@ class Target:
     def __str__(self) -> str:
         return self.label
 
-
-LOCAL_TARGET = Target(label=LOCAL)
 
 
 def parse_target(text: str, *, sudo: bool = False, python: str | None = None) -> Target:

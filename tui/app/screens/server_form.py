@@ -11,10 +11,10 @@ from textual.suggester import SuggestFromList
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from tui.errors import BadInput
-from tui.inventory import ServerEntry, absolute_path_problem, validate_entry
-from tui.screens.modals import Dialog
-from tui.targets import LOCAL, parse_target
+from tui.app.screens.modals import Dialog
+from tui.core.errors import BadInput
+from tui.core.inventory import ServerEntry, absolute_path_problem, validate_entry
+from tui.core.targets import LOCAL, parse_target
 
 
 class DataPathValidator(Validator):

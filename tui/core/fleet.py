@@ -9,35 +9,31 @@ UI: every SSH round trip is awaited inside the worker.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
-from tui import runner
-from tui.errors import AuthFailed, ConnectionLost, HostKeyChanged, HostUnreachable, ServermoveError
-from tui.history import MoveHistory, MoveRecorder, record_from_listed
-from tui.inventory import ServerEntry
-from tui.progress import MoveProgress
-from tui.protocol import Event, MalformedLine, Phase, PlanEvent, ProgressEvent
-from tui.targets import Target, parse_target
-
-
-class MoveHandleLike(Protocol):
-    """What the fleet needs of a running mover (tui.runner.MoveHandle, or a test's fake)."""
-
-    stderr_text: str
-
-    def events(self) -> AsyncIterator[Event | MalformedLine]: ...
-    async def cancel(self) -> None: ...
-    async def wait(self) -> int | None: ...
-    def close(self) -> None: ...
-
+from tui.core import runner, wording
+from tui.core.errors import (
+    AuthFailed,
+    ConnectionLost,
+    HostKeyChanged,
+    HostUnreachable,
+    ServermoveError,
+)
+from tui.core.follow import MoveHandle, follow
+from tui.core.inventory import ServerEntry
+from tui.core.moves_log import MoveRecorder, MovesLog, record_from_listed
+from tui.core.progress import MoveProgress
+from tui.core.protocol import Phase, PlanEvent, ProgressEvent
+from tui.core.ssh import Prompter, SshSettings
+from tui.core.targets import Target, parse_target
 
 # start_move(target, request, *, settings, prompter) and stat_paths(target, paths, ...), as in
-# tui.runner; injectable so tests can feed synthetic streams for many servers at once.
-StartMove = Callable[..., Awaitable[MoveHandleLike]]
-AttachMove = Callable[..., Awaitable[MoveHandleLike]]
+# tui.core.runner; injectable so tests can feed synthetic streams for many servers at once.
+StartMove = Callable[..., Awaitable[MoveHandle]]
+AttachMove = Callable[..., Awaitable[MoveHandle]]
 ListMoves = Callable[..., Awaitable[list[Any]]]
 StatPaths = Callable[..., Awaitable[list[Any]]]
 
@@ -89,7 +85,7 @@ class ServerMove:
     problem: str | None = None  # why the move could not start or was lost, in plain words
     exit_status: int | None = None
     cancel_requested: bool = False
-    handle: MoveHandleLike | None = field(default=None, repr=False)
+    handle: MoveHandle | None = field(default=None, repr=False)
     recorder: MoveRecorder | None = field(default=None, repr=False)
 
     @property
@@ -140,8 +136,7 @@ def status_text(move: ServerMove | None, problem: ConnectionProblem | None = Non
         return f"moved to {move.new_path}"
     if progress.phase is Phase.CANCELLED:
         return "cancelled"
-    where = progress.failed_phase.value if progress.failed_phase else "start"
-    return f"error while {where}"
+    return f"error while {wording.stopped_while(progress)}"
 
 
 class Fleet:
@@ -149,14 +144,14 @@ class Fleet:
 
     def __init__(self, *, start_move: StartMove | None = None, stat_paths: StatPaths | None = None,
                  attach_move: AttachMove | None = None, list_moves: ListMoves | None = None,
-                 settings: Any = None,
-                 prompter: Any = None, history: MoveHistory | None = None,
+                 settings: SshSettings | None = None,
+                 prompter: Prompter | None = None, moves_log: MovesLog | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._start_move = start_move
         self._stat_paths = stat_paths
         self._attach_move = attach_move
         self._list_moves = list_moves
-        self.history = history if history is not None else MoveHistory()
+        self.moves_log = moves_log if moves_log is not None else MovesLog()
         self.settings = settings
         self.prompter = prompter
         self.clock = clock
@@ -165,7 +160,7 @@ class Fleet:
         self.problems: dict[str, tuple[ConnectionProblem, str]] = {}
         self._changed: set[str] = set()
 
-    # -- the runner (tui.runner), unless a test gave another -----------------------------------
+    # -- the runner (tui.core.runner), unless a test gave another ------------------------------
 
     @staticmethod
     def _request(server: ServerEntry, new_path: str, options: MoveOptions,
@@ -175,7 +170,7 @@ class Fleet:
                                           bwlimit=options.bwlimit, dry_run=dry_run)
 
     async def _start(self, server: ServerEntry, new_path: str, options: MoveOptions,
-                     dry_run: bool) -> MoveHandleLike:
+                     dry_run: bool) -> MoveHandle:
         start = self._start_move or runner.start_move
         request = self._request(server, new_path, options, dry_run)
         return await start(target_of(server), request, settings=self.settings,
@@ -234,16 +229,6 @@ class Fleet:
         self._touch(server.name)
         return move
 
-    def record(self, name: str, event: Event | MalformedLine | None) -> None:
-        """Fold one event into a server's move (the runner's stream, or a test's)."""
-        move = self.moves[name]
-        if move.state is MoveState.CONNECTING:
-            move.state = MoveState.RUNNING
-        if move.progress.apply(event):
-            self._touch(name)
-        if move.recorder is not None:
-            move.recorder.observe(event, move.progress)
-
     async def run_move(self, server: ServerEntry, new_path: str,
                        options: MoveOptions = DEFAULT_MOVE_OPTIONS) -> ServerMove:
         """Run a move to its end. Never raises for the failures a user can meet: they end up in
@@ -261,12 +246,12 @@ class Fleet:
                                                  settings=self.settings, prompter=self.prompter))
 
     async def _follow(self, server: ServerEntry, new_path: str, verify: str,
-                      open_handle: Callable[[], Awaitable[MoveHandleLike]]) -> ServerMove:
+                      open_handle: Callable[[], Awaitable[MoveHandle]]) -> ServerMove:
         move = self.moves.get(server.name)
         if move is None or not move.active:
             move = self.begin(server, new_path)
         name = server.name
-        move.recorder = MoveRecorder(self.history, server=name, target=server.target,
+        move.recorder = MoveRecorder(self.moves_log, server=name, target=server.target,
                                      source=server.data_path, destination=new_path,
                                      verify=verify, clock=self.clock)
         try:
@@ -277,9 +262,9 @@ class Fleet:
                 await move.handle.cancel()
             move.state = MoveState.RUNNING
             self._touch(name)
-            async for event in move.handle.events():
-                self.record(name, event)
-            move.exit_status = await move.handle.wait()
+            move.exit_status = await follow(
+                move.handle, move.progress, move.recorder,
+                on_event=lambda _event, changed: self._touch(name) if changed else None)
             move.state = MoveState.FINISHED
             if not move.progress.finished:
                 move.problem = self._died_without_saying(move)
@@ -309,14 +294,14 @@ class Fleet:
         list_moves = self._list_moves or runner.list_target_moves
         listed = await list_moves(target_of(server), settings=self.settings,
                                   prompter=self.prompter)
-        return len(self.history.merge(record_from_listed(entry, server.target)
+        return len(self.moves_log.merge(record_from_listed(entry, server.target)
                                       for entry in listed))
 
     def unfinished_moves(self, servers: Sequence[ServerEntry]) -> list[tuple[ServerEntry, Any]]:
         """(server, log record) for each server whose last logged move never told us its end."""
         found = []
         for server in servers:
-            last = self.history.records(server=server.name, limit=1)
+            last = self.moves_log.records(server=server.name, limit=1)
             if last and not last[0].finished and not self.is_active(server.name):
                 found.append((server, last[0]))
         return found

@@ -12,11 +12,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from tui.fleet import DEFAULT_MOVE_OPTIONS, MoveOptions
-from tui.formatting import human_count, human_size, open_files_sentences
-from tui.messages import MoveFinished, MoveProgressed
-from tui.protocol import PlanEvent
-from tui.ssh import HostKeyQuestion
+from tui.app.messages import MoveFinished, MoveProgressed
+from tui.core.fleet import DEFAULT_MOVE_OPTIONS, MoveOptions
+from tui.core.protocol import PlanEvent
+from tui.core.ssh import HostKeyQuestion
+from tui.core.wording import plan_lines
 
 
 class Dialog(ModalScreen):
@@ -92,27 +92,6 @@ class CancelMoveScreen(ConfirmScreen):
     def _dismiss_if_ended(self) -> None:
         if not self.app.fleet.is_active(self.server_name) and self.is_current:
             self.dismiss(False)
-
-
-def plan_lines(plan: PlanEvent) -> list[str]:
-    """The dry run's plan in plain words, for the confirmation."""
-    if plan.method == "rename":
-        how = "Rename: same filesystem, one atomic step, no copy needed."
-    else:
-        how = (f"Copy across filesystems, verify ({plan.verify}), then remove the source.")
-    lines = [f"From  {plan.src}", f"To    {plan.dst}", "", how,
-             f"{human_size(plan.bytes_total)} in {human_count(plan.files_total)} files and "
-             f"{human_count(plan.dirs_total)} directories."]
-    if plan.method != "rename" and plan.dst_free_bytes is not None:
-        after = plan.dst_free_bytes - plan.space_needed
-        lines.append(f"Free at the destination after the move: {human_size(max(after, 0))}"
-                     + ("  — NOT ENOUGH SPACE" if after < 0 else ""))
-    if plan.bwlimit:
-        lines.append(f"Bandwidth limit: {human_size(plan.bwlimit)}/s.")
-    lines.extend(f"{sentence}." for sentence in open_files_sentences(plan))
-    if plan.created_parents:
-        lines.append(f"Makes the missing directories {', '.join(plan.created_parents)}.")
-    return lines
 
 
 VERIFY_CHOICES = [("checksum: every byte", "checksum"), ("size only", "size"),

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from tui.screens.modals import Dialog
+from tui.app.screens.modals import Dialog
 
 
 def _key_name(key: str) -> str:

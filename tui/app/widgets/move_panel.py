@@ -13,21 +13,18 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Label, ProgressBar, Static
 
-from tui.fleet import MoveState, ServerMove
-from tui.formatting import human_count, human_duration, human_eta, human_rate, human_size, of_total
-from tui.progress import MoveProgress
-from tui.protocol import Phase
-from tui.widgets.path_label import PathLabel
-from tui.widgets.phase_indicator import PhaseIndicator
-
-
-def bar_counts(progress: MoveProgress) -> tuple[int, int, int, int]:
-    """(bytes done, bytes total, files done, files total) for the phase being shown: verified
-    counts while verifying, copied counts otherwise."""
-    verifying = progress.phase is Phase.VERIFYING
-    bytes_done = progress.bytes_verified if verifying else progress.bytes_copied
-    files_done = progress.files_verified if verifying else progress.files_copied
-    return bytes_done, progress.bytes_total, files_done, progress.files_total
+from tui.app.widgets.path_label import PathLabel
+from tui.app.widgets.phase_indicator import PhaseIndicator
+from tui.core.fleet import MoveState, ServerMove
+from tui.core.formatting import (
+    human_duration,
+    human_eta,
+    human_rate,
+    of_total,
+)
+from tui.core.progress import MoveProgress
+from tui.core.protocol import Phase
+from tui.core.wording import bar_counts, bar_label, moved_figures, stopped_while
 
 
 def stats_line(progress: MoveProgress) -> str:
@@ -75,8 +72,7 @@ class MoveProgressPanel(Vertical):
         self.bytes_done = bytes_done if bytes_total else int(progress.fraction)
         self.files_total = files_total or 1
         self.files_done = files_done if files_total else int(progress.fraction)
-        verifying = progress.phase is Phase.VERIFYING
-        self.query_one("#bytes-label", Label).update("Verified" if verifying else "Copied")
+        self.query_one("#bytes-label", Label).update(bar_label(progress))
         self.query_one("#bytes-text", Label).update(of_total(bytes_done, bytes_total, sizes=True))
         self.query_one("#files-text", Label).update(
             of_total(files_done, files_total, sizes=False) + " files")
@@ -106,15 +102,13 @@ def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
                 [progress.outcome(), f"The data is now at {move.new_path}; the inventory says "
                  "so too."], "-complete")
     if progress.phase is Phase.COMPLETE:
-        average = progress.average_rate
+        size, files, took, average = moved_figures(progress)
         return ("Move complete",
-                [f"Moved {human_size(progress.bytes_total)} in "
-                 f"{human_count(progress.files_total)} files in "
-                 f"{human_duration(progress.elapsed)}"
-                 + (f" (average {human_rate(average)})." if average else "."),
+                [f"Moved {size} in {files} files in {took}"
+                 + (f" (average {average})." if average else "."),
                  f"The data is now at {move.new_path}; the inventory says so too."], "-complete")
     lines: list[str] = []
-    where = progress.failed_phase.value if progress.failed_phase else "starting"
+    where = stopped_while(progress)
     if progress.phase is Phase.CANCELLED:
         title, css = f"Move cancelled while {where}", "-cancelled"
         lines.append("The move was cancelled at your request.")

@@ -9,13 +9,17 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from tui.core.fleet import ServerMove
+
 
 @dataclass
 class MoveProgressed(Message, bubble=False):
-    """A server's move changed. Posted at most about ten times a second per server; a flood for
-    one server that the screen has not caught up with collapses to the latest."""
+    """A server's move changed, with the move to show (None: no move on it). Posted at most about
+    ten times a second per server; a flood for one server that the screen has not caught up with
+    collapses to the latest."""
 
     server_name: str
+    move: ServerMove | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, MoveProgressed) and message.server_name == self.server_name
@@ -39,12 +43,3 @@ class JournalMerged(Message, bubble=False):
 @dataclass
 class InventoryChanged(Message, bubble=False):
     """servers.toml was written (a server added, edited, removed, or its data path moved)."""
-
-
-
-@dataclass
-class MoveRequested(Message):
-    """The user confirmed a move on a server's detail screen."""
-
-    server_name: str
-    new_path: str

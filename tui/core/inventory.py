@@ -33,8 +33,8 @@ from typing import Any
 
 import tomlkit
 
-from tui import locations
-from tui.errors import BadInput, ServermoveError
+from tui.core import locations
+from tui.core.errors import BadInput, ServermoveError
 
 FILE_HEADER = """\
 # servermove inventory: one table per server. Edit by hand or in the app (`servermove`).
