@@ -32,7 +32,8 @@ NOISY_SHELL = "/usr/local/bin/servermove-test-noisy-shell"
 SUDO_USER = "smsudo"
 SUDO_PASSWORD = "correct horse battery staple"
 NOPASSWD_USER = "smnopw"
-SUDOERS_FILE = Path("/etc/sudoers.d/servermove-test")
+# One file per test run: two runs on one machine (two worktrees) must not remove each other's.
+SUDOERS_FILE = Path(f"/etc/sudoers.d/servermove-test-{os.getpid()}")
 SSH_ALIAS = "smtest-host"
 SSHD = "/usr/sbin/sshd"
 
