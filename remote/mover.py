@@ -2016,6 +2016,10 @@ class Move:
         self.made_parents = []
         self.recorder = None  # a detached worker's Recorder of finished copies
         self.progress = Progress(emitter, server_name, self.move_id)
+        if service is not None:  # the service's fields are on every event of its move
+            self.progress.service = {"pass": None, "forecastDowntimeSeconds": None,
+                                     "downSince": None}
+            self.progress.service_end = {"downtimeSeconds": None, "serviceRunsFrom": "source"}
         self.cancel = Cancellation()
         self.check = self.cancel.check  # the one cancellation point (see Cancellation.check)
 
@@ -3422,9 +3426,6 @@ class ServiceMove(object):
         self.down_clock = None  # monotonic time the stop command began
         self.stopped = self.stop_failed = self.switched = self.start_ran = False
         self.cutover_record = None
-        self.progress.service = {"pass": None, "forecastDowntimeSeconds": None,
-                                 "downSince": None}
-        self.progress.service_end = {"downtimeSeconds": None, "serviceRunsFrom": "source"}
 
     def run(self):
         try:
