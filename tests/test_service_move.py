@@ -89,7 +89,7 @@ def check_game_moved(src: Path, dst: Path, pidfile: Path, maps: dict[str, bytes]
     log = dst / "logs" / "console.log"
     wait_ticks(log, 3)  # writes into the new copy
     text = log.read_text()
-    before, stopped, after = text.partition("stopped at tick ")
+    before, _stopped, after = text.partition("stopped at tick ")
     last = int(after.split()[0])
     assert ticks_logged(before) == list(range(1, last + 1))  # no line of the old run lost
     assert (dst / "world" / "level.dat").read_text() == f"saved at tick {last}\n"
@@ -280,7 +280,8 @@ def test_postgres_moves_by_config_cutover_with_a_client_inserting(pg_cluster: Pg
     stop, committed = threading.Event(), []
     client = threading.Thread(target=insert_rows, args=(pg, stop, committed))
     spec = {"stop": pg.ctl("stop"), "start": pg.ctl("start"),
-            "check": ["pg_isready", "-q", "-p", str(pg.port)], "cutover": f"config:{pg.config_file}"}
+            "check": ["pg_isready", "-q", "-p", str(pg.port)],
+            "cutover": f"config:{pg.config_file}"}
     try:
         client.start()
         time.sleep(1)
@@ -297,9 +298,13 @@ def test_postgres_moves_by_config_cutover_with_a_client_inserting(pg_cluster: Pg
         assert not pg.data_dir.exists()
         rows = {int(x) for x in pg.psql("SELECT id FROM moved").split()}
         assert len(committed) > 5 and set(committed) <= rows
+        [backup] = pg.config_file.parent.glob("postgresql.conf.servermove-*")  # kept, as promised
+        assert backup.read_bytes().count(str(pg.data_dir).encode()) >= 1
     finally:
         stop.set()
         client.join(30)
+        for backup in pg.config_file.parent.glob("postgresql.conf.servermove-*"):
+            backup.unlink()  # or pg_dropcluster leaves the cluster's directory behind
         drop_cluster(pg)
 
 
@@ -316,6 +321,7 @@ def ssh_mover(sshd: SshServer, *argv: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
     proc.stdin.write(header + source)
     proc.stdin.close()
+    proc.stdin = None  # written whole: communicate() only reads
     return proc
 
 
