@@ -4170,7 +4170,8 @@ def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text,
              "timeline": [], "pid": None, "exitStatus": None, "lastSeq": 0}
     if service is not None:
         state.update({"cutover": cutover_text(service.cutover), "passes": 0,
-                      "downtimeSeconds": None, "serviceRunsFrom": "source"})
+                      "downtimeSeconds": None, "serviceRunsFrom": "source",
+                      "serviceStart": command_text(service.start)})
     journal = Journal(building, state)
     journal.save()
     mdir = os.path.join(root, b"moves", move_id.encode())
@@ -4251,6 +4252,7 @@ def reap_dead_worker(mdir, state):
     else:
         data_state = STATE_SOURCE
         text = "%s: nothing was changed — the source %s is untouched" % (what, show(src))
+    text += service_left_words(state, phase)
     last = last_event_of(mdir)  # fresher than state.json, which is written once a second
     if last.get("workerGone"):  # reaped before, but the state could not be saved then
         return repaired_state(mdir, state, last)
@@ -4266,6 +4268,22 @@ def reap_dead_worker(mdir, state):
     with contextlib.suppress(OSError):  # a full disk: the next reader tries again
         append_whole_line(os.path.join(mdir, b"events.jsonl"), line.encode("ascii"))
     return repaired_state(mdir, state, data)
+
+
+def service_left_words(state, phase):
+    """What a service move's dead worker left of the service. A reader (list, attach) never
+    starts it: it only says how."""
+    if state.get("cutover") is None:
+        return ""
+    start = state.get("serviceStart")
+    if phase in (STOPPING, COPYING, VERIFYING):
+        return ("; THE SERVICE IS STOPPED: this move stopped it and did not start it again — "
+                "start it on the source by hand (`%s`)" % start)
+    if phase in (SWITCHING, STARTING, CHECKING):
+        return ("; THE SERVICE MAY BE STOPPED: this move stopped it and was repointing it to %s "
+                "(cutover %s) — see which of the two copies it now points to, then start it by "
+                "hand (`%s`)" % (state["dst"], state["cutover"], start))
+    return ""
 
 
 def append_whole_line(path, line):

@@ -3,6 +3,7 @@ by the mover while they run, across filesystems; and the rollbacks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -386,4 +387,43 @@ def test_a_service_move_runs_on_the_oldest_python(python, public_root, tmpfs, tm
         stop_game(pidfile)
         if src.is_symlink():
             src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_worker_killed_while_the_service_is_stopped_says_how_to_start_it(public_root, tmpfs,
+                                                                           tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    stopper = tmp_path / "stopper.pid"
+    src.mkdir()
+    # The stop command stops the server, then lingers: the worker is killed while it is down.
+    stop = ["/bin/sh", "-c", 'echo $$ > "$3"; "$0" "$1" stop "$2" && sleep 60', sys.executable,
+            str(GAME_SERVER), str(pidfile), str(stopper)]
+    try:
+        world_with_data(src)
+        run(*game("start", src, pidfile))
+        started = mover(sys.executable, "start", "--service",
+                        json.dumps(game_spec(src, pidfile, stop=stop)), src, dst)
+        assert started.returncode == 0, started.stderr
+        journal = Path(started.last["data"]["journal"])
+        deadline = time.monotonic() + 30
+        while running(pidfile) or b'"phase":"stopping"' not in (
+                journal / "events.jsonl").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = json.loads((journal / "state.json").read_text())["pid"]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        listed = mover(sys.executable, "list")
+        [state] = [line["data"] for line in listed.lines if line["subject"] == "move.listed"]
+        assert "THE SERVICE IS STOPPED" in state["error"]
+        assert "`" + " ".join(game("start", src, pidfile)) + "`" in state["error"]
+        assert not running(pidfile)  # a reader never starts it
+    finally:
+        if stopper.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(stopper.read_text()), signal.SIGKILL)
+        stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
