@@ -1423,7 +1423,8 @@ class Copier:
 
     def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
         if item.is_file(follow_symlinks=False):
-            self.copy_regular(rel, name, src_dir, dst_dir, verifier)
+            if self.live is None or not self.live.reuse_entry(rel, item, name, dst_dir, verifier):
+                self.copy_regular(rel, name, src_dir, dst_dir, verifier)
             return
         try:
             st = item.stat(follow_symlinks=False)
@@ -3393,6 +3394,18 @@ class LivePass(object):
         for key, first in list(copier.hardlinks.items()):
             if first == rel:
                 del copier.hardlinks[key]
+
+    def reuse_entry(self, rel, item, name, dst_dir, verifier):
+        """reuse, from the directory entry's lstat: an unchanged file is linked without being
+        opened (a file with further names goes through the copy's hard-link bookkeeping)."""
+        if self.previous is None or rel not in self.previous.records:
+            return False
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError:
+            return False
+        return st.st_nlink < 2 and stat.S_ISREG(st.st_mode) and \
+            self.reuse(rel, name, st, dst_dir, verifier)
 
     def reuse(self, rel, name, st, dst_dir, verifier):
         """Link the previous pass's copy of `rel` if its source is unchanged since it was
