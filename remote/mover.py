@@ -1824,6 +1824,7 @@ class Cleaner:
         (rel, why) in the order found, and those among them changed after they were copied."""
         kept = []
         newer = []
+        linked = set()  # inodes with further names, one name already handed to the Remover
         src, dst = self.src, self.dst
         remover = Remover(self.move)
         copies = MirrorDir(dst)
@@ -1838,7 +1839,7 @@ class Cleaner:
                 self.progress.current = rel
                 try:
                     if self.against is not None:
-                        problem = changed_since_recorded(self.against.get(rel), st)
+                        problem = self.against_record(rel, st, linked)
                     else:
                         problem = differs(src, dst, rel, st, copies.lstat(name), self.is_root)
                     if problem:
@@ -1856,6 +1857,16 @@ class Cleaner:
         kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
                     for rel, err in remover.failed)
         return kept, newer
+
+    def against_record(self, rel, st, linked):
+        """A service move's check: the entry as its final pass recorded it. Removing one name of
+        a hard-linked file moves the ctime of the others: once a name of an inode passed the
+        whole check, its further names are checked without the ctime."""
+        key = (st.st_dev, st.st_ino)
+        problem = changed_since_recorded(self.against.get(rel), st, key in linked)
+        if problem is None and st.st_nlink > 1:
+            linked.add(key)
+        return problem
 
     def remove_directories(self, kept):
         """Remove the emptied directories, deepest first; add to `kept` those that stay."""
@@ -3304,12 +3315,12 @@ def stat_key(st):
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def changed_since_recorded(record, st):
+def changed_since_recorded(record, st, but_ctime=False):
     """Why a source entry must not be removed by a service move's cleaning, or None: it must be
     the inode its final pass recorded, unchanged since (size, mtime, ctime)."""
     if record is None:
         return "was not in the final copy (it appeared after the service was stopped)"
-    if record[:4] != stat_key(st):
+    if record[:4 if not but_ctime else 3] != stat_key(st)[:4 if not but_ctime else 3]:
         return "changed after the service was stopped and its final copy was made"
     return None
 

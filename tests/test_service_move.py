@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shlex
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_support import make_tree, read_tree
+from tests.fstree import diff_snapshots, snapshot_tree
 from tests.harness import PgCluster, SshServer, drop_cluster, run
 from tests.test_mover import MOVER, USER_PYTHON, Result, interpreter
 from tui.runner import BOOTSTRAP, PYTHON_FLAGS
@@ -427,3 +429,43 @@ def test_a_worker_killed_while_the_service_is_stopped_says_how_to_start_it(publi
                 os.killpg(int(stopper.read_text()), signal.SIGKILL)
         stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
+
+
+CHURN = Path(__file__).resolve().parent / "churn_service.py"
+
+
+@pytest.mark.parametrize("verify", ["checksum", "size"])
+def test_live_passes_follow_every_change_the_service_makes(verify, public_root, tmpfs, tmp_path):
+    """A service that rewrites, deletes, creates, turns files into directories and symlinks,
+    adds hard links and chmods the whole time: the moved copy is the source exactly as it was
+    when the service stopped (its stop command snapshots it)."""
+    src, dst, pidfile = public_root / f"churn-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    snapshot = tmp_path / "at-stop.pickle"
+    for n in range(300):
+        (src / f"d{n % 10}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{n % 10}" / f"f{n}").write_bytes(os.urandom(1 + n * 97 % 60_000))
+    os.link(src / "d0" / "f0", src / "d1" / "also-f0")
+    spec = {"stop": [sys.executable, str(CHURN), "stop", str(pidfile), str(src), str(snapshot)],
+            "start": ["true"], "check": ["true"], "cutover": "none"}
+    try:
+        run(sys.executable, str(CHURN), "start", str(src), str(pidfile))
+        time.sleep(0.3)
+        result = mover(sys.executable, "move", "--verify", verify, "--service", json.dumps(spec),
+                       src, dst)
+        assert result.returncode == 0, result.stderr + json.dumps(result.last)
+        assert phases(result) == SERVICE_ORDER
+        assert max(e["pass"] or 0 for e in result.progress() if e["phase"] == "syncing") >= 2
+        with snapshot.open("rb") as handle:
+            at_stop = pickle.load(handle)
+        assert diff_snapshots(at_stop, snapshot_tree(dst)) == []
+        assert not src.exists()
+    finally:
+        if running_churn(pidfile):
+            subprocess.run([sys.executable, str(CHURN), "stop", str(pidfile), str(src),
+                            str(snapshot)], capture_output=True)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def running_churn(pidfile: Path) -> bool:
+    return subprocess.run([sys.executable, str(CHURN), "check", str(pidfile)],
+                          capture_output=True).returncode == 0
