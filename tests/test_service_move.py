@@ -373,8 +373,8 @@ def test_detached_service_move_completes_with_the_client_killed(sshd, public_tmp
             src.unlink()
 
 
-@pytest.mark.parametrize("python", ["py3.6"])
-def test_a_service_move_runs_on_the_oldest_python(python, public_root, tmpfs, tmp_path):
+@pytest.mark.parametrize("python", ["py3.6", "py3.13"])
+def test_a_service_move_runs_on_the_oldest_and_newest_python(python, public_root, tmpfs, tmp_path):
     src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
     src.mkdir()
     try:
