@@ -1393,14 +1393,19 @@ class Copier:
                     try:
                         # Owner-only until its contents are in: a read-only directory stays
                         # writable for us, and nobody else sees half a tree.
-                        os.mkdir(join(staging, rel), 0o700)
-                        if not rel:
-                            self.isolate_staging(staging)
+                        if self.live is not None and self.live.in_place:
+                            self.live.prepare_dir(rel)
+                        else:
+                            os.mkdir(join(staging, rel), 0o700)
+                            if not rel:
+                                self.isolate_staging(staging)
                         copies.enter(rel)
                     except OSError as err:
                         raise self.write_failure(rel, err) from err
                     continue
                 if kind == WALK_POST:
+                    if self.live is not None and self.live.in_place:
+                        self.live.drop_extra(rel, self)
                     self.metadata.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.progress.current = rel
@@ -1422,6 +1427,10 @@ class Copier:
             copies.close()
 
     def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
+        if self.live is not None and self.live.in_place:
+            if self.live.keep(rel, item, verifier, self):
+                return
+            self.live.clear(rel, self)
         if item.is_file(follow_symlinks=False):
             if self.live is None or not self.live.reuse_entry(rel, item, name, dst_dir, verifier):
                 self.copy_regular(rel, name, src_dir, dst_dir, verifier)
@@ -3370,10 +3379,12 @@ class LivePass(object):
     the service runs (`tolerant`), a file that changes while it is copied is only skipped: the
     next pass copies it."""
 
-    def __init__(self, number, previous, tolerant, move):
+    def __init__(self, number, previous, tolerant, move, in_place=False):
         self.number = number
         self.previous = previous
         self.tolerant = tolerant
+        self.in_place = in_place  # updates the previous pass's staging (the final pass)
+        self.names = {}  # in place: directory -> the names the source has there
         self.progress = move.progress
         self.started_ns = int(time.time() * 1e9)
         self.started = time.monotonic()
@@ -3406,6 +3417,76 @@ class LivePass(object):
             if first == rel:
                 del copier.hardlinks[key]
 
+    # -- the final pass: the last live pass's staging updated in place -----------------------
+
+    def saw(self, rel):
+        parent, name = os.path.split(rel)
+        self.names.setdefault(parent, set()).add(name)
+
+    def prepare_dir(self, rel):
+        """A directory of the source: kept if the staging has one there (emptied of its
+        extended attributes: set_dir_meta gives it the source's), made otherwise."""
+        path = join(self.staging, rel)
+        if rel:
+            self.saw(rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)
+            st = None
+        if st is None:
+            os.mkdir(path, 0o700)
+            return
+        os.chmod(path, 0o700)
+        for attribute in os.listxattr(path, follow_symlinks=False):
+            os.removexattr(path, attribute, follow_symlinks=False)
+
+    def keep(self, rel, item, verifier, copier):
+        """Keep the staging's copy of a regular file unchanged since the last pass recorded it."""
+        self.saw(rel)
+        record = self.previous.records.get(rel)
+        if record is None or not item.is_file(follow_symlinks=False):
+            return False
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or stat_key(st) != record[:4]:
+            return False
+        if st.st_nlink > 1:  # its other names, unchanged too, are kept as well
+            copier.hardlinks.setdefault((st.st_dev, st.st_ino), rel)
+        self.progress.bytes_copied += st.st_size
+        self.records[rel] = list(record)
+        if not record[4] and verifier is not None:
+            verifier.put(("file", rel, st))
+        return True
+
+    def clear(self, rel, copier):
+        """Remove the staging's entry at `rel` (changed, or of another type): copied anew."""
+        path = join(self.staging, rel)
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                force_rmtree(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise copier.write_failure(rel, err) from err
+
+    def drop_extra(self, rel, copier):
+        """Mirror deletions: what the staging's directory holds and the source's no longer."""
+        try:
+            names = os.listdir(join(self.staging, rel))
+        except OSError as err:
+            raise copier.write_failure(rel, err) from err
+        wanted = self.names.get(rel, set())
+        for name in names:
+            if name not in wanted:
+                self.clear(join(rel, name) if rel else name, copier)
+
     def reuse_entry(self, rel, item, name, dst_dir, verifier):
         """reuse, from the directory entry's lstat: an unchanged file is linked without being
         opened (a file with further names goes through the copy's hard-link bookkeeping)."""
@@ -3422,7 +3503,7 @@ class LivePass(object):
         """Link the previous pass's copy of `rel` if its source is unchanged since it was
         recorded; a copy whose content was not verified yet goes to the verifier."""
         record = self.previous.records.get(rel) if self.previous is not None else None
-        if record is None or record[:4] != stat_key(st):
+        if self.in_place or record is None or record[:4] != stat_key(st):
             return False
         try:
             os.link(join(self.previous.staging, rel), name, dst_dir_fd=dst_dir,
@@ -3498,13 +3579,16 @@ class ServiceMove(object):
                           % (live.number, forecast, move.max_downtime, live.changed))
 
     def run_pass(self, tolerant, verifier=None):
+        """A live pass (`tolerant`) builds a fresh staging from the last one; the final pass
+        updates the last one in place, touching only what changed (less downtime)."""
         move, progress = self.move, self.progress
         previous = self.passes[-1] if self.passes else None
-        if previous is not None:
+        if previous is not None and tolerant:
             self.remove_previous()
             os.rename(self.plan.staging, self.previous_path)
             previous.staging = self.previous_path
-        live = LivePass(len(self.passes) + 1, previous, tolerant, move)
+        live = LivePass(len(self.passes) + 1, previous, tolerant, move,
+                        in_place=not tolerant and previous is not None)
         self.passes.append(live)
         progress.service["pass"] = live.number
         progress.bytes_copied = progress.files_copied = 0  # each pass goes over the whole tree
