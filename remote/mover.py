@@ -3440,8 +3440,10 @@ class LivePass(object):
             os.mkdir(path, 0o700)
             return
         os.chmod(path, 0o700)
-        for attribute in os.listxattr(path, follow_symlinks=False):
-            os.removexattr(path, attribute, follow_symlinks=False)
+        with contextlib.suppress(OSError):  # no xattrs here, or a label that must stay
+            for attribute in os.listxattr(path, follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.removexattr(path, attribute, follow_symlinks=False)
 
     def keep(self, rel, item, verifier, copier):
         """Keep the staging's copy of a regular file unchanged since the last pass recorded it."""
