@@ -3789,13 +3789,22 @@ class ServiceMove(object):
         return "; the service was started again on the untouched source %s%s" % (
             show(move.src), gone)
 
+    def stop_again(self):
+        """Stop the service started on DST; a stop that fails is fine if it is not running
+        (its start failed), not if it still passes its check."""
+        try:
+            run_service_command("stop", self.spec.stop)
+        except Failure:
+            if self.passes_check_once():
+                raise
+
     def undo_switch(self):
         """Start or check failed after switching: stop it, undo the cutover, start it on the
         source (not cleaned yet), check it. The copy stays at DST."""
         move, undone = self.move, False
         try:
             if self.start_ran:
-                run_service_command("stop", self.spec.stop)
+                self.stop_again()
             if self.cutover_record is not None:
                 undo_cutover(self.cutover_record)
             undone = True

@@ -469,3 +469,41 @@ def test_live_passes_follow_every_change_the_service_makes(verify, public_root, 
 def running_churn(pidfile: Path) -> bool:
     return subprocess.run([sys.executable, str(CHURN), "check", str(pidfile)],
                           capture_output=True).returncode == 0
+
+
+def test_a_start_that_fails_on_the_new_path_rolls_back_and_one_that_always_fails_says_so(
+        public_root, tmpfs, tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    # Starts only while SRC is the real directory: fails once switched, works after the undo.
+    start = ["/bin/sh", "-c", 'test ! -L "$0" && exec "$1" "$2" start "$0" "$3"', str(src),
+             sys.executable, str(GAME_SERVER), str(pidfile)]
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        result = mover(sys.executable, "move", "--service",
+                       json.dumps(game_spec(src, pidfile, start=start)), src, dst)
+        assert result.returncode == 1
+        end = result.progress()[-1]
+        assert "the start command" in end["error"], end["error"]
+        assert f"runs from the old path {src} again" in end["error"]
+        assert end["serviceRunsFrom"] == "source" and end["dataState"] == "both"
+        assert running(pidfile) and src.is_dir() and not src.is_symlink()
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(dst)], check=True)
+
+        run(*game("start", src, pidfile))
+        never = game_spec(src, pidfile, start=["/bin/sh", "-c", "echo no luck; exit 5"])
+        result = mover(sys.executable, "move", "--service", json.dumps(never), src, dst)
+        assert result.returncode == 1
+        end = result.progress()[-1]
+        assert end["serviceRunsFrom"] == "nowhere" and end["downSince"]
+        assert "THE SERVICE IS NOT RUNNING" in end["error"] and "was undone" in end["error"]
+        assert str(src) in end["error"] and str(dst) in end["error"]
+        assert not running(pidfile) and src.is_dir() and not src.is_symlink()
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+        assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
