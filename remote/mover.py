@@ -3523,7 +3523,7 @@ class ServiceMove(object):
     """A move of a running service's data: live passes into the staging while it runs, then
     stop, the final delta, verify, switch (flush, staging into place, cutover), start, check,
     clean. A failure or cancel on the way leaves the service running from the source, or says
-    loudly that it runs nowhere (rolled_back)."""
+    loudly that it runs nowhere (end)."""
 
     def __init__(self, move):
         self.move, self.spec, self.plan = move, move.service, move.plan
