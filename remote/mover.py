@@ -77,6 +77,11 @@ CALCULATING = "calculating"
 COPYING = "copying"
 VERIFYING = "verifying"
 CLEANING = "cleaning"
+SYNCING = "syncing"      # a service move's phases (see ServiceMove)
+STOPPING = "stopping"
+SWITCHING = "switching"
+STARTING = "starting"
+CHECKING = "checking"
 COMPLETE = "complete"
 ERROR = "error"
 CANCELLED = "cancelled"
@@ -668,6 +673,8 @@ class Progress:
         self.current = None
         self.data_state = STATE_SOURCE  # where the whole data is (dataState)
         self.deleted_any = False
+        self.service = None  # a service move's fields (pass, forecastDowntimeSeconds, downSince)
+        self.service_end = None  # ...and on its terminal event (downtimeSeconds, serviceRunsFrom)
         self._lock = threading.Lock()  # one event at a time
         self._count_lock = threading.Lock()  # counts from other threads
         self._last_report = 0.0
@@ -706,6 +713,10 @@ class Progress:
             counts["filesRemoved"] = self.files_removed
         if self.current is not None:
             counts["currentFile"] = show(self.current)
+        if self.service is not None:
+            counts.update(self.service)
+            if self.phase in TERMINAL:
+                counts.update(self.service_end)
         return progress_data(self.server_name, self.phase, counts, self.move_id, error,
                              data_state)
 
@@ -842,7 +853,10 @@ class Preflight:
         real_src = os.path.realpath(src)
         real_dst = os.path.join(os.path.realpath(dst_parent), os.path.basename(dst))
         self.check_paths(real_src, real_dst)
-        readers, open_files = refuse_source_writers(real_src, Refused)
+        if self.move.service is None:
+            readers, open_files = refuse_source_writers(real_src, Refused)
+        else:  # the running service writes there: it is stopped before the final copy
+            readers, open_files = service_source_users(real_src, self.move)
         dst_st = self.lstat_destination()
         mounts = read_mounts()
         src_mount = mount_of(real_src, mounts)
@@ -852,6 +866,9 @@ class Preflight:
         else:
             dst_mount = mount_of(os.path.realpath(dst_parent), mounts)
         self.choose_method(src_mount, dst_mount)
+        service_plan = None
+        if self.move.service is not None:
+            service_plan = plan_service(self.move, self.plan)
         self.take_over_dead_move(real_src, real_dst)
         self.progress.reusing = self.plan.resume is not None and not self.plan.finishing
         self.check()
@@ -869,7 +886,7 @@ class Preflight:
             self.refuse_what_destination_loses(dst_mount)
         if readers:
             self.move.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
-        self.announce(dst_vfs, open_files, readers)
+        self.announce(dst_vfs, open_files, readers, service_plan)
         return self.plan
 
     def check_source(self):
@@ -973,11 +990,11 @@ class Preflight:
                                                         self.plan.inodes_needed,
                                                         dst_vfs.f_favail))
 
-    def announce(self, dst_vfs, open_files, readers):
+    def announce(self, dst_vfs, open_files, readers, service_plan=None):
         """The move.plan event."""
         move, plan, progress = self.move, self.plan, self.progress
         src_vfs = os.statvfs(self.src)
-        move.out.emit("move.plan", {
+        data = {
             "moveId": self.move_id,
             "serverName": move.server_name,
             "src": show(self.src),
@@ -999,7 +1016,10 @@ class Preflight:
             "createdParents": [show(path) for path in plan.missing_parents],
             "bytesNeeded": self.bytes_needed(dst_vfs),
             "resumes": self.plan.resume_summary(),
-        })
+        }
+        if service_plan is not None:
+            data["service"] = service_plan
+        move.out.emit("move.plan", data)
 
     def find_missing_parents(self, dst_parent):
         """The destination's missing parent directories, outermost first, into
@@ -1358,6 +1378,7 @@ class Copier:
         os.umask(self.umask)
         self.hardlinks = {}
         self.started = 0.0  # when copying began (throttle)
+        self.live = None  # a service move's pass (LivePass): reuses the last pass's copies
 
     def copy_tree(self, verifier):
         self.started = time.monotonic()
@@ -1372,34 +1393,55 @@ class Copier:
                     try:
                         # Owner-only until its contents are in: a read-only directory stays
                         # writable for us, and nobody else sees half a tree.
-                        os.mkdir(join(staging, rel), 0o700)
-                        if not rel:
-                            self.isolate_staging(staging)
+                        if self.live is not None and self.live.in_place:
+                            self.live.prepare_dir(rel)
+                        else:
+                            os.mkdir(join(staging, rel), 0o700)
+                            if not rel:
+                                self.isolate_staging(staging)
                         copies.enter(rel)
                     except OSError as err:
                         raise self.write_failure(rel, err) from err
                     continue
                 if kind == WALK_POST:
+                    if self.live is not None and self.live.in_place:
+                        self.live.drop_extra(rel, self)
                     self.metadata.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.progress.current = rel
-                if self.progress.files_copied == self.progress.files_total:  # one more than counted
+                if self.live is None and self.progress.files_copied == self.progress.files_total:
                     raise SourceChanged("files appeared in the source during the move (%d "
                                         "counted before copying, more found)%s — stop what "
                                         "writes to %s and run the move again"
                                         % (self.progress.files_total, self.move.changed_example(),
                                            show(src)))
-                if item.is_file(follow_symlinks=False):
-                    self.copy_regular(rel, name, src_dir, copies.fd, verifier)
-                else:
-                    try:
-                        st = item.stat(follow_symlinks=False)
-                    except OSError as err:
-                        raise self.read_failure(rel, err) from err
-                    self.copy_special(rel, st, join(staging, rel))
+                try:
+                    self.copy_entry(rel, item, name, src_dir, copies.fd, verifier)
+                except SourceChanged:
+                    if self.live is None or not self.live.tolerant:
+                        raise
+                    self.live.skip(rel, self)  # changed while copied: copied in the next pass
+                    continue
                 self.progress.files_copied += 1
         finally:
             copies.close()
+
+    def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
+        if self.live is not None and self.live.in_place:
+            if self.live.keep(rel, item, verifier, self):
+                return
+            self.live.clear(rel, self)
+        if item.is_file(follow_symlinks=False):
+            if self.live is None or not self.live.reuse_entry(rel, item, name, dst_dir, verifier):
+                self.copy_regular(rel, name, src_dir, dst_dir, verifier)
+            return
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError as err:
+            raise self.read_failure(rel, err) from err
+        self.copy_special(rel, st, join(self.plan.staging, rel))
+        if self.live is not None:
+            self.live.note(rel, st, False)
 
     def isolate_staging(self, path):
         """Staging must not pass on what it inherited from DST's parent: under a setgid parent
@@ -1481,9 +1523,13 @@ class Copier:
                 raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
                                     "and run the move again" % (self.src_show(rel), show(self.src)))
             if self.link_if_seen(rel, st, name, dst_dir):
+                if self.live is not None:
+                    self.live.note(rel, st, False)
                 return
             if self.plan.resume is not None and \
                     self.resumption.reuse(rel, name, st, dst_dir, verifier):
+                return
+            if self.live is not None and self.live.reuse(rel, name, st, dst_dir, verifier):
                 return
             mode = stat.S_IMODE(st.st_mode)
             # Created with its final mode when the umask lets it through whole, so set_meta needs
@@ -1502,17 +1548,24 @@ class Copier:
                 if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
                     self.copy_small(rel, fin, fout, size, verifier is not None)
                     self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
-                    self.resumption.record(rel, st)
+                    self.copied(rel, st)
                     return
                 self.copy_content(rel, st, fin, fout, sparse, verifier)
                 self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
-                self.resumption.record(rel, st)
+                self.copied(rel, st)
             finally:
                 os.close(fout)
         finally:
             os.close(fin)
         if verifier is not None:
             verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
+
+    def copied(self, rel, st):
+        """A regular file's copy is finished: recorded for a move that may take it over, and
+        for a service move's next pass."""
+        self.resumption.record(rel, st)
+        if self.live is not None:
+            self.live.note(rel, st, False, copied=True)
 
     def copy_content(self, rel, st, fin, fout, sparse, verifier):
         """A big or sparse file's bytes, range by range (a sparse file's holes are skipped);
@@ -1749,6 +1802,10 @@ class Cleaner:
         self.read_failure, self.write_failure = move.read_failure, move.write_failure
         self.is_root, self.euid = move.is_root, move.euid
         self.finish = move.finish
+        # A service move: the source is checked against what its final pass recorded (the
+        # service now writes into DST), from `src` (for a symlink cutover, the old directory
+        # renamed aside).
+        self.against = None
 
     def clean_source(self):
         """Remove the source: each file only if its copy at DST still matches (checked here,
@@ -1776,6 +1833,7 @@ class Cleaner:
         (rel, why) in the order found, and those among them changed after they were copied."""
         kept = []
         newer = []
+        linked = set()  # inodes with further names, one name already handed to the Remover
         src, dst = self.src, self.dst
         remover = Remover(self.move)
         copies = MirrorDir(dst)
@@ -1789,7 +1847,10 @@ class Cleaner:
                     continue
                 self.progress.current = rel
                 try:
-                    problem = differs(src, dst, rel, st, copies.lstat(name), self.is_root)
+                    if self.against is not None:
+                        problem = self.against_record(rel, st, linked)
+                    else:
+                        problem = differs(src, dst, rel, st, copies.lstat(name), self.is_root)
                     if problem:
                         newer.append(rel)
                 except OSError:
@@ -1805,6 +1866,16 @@ class Cleaner:
         kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
                     for rel, err in remover.failed)
         return kept, newer
+
+    def against_record(self, rel, st, linked):
+        """A service move's check: the entry as its final pass recorded it. Removing one name of
+        a hard-linked file moves the ctime of the others: once a name of an inode passed the
+        whole check, its further names are checked without the ctime."""
+        key = (st.st_dev, st.st_ino)
+        problem = changed_since_recorded(self.against.get(rel), st, key in linked)
+        if problem is None and st.st_nlink > 1:
+            linked.add(key)
+        return problem
 
     def remove_directories(self, kept):
         """Remove the emptied directories, deepest first; add to `kept` those that stay."""
@@ -1949,8 +2020,11 @@ class Move:
     FinalCheck, Publisher, Cleaner) in order, and ends it with one terminal event that says
     where the data is; a fault or a cancel on the way removes what it made."""
 
-    def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None):
+    def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None,
+                 service=None, max_downtime=None):
         self.out = emitter
+        self.service = service  # a ServiceSpec: the service is stopped, repointed and started
+        self.max_downtime = max_downtime
         self.server_name = server_name
         self.src = src
         self.dst = dst
@@ -1963,6 +2037,10 @@ class Move:
         self.made_parents = []
         self.recorder = None  # a detached worker's Recorder of finished copies
         self.progress = Progress(emitter, server_name, self.move_id)
+        if service is not None:  # the service's fields are on every event of its move
+            self.progress.service = {"pass": None, "forecastDowntimeSeconds": None,
+                                     "downSince": None}
+            self.progress.service_end = {"downtimeSeconds": None, "serviceRunsFrom": "source"}
         self.cancel = Cancellation()
         self.check = self.cancel.check  # the one cancellation point (see Cancellation.check)
 
@@ -2026,6 +2104,8 @@ class Move:
                 self.flush_warnings()
                 return EXIT_OK
             self.make_parents()
+            if self.service is not None and not self.plan.finishing:
+                return ServiceMove(self).run()
             if self.plan.method == "rename":
                 self.do_rename()
             elif self.plan.finishing:
@@ -3222,6 +3302,531 @@ def parse_service_spec(payload):
 
 
 # ----------------------------------------------------------------------------------------------
+# Service moves: copy while the service runs (live passes), stop it, copy the final delta,
+# switch, start and check it — or put it back on the source
+
+LIVE_PASSES_MAX = 5
+# The kernel stamps ctimes from a coarse clock: a file written again in the same tick right after
+# its stat was recorded keeps the recorded ctime ("racily clean", as git calls it). A file whose
+# ctime is not older than its pass's start minus this margin (ticks are 1 to 10 ms) is therefore
+# not trusted as unchanged in the next pass.
+RACY_MARGIN_NS = 50 * 1000 * 1000
+RESTART_GUESS_SECONDS = 2.0  # stop, start and check in a forecast: they cannot be measured before
+
+
+def cutover_text(cutover):
+    if isinstance(cutover, ConfigCutover):
+        return "config:" + show(cutover.path)
+    return cutover.name
+
+
+def stat_key(st):
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def changed_since_recorded(record, st, but_ctime=False):
+    """Why a source entry must not be removed by a service move's cleaning, or None: it must be
+    the inode its final pass recorded, unchanged since (size, mtime, ctime)."""
+    if record is None:
+        return "was not in the final copy (it appeared after the service was stopped)"
+    if record[:4 if not but_ctime else 3] != stat_key(st)[:4 if not but_ctime else 3]:
+        return "changed after the service was stopped and its final copy was made"
+    return None
+
+
+def service_source_users(real_src, move):
+    """The programs using SRC, for a service move's plan. Writers are expected (the running
+    service): they are only named in a warning; the strict check runs once it is stopped."""
+    users, hidden = source_users(real_src)
+    scope = {"openFilesCheck": SCOPE_ALL if os.geteuid() == 0 else SCOPE_OWN,
+             "openFilesUnchecked": hidden}
+    writers, readers = {}, {}
+    for use in users:
+        (readers if use.how == USE_READ else writers).setdefault(use.pid, use)
+    if writers:
+        first = writers[min(writers)]
+        move.out.emit("move.warning", {
+            "message": "%s — expected of the running service: it is stopped before the final "
+                       "copy, and the move is rolled back if a program still writes there then"
+                       % first.describe(),
+            "path": show(first.path[len(real_src) + 1:]), "count": len(writers),
+            "moveId": move.move_id})
+    readers = [use for pid, use in sorted(readers.items()) if pid not in writers]
+    return readers, scope
+
+
+def plan_service(move, plan):
+    """The plan's `service` field. A cutover that cannot be done is refused here, before
+    anything is written (a config FILE that does not hold SRC as a whole path)."""
+    if plan.method != "copy":
+        raise Refused("%s and %s are on the same filesystem: a service move copies across "
+                      "filesystems — pick a destination on another disk, or stop the service, "
+                      "move the data without --service (one rename) and start it yourself"
+                      % (show(move.src), show(move.dst)))
+    spec = move.service
+    return {"stop": command_text(spec.stop), "start": command_text(spec.start),
+            "check": command_text(spec.check), "cutover": cutover_text(spec.cutover),
+            "cutoverChanges": spec.cutover.plan(move.src, move.dst, move.move_id),
+            "maxDowntimeSeconds": move.max_downtime}
+
+
+class LivePass(object):
+    """One copy pass of a service move into a fresh staging. A regular file that the previous
+    pass recorded and that is unchanged since (same inode, size, mtime and ctime) is hard-linked
+    from the previous pass's staging instead of copied, as a move taken over reuses a dead
+    move's copies; everything else is copied anew, so deletions, type changes and hard-link
+    groups follow the source, and directories get their metadata last, as in any copy. While
+    the service runs (`tolerant`), a file that changes while it is copied is only skipped: the
+    next pass copies it."""
+
+    def __init__(self, number, previous, tolerant, move, in_place=False):
+        self.number = number
+        self.previous = previous
+        self.tolerant = tolerant
+        self.in_place = in_place  # updates the previous pass's staging (the final pass)
+        self.names = {}  # in place: directory -> the names the source has there
+        self.progress = move.progress
+        self.started_ns = int(time.time() * 1e9)
+        self.started = time.monotonic()
+        self.seconds = 0.0
+        self.staging = move.plan.staging  # renamed aside when the next pass begins
+        self.records = {}  # rel -> [inode, size, mtime_ns, ctime_ns, content verified]
+        self.copied = []  # (rel, st) of the regular files copied (not linked)
+        self.changed = 0  # entries copied or skipped: what changed since the previous pass
+        self.complete = True  # False: the walk was cut short (a directory vanished)
+
+    def note(self, rel, st, verified, copied=False):
+        key = stat_key(st)
+        if copied:
+            self.copied.append((rel, st))
+            self.changed += 1
+        elif not stat.S_ISREG(st.st_mode) and (
+                self.previous is None or self.previous.records.get(rel, [])[:4] != key):
+            self.changed += 1
+        if self.tolerant and st.st_ctime_ns >= self.started_ns - RACY_MARGIN_NS:
+            return  # racily clean: copied again in the next pass
+        self.records[rel] = key + [verified]
+
+    def skip(self, rel, copier):
+        """`rel` changed while it was copied: its partial copy goes, the next pass copies it."""
+        self.changed += 1
+        self.records.pop(rel, None)
+        with contextlib.suppress(OSError):
+            os.unlink(join(self.staging, rel))
+        for key, first in list(copier.hardlinks.items()):
+            if first == rel:
+                del copier.hardlinks[key]
+
+    # -- the final pass: the last live pass's staging updated in place -----------------------
+
+    def saw(self, rel):
+        parent, name = os.path.split(rel)
+        self.names.setdefault(parent, set()).add(name)
+
+    def prepare_dir(self, rel):
+        """A directory of the source: kept if the staging has one there (emptied of its
+        extended attributes: set_dir_meta gives it the source's), made otherwise."""
+        path = join(self.staging, rel)
+        if rel:
+            self.saw(rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)
+            st = None
+        if st is None:
+            os.mkdir(path, 0o700)
+            return
+        os.chmod(path, 0o700)
+        with contextlib.suppress(OSError):  # no xattrs here, or a label that must stay
+            for attribute in os.listxattr(path, follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.removexattr(path, attribute, follow_symlinks=False)
+
+    def keep(self, rel, item, verifier, copier):
+        """Keep the staging's copy of a regular file unchanged since the last pass recorded it."""
+        self.saw(rel)
+        record = self.previous.records.get(rel)
+        if record is None or not item.is_file(follow_symlinks=False):
+            return False
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or stat_key(st) != record[:4]:
+            return False
+        if st.st_nlink > 1:  # its other names, unchanged too, are kept as well
+            copier.hardlinks.setdefault((st.st_dev, st.st_ino), rel)
+        self.progress.bytes_copied += st.st_size
+        self.records[rel] = list(record)
+        if not record[4] and verifier is not None:
+            verifier.put(("file", rel, st))
+        return True
+
+    def clear(self, rel, copier):
+        """Remove the staging's entry at `rel` (changed, or of another type): copied anew."""
+        path = join(self.staging, rel)
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                force_rmtree(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise copier.write_failure(rel, err) from err
+
+    def drop_extra(self, rel, copier):
+        """Mirror deletions: what the staging's directory holds and the source's no longer."""
+        try:
+            names = os.listdir(join(self.staging, rel))
+        except OSError as err:
+            raise copier.write_failure(rel, err) from err
+        wanted = self.names.get(rel, set())
+        for name in names:
+            if name not in wanted:
+                self.clear(join(rel, name) if rel else name, copier)
+
+    def reuse_entry(self, rel, item, name, dst_dir, verifier):
+        """reuse, from the directory entry's lstat: an unchanged file is linked without being
+        opened (a file with further names goes through the copy's hard-link bookkeeping)."""
+        if self.previous is None or rel not in self.previous.records:
+            return False
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError:
+            return False
+        return st.st_nlink < 2 and stat.S_ISREG(st.st_mode) and \
+            self.reuse(rel, name, st, dst_dir, verifier)
+
+    def reuse(self, rel, name, st, dst_dir, verifier):
+        """Link the previous pass's copy of `rel` if its source is unchanged since it was
+        recorded; a copy whose content was not verified yet goes to the verifier."""
+        record = self.previous.records.get(rel) if self.previous is not None else None
+        if self.in_place or record is None or record[:4] != stat_key(st):
+            return False
+        try:
+            os.link(join(self.previous.staging, rel), name, dst_dir_fd=dst_dir,
+                    follow_symlinks=False)
+        except OSError:
+            return False  # copied like any other file
+        self.progress.bytes_copied += st.st_size
+        self.records[rel] = list(record)
+        if not record[4] and verifier is not None:
+            verifier.put(("file", rel, st))
+        return True
+
+
+class ServiceMove(object):
+    """A move of a running service's data: live passes into the staging while it runs, then
+    stop, the final delta, verify, switch (flush, staging into place, cutover), start, check,
+    clean. A failure or cancel on the way leaves the service running from the source, or says
+    loudly that it runs nowhere (end)."""
+
+    def __init__(self, move):
+        self.move, self.spec, self.plan = move, move.service, move.plan
+        self.progress, self.check = move.progress, move.check
+        self.passes = []  # LivePass, the final one last
+        self.previous_path = self.plan.staging + b"-previous"
+        self.down_clock = None  # monotonic time the stop command began
+        self.stopped = self.stop_failed = self.switched = self.start_ran = False
+        self.cutover_record = None
+
+    def run(self):
+        try:
+            self.sync_live()
+            self.stop_service()
+            self.copy_final()
+            self.switch()
+            self.start_service()
+        except Cancelled:
+            return self.end(CANCELLED, "cancelled by %s" % (self.move.cancel.by or "a signal"),
+                            EXIT_CANCELLED)
+        except WalkError as exc:
+            return self.end(ERROR, str(self.move.read_failure(exc.rel, exc.err)), EXIT_FAILED)
+        except Failure as exc:
+            return self.end(ERROR, str(exc), EXIT_FAILED)
+        except Exception as exc:  # a bug: the service is still put back where it ran
+            return self.end(ERROR, "internal error in the mover (%s: %s) — please report it"
+                            % (type(exc).__name__, exc), EXIT_FAILED)
+        return self.clean()
+
+    # -- while the service runs ----------------------------------------------------------------
+
+    def sync_live(self):
+        """Live passes while the changed set shrinks (and, with --max-downtime, while the
+        forecast is over it), at most LIVE_PASSES_MAX."""
+        move = self.move
+        move.publisher.watch_destination()
+        move.set_phase(SYNCING)
+        previous_changed = None
+        while True:
+            live = self.run_pass(tolerant=True)
+            forecast = self.forecast(live)
+            over = move.max_downtime is not None and forecast > move.max_downtime
+            if live.number >= LIVE_PASSES_MAX:
+                break
+            shrinking = previous_changed is None or live.changed < previous_changed or \
+                not live.complete
+            if not over and (live.changed == 0 or not shrinking):
+                break
+            previous_changed = live.changed
+        if over:
+            raise Failure("after %d live passes the service would still be down about %.1f "
+                          "seconds, more than --max-downtime %g (each pass still finds %d "
+                          "changed files) — the service was not stopped; run the move when it "
+                          "writes less, or allow more downtime"
+                          % (live.number, forecast, move.max_downtime, live.changed))
+
+    def run_pass(self, tolerant, verifier=None):
+        """A live pass (`tolerant`) builds a fresh staging from the last one; the final pass
+        updates the last one in place, touching only what changed (less downtime)."""
+        move, progress = self.move, self.progress
+        previous = self.passes[-1] if self.passes else None
+        if previous is not None and tolerant:
+            self.remove_previous()
+            os.rename(self.plan.staging, self.previous_path)
+            previous.staging = self.previous_path
+        live = LivePass(len(self.passes) + 1, previous, tolerant, move,
+                        in_place=not tolerant and previous is not None)
+        self.passes.append(live)
+        progress.service["pass"] = live.number
+        progress.bytes_copied = progress.files_copied = 0  # each pass goes over the whole tree
+        move.copier.hardlinks = {}
+        move.copier.live = live
+        try:
+            move.copier.copy_tree(verifier)
+        except WalkError:
+            if not tolerant:
+                raise
+            live.complete = False  # what it copied is reused; the next pass does the rest
+        finally:
+            move.copier.live = None
+        progress.bytes_total, progress.files_total = progress.bytes_copied, progress.files_copied
+        if live.number == 1:
+            move.resumption.release_dead_moves()
+            self.plan.resume = None
+        if tolerant:
+            self.verify_live(live)
+            self.remove_previous()
+        live.seconds = time.monotonic() - live.started
+        return live
+
+    def verify_live(self, live):
+        """With --verify checksum, compare what this pass copied now, while the service runs: a
+        copy whose source is unchanged since (stat_key) is not read again after the stop."""
+        if self.move.verify != "checksum":
+            return
+        verifier = Verifier(self.move)  # its comparison, not its thread
+        for rel, st in live.copied:
+            self.check()
+            record = live.records.get(rel)
+            if record is None:
+                continue
+            try:
+                fs = open_readonly(join(self.move.src, rel), self.move.noatime)
+                try:
+                    fd = open_readonly(join(live.staging, rel), 0)
+                    try:
+                        verifier.compare_fds(rel, st, join(self.move.src, rel), fs, fd)
+                    finally:
+                        os.close(fd)
+                    same = stat_key(os.fstat(fs)) == record[:4]
+                finally:
+                    os.close(fs)
+            except (SourceChanged, OSError):
+                same = False
+            self.check()
+            if same:
+                record[4] = True
+            else:
+                del live.records[rel]  # changed meanwhile: copied again in the next pass
+
+    def forecast(self, live):
+        """The downtime to expect if the service were stopped now: the next pass is about as
+        long as this one (a walk of the tree, links for what did not change, copies and
+        verifies of what did), plus a guess for the stop, start and check commands."""
+        seconds = round(live.seconds + RESTART_GUESS_SECONDS, 1)
+        self.progress.service["forecastDowntimeSeconds"] = seconds
+        self.move.set_phase(SYNCING)  # a line with the pass's figures
+        return seconds
+
+    # -- the service down ----------------------------------------------------------------------
+
+    def stop_service(self):
+        self.down_clock = time.monotonic()
+        self.progress.service["downSince"] = round(time.time(), 3)
+        self.stopped = True
+        self.move.set_phase(STOPPING)
+        try:
+            run_service_command("stop", self.spec.stop, cancel_check=self.check)
+        except Failure:
+            if self.passes_check_once():
+                self.stopped, self.stop_failed = False, True
+                self.progress.service["downSince"] = None
+            raise
+        refuse_source_writers(os.path.realpath(self.move.src), Failure)
+
+    def passes_check_once(self):
+        status, tail = run_command(self.spec.check, CHECK_ATTEMPT_SECONDS)
+        return status == 0 and (self.spec.check_output is None or
+                                last_line(tail) == self.spec.check_output)
+
+    def copy_final(self):
+        """The final delta (the service is down): what changed since the last live pass is
+        copied and verified; copies verified before and unchanged since are only linked."""
+        move = self.move
+        move.set_phase(COPYING)
+        verifier = Verifier(move) if move.verify == "checksum" else None
+        if verifier is not None:
+            verifier.start()
+        try:
+            self.run_pass(tolerant=False, verifier=verifier)
+            move.flush_warnings()
+            move.set_phase(VERIFYING)
+            if verifier is not None:
+                verifier.finish()
+            FinalCheck(move).run()
+        finally:
+            if verifier is not None:
+                verifier.stop()
+
+    def switch(self):
+        move = self.move
+        self.check()
+        move.set_phase(SWITCHING)
+        if self.plan.dst_is_mount:
+            self.remove_previous()  # DST itself must hold nothing but the staging
+        move.publisher.flush_copy(self.plan.staging)
+        self.check()
+        move.publisher.publish()
+        self.switched = True
+        move.publisher.flush_copy(None)
+        self.cutover_record = self.spec.cutover.apply(move.src, move.dst, move.move_id)
+
+    def start_service(self):
+        self.move.set_phase(STARTING)
+        self.start_ran = True
+        run_service_command("start", self.spec.start, cancel_check=self.check)
+        self.move.set_phase(CHECKING)
+        wait_until_healthy(self.spec.check, self.spec.check_timeout, self.check,
+                           self.spec.check_output)
+        self.came_up("destination")
+
+    def came_up(self, where):
+        self.progress.service["downSince"] = None
+        self.progress.service_end["downtimeSeconds"] = round(
+            time.monotonic() - self.down_clock, 3)
+        self.progress.service_end["serviceRunsFrom"] = where
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def old_copy(self):
+        """Where the old data is once switched: SRC, or the directory renamed aside."""
+        if self.cutover_record is not None and self.cutover_record.get("cutover") == "symlink":
+            return wire_path(self.cutover_record["aside"])
+        return self.move.src
+
+    def clean(self):
+        move = self.move
+        self.remove_previous()
+        old = self.old_copy()
+        cleaner = move.cleaner
+        cleaner.src = old
+        cleaner.src_show = lambda rel: show(join(old, rel))
+        cleaner.against = self.passes[-1].records
+        try:
+            cleaner.clean_source()
+        except Cancelled:
+            why = "cancelled by %s" % (move.cancel.by or "a signal")
+            return move.finish(CANCELLED, "%s while removing the old copy: the service runs from "
+                               "%s, which is complete and verified; %s still holds part of the "
+                               "old data — delete it by hand (rm -rf %s)"
+                               % (why, show(move.dst), show(old), show(old)), EXIT_CANCELLED)
+        return EXIT_OK
+
+    def remove_previous(self):
+        if os.path.lexists(self.previous_path):
+            try:
+                force_rmtree(self.previous_path)
+            except OSError as err:
+                self.move.warn("previous", "the copy of an earlier pass could not be removed "
+                               "(%s): delete %s by hand" % (words(err),
+                                                           show(self.previous_path)), b"")
+
+    def end(self, phase, why, status):
+        """A failure or cancel before the service passed its check on DST: put it back."""
+        move = self.move
+        move.cancel.stop_threads()
+        move.progress.current = None
+        if not self.switched:
+            self.remove_previous()
+            gone = move.remove_staging()
+            if not self.stopped:
+                text = "%s; nothing was changed: the service %s and the source is untouched%s" % (
+                    why, "still passes its check, so it was left running" if self.stop_failed
+                    else "was not touched", gone or " (the partial copy was removed)")
+            else:
+                text = why + self.restart_on_source(gone or "; the partial copy was removed")
+            return move.finish(phase, text, status, STATE_SOURCE)
+        return move.finish(phase, why + self.undo_switch(), status, STATE_BOTH)
+
+    def restart_on_source(self, gone):
+        move = self.move
+        try:
+            if not self.passes_check_once():
+                run_service_command("start", self.spec.start)
+                wait_until_healthy(self.spec.check, self.spec.check_timeout, None,
+                                   self.spec.check_output)
+        except Failure as exc:
+            self.progress.service_end["serviceRunsFrom"] = "nowhere"
+            return ("; THE SERVICE IS NOT RUNNING: it was stopped, and starting it again on the "
+                    "untouched source failed (%s) — the data is whole in %s, untouched since "
+                    "the stop%s; start the service by hand" % (exc, show(move.src), gone))
+        self.came_up("source")
+        return "; the service was started again on the untouched source %s%s" % (
+            show(move.src), gone)
+
+    def stop_again(self):
+        """Stop the service started on DST; a stop that fails is fine if it is not running
+        (its start failed), not if it still passes its check."""
+        try:
+            run_service_command("stop", self.spec.stop)
+        except Failure:
+            if self.passes_check_once():
+                raise
+
+    def undo_switch(self):
+        """Start or check failed after switching: stop it, undo the cutover, start it on the
+        source (not cleaned yet), check it. The copy stays at DST."""
+        move, undone = self.move, False
+        try:
+            if self.start_ran:
+                self.stop_again()
+            if self.cutover_record is not None:
+                undo_cutover(self.cutover_record)
+            undone = True
+            run_service_command("start", self.spec.start)
+            wait_until_healthy(self.spec.check, self.spec.check_timeout, None,
+                               self.spec.check_output)
+        except Failure as exc:
+            self.progress.service_end["serviceRunsFrom"] = "nowhere"
+            return ("; THE SERVICE IS NOT RUNNING: putting it back on the old path failed (%s) "
+                    "— %s holds the data as it was at the stop, whole; %s holds the verified "
+                    "copy (and whatever the service wrote there while it ran); the cutover %s; "
+                    "start the service by hand on one of them"
+                    % (exc, show(move.src) if undone or self.cutover_record is None
+                       else show(self.old_copy()), show(move.dst),
+                       "was undone" if undone else "was NOT undone"))
+        self.came_up("source")
+        return ("; the service runs from the old path %s again; the new copy is at %s (not "
+                "used; the service may have written to it while it ran from there)"
+                % (show(move.src), show(move.dst)))
+
+
+# ----------------------------------------------------------------------------------------------
 # Detached moves and their journal
 #
 # `start` runs a move in a worker detached from the SSH session (setsid and a double fork, stdio
@@ -3441,9 +4046,11 @@ class Journal:
             self._phase = phase
             for key in ("phase", "bytesTotal", "bytesCopied", "filesTotal", "filesCopied",
                         "bytesVerified", "filesVerified", "error", "dataState", "method",
-                        "bytesReused"):
+                        "bytesReused", "downtimeSeconds", "serviceRunsFrom"):
                 if key in data:
                     state[key] = data[key]
+            if data.get("pass") is not None:
+                state["passes"] = data["pass"]
             if phase_changed:
                 entry = {"ts": data.get("ts"), "phase": phase}
                 if data.get("error"):
@@ -3660,7 +4267,8 @@ def prune_journals(root, keep):
         os.close(guard)
 
 
-def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text, started_by):
+def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text, started_by,
+                  service=None, max_downtime=None):
     root = journal_root()
     for sub in (b"moves", b"locks"):
         os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
@@ -3679,6 +4287,10 @@ def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text,
              "finishedAt": None, "phase": CALCULATING, "bytesTotal": 0, "bytesCopied": 0,
              "filesTotal": 0, "filesCopied": 0, "error": None, "dataState": None,
              "timeline": [], "pid": None, "exitStatus": None, "lastSeq": 0}
+    if service is not None:
+        state.update({"cutover": cutover_text(service.cutover), "passes": 0,
+                      "downtimeSeconds": None, "serviceRunsFrom": "source",
+                      "serviceStart": command_text(service.start)})
     journal = Journal(building, state)
     journal.save()
     mdir = os.path.join(root, b"moves", move_id.encode())
@@ -3694,7 +4306,8 @@ def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text,
             os._exit(0)
         status = EXIT_FAILED
         try:
-            status = run_worker(server_name, src, dst, verify, bwlimit, move_id, journal)
+            status = run_worker(server_name, src, dst, verify, bwlimit, move_id, journal,
+                                service, max_downtime)
         finally:
             os._exit(status)
     os.waitpid(child, 0)
@@ -3704,7 +4317,8 @@ def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text,
     return EXIT_OK
 
 
-def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal):
+def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal, service=None,
+               max_downtime=None):
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -3712,7 +4326,8 @@ def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal):
     emitter = Emitter(None)
     emitter.sinks.append(journal)
     journal.state["pid"] = os.getpid()
-    move = Move(emitter, server_name, src, dst, verify, bwlimit, False, move_id=move_id)
+    move = Move(emitter, server_name, src, dst, verify, bwlimit, False, move_id=move_id,
+                service=service, max_downtime=max_downtime)
     move.cancel_file = os.path.join(journal.mdir, b"cancel")
     move.recorder = Recorder(os.path.join(journal.mdir, b"copied.jsonl"), move)
     journal.move = move
@@ -3756,6 +4371,7 @@ def reap_dead_worker(mdir, state):
     else:
         data_state = STATE_SOURCE
         text = "%s: nothing was changed — the source %s is untouched" % (what, show(src))
+    text += service_left_words(state, phase)
     last = last_event_of(mdir)  # fresher than state.json, which is written once a second
     if last.get("workerGone"):  # reaped before, but the state could not be saved then
         return repaired_state(mdir, state, last)
@@ -3771,6 +4387,22 @@ def reap_dead_worker(mdir, state):
     with contextlib.suppress(OSError):  # a full disk: the next reader tries again
         append_whole_line(os.path.join(mdir, b"events.jsonl"), line.encode("ascii"))
     return repaired_state(mdir, state, data)
+
+
+def service_left_words(state, phase):
+    """What a service move's dead worker left of the service. A reader (list, attach) never
+    starts it: it only says how."""
+    if state.get("cutover") is None:
+        return ""
+    start = state.get("serviceStart")
+    if phase in (STOPPING, COPYING, VERIFYING):
+        return ("; THE SERVICE IS STOPPED: this move stopped it and did not start it again — "
+                "start it on the source by hand (`%s`)" % start)
+    if phase in (SWITCHING, STARTING, CHECKING):
+        return ("; THE SERVICE MAY BE STOPPED: this move stopped it and was repointing it to %s "
+                "(cutover %s) — see which of the two copies it now points to, then start it by "
+                "hand (`%s`)" % (state["dst"], state["cutover"], start))
+    return ""
 
 
 def append_whole_line(path, line):
@@ -3930,7 +4562,8 @@ class ArgumentError(Exception):
 # its positional arguments ("paths+" takes one or more). `start` is the same move as `move`,
 # detached, with a journal.
 MOVE_OPTIONS = {"--server-name": ("server_name", str), "--verify": ("verify", str),
-                "--bwlimit": ("bwlimit", str), "--started-by": ("started_by", str)}
+                "--bwlimit": ("bwlimit", str), "--started-by": ("started_by", str),
+                "--service": ("service", str), "--max-downtime": ("max_downtime", str)}
 COMMANDS = {
     "move": (MOVE_OPTIONS, ("--dry-run",), ("src", "dst")),
     "start": (MOVE_OPTIONS, ("--dry-run",), ("src", "dst")),
@@ -3940,7 +4573,8 @@ COMMANDS = {
     "statfs": ({}, (), ("paths+",)),
 }
 USAGE = ("mover.py move|start [--server-name NAME] [--verify checksum|size|none] "
-         "[--bwlimit RATE] [--started-by USER@HOST] [--dry-run] SRC DST, attach ID "
+         "[--bwlimit RATE] [--started-by USER@HOST] [--service JSON [--max-downtime SECONDS]] "
+         "[--dry-run] SRC DST, attach ID "
          "[--from-seq N], cancel ID, list, or statfs PATH...")
 
 
@@ -3949,6 +4583,8 @@ class Arguments:
     verify = "checksum"
     bwlimit = None
     started_by = None
+    service = None
+    max_downtime = None
     dry_run = False
     from_seq = 1
 
@@ -4016,6 +4652,25 @@ def absolute(name, text):
     return os.path.normpath(path).replace(b"//", b"/")
 
 
+def service_arguments(args):
+    """--service JSON and --max-downtime SECONDS: (ServiceSpec or None, seconds or None)."""
+    if args.service is None:
+        if args.max_downtime is not None:
+            raise Refused("--max-downtime needs --service: only a service move has downtime")
+        return None, None
+    service = parse_service_spec(args.service)
+    if args.max_downtime is None:
+        return service, None
+    try:
+        seconds = float(args.max_downtime)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise Refused("bad --max-downtime %r: give the seconds the service may be down, more "
+                      "than 0" % args.max_downtime)
+    return service, seconds
+
+
 def refuse(emitter, server_name, message):
     emitter.emit("move.progress", progress_data(server_name, ERROR, NO_COUNTS, error=message,
                                                 data_state=STATE_SOURCE))
@@ -4047,14 +4702,16 @@ def main(argv):
         bwlimit = parse_rate(args.bwlimit) if args.bwlimit is not None else None
         src = absolute("SRC", args.src)
         dst = absolute("DST", args.dst)
+        service, max_downtime = service_arguments(args)
         if args.command == "start" and not args.dry_run:
             return start_command(emitter, server_name, src, dst, args.verify, bwlimit,
-                                 args.bwlimit, args.started_by)
+                                 args.bwlimit, args.started_by, service, max_downtime)
     except Refused as exc:
         return refuse(emitter, server_name, str(exc))
     except OSError as err:
         return refuse(emitter, server_name, journal_refusal(err))
-    move = Move(emitter, server_name, src, dst, args.verify, bwlimit, args.dry_run)
+    move = Move(emitter, server_name, src, dst, args.verify, bwlimit, args.dry_run,
+                service=service, max_downtime=max_downtime)
     if not args.dry_run:  # the same lock as a detached move's, held until this process ends
         try:
             lock_source(journal_root(), src, move.move_id + " foreground")

@@ -1,0 +1,509 @@
+"""Service moves (issue 16) with real services: the game server and a PostgreSQL cluster, moved
+by the mover while they run, across filesystems; and the rollbacks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli_support import make_tree, read_tree
+from tests.fstree import diff_snapshots, snapshot_tree
+from tests.harness import PgCluster, SshServer, drop_cluster, run
+from tests.test_mover import MOVER, USER_PYTHON, Result, interpreter
+from tui.runner import BOOTSTRAP, PYTHON_FLAGS
+
+GAME_SERVER = Path(__file__).resolve().parent / "game_server.py"
+SERVICE_ORDER = ["calculating", "syncing", "stopping", "copying", "verifying", "switching",
+                 "starting", "checking", "cleaning", "complete"]
+
+
+def parse(stdout: bytes, returncode: int, stderr: bytes) -> Result:
+    """The mover's lines (tui/protocol.py learns the service phases on its own branch)."""
+    lines = [json.loads(line) for line in stdout.decode("ascii").splitlines()]
+    return Result(returncode, lines, stderr.decode("utf-8", "replace"))
+
+
+def mover(python: str, *args: str | os.PathLike) -> Result:
+    proc = subprocess.run([python, str(MOVER), *map(str, args)], capture_output=True,
+                          timeout=300)
+    return parse(proc.stdout, proc.returncode, proc.stderr)
+
+
+def game(action: str, *args: Path | str, python: str = sys.executable) -> list[str]:
+    return [python, str(GAME_SERVER), action, *map(str, args)]
+
+
+def game_spec(data: Path, pidfile: Path, **extra) -> dict:
+    return {"stop": game("stop", pidfile), "start": game("start", data, pidfile),
+            "check": game("check", pidfile), "cutover": "symlink", **extra}
+
+
+def running(pidfile: Path) -> bool:
+    return subprocess.run(game("check", pidfile), capture_output=True).returncode == 0
+
+
+def stop_game(pidfile: Path) -> None:
+    if running(pidfile):
+        subprocess.run(game("stop", pidfile), capture_output=True, timeout=30)
+
+
+def phases(result: Result) -> list[str]:
+    seen: list[str] = []
+    for event in result.progress():
+        if not seen or seen[-1] != event["phase"]:
+            seen.append(event["phase"])
+    return seen
+
+
+def ticks_logged(log: str) -> list[int]:
+    return [int(line.split()[1]) for line in log.splitlines() if line.startswith("tick ")]
+
+
+def world_with_data(src: Path) -> dict[str, bytes]:
+    contents = make_tree(src / "maps", files=40, size=30_000)
+    return {f"maps/{name}": data for name, data in contents.items()}
+
+
+def wait_ticks(log: Path, more: int) -> None:
+    start = len(ticks_logged(log.read_text()))
+    deadline = time.monotonic() + 15
+    while len(ticks_logged(log.read_text())) < start + more:
+        assert time.monotonic() < deadline, "the game server does not write"
+        time.sleep(0.05)
+
+
+def check_game_moved(src: Path, dst: Path, pidfile: Path, maps: dict[str, bytes]) -> None:
+    """The server runs from DST through the symlink at SRC, and nothing it wrote was lost: its
+    log holds every tick up to the save at the stop, then the new start."""
+    assert src.is_symlink() and os.readlink(src) == str(dst)
+    assert not [p for p in src.parent.iterdir() if ".servermove-" in p.name]
+    assert running(pidfile)
+    log = dst / "logs" / "console.log"
+    wait_ticks(log, 3)  # writes into the new copy
+    text = log.read_text()
+    before, _stopped, after = text.partition("stopped at tick ")
+    last = int(after.split()[0])
+    assert ticks_logged(before) == list(range(1, last + 1))  # no line of the old run lost
+    assert (dst / "world" / "level.dat").read_text() == f"saved at tick {last}\n"
+    assert "started pid=" in after
+    assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
+
+
+def test_a_running_game_server_moves_with_seconds_of_downtime(public_root, tmpfs, tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        wait_ticks(src / "logs" / "console.log", 5)
+        result = mover(sys.executable, "move", "--service", json.dumps(game_spec(src, pidfile)),
+                       src, dst)
+        assert result.returncode == 0, result.stderr
+        assert phases(result) == SERVICE_ORDER
+        [plan] = result.subjects("move.plan")
+        assert plan["service"]["cutover"] == "symlink"
+        assert "becomes a symlink" in plan["service"]["cutoverChanges"][0]["change"]
+        end = result.progress()[-1]
+        assert end["serviceRunsFrom"] == "destination" and end["dataState"] == "destination"
+        events = result.progress()
+        down = [e for e in events if e["phase"] in SERVICE_ORDER[2:8]]
+        assert all(e["downSince"] for e in down)
+        assert events[-1]["downSince"] is None
+        syncing = [e for e in events if e["phase"] == "syncing"]
+        assert 2 <= max(e["pass"] or 0 for e in events) <= 6
+        assert any(e["forecastDowntimeSeconds"] for e in syncing)
+        # The downtime is a part of the move: from the stop command to the first passing check.
+        moved_for = events[-1]["ts"] - syncing[0]["ts"]
+        assert 0 < end["downtimeSeconds"] < moved_for
+        check_game_moved(src, dst, pidfile, maps)
+    finally:
+        stop_game(pidfile)
+        if src.is_symlink():
+            src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_check_that_never_passes_rolls_back_to_the_source(public_root, tmpfs, tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    # Healthy only while SRC is the real directory: fails once switched, passes after rollback.
+    check = ["/bin/sh", "-c", 'test ! -L "$0" && "$1" "$2" check "$3"', str(src),
+             sys.executable, str(GAME_SERVER), str(pidfile)]
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        result = mover(sys.executable, "move", "--service", json.dumps(
+            game_spec(src, pidfile, check=check, checkTimeout=1)), src, dst)
+        assert result.returncode == 1
+        end = result.progress()[-1]
+        assert end["phase"] == "error" and end["serviceRunsFrom"] == "source"
+        assert end["dataState"] == "both" and end["downtimeSeconds"] > 0
+        assert "did not pass its check" in end["error"]
+        assert f"runs from the old path {src} again" in end["error"]
+        assert f"the new copy is at {dst}" in end["error"]
+        assert src.is_dir() and not src.is_symlink() and running(pidfile)
+        wait_ticks(src / "logs" / "console.log", 3)  # the old data, in use again
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+        text = (src / "logs" / "console.log").read_text()
+        last = int(text.partition("stopped at tick ")[2].split()[0])
+        assert ticks_logged(text.partition("stopped at tick ")[0]) == list(range(1, last + 1))
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_stop_command_that_fails_changes_nothing(public_root, tmpfs, tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    try:
+        world_with_data(src)
+        run(*game("start", src, pidfile))
+        spec = game_spec(src, pidfile, stop=["/bin/sh", "-c", "echo cannot stop; exit 4"])
+        result = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+        assert result.returncode == 1
+        end = result.progress()[-1]
+        assert "the stop command" in end["error"] and "exit 4" in end["error"]
+        assert "nothing was changed" in end["error"]
+        assert end["serviceRunsFrom"] == "source" and end["dataState"] == "source"
+        assert end["downtimeSeconds"] is None
+        assert running(pidfile) and src.is_dir() and not src.is_symlink()
+        assert not dst.exists() and os.listdir(tmpfs) == []
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_cancel_after_the_stop_starts_the_service_again_on_the_source(public_root, tmpfs,
+                                                                      tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    # The stop command stops the server, then lingers: the cancel comes while the service is down.
+    stop = ["/bin/sh", "-c", '"$0" "$1" stop "$2" && sleep 5', sys.executable, str(GAME_SERVER),
+            str(pidfile)]
+    proc = None
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        proc = subprocess.Popen([sys.executable, str(MOVER), "move", "--service",
+                                 json.dumps(game_spec(src, pidfile, stop=stop)), str(src),
+                                 str(dst)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if b'"phase":"stopping"' in line:
+                deadline = time.monotonic() + 15
+                while running(pidfile):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                proc.send_signal(signal.SIGTERM)
+                break
+        out, err = proc.communicate(timeout=60)
+        result = parse(b"".join(lines) + out, proc.returncode, err)
+        assert result.returncode == 3
+        end = result.progress()[-1]
+        assert end["phase"] == "cancelled" and end["serviceRunsFrom"] == "source"
+        assert "started again on the untouched source" in end["error"]
+        assert end["dataState"] == "source" and not dst.exists() and os.listdir(tmpfs) == []
+        assert running(pidfile) and not src.is_symlink()
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_max_downtime_that_cannot_be_met_leaves_the_service_untouched(public_root, tmpfs,
+                                                                     tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    try:
+        world_with_data(src)
+        run(*game("start", src, pidfile))
+        result = mover(sys.executable, "move", "--service", json.dumps(game_spec(src, pidfile)),
+                       "--max-downtime", "0.001", src, dst)
+        assert result.returncode == 1
+        end = result.progress()[-1]
+        assert "--max-downtime" in end["error"] and "the service was not stopped" in end["error"]
+        assert end["pass"] == 5 and end["serviceRunsFrom"] == "source"
+        assert "stopping" not in phases(result)
+        assert running(pidfile) and not dst.exists() and os.listdir(tmpfs) == []
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_bad_service_options_are_refused_in_one_line(tmp_path, tmpfs):
+    (tmp_path / "src").mkdir()
+    refused = mover(sys.executable, "move", "--max-downtime", "5", tmp_path / "src", tmpfs / "d")
+    assert refused.returncode == 2 and "--max-downtime needs --service" in refused.last["data"][
+        "error"]
+    conf = tmp_path / "app.conf"
+    conf.write_text("data = /elsewhere\n")
+    spec = {"stop": "true", "start": "true", "check": "true", "cutover": f"config:{conf}"}
+    refused = mover(sys.executable, "move", "--service", json.dumps(spec), tmp_path / "src",
+                    tmpfs / "d")
+    assert refused.returncode == 2 and "does not mention" in refused.last["data"]["error"]
+    assert os.listdir(tmpfs) == []
+
+
+# --- PostgreSQL, a client inserting the whole time ------------------------------------------------
+
+def insert_rows(pg: PgCluster, stop: threading.Event, committed: list[int]) -> None:
+    """INSERT one row at a time; a row is committed when psql said so."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        done = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-p",
+                               str(pg.port), "-v", "ON_ERROR_STOP=1", "-c",
+                               f"INSERT INTO moved VALUES ({n})"], capture_output=True)
+        if done.returncode == 0:
+            committed.append(n)
+        else:
+            time.sleep(0.05)
+
+
+def test_postgres_moves_by_config_cutover_with_a_client_inserting(pg_cluster: PgCluster,
+                                                                  tmpfs: Path) -> None:
+    pg = pg_cluster
+    pg.psql("CREATE TABLE moved (id int PRIMARY KEY)")
+    new = tmpfs / "pgdata"
+    stop, committed = threading.Event(), []
+    client = threading.Thread(target=insert_rows, args=(pg, stop, committed))
+    spec = {"stop": pg.ctl("stop"), "start": pg.ctl("start"),
+            "check": ["pg_isready", "-q", "-p", str(pg.port)],
+            "cutover": f"config:{pg.config_file}"}
+    try:
+        client.start()
+        time.sleep(1)
+        result = mover(sys.executable, "move", "--service", json.dumps(spec), pg.data_dir, new)
+        time.sleep(1)
+        stop.set()
+        client.join(30)
+        assert result.returncode == 0, result.stderr
+        assert phases(result) == SERVICE_ORDER
+        [change] = result.subjects("move.plan")[0]["service"]["cutoverChanges"]
+        assert change["after"].startswith(f"data_directory = '{new}'")
+        assert result.progress()[-1]["serviceRunsFrom"] == "destination"
+        assert pg.psql("SHOW data_directory") == str(new)
+        assert not pg.data_dir.exists()
+        rows = {int(x) for x in pg.psql("SELECT id FROM moved").split()}
+        assert len(committed) > 5 and set(committed) <= rows
+        [backup] = pg.config_file.parent.glob("postgresql.conf.servermove-*")  # kept, as promised
+        assert backup.read_bytes().count(str(pg.data_dir).encode()) >= 1
+    finally:
+        stop.set()
+        client.join(30)
+        for backup in pg.config_file.parent.glob("postgresql.conf.servermove-*"):
+            backup.unlink()  # or pg_dropcluster leaves the cluster's directory behind
+        drop_cluster(pg)
+
+
+# --- detached, through the real sshd, the client killed ------------------------------------------
+
+def ssh_mover(sshd: SshServer, *argv: str, **kwargs) -> subprocess.Popen:
+    """The mover over the real sshd, as servermove runs it: a bootstrap, argv and source on
+    stdin."""
+    source = MOVER.read_bytes()
+    header = json.dumps({"argv": list(argv), "size": len(source)}).encode() + b"\n"
+    remote = shlex.join([USER_PYTHON, *PYTHON_FLAGS, "-c", BOOTSTRAP])
+    proc = subprocess.Popen(["ssh", "-F", str(sshd.config_file), "-o", "BatchMode=yes",
+                             sshd.alias, remote], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    proc.stdin.write(header + source)
+    proc.stdin.close()
+    proc.stdin = None  # written whole: communicate() only reads
+    return proc
+
+
+def test_detached_service_move_completes_with_the_client_killed(sshd, public_tmp, tmpfs):
+    src, dst, pidfile = public_tmp / "game", tmpfs / "dst", public_tmp / "game.pid"
+    src.mkdir()
+    server = ["runuser", "-u", sshd.user, "--"]
+    spec = game_spec(src, pidfile)
+    for key in ("stop", "start", "check"):  # the server's python3, as the login user runs it
+        spec[key][0] = USER_PYTHON
+    game_copy = public_tmp / "game_server.py"
+    game_copy.write_bytes(GAME_SERVER.read_bytes())
+    for key in ("stop", "start", "check"):
+        spec[key][1] = str(game_copy)
+    try:
+        maps = world_with_data(src)
+        subprocess.run(["chown", "-R", sshd.user, str(src)], check=True)
+        run(*server, *game("start", src, pidfile, python=USER_PYTHON))
+        started = ssh_mover(sshd, "start", "--service", json.dumps(spec), str(src), str(dst))
+        out, err = started.communicate(timeout=60)
+        assert started.returncode == 0, err
+        move_id = [json.loads(line) for line in out.splitlines()][-1]["data"]["moveId"]
+        attach = ssh_mover(sshd, "attach", move_id)
+        for line in attach.stdout:
+            if b'"phase":"syncing"' in line:
+                attach.kill()  # the client dies mid-move
+                break
+        attach.wait()
+        replay = ssh_mover(sshd, "attach", move_id)
+        out, err = replay.communicate(timeout=120)
+        result = parse(out, replay.returncode, err)
+        assert result.returncode == 0, result.stderr
+        assert phases(result) == SERVICE_ORDER
+        assert result.progress()[-1]["serviceRunsFrom"] == "destination"
+        check_game_moved(src, dst, pidfile, maps)
+        listed = ssh_mover(sshd, "list")
+        out, _ = listed.communicate(timeout=60)
+        [state] = [json.loads(line)["data"] for line in out.splitlines()
+                   if b'"moveId":"%s"' % move_id.encode() in line]
+        assert state["serviceRunsFrom"] == "destination" and state["cutover"] == "symlink"
+        assert state["passes"] >= 2 and state["downtimeSeconds"] > 0
+    finally:
+        subprocess.run([*server, *game("stop", pidfile, python=USER_PYTHON)],
+                       capture_output=True)
+        if src.is_symlink():
+            src.unlink()
+
+
+@pytest.mark.parametrize("python", ["py3.6", "py3.13"])
+def test_a_service_move_runs_on_the_oldest_and_newest_python(python, public_root, tmpfs, tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        result = mover(interpreter(python), "move", "--service",
+                       json.dumps(game_spec(src, pidfile)), src, dst)
+        assert result.returncode == 0, result.stderr
+        assert phases(result) == SERVICE_ORDER
+        check_game_moved(src, dst, pidfile, maps)
+    finally:
+        stop_game(pidfile)
+        if src.is_symlink():
+            src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_worker_killed_while_the_service_is_stopped_says_how_to_start_it(public_root, tmpfs,
+                                                                           tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    stopper = tmp_path / "stopper.pid"
+    src.mkdir()
+    # The stop command stops the server, then lingers: the worker is killed while it is down.
+    stop = ["/bin/sh", "-c", 'echo $$ > "$3"; "$0" "$1" stop "$2" && sleep 60', sys.executable,
+            str(GAME_SERVER), str(pidfile), str(stopper)]
+    try:
+        world_with_data(src)
+        run(*game("start", src, pidfile))
+        started = mover(sys.executable, "start", "--service",
+                        json.dumps(game_spec(src, pidfile, stop=stop)), src, dst)
+        assert started.returncode == 0, started.stderr
+        journal = Path(started.last["data"]["journal"])
+        deadline = time.monotonic() + 30
+        while running(pidfile) or b'"phase":"stopping"' not in (
+                journal / "events.jsonl").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = json.loads((journal / "state.json").read_text())["pid"]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        listed = mover(sys.executable, "list")
+        [state] = [line["data"] for line in listed.lines if line["subject"] == "move.listed"]
+        assert "THE SERVICE IS STOPPED" in state["error"]
+        assert "`" + " ".join(game("start", src, pidfile)) + "`" in state["error"]
+        assert not running(pidfile)  # a reader never starts it
+    finally:
+        if stopper.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(stopper.read_text()), signal.SIGKILL)
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+CHURN = Path(__file__).resolve().parent / "churn_service.py"
+
+
+@pytest.mark.parametrize("verify", ["checksum", "size"])
+def test_live_passes_follow_every_change_the_service_makes(verify, public_root, tmpfs, tmp_path):
+    """A service that rewrites, deletes, creates, turns files into directories and symlinks,
+    adds hard links and chmods the whole time: the moved copy is the source exactly as it was
+    when the service stopped (its stop command snapshots it)."""
+    src, dst, pidfile = public_root / f"churn-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    snapshot = tmp_path / "at-stop.pickle"
+    for n in range(300):
+        (src / f"d{n % 10}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{n % 10}" / f"f{n}").write_bytes(os.urandom(1 + n * 97 % 60_000))
+    os.link(src / "d0" / "f0", src / "d1" / "also-f0")
+    spec = {"stop": [sys.executable, str(CHURN), "stop", str(pidfile), str(src), str(snapshot)],
+            "start": ["true"], "check": ["true"], "cutover": "none"}
+    try:
+        run(sys.executable, str(CHURN), "start", str(src), str(pidfile))
+        time.sleep(0.3)
+        result = mover(sys.executable, "move", "--verify", verify, "--service", json.dumps(spec),
+                       src, dst)
+        assert result.returncode == 0, result.stderr + json.dumps(result.last)
+        assert phases(result) == SERVICE_ORDER
+        assert max(e["pass"] or 0 for e in result.progress() if e["phase"] == "syncing") >= 2
+        with snapshot.open("rb") as handle:
+            at_stop = pickle.load(handle)
+        assert diff_snapshots(at_stop, snapshot_tree(dst)) == []
+        assert not src.exists()
+    finally:
+        if running_churn(pidfile):
+            subprocess.run([sys.executable, str(CHURN), "stop", str(pidfile), str(src),
+                            str(snapshot)], capture_output=True)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def running_churn(pidfile: Path) -> bool:
+    return subprocess.run([sys.executable, str(CHURN), "check", str(pidfile)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_start_that_fails_on_the_new_path_rolls_back_and_one_that_always_fails_says_so(
+        public_root, tmpfs, tmp_path):
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    # Starts only while SRC is the real directory: fails once switched, works after the undo.
+    start = ["/bin/sh", "-c", 'test ! -L "$0" && exec "$1" "$2" start "$0" "$3"', str(src),
+             sys.executable, str(GAME_SERVER), str(pidfile)]
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        result = mover(sys.executable, "move", "--service",
+                       json.dumps(game_spec(src, pidfile, start=start)), src, dst)
+        assert result.returncode == 1
+        end = result.progress()[-1]
+        assert "the start command" in end["error"], end["error"]
+        assert f"runs from the old path {src} again" in end["error"]
+        assert end["serviceRunsFrom"] == "source" and end["dataState"] == "both"
+        assert running(pidfile) and src.is_dir() and not src.is_symlink()
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(dst)], check=True)
+
+        run(*game("start", src, pidfile))
+        never = game_spec(src, pidfile, start=["/bin/sh", "-c", "echo no luck; exit 5"])
+        result = mover(sys.executable, "move", "--service", json.dumps(never), src, dst)
+        assert result.returncode == 1
+        end = result.progress()[-1]
+        assert end["serviceRunsFrom"] == "nowhere" and end["downSince"]
+        assert "THE SERVICE IS NOT RUNNING" in end["error"] and "was undone" in end["error"]
+        assert str(src) in end["error"] and str(dst) in end["error"]
+        assert not running(pidfile) and src.is_dir() and not src.is_symlink()
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+        assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
