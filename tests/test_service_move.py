@@ -21,7 +21,7 @@ from tests.cli_support import make_tree, read_tree
 from tests.fstree import diff_snapshots, snapshot_tree
 from tests.harness import PgCluster, SshServer, drop_cluster, run
 from tests.test_mover import MOVER, USER_PYTHON, Result, interpreter
-from tui.runner import BOOTSTRAP, PYTHON_FLAGS
+from tui.core.runner import BOOTSTRAP, PYTHON_FLAGS
 
 GAME_SERVER = Path(__file__).resolve().parent / "game_server.py"
 SERVICE_ORDER = ["calculating", "syncing", "stopping", "copying", "verifying", "switching",
