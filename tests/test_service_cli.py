@@ -1,0 +1,165 @@
+"""Service moves through the real `servermove move` CLI (issue 16): a server named in
+servers.toml with a service is moved with it — the game server through the real sshd as the
+test user (symlink cutover), a real PostgreSQL cluster on `local` as root (config cutover) —
+and `--no-service` moves the data alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from tests.cli_support import servermove
+from tests.harness import PgCluster, SshServer, drop_cluster, run
+from tests.test_mover import USER_PYTHON
+from tests.test_service_move import (
+    GAME_SERVER,
+    SERVICE_ORDER,
+    check_game_moved,
+    game,
+    insert_rows,
+    stop_game,
+    wait_ticks,
+    world_with_data,
+)
+
+PLAIN_ORDER = ["calculating", "copying", "verifying", "cleaning", "complete"]
+
+
+def write_servers(text: str) -> None:
+    config = Path(os.environ["SERVERMOVE_CONFIG_DIR"])
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "servers.toml").write_text(text)
+
+
+def toml_command(argv: list[str]) -> str:
+    return json.dumps(argv)  # a TOML array of basic strings reads as JSON does
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(text) for text in stdout.splitlines()]
+
+
+def phases_of(messages: list[dict]) -> list[str]:
+    seen: list[str] = []
+    for message in messages:
+        phase = message["data"].get("phase") if message["subject"] == "move.progress" else None
+        if phase and (not seen or seen[-1] != phase):
+            seen.append(phase)
+    return seen
+
+
+def game_server_entry(sshd: SshServer, src: Path, pidfile: Path, game_copy: Path, *,
+                      stop: list[str] | None = None) -> str:
+    """[game] in servers.toml: the game server started, stopped and checked with the server's
+    own python3 as the login user runs them."""
+    commands = {action: [USER_PYTHON, str(game_copy), action, *extra] for action, extra in (
+        ("stop", [str(pidfile)]), ("start", [str(src), str(pidfile)]),
+        ("check", [str(pidfile)]))}
+    if stop is not None:
+        commands["stop"] = stop
+    return (f'[game]\ntarget = "{sshd.alias}"\ndata_path = "{src}"\n'
+            + "".join(f"{key} = {toml_command(argv)}\n" for key, argv in commands.items())
+            + 'check_timeout = 30\ncutover = "symlink"\n')
+
+
+def test_a_servers_toml_service_is_moved_with_its_data_through_sshd(sshd, public_tmp, tmpfs):
+    src, dst, pidfile = public_tmp / "game", tmpfs / "dst", public_tmp / "game.pid"
+    game_copy = public_tmp / "game_server.py"
+    game_copy.write_bytes(GAME_SERVER.read_bytes())
+    src.mkdir()
+    as_user = ["runuser", "-u", sshd.user, "--"]
+    write_servers(game_server_entry(sshd, src, pidfile, game_copy))
+    try:
+        maps = world_with_data(src)
+        subprocess.run(["chown", "-R", sshd.user, str(src)], check=True)
+        run(*as_user, *game("start", src, pidfile, python=USER_PYTHON))
+        wait_ticks(src / "logs" / "console.log", 5)
+        moved = servermove("move", "--json", "--ssh-config", sshd.config_file, "game", src, dst,
+                           timeout=300)
+        assert moved.returncode == 0, moved.stderr
+        messages = json_lines(moved.stdout)
+        assert phases_of(messages) == SERVICE_ORDER
+        [plan] = [m["data"] for m in messages if m["subject"] == "move.plan"]
+        assert plan["service"]["cutover"] == "symlink"
+        end = messages[-1]["data"]
+        assert end["serviceRunsFrom"] == "destination" and end["downtimeSeconds"] > 0
+        check_game_moved(src, dst, pidfile, maps)
+        # The moves log keeps the service's story, and `servermove log` tells it.
+        [record] = json_lines(servermove("log", "--json").stdout)
+        assert record["serviceRunsFrom"] == "destination" and record["cutover"] == "symlink"
+        assert record["downtimeSeconds"] == end["downtimeSeconds"] and record["passes"] >= 2
+        shown = servermove("log")
+        assert shown.returncode == 0
+        assert f"service down for {end['downtimeSeconds']:.1f} s; {record['passes']} passes; " \
+               "cutover symlink; runs from the destination" in shown.stdout
+    finally:
+        subprocess.run([*as_user, *game("stop", pidfile, python=USER_PYTHON)],
+                       capture_output=True)
+        stop_game(pidfile)
+        if src.is_symlink():
+            src.unlink()
+
+
+def test_no_service_moves_the_data_alone(sshd, public_tmp, tmpfs):
+    src, dst, pidfile = public_tmp / "game", tmpfs / "dst", public_tmp / "game.pid"
+    game_copy = public_tmp / "game_server.py"
+    game_copy.write_bytes(GAME_SERVER.read_bytes())
+    src.mkdir()
+    maps = world_with_data(src)
+    subprocess.run(["chown", "-R", sshd.user, str(src)], check=True)
+    # A stop that fails: a service move would end at once, untouched.
+    write_servers(game_server_entry(sshd, src, pidfile, game_copy, stop=["false"]))
+    moved = servermove("move", "--json", "--no-service", "--ssh-config", sshd.config_file,
+                       "game", src, dst, timeout=300)
+    assert moved.returncode == 0, moved.stderr
+    messages = json_lines(moved.stdout)
+    assert phases_of(messages) == PLAIN_ORDER
+    [plan] = [m["data"] for m in messages if m["subject"] == "move.plan"]
+    assert "service" not in plan and "serviceRunsFrom" not in messages[-1]["data"]
+    assert not src.exists() and not src.is_symlink()  # no cutover: the old path is gone
+    assert {k: (dst / k).read_bytes() for k in maps} == maps
+    assert not pidfile.exists()  # nothing started the service
+
+
+def test_postgres_db1_moves_by_config_cutover(pg_cluster: PgCluster, tmpfs: Path) -> None:
+    # PostgreSQL's data needs root: db1 is this machine (`local`), the tests run as root. (The
+    # sudo test accounts' sudoers file is shared by every test session on the machine and goes
+    # when any of them ends; the sshd path is covered by the game server above.)
+    pg = pg_cluster
+    pg.psql("CREATE TABLE moved (id int PRIMARY KEY)")
+    new = tmpfs / "pgdata"
+    write_servers(
+        f'[db1]\ntarget = "local"\ndata_path = "{pg.data_dir}"\n'
+        f"stop = {toml_command(pg.ctl('stop'))}\nstart = {toml_command(pg.ctl('start'))}\n"
+        f"check = {toml_command(['pg_isready', '-q', '-p', str(pg.port)])}\n"
+        f'cutover = "config:{pg.config_file}"\n')
+    stop, committed = threading.Event(), []
+    client = threading.Thread(target=insert_rows, args=(pg, stop, committed))
+    try:
+        client.start()
+        time.sleep(1)
+        moved = servermove("move", "--json", "db1", pg.data_dir, new, timeout=300)
+        time.sleep(1)
+        stop.set()
+        client.join(30)
+        assert moved.returncode == 0, moved.stderr
+        messages = json_lines(moved.stdout)
+        assert phases_of(messages) == SERVICE_ORDER
+        [plan] = [m["data"] for m in messages if m["subject"] == "move.plan"]
+        [change] = plan["service"]["cutoverChanges"]
+        assert change["after"].startswith(f"data_directory = '{new}'")
+        assert messages[-1]["data"]["serviceRunsFrom"] == "destination"
+        assert pg.psql("SHOW data_directory") == str(new)
+        rows = {int(x) for x in pg.psql("SELECT id FROM moved").split()}
+        assert len(committed) > 5 and set(committed) <= rows
+        assert not pg.data_dir.exists()
+    finally:
+        stop.set()
+        client.join(30)
+        for backup in pg.config_file.parent.glob("postgresql.conf.servermove-*"):
+            backup.unlink()  # or pg_dropcluster leaves the cluster's directory behind
+        drop_cluster(pg)
