@@ -4,6 +4,7 @@ services are in tests/test_service_cli.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -293,3 +294,38 @@ def test_the_phase_indicator_shows_a_service_moves_own_phases():
                          filesTotal=1, filesCopied=0)])
     assert phase_line(plain).plain == (
         "○ calculating → ▶ copying → ○ verifying → ○ cleaning → ○ complete")
+
+
+# -- the CLI's displays --------------------------------------------------------------------------
+
+def test_the_terminal_display_shows_the_pass_and_the_downtime_clock():
+    from rich.console import Console
+
+    from tui.cli import RichMoveDisplay
+
+    model = folded(service_move()[:6], clock=100.0)
+    model.clock = lambda: 101.2
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(RichMoveDisplay(model, console))
+    shown = console.file.getvalue()
+    assert "copying (final pass 3)" in shown and "service down for 1.7 s" in shown
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(RichMoveDisplay(folded(service_move()[:4]), console))
+    shown = console.file.getvalue()
+    assert "syncing, pass 2, forecast downtime 2.6 s" in shown and "service down" not in shown
+
+
+def test_into_a_pipe_a_line_a_phase_and_a_live_pass(capsys):
+    from tui.cli import LineView
+
+    model = MoveProgress()
+    view = LineView(model)
+    for text in service_move():
+        event = parse_line(text)
+        model.apply(event)
+        view.show(event)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == ["calculating…", "syncing, pass 1…",
+                         "syncing, pass 2, forecast downtime 2.6 s…", "stopping…",
+                         "copying (final pass 3)…", "verifying…", "switching…", "starting…",
+                         "checking…", "cleaning…", "complete…"]
