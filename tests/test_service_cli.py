@@ -1,7 +1,7 @@
 """Service moves through the real `servermove move` CLI (issue 16): a server named in
 servers.toml with a service is moved with it — the game server through the real sshd as the
 test user (symlink cutover), a real PostgreSQL cluster on `local` as root (config cutover) —
-and `--no-service` moves the data alone."""
+and `--no-service` moves the data alone; and the TUI's Apply (the fleet) with the real mover."""
 
 from __future__ import annotations
 
@@ -163,3 +163,38 @@ def test_postgres_db1_moves_by_config_cutover(pg_cluster: PgCluster, tmpfs: Path
         for backup in pg.config_file.parent.glob("postgresql.conf.servermove-*"):
             backup.unlink()  # or pg_dropcluster leaves the cluster's directory behind
         drop_cluster(pg)
+
+
+async def test_the_tuis_apply_moves_a_server_with_its_service(public_root, tmpfs, tmp_path):
+    # What Apply Changes runs (Fleet.run_move), with the real mover on this machine.
+    from tui.core.fleet import Fleet
+    from tui.core.inventory import ServerEntry, ServiceConfig
+    from tui.core.moves_log import MovesLog
+    from tui.core.protocol import Phase, ServiceRunsFrom
+
+    src, dst, pidfile = public_root / f"apply-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    service = ServiceConfig(stop=tuple(game("stop", pidfile)),
+                            start=tuple(game("start", src, pidfile)),
+                            check=tuple(game("check", pidfile)), cutover="symlink")
+    fleet = Fleet(moves_log=MovesLog(tmp_path / "moves.jsonl"))
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        wait_ticks(src / "logs" / "console.log", 5)
+        move = await fleet.run_move(ServerEntry("game", "local", str(src), service=service),
+                                    str(dst))
+        progress = move.progress
+        assert progress.phase is Phase.COMPLETE, (move.problem, progress.outcome())
+        assert [p.value for p in progress.phases_reached] == SERVICE_ORDER
+        assert progress.service_runs_from is ServiceRunsFrom.DESTINATION
+        assert progress.outcome() == (f"Moved; the service runs from {dst}; it was down for "
+                                      f"{progress.downtime:.1f} s.")
+        check_game_moved(src, dst, pidfile, maps)
+        [record] = fleet.moves_log.records()
+        assert record.cutover == "symlink" and record.downtimeSeconds == progress.downtime
+    finally:
+        stop_game(pidfile)
+        if src.is_symlink():
+            src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])
