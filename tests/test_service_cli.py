@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -197,4 +198,37 @@ async def test_the_tuis_apply_moves_a_server_with_its_service(public_root, tmpfs
         stop_game(pidfile)
         if src.is_symlink():
             src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_rollback_is_told_with_the_old_path_first_then_why(public_root, tmpfs, tmp_path):
+    # Into a pipe: a line a phase, then the outcome on stderr in the client's words around the
+    # mover's. Healthy only while SRC is the real directory: fails once switched.
+    src, dst, pidfile = public_root / f"back-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    check = ["/bin/sh", "-c", 'test ! -L "$0" && "$1" "$2" check "$3"', str(src),
+             sys.executable, str(GAME_SERVER), str(pidfile)]
+    commands = {"stop": game("stop", pidfile), "start": game("start", src, pidfile),
+                "check": check}
+    write_servers(f'[game]\ntarget = "local"\ndata_path = "{src}"\n'
+                  + "".join(f"{key} = {toml_command(argv)}\n" for key, argv in commands.items())
+                  + 'check_timeout = 1\ncutover = "symlink"\n')
+    try:
+        world_with_data(src)
+        run(*game("start", src, pidfile))
+        moved = servermove("move", "game", src, dst, timeout=300)
+        assert moved.returncode == 1, moved.stderr
+        lines = moved.stdout.splitlines()
+        assert any(text.startswith("syncing, pass 1") for text in lines)
+        assert lines[-4:] == ["switching…", "starting…", "checking…", "error…"]
+        [outcome] = [text for text in moved.stderr.splitlines() if "Move failed" in text]
+        assert outcome.startswith(
+            f"servermove: Move failed while checking; the service runs from the old path {src} "
+            "again: the service did not pass its check")
+        assert outcome.count("runs from the old path") == 1
+        assert f"the new copy is at {dst}" in outcome and "it was down for" in outcome
+        assert src.is_dir() and not src.is_symlink()
+        assert subprocess.run(game("check", pidfile)).returncode == 0
+    finally:
+        stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
