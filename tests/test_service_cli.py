@@ -127,9 +127,8 @@ def test_no_service_moves_the_data_alone(sshd, public_tmp, tmpfs):
 
 
 def test_postgres_db1_moves_by_config_cutover(pg_cluster: PgCluster, tmpfs: Path) -> None:
-    # PostgreSQL's data needs root: db1 is this machine (`local`), the tests run as root. (The
-    # sudo test accounts' sudoers file is shared by every test session on the machine and goes
-    # when any of them ends; the sshd path is covered by the game server above.)
+    # PostgreSQL's data needs root: db1 is this machine (`local`), and the tests run as root.
+    # The path through the sshd is the game server's test above.
     pg = pg_cluster
     pg.psql("CREATE TABLE moved (id int PRIMARY KEY)")
     new = tmpfs / "pgdata"
