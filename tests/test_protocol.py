@@ -15,6 +15,8 @@ import pytest
 from tui.core.errors import ExitStatus
 from tui.core.progress import MoveProgress
 from tui.core.protocol import (
+    PHASE_ORDER,
+    SERVICE_PHASE_ORDER,
     TERMINAL_PHASES,
     DataState,
     MalformedLine,
@@ -172,7 +174,8 @@ def test_the_mover_and_the_client_agree_on_phases_and_data_states():
     # this keeps the two spellings from drifting apart.
     from remote import mover
 
-    phases = (mover.CALCULATING, mover.COPYING, mover.VERIFYING, mover.CLEANING, mover.COMPLETE,
+    phases = (mover.CALCULATING, mover.SYNCING, mover.STOPPING, mover.COPYING, mover.VERIFYING,
+              mover.SWITCHING, mover.STARTING, mover.CHECKING, mover.CLEANING, mover.COMPLETE,
               mover.ERROR, mover.CANCELLED)
     assert list(phases) == [phase.value for phase in Phase]
     assert set(mover.TERMINAL) == {"complete", "error", "cancelled"}
@@ -197,6 +200,17 @@ def mover_constants() -> dict[str, object]:
         with contextlib.suppress(ValueError, TypeError, SyntaxError):
             values[node.targets[0].id] = ast.literal_eval(value)
     return values
+
+
+def test_the_mover_and_the_client_agree_on_the_phases_of_a_service_move():
+    # Read from the file that ships: each of the client's service phases is one of the mover's
+    # constants, spelled the same, and a move without a service keeps its own four steps.
+    constants = mover_constants()
+    for phase in SERVICE_PHASE_ORDER:
+        assert constants[phase.name] == phase.value
+    assert [p for p in SERVICE_PHASE_ORDER if p not in PHASE_ORDER] == [
+        Phase.SYNCING, Phase.STOPPING, Phase.SWITCHING, Phase.STARTING, Phase.CHECKING]
+    assert set(PHASE_ORDER) <= set(SERVICE_PHASE_ORDER)
 
 
 def test_the_mover_and_the_client_agree_on_terminal_phases_and_exit_statuses():

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -57,8 +58,12 @@ from tui.core.runner import (
 from tui.core.targets import Target, parse_target
 from tui.core.wording import (
     bar_counts,
+    down_clock,
     moved_figures,
+    moved_service_tail,
+    phase_words,
     plan_line,
+    record_service_note,
     reused_note,
 )
 
@@ -109,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     move.add_argument("--bwlimit", metavar="RATE",
                       help="copy at most RATE bytes a second (40M, 1G)")
     move.add_argument("--dry-run", action="store_true", help="check and plan, change nothing")
+    move.add_argument("--no-service", action="store_true",
+                      help="TARGET's service in servers.toml is not stopped, repointed or "
+                           "started: move the data alone")
+    move.add_argument("--max-downtime", metavar="SECONDS", type=_positive_seconds,
+                      help="a service move stops the service only once the forecast downtime "
+                           "is under SECONDS (else it ends with the service untouched)")
 
     attach = commands.add_parser("attach", help="follow a move running (or finished) on TARGET")
     attach.add_argument("target", metavar="TARGET", help=TARGET_HELP)
@@ -147,6 +158,16 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds more than 0")
+    return seconds
+
+
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the mover's JSON lines on stdout, nothing else")
@@ -167,6 +188,28 @@ def resolve_target(text: str, *, sudo: bool = False) -> Target:
         return replace(parse_target(entry.target, sudo=sudo or entry.sudo, python=entry.python),
                        label=entry.name)
     return parse_target(text, sudo=sudo)
+
+
+def service_of(args: argparse.Namespace) -> dict[str, object] | None:
+    """The service a `move` stops, repoints and starts: TARGET's in servers.toml, unless
+    --no-service. It belongs to the server's data_path, so moving another directory with it is
+    refused; raises BadInput in one line (nothing touched)."""
+    from tui.core.inventory import load_inventory
+
+    inventory = load_inventory()
+    entry = inventory.get(args.target) if args.target in inventory else None
+    service = entry.service if entry is not None and not args.no_service else None
+    if service is None:
+        if args.max_downtime is not None:
+            raise BadInput("--max-downtime is for a service move: "
+                           + ("it cannot go with --no-service" if args.no_service else
+                              f"{args.target} has no service in servers.toml"))
+        return None
+    assert entry is not None
+    if os.path.normpath(args.src) != os.path.normpath(entry.data_path):
+        raise BadInput(f"{entry.name}'s service uses {entry.data_path}, not {args.src}: move "
+                       f"{entry.data_path}, or add --no-service to move {args.src} alone")
+    return service.to_mover()
 
 
 def _settings(args: argparse.Namespace) -> SshSettings:
@@ -219,8 +262,10 @@ class RichMoveDisplay:
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", justify="right")
         grid.add_column()
-        phase = model.phase.value if model.phase else "connecting"
-        grid.add_row("phase", Text(phase))
+        grid.add_row("phase", Text(phase_words(model)))
+        down = down_clock(model)
+        if down is not None:  # the service is stopped: the clock an admin watches
+            grid.add_row("service", Text(down, style="bold red"))
         bar_width = max(10, min(50, width - 30))
         # The same counts as the TUI's bars: verified bytes and files while verifying.
         bytes_done, bytes_total, files_done, files_total = bar_counts(model)
@@ -242,7 +287,8 @@ def summary_line(model: MoveProgress) -> str:
         return model.outcome()
     if model.phase is Phase.COMPLETE:
         size, files, took, rate = moved_figures(model)
-        return f"moved {size} in {files} files in {took} ({rate or '—'}){reused_note(model)}"
+        return (f"moved {size} in {files} files in {took} ({rate or '—'}){reused_note(model)}"
+                f"{moved_service_tail(model)}")
     return model.outcome()
 
 
@@ -255,9 +301,11 @@ def exit_status_for(model: MoveProgress, dry_run: bool) -> int:
 
 async def run_move(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
+    service = service_of(args)
     target = resolve_target(args.target, sudo=args.sudo)
     request = MoveRequest(src=args.src, dst=args.dst, server_name=target.label,
-                          verify=args.verify, bwlimit=args.bwlimit, dry_run=args.dry_run)
+                          verify=args.verify, bwlimit=args.bwlimit, dry_run=args.dry_run,
+                          service=service, max_downtime=args.max_downtime)
     handle = await start_move(target, request, settings=_settings(args),
                               prompter=TerminalPrompter(err))
     recorder = MoveRecorder(_moves_log(), server=target.label, target=args.target,
@@ -402,7 +450,7 @@ class LineView(contextlib.AbstractContextManager):
         self.model = model
         # soft_wrap: a long path or message stays one line, whatever the width.
         self.console = Console(highlight=False, soft_wrap=True)
-        self._phase: Phase | None = None
+        self._phase: tuple[Phase, int | None] | None = None
 
     def __exit__(self, *exc: object) -> None:
         return None
@@ -412,9 +460,11 @@ class LineView(contextlib.AbstractContextManager):
     def show(self, event: object) -> None:
         if isinstance(event, PlanEvent):
             self.console.print(Text(plan_line(event)))
-        elif self.model.phase is not self._phase and self.model.phase is not None:
-            self._phase = self.model.phase
-            self.console.print(Text(f"{self._phase.value}…"))
+        elif self.model.phase is not None and (
+                self.model.phase, self.model.pass_number) != self._phase:
+            # One line a phase (and a service move's live pass): the pass number, the forecast.
+            self._phase = (self.model.phase, self.model.pass_number)
+            self.console.print(Text(f"{phase_words(self.model)}…"))
 
 
 class LiveView(LineView):
@@ -484,6 +534,9 @@ def print_records(records: list[MoveRecord], *, empty: str) -> None:
         table.add_column(log_header(name), no_wrap=True)
     table.add_column(route, min_width=ROUTE_MIN_WIDTH, ratio=1, overflow="fold")
     for record, cells in zip(records, rows, strict=True):
+        service = record_service_note(record)
+        if service:  # a service move: its downtime, passes and cutover under its route
+            cells[route].append(f"\n{service}", style="bold")
         if record.error:
             cells[route].append(f"\n{record.error}", style="red")
         table.add_row(*(cells[name] for name in columns))

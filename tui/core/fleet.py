@@ -42,6 +42,10 @@ StatPaths = Callable[..., Awaitable[list[Any]]]
 class MoveOptions:
     verify: str = "checksum"
     bwlimit: str | None = None
+    # A server with a service gets a service move (stop, final copy, switch, start, check)
+    # unless with_service is False; max_downtime: the forecast the stop waits for.
+    with_service: bool = True
+    max_downtime: float | None = None
 
 
 DEFAULT_MOVE_OPTIONS = MoveOptions()
@@ -165,9 +169,11 @@ class Fleet:
     @staticmethod
     def _request(server: ServerEntry, new_path: str, options: MoveOptions,
                  dry_run: bool) -> runner.MoveRequest:
+        service = server.service.to_mover() if server.service and options.with_service else None
         return runner.MoveRequest(src=server.data_path, dst=new_path,
-                                          server_name=server.name, verify=options.verify,
-                                          bwlimit=options.bwlimit, dry_run=dry_run)
+                                  server_name=server.name, verify=options.verify,
+                                  bwlimit=options.bwlimit, dry_run=dry_run, service=service,
+                                  max_downtime=options.max_downtime if service else None)
 
     async def _start(self, server: ServerEntry, new_path: str, options: MoveOptions,
                      dry_run: bool) -> MoveHandle:

@@ -50,6 +50,16 @@ def human_duration(seconds: float | None) -> str:
     return f"{minutes}:{secs:02d}"
 
 
+def human_seconds(seconds: float | None) -> str:
+    """A short span to a tenth of a second (a service's downtime): `2.4 s`; from a minute on, as
+    a clock reading (`1:05`); None → an em dash."""
+    if seconds is None:
+        return "—"
+    if seconds < 59.95:
+        return f"{max(0.0, seconds):.1f} s"
+    return human_duration(seconds)
+
+
 def human_eta(seconds: float | None) -> str:
     """Time left, rounded so it does not flicker: `about 5 s`, `about 3 min`; None → `—`."""
     if seconds is None:

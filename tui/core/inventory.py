@@ -11,8 +11,8 @@
 The service keys: `stop`, `start`, `check` (a string runs with /bin/sh -c on the server, an
 array of words without a shell), `check_timeout` (seconds, default 60) and `cutover` ("none",
 "symlink" or "config:FILE"); `service = "systemd:UNIT"` or `"docker:NAME"` gives the three
-commands, and explicit keys override them. (They are read and checked here; moves do not use
-them yet.)
+commands, and explicit keys override them. A move of the server's data_path then moves the
+running service (`servermove move NAME …`, the TUI's Apply) unless `--no-service`.
 
 Reading uses tomllib; edits go through tomlkit so the user's comments and layout survive, and
 are written atomically. A broken file raises `InventoryError` naming the file and the line.

@@ -90,6 +90,12 @@ class MoveRecord:
     method: str | None = None
     timeline: list[dict[str, Any]] = field(default_factory=list)
     startedBy: str | None = None  # USER@HOST of the client that started it; None: not known
+    # A service move's (None for any other move): seconds the service was down, the number of
+    # the last pass, how it was repointed, and where it runs from at the end.
+    downtimeSeconds: float | None = None
+    passes: int | None = None
+    cutover: str | None = None
+    serviceRunsFrom: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -215,7 +221,9 @@ def record_from_listed(listed: ListedEvent, target: str) -> MoveRecord:
         duration=round(duration, 3) if duration is not None else None,
         averageRate=round(rate, 1) if rate else None, error=listed.error,
         dataState=listed.data_state.value if listed.data_state else None, method=listed.method,
-        timeline=timeline, startedBy=listed.started_by)
+        timeline=timeline, startedBy=listed.started_by, downtimeSeconds=listed.downtime,
+        passes=listed.passes, cutover=listed.cutover,
+        serviceRunsFrom=listed.service_runs_from.value if listed.service_runs_from else None)
 
 
 class MoveRecorder:
@@ -278,6 +286,13 @@ class MoveRecorder:
         record.error = model.error
         record.method = model.method
         record.dataState = model.data_state.value if model.data_state else None
+        if model.service_move:
+            service = model.plan.service if model.plan else None
+            record.cutover = service.cutover if service else record.cutover
+            record.passes = model.pass_number or record.passes
+            record.downtimeSeconds = model.downtime
+            record.serviceRunsFrom = (model.service_runs_from.value if model.service_runs_from
+                                      else record.serviceRunsFrom)
         if model.finished:
             record.finishedAt = iso_utc(at)
             record.duration = round(model.elapsed, 3)

@@ -25,6 +25,7 @@ from tui.core.protocol import (
     Phase,
     PlanEvent,
     ProgressEvent,
+    ServiceRunsFrom,
     WarningEvent,
 )
 
@@ -62,6 +63,12 @@ class MoveProgress:
     current_file: str | None = None
     error: str | None = None
     data_state: DataState | None = None
+    # A service move's (see docs/protocol.md, "Service moves"); None for any other move.
+    pass_number: int | None = None
+    forecast_downtime: float | None = None
+    down_since: float | None = None  # the server's Unix time the stop began, while it is down
+    downtime: float | None = None  # measured: from the stop to the first passing check
+    service_runs_from: ServiceRunsFrom | None = None
     phases_reached: list[Phase] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     link_lost: bool = False  # the connection dropped; the move goes on on the server
@@ -130,8 +137,9 @@ class MoveProgress:
         if self.first_ts is None:
             self.first_ts = now
         self.last_ts = now
-        if event.phase != self.phase:
-            if self.phase is not None and self.phase is not event.phase:
+        new_pass = event.pass_number is not None and event.pass_number != self.pass_number
+        if event.phase != self.phase or new_pass:
+            if self.phase is not None and (self.phase is not event.phase or new_pass):
                 self._samples.clear()
                 self._smoothed_rate = self._smoothed_work_rate = None
                 self._fit = [0.0] * 6
@@ -141,6 +149,11 @@ class MoveProgress:
         self.server_name = event.server_name or self.server_name
         self.method = event.method or self.method
         self.bytes_total, self.files_total = event.bytes_total, event.files_total
+        if new_pass:
+            # Each pass of a service move counts its copies from 0 again (verified bytes sum up).
+            self.pass_number = event.pass_number
+            self.bytes_copied = self.files_copied = self.bytes_reused = 0
+        self._apply_service(event)
         # Counters never go back on screen, even if a confused stream says so.
         self.bytes_copied = max(self.bytes_copied, event.bytes_copied)
         self.files_copied = max(self.files_copied, event.files_copied)
@@ -154,6 +167,15 @@ class MoveProgress:
             self.data_state = event.data_state
         self._sample(now)
         return True
+
+    def _apply_service(self, event: ProgressEvent) -> None:
+        self.down_since = event.down_since  # set only while the service is down
+        if event.forecast_downtime is not None:
+            self.forecast_downtime = event.forecast_downtime
+        if event.downtime is not None:
+            self.downtime = event.downtime
+        if event.service_runs_from is not None:
+            self.service_runs_from = event.service_runs_from
 
     def _sample(self, now: float) -> None:
         done, files = self.phase_bytes_done, self.phase_files_done
@@ -291,6 +313,23 @@ class MoveProgress:
         if not self.finished and self._last_local is not None:
             elapsed += max(0.0, self.clock() - self._last_local)
         return elapsed
+
+    @property
+    def service_move(self) -> bool:
+        """Whether this move moves a running service's data (`--service`)."""
+        return (self.plan is not None and self.plan.service is not None) or (
+            self.pass_number is not None or Phase.SYNCING in self.phases_reached)
+
+    @property
+    def down_for(self) -> float | None:
+        """How long the service has been down so far (a clock that ticks between events), or
+        None while it runs. In the server's time, as `elapsed`."""
+        if self.down_since is None or self.last_ts is None or self.finished:
+            return None
+        down = self.last_ts - self.down_since
+        if self._last_local is not None:
+            down += max(0.0, self.clock() - self._last_local)
+        return max(0.0, down)
 
     @property
     def average_rate(self) -> float | None:

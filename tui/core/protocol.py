@@ -19,8 +19,13 @@ PROTOCOL_VERSION = 1
 
 class Phase(StrEnum):
     CALCULATING = "calculating"
+    SYNCING = "syncing"  # a service move's phases: live passes, then the service's own steps
+    STOPPING = "stopping"
     COPYING = "copying"
     VERIFYING = "verifying"
+    SWITCHING = "switching"
+    STARTING = "starting"
+    CHECKING = "checking"
     CLEANING = "cleaning"
     COMPLETE = "complete"
     ERROR = "error"
@@ -34,6 +39,11 @@ class Phase(StrEnum):
 # The order a successful move walks through; error and cancelled can happen at any step.
 PHASE_ORDER: tuple[Phase, ...] = (Phase.CALCULATING, Phase.COPYING, Phase.VERIFYING,
                                   Phase.CLEANING, Phase.COMPLETE)
+# The order a successful service move walks through (`--service`): copy while the service runs,
+# stop it, copy the final delta, switch, start and check it, then remove the old copy.
+SERVICE_PHASE_ORDER: tuple[Phase, ...] = (
+    Phase.CALCULATING, Phase.SYNCING, Phase.STOPPING, Phase.COPYING, Phase.VERIFYING,
+    Phase.SWITCHING, Phase.STARTING, Phase.CHECKING, Phase.CLEANING, Phase.COMPLETE)
 # The phases a move ends in, in the order the moves log lists results; the mover's own list is
 # checked against this one (tests/test_protocol.py).
 TERMINAL_PHASES: tuple[Phase, ...] = (Phase.COMPLETE, Phase.ERROR, Phase.CANCELLED)
@@ -73,6 +83,44 @@ class SourceReader:
     path: str
 
 
+class ServiceRunsFrom(StrEnum):
+    """Where a service move's service runs when the move ends (`serviceRunsFrom`)."""
+
+    DESTINATION = "destination"  # moved: it runs on the new copy
+    SOURCE = "source"            # never stopped, or put back on the old copy
+    NOWHERE = "nowhere"          # it could not be started again on either copy
+
+
+@dataclass(frozen=True, slots=True)
+class CutoverChange:
+    """One thing a service move's cutover changes: a sentence (`change`, for a symlink), or one
+    line of a config file, before and after."""
+
+    change: str | None = None
+    file: str | None = None
+    line: int | None = None
+    before: str | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePlan:
+    """`move.plan`'s `service`: the steps of a service move as the admin wrote them."""
+
+    stop: str
+    start: str
+    check: str
+    cutover: str = "none"  # "none", "symlink" or "config:FILE"
+    cutover_changes: tuple[CutoverChange, ...] = ()
+    max_downtime_seconds: float | None = None
+
+    @property
+    def config_file(self) -> str | None:
+        """FILE of a `config:FILE` cutover; None for the others."""
+        kind, _, path = self.cutover.partition(":")
+        return path or None if kind == "config" else None
+
+
 @dataclass(frozen=True, slots=True)
 class PlanEvent:
     """`move.plan`: what the mover is about to do (or, with --dry-run, would do)."""
@@ -102,6 +150,7 @@ class PlanEvent:
     bytes_needed: int | None = None  # space the copy takes (allocated blocks: sparse files)
     resumes: str | None = None  # the id of a move cut short that this one takes over
     finishes: bool = False  # True: only that move's cleaning was left, and this move does it
+    service: ServicePlan | None = None  # only for a service move (`--service`)
 
     @property
     def space_needed(self) -> int:
@@ -133,6 +182,12 @@ class ProgressEvent:
     data_state: DataState | None = None
     method: str | None = None
     bytes_reused: int = 0  # of bytes_copied: taken over from a move cut short, not copied again
+    # A service move's (None from any other move, and from a mover without service moves):
+    pass_number: int | None = None  # `pass`: the live pass while syncing, then the final one
+    forecast_downtime: float | None = None  # `forecastDowntimeSeconds`, after each live pass
+    down_since: float | None = None  # `downSince`: Unix time the stop began, while it is down
+    downtime: float | None = None  # `downtimeSeconds`, on the terminal event
+    service_runs_from: ServiceRunsFrom | None = None  # `serviceRunsFrom`, on the terminal event
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +246,11 @@ class ListedEvent:
     method: str | None = None
     timeline: tuple[dict[str, Any], ...] = ()
     started_by: str | None = None  # USER@HOST of the client that started it, when it said
+    # A service move's (None for any other move):
+    cutover: str | None = None
+    passes: int | None = None
+    downtime: float | None = None
+    service_runs_from: ServiceRunsFrom | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +282,7 @@ Event = (HelloEvent | PlanEvent | ProgressEvent | WarningEvent | FsStatEvent | S
 # out bools) instead of isinstance chains.
 _PHASES = {phase.value: phase for phase in Phase}
 _DATA_STATES = {state.value: state for state in DataState}
+_RUNS_FROM = {where.value: where for where in ServiceRunsFrom}
 
 
 def _int(data: dict[str, Any], key: str, default: int = 0) -> int:
@@ -287,7 +348,45 @@ def _progress(data: dict[str, Any]) -> ProgressEvent:
         data_state=_data_state(get("dataState")),
         method=_text(get("method")),
         bytes_reused=bytes_reused,
+        **(_service_progress(data) if "pass" in data or "downSince" in data
+           or "serviceRunsFrom" in data else {}),
     )
+
+
+def _service_progress(data: dict[str, Any]) -> dict[str, Any]:
+    """A service move's progress fields; a value of the wrong type is left out, not fatal."""
+    number = data.get("pass")
+    return {"pass_number": number if type(number) is int else None,
+            "forecast_downtime": _opt_float(data, "forecastDowntimeSeconds"),
+            "down_since": _opt_float(data, "downSince"),
+            "downtime": _opt_float(data, "downtimeSeconds"),
+            "service_runs_from": _runs_from(data.get("serviceRunsFrom"))}
+
+
+def _runs_from(value: Any) -> ServiceRunsFrom | None:
+    return _RUNS_FROM.get(value) if isinstance(value, str) else None
+
+
+def _service_plan(value: Any) -> ServicePlan | None:
+    if not isinstance(value, dict):
+        return None
+    changes = tuple(
+        CutoverChange(change=_text(c.get("change")), file=_text(c.get("file")),
+                      line=c["line"] if type(c.get("line")) is int else None,
+                      before=_text(c.get("before")), after=_text(c.get("after")))
+        for c in value.get("cutoverChanges") or () if isinstance(c, dict))
+    return ServicePlan(stop=_command_text(value.get("stop")),
+                       start=_command_text(value.get("start")),
+                       check=_command_text(value.get("check")),
+                       cutover=str(value.get("cutover") or "none"), cutover_changes=changes,
+                       max_downtime_seconds=_opt_float(value, "maxDowntimeSeconds"))
+
+
+def _command_text(value: Any) -> str:
+    """A command as the admin wrote it: the mover sends text; an argv list is shown joined."""
+    if isinstance(value, list):
+        return " ".join(str(word) for word in value)
+    return "" if value is None else str(value)
 
 
 def _plan(data: dict[str, Any]) -> PlanEvent:
@@ -318,6 +417,7 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
                               if isinstance(p, str)),
         bytes_needed=_opt_int(data, "bytesNeeded"),
         **_resumes(data.get("resumes")),
+        service=_service_plan(data.get("service")),
     )
 
 
@@ -367,7 +467,10 @@ def _listed(data: dict[str, Any]) -> ListedEvent:
         data_state=_data_state(data.get("dataState")), alive=bool(data.get("alive")),
         method=_opt_str(data, "method"),
         timeline=tuple(entry for entry in timeline if isinstance(entry, dict)),
-        started_by=_opt_str(data, "startedBy"))
+        started_by=_opt_str(data, "startedBy"), cutover=_opt_str(data, "cutover"),
+        passes=data["passes"] if type(data.get("passes")) is int else None,
+        downtime=_opt_float(data, "downtimeSeconds"),
+        service_runs_from=_runs_from(data.get("serviceRunsFrom")))
 
 
 _DECODERS = {

@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncssh
 
@@ -87,11 +87,19 @@ class MoveRequest:
     bwlimit: str | None = None
     dry_run: bool = False
     started_by: str = field(default_factory=this_machine)  # kept in the server's journal
+    # A service move: the service as the mover takes it (ServiceConfig.to_mover()), and the
+    # downtime the forecast must be under before the service is stopped.
+    service: dict[str, Any] | None = field(default=None, hash=False)
+    max_downtime: float | None = None
 
     def argv(self, command: str = "move") -> list[str]:
         args = [command, "--server-name", self.server_name, "--verify", self.verify]
         if self.bwlimit is not None:  # an empty one too: the mover refuses it, it is no limit
             args += ["--bwlimit", self.bwlimit]
+        if self.service is not None:
+            args += ["--service", json.dumps(self.service, separators=(",", ":"))]
+            if self.max_downtime is not None:
+                args += ["--max-downtime", f"{self.max_downtime:g}"]
         if command == "start":
             args += ["--started-by", self.started_by]
         if self.dry_run:

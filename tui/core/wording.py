@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tui.core.formatting import human_count, human_duration, human_rate, human_size
-from tui.core.protocol import Phase
+from tui.core.formatting import (
+    human_count,
+    human_duration,
+    human_rate,
+    human_seconds,
+    human_size,
+)
+from tui.core.protocol import Phase, ServiceRunsFrom
 
 if TYPE_CHECKING:
+    from tui.core.moves_log import MoveRecord
     from tui.core.progress import MoveProgress
-    from tui.core.protocol import FsStatEvent, PlanEvent
+    from tui.core.protocol import FsStatEvent, PlanEvent, ServicePlan
 
 BEFORE_ANY_PHASE = "starting"  # where a move stopped that never reported a phase
 
@@ -44,6 +51,8 @@ def renamed_sentence(progress: MoveProgress) -> str | None:
 
 def outcome(progress: MoveProgress) -> str:
     """One line in plain words: what happened and where the data is."""
+    if progress.service_move and progress.finished:
+        return service_outcome(progress)
     if progress.phase is Phase.COMPLETE:
         return renamed_sentence(progress) or f"Move complete{reused_note(progress)}."
     if progress.phase in (Phase.ERROR, Phase.CANCELLED):
@@ -58,12 +67,92 @@ def outcome(progress: MoveProgress) -> str:
     return "Move in progress." if progress.phase else "Not started."
 
 
+NOT_RUNNING = "THE SERVICE IS NOT RUNNING"  # the mover's own loud words for `nowhere`
+
+
+def service_outcome(progress: MoveProgress) -> str:
+    """How a service move ended: where the service runs from now, how long it was down, and
+    after a rollback why, and where the new copy was left."""
+    down = _down_for(progress)
+    plan = progress.plan
+    if progress.phase is Phase.COMPLETE:
+        return f"Moved{reused_note(progress)}{moved_service_tail(progress)}."
+    what = "Move cancelled" if progress.phase is Phase.CANCELLED else "Move failed"
+    text = f"{what} while {stopped_while(progress)}"
+    why = (progress.error or "").rstrip(".")
+    if progress.service_runs_from is ServiceRunsFrom.NOWHERE:
+        # Loud: the admin must start it by hand; the mover's words say where both copies are.
+        return f"{text}: {why if NOT_RUNNING in why else f'{NOT_RUNNING}: {why}'}{down}."
+    if progress.service_runs_from is ServiceRunsFrom.SOURCE and progress.downtime is not None \
+            and plan is not None:
+        back = f"; the service runs from the old path {plan.src} again"
+        if back in why:  # put back after switching: say so first, then why
+            return f"{text}{back}: {why.replace(back, '')}{down}."
+    if not why and progress.data_state is not None:
+        why = progress.data_state.explain()
+    return f"{text}: {why}{down}." if why else f"{text}{down}."
+
+
+def _down_for(progress: MoveProgress) -> str:
+    return ("" if progress.downtime is None
+            else f"; it was down for {human_seconds(progress.downtime)}")
+
+
+def moved_service_tail(progress: MoveProgress) -> str:
+    """`; the service runs from NEW; it was down for 2.4 s` after a service move that
+    completed ("" for any other move)."""
+    if not progress.service_move or progress.phase is not Phase.COMPLETE:
+        return ""
+    where = progress.plan.dst if progress.plan else "the new path"
+    return f"; the service runs from {where}{_down_for(progress)}"
+
+
 def moved_figures(progress: MoveProgress) -> tuple[str, str, str, str | None]:
     """(size, files, time, average rate or None) of a move that ended: the figures both the
     CLI's summary and the TUI's outcome panel give."""
     average = progress.average_rate
     return (human_size(progress.bytes_total), human_count(progress.files_total),
             human_duration(progress.elapsed), human_rate(average) if average else None)
+
+
+# -- a service move as it goes ------------------------------------------------------------------
+
+def phase_words(progress: MoveProgress) -> str:
+    """The phase as the CLI and the TUI name it: with the pass number while syncing and for the
+    final copy of a service move, and the forecast downtime once a pass has measured it."""
+    if progress.phase is None:
+        return "connecting"
+    text = progress.phase.value
+    if progress.pass_number is not None and progress.phase in (Phase.SYNCING, Phase.COPYING):
+        text += (f", pass {progress.pass_number}" if progress.phase is Phase.SYNCING
+                 else f" (final pass {progress.pass_number})")
+        if progress.phase is Phase.SYNCING and progress.forecast_downtime is not None:
+            text += f", forecast downtime {human_seconds(progress.forecast_downtime)}"
+    return text
+
+
+def down_clock(progress: MoveProgress) -> str | None:
+    """`service down for 3.2 s` while a service move has the service stopped; None otherwise."""
+    down = progress.down_for
+    return None if down is None else f"service down for {human_seconds(down)}"
+
+
+def record_service_note(record: MoveRecord) -> str | None:
+    """A service move's line in the moves log: downtime, passes, cutover, where it runs from;
+    None for any other move."""
+    if record.serviceRunsFrom is None and record.downtimeSeconds is None and not record.passes:
+        return None
+    parts = [f"service down for {human_seconds(record.downtimeSeconds)}"
+             if record.downtimeSeconds is not None else "service not stopped"]
+    if record.passes:
+        parts.append(f"{record.passes} pass{'es' if record.passes != 1 else ''}")
+    if record.cutover:
+        parts.append(f"cutover {record.cutover}")
+    if record.serviceRunsFrom:
+        parts.append(f"runs from the {record.serviceRunsFrom}"
+                     if record.serviceRunsFrom != ServiceRunsFrom.NOWHERE
+                     else "NOT RUNNING at the end")
+    return "; ".join(parts)
 
 
 # -- what the bars count ------------------------------------------------------------------------
@@ -146,7 +235,43 @@ def plan_lines(plan: PlanEvent) -> list[str]:
     lines.extend(f"{sentence}." for sentence in open_files_sentences(plan))
     if plan.created_parents:
         lines.append(f"Makes the missing directories {', '.join(plan.created_parents)}.")
+    if plan.service is not None:
+        lines += ["", "The service's steps, in order:"]
+        lines += [f"{number}. {step}" for number, step in
+                  enumerate(service_steps(plan.service, plan), 1)]
     return lines
+
+
+def cutover_words(service: ServicePlan, plan: PlanEvent, *, short: bool = False) -> str:
+    """How the service is pointed at the new path, in a phrase (`short`: without the paths)."""
+    if service.cutover == "symlink":
+        return "switch by symlink" + ("" if short else
+                                      f": {plan.src} becomes a link to {plan.dst}")
+    if service.config_file:
+        return f"switch by editing {service.config_file}"
+    return "put the copy in place" + ("" if short else
+                                      f" at {plan.dst} (nothing repoints the service)")
+
+
+def service_steps(service: ServicePlan, plan: PlanEvent) -> list[str]:
+    """A service move's steps in plain words, in the order they run; a config cutover's lines
+    that change follow its step."""
+    switch = cutover_words(service, plan)
+    switch = switch[0].upper() + switch[1:]
+    if service.config_file:
+        changed = [f"line {c.line}: {c.before!r} → {c.after!r}" for c in service.cutover_changes
+                   if c.line is not None]
+        switch += (": " + "; ".join(changed)) if changed else ""
+    limit = (f", until the forecast downtime is under "
+             f"{human_seconds(service.max_downtime_seconds)}"
+             if service.max_downtime_seconds is not None else "")
+    return [f"Copy while the service runs (live passes{limit})",
+            f"Stop the service: {service.stop}",
+            f"Copy what changed since the last pass and verify it ({plan.verify})",
+            switch,
+            f"Start the service: {service.start}",
+            f"Check it until it passes: {service.check}",
+            "Remove the old copy"]
 
 
 def plan_line(plan: PlanEvent) -> str:
@@ -168,6 +293,9 @@ def plan_line(plan: PlanEvent) -> str:
         text += f"; makes {', '.join(plan.created_parents)}"
     if plan.resumes:
         text += f"; resumes move {plan.resumes}, cut short: its finished copies are reused"
+    if plan.service is not None:
+        text += ("; service: copy while running → stop → final copy → "
+                 f"{cutover_words(plan.service, plan, short=True)} → start → check")
     return _with_open_files(text, plan)
 
 

@@ -1,5 +1,6 @@
 """calculating → copying → verifying → cleaning → complete, with done phases ticked, the current
-one highlighted, and an error or a cancel shown at the phase where it happened."""
+one highlighted, and an error or a cancel shown at the phase where it happened. A service move
+shows its own list (syncing with the pass number, stopping, …, checking)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui.core.progress import MoveProgress
-from tui.core.protocol import PHASE_ORDER, Phase
+from tui.core.protocol import PHASE_ORDER, SERVICE_PHASE_ORDER, Phase
 
 SEPARATOR = " → "
 
@@ -19,7 +20,8 @@ def phase_line(progress: MoveProgress | None) -> Text:
     current = progress.phase if progress else None
     reached = progress.phases_reached if progress else []
     stopped_at = progress.failed_phase if progress else None
-    for index, phase in enumerate(PHASE_ORDER):
+    order = SERVICE_PHASE_ORDER if progress is not None and progress.service_move else PHASE_ORDER
+    for index, phase in enumerate(order):
         if index:
             line.append(SEPARATOR, style="dim")
         if stopped_at is phase:
@@ -27,12 +29,19 @@ def phase_line(progress: MoveProgress | None) -> Text:
             style = "bold yellow" if current is Phase.CANCELLED else "bold red"
             line.append(f"✘ {phase.value} ({word})", style=style)
         elif phase is current and phase is not Phase.COMPLETE:
-            line.append(f"▶ {phase.value}", style="bold reverse")
+            line.append(f"▶ {_named(phase, progress)}", style="bold reverse")
         elif phase in reached:
             line.append(f"✔ {phase.value}", style="green")
         else:
             line.append(f"○ {phase.value}", style="dim")
     return line
+
+
+def _named(phase: Phase, progress: MoveProgress | None) -> str:
+    """The current phase's name: a service move's live pass says its number."""
+    if phase is Phase.SYNCING and progress is not None and progress.pass_number is not None:
+        return f"{phase.value} (pass {progress.pass_number})"
+    return phase.value
 
 
 class PhaseIndicator(Widget):
