@@ -4645,8 +4645,9 @@ def parse_arguments(argv):
 def absolute(name, text):
     path = os.fsencode(text)
     if not path.startswith(b"/"):
-        raise Refused("%s must be an absolute path (got %r): the mover runs in the login's home "
-                      "directory, so a relative path would be ambiguous" % (name, text))
+        raise Refused("%s must be an absolute path (got %r): the path on the server is not "
+                      "relative to any directory you see — give it in full, starting with /"
+                      % (name, text))
     if b".." in path.split(b"/"):
         raise Refused("%s must not contain '..' (got %r): give the plain path" % (name, text))
     return os.path.normpath(path).replace(b"//", b"/")

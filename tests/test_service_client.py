@@ -328,4 +328,4 @@ def test_into_a_pipe_a_line_a_phase_and_a_live_pass(capsys):
     assert lines[1:] == ["calculating…", "syncing, pass 1…",
                          "syncing, pass 2, forecast downtime 2.6 s…", "stopping…",
                          "copying (final pass 3)…", "verifying…", "switching…", "starting…",
-                         "checking…", "cleaning…", "complete…"]
+                         "checking…", "cleaning…"]  # the end is the outcome line's

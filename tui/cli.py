@@ -46,7 +46,7 @@ from tui.core.formatting import (
 )
 from tui.core.moves_log import MoveRecord, MoveRecorder, MovesLog, record_from_listed
 from tui.core.progress import MoveProgress
-from tui.core.protocol import LinkEvent, Phase, PlanEvent, display_path
+from tui.core.protocol import TERMINAL_PHASES, LinkEvent, Phase, PlanEvent, display_path
 from tui.core.runner import (
     HostKeyQuestion,
     MoveRequest,
@@ -460,8 +460,9 @@ class LineView(contextlib.AbstractContextManager):
     def show(self, event: object) -> None:
         if isinstance(event, PlanEvent):
             self.console.print(Text(plan_line(event)))
-        elif self.model.phase is not None and (
+        elif self.model.phase is not None and self.model.phase not in TERMINAL_PHASES and (
                 self.model.phase, self.model.pass_number) != self._phase:
+            # The end is said once, by the outcome line after the move: not as "error…" here.
             # One line a phase (and a service move's live pass): the pass number, the forecast.
             self._phase = (self.model.phase, self.model.pass_number)
             self.console.print(Text(f"{phase_words(self.model)}…"))
