@@ -379,25 +379,29 @@ async def test_help_lists_the_moves_log_keys(tmp_path: Path) -> None:
 # -- snapshots -----------------------------------------------------------------------------
 
 
+async def show_log(pilot) -> None:
+    """What a log snapshot shows: the sample log, opened from the dashboard."""
+    await open_log(pilot.app, pilot)
+
+
+async def show_move_detail(pilot) -> None:
+    """What a move-detail snapshot shows: the failed move of the sample log, opened."""
+    screen = await open_log(pilot.app, pilot)
+    table = screen.query_one("#moves", DataTable)
+    table.move_cursor(row=table.get_row_index("m-web2-error"))
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, MoveDetailScreen))
+    await pilot.pause()
+
+
 def test_moves_log_snapshot(snap_compare, tmp_path: Path) -> None:
     write_sample_log()
-
-    async def run_before(pilot) -> None:
-        await open_log(pilot.app, pilot)
-    assert snap_compare(app_for(tmp_path), terminal_size=(120, 24), run_before=run_before)
+    assert snap_compare(app_for(tmp_path), terminal_size=(120, 24), run_before=show_log)
 
 
 def test_move_detail_snapshot(snap_compare, tmp_path: Path) -> None:
     write_sample_log()
-
-    async def run_before(pilot) -> None:
-        screen = await open_log(pilot.app, pilot)
-        table = screen.query_one("#moves", DataTable)
-        table.move_cursor(row=table.get_row_index("m-web2-error"))
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, MoveDetailScreen))
-        await pilot.pause()
-    assert snap_compare(app_for(tmp_path), terminal_size=(100, 30), run_before=run_before)
+    assert snap_compare(app_for(tmp_path), terminal_size=(100, 30), run_before=show_move_detail)
 
 
 async def test_a_move_run_in_the_app_appears_in_the_open_log(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from tests.test_tui_moves_log import (
     cells,
     open_log,
     rows,
+    show_log,
+    show_move_detail,
     utc_local_time,  # noqa: F401 - the autouse fixture: times on screen in UTC
     write_sample_log,
 )
@@ -136,20 +138,9 @@ async def test_filter_on_who_started_the_move(tmp_path: Path) -> None:
 
 def test_moves_log_snapshot_80x24(snap_compare, tmp_path: Path) -> None:
     write_sample_log()
-
-    async def run_before(pilot) -> None:
-        await open_log(pilot.app, pilot)
-    assert snap_compare(app_for(tmp_path), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(app_for(tmp_path), terminal_size=(80, 24), run_before=show_log)
 
 
 def test_move_detail_snapshot_80x24(snap_compare, tmp_path: Path) -> None:
     write_sample_log()
-
-    async def run_before(pilot) -> None:
-        screen = await open_log(pilot.app, pilot)
-        table = screen.query_one("#moves", DataTable)
-        table.move_cursor(row=table.get_row_index("m-web2-error"))
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, MoveDetailScreen))
-        await pilot.pause()
-    assert snap_compare(app_for(tmp_path), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(app_for(tmp_path), terminal_size=(80, 24), run_before=show_move_detail)
