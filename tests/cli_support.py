@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.harness import run
@@ -55,3 +56,29 @@ def make_tree(root: Path, files: int = 20, size: int = 10_000) -> dict[str, byte
 
 def read_tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def on_a_terminal(argv: list[str], answers: list[bytes]) -> tuple[int, str]:
+    """Run the real CLI on a pty (a real terminal), answering each host-key prompt in turn:
+    (its exit status, all it wrote)."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(SERVERMOVE[0], [*SERVERMOVE, *argv])
+    screen = b""
+    deadline = time.monotonic() + 30
+    prompts = (b"(yes/no/[fingerprint])? ", b"Please type 'yes', 'no' or the fingerprint: ")
+    given = 0
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the pty: it has exited
+            break
+        screen += chunk
+        if given < len(answers) and sum(screen.count(p) for p in prompts) > given:
+            os.write(fd, answers[given])
+            given += 1
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), screen.decode("utf-8", "replace")

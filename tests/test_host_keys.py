@@ -4,14 +4,12 @@ known_hosts, and hints that work with the alias's own config."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.cli_support import SERVERMOVE, make_tree, servermove
+from tests.cli_support import make_tree, on_a_terminal, servermove
 from tests.harness import SshServer, run
 from tui.core.errors import HostKeyUnknown
 from tui.core.runner import SshSettings
@@ -111,35 +109,10 @@ def test_changed_key_hint_removes_the_line_from_the_aliass_own_known_hosts(sshd,
     assert other not in known_hosts.read_text()
 
 
-def _answer_on_a_terminal(argv: list[str], answers: list[bytes]) -> tuple[int, str]:
-    """Run the real CLI on a pty, answering each host-key prompt in turn."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(SERVERMOVE[0], [*SERVERMOVE, *argv])
-    screen = b""
-    deadline = time.monotonic() + 30
-    prompts = (b"(yes/no/[fingerprint])? ", b"Please type 'yes', 'no' or the fingerprint: ")
-    given = 0
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the child closed the pty: it has exited
-            break
-        screen += chunk
-        if given < len(answers) and sum(screen.count(p) for p in prompts) > given:
-            os.write(fd, answers[given])
-            given += 1
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), screen.decode("utf-8", "replace")
-
-
 def test_the_cli_wants_yes_not_y_and_names_alias_and_file(sshd, public_tmp, tmp_path):
     make_tree(public_tmp / "src", files=1)
     config, known_hosts = _config_with_empty_known_hosts(sshd, tmp_path)
-    status, text = _answer_on_a_terminal(
+    status, text = on_a_terminal(
         ["moves", "--ssh-config", str(config), sshd.alias], [b"y\n", b"yes\n"])
     assert "Please type 'yes', 'no' or the fingerprint" in text, text
     assert sshd.alias in text and str(known_hosts) in text.replace("\r\n", "")
@@ -150,7 +123,7 @@ def test_the_cli_wants_yes_not_y_and_names_alias_and_file(sshd, public_tmp, tmp_
 
 def test_the_cli_takes_no_for_an_answer(sshd, tmp_path):
     config, known_hosts = _config_with_empty_known_hosts(sshd, tmp_path)
-    status, text = _answer_on_a_terminal(
+    status, text = on_a_terminal(
         ["moves", "--ssh-config", str(config), sshd.alias], [b"no\n"])
     assert status != 0 and "rejected" in text, text
     assert known_hosts.read_text() == ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -13,8 +12,8 @@ import asyncssh
 import pytest
 
 from tests.cli_support import (
-    SERVERMOVE,
     make_tree,
+    on_a_terminal,
     read_tree,
     servermove,
     start_json_move,
@@ -373,33 +372,14 @@ def test_unknown_host_key_asked_on_a_terminal_and_remembered(sshd, public_tmp, t
                                                              tmp_path):
     """The real CLI on a real terminal (a pty): it shows the fingerprint, asks, and on 'yes'
     writes known_hosts itself and goes on with the move."""
-    import pty
-
     contents = make_tree(public_tmp / "src", files=3)
     config = _known_hosts_config(sshd, tmp_path, "")
     fingerprint = run("ssh-keygen", "-lf", sshd.host_key.with_suffix(".pub")).stdout.split()[1]
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: servermove on the pty
-        os.execv(SERVERMOVE[0], [*SERVERMOVE, "move", "--ssh-config", str(config), sshd.alias,
-                                 str(public_tmp / "src"), str(tmpfs / "dst")])
-    screen = b""
-    deadline = time.monotonic() + 30
-    answered = False
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the child closed the pty: it has exited
-            break
-        screen += chunk
-        if not answered and b"continue connecting (yes/no/[fingerprint])?" in screen:
-            os.write(fd, b"yes\n")
-            answered = True
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    text = screen.decode("utf-8", "replace")
-    assert answered, text
+    status, text = on_a_terminal(["move", "--ssh-config", str(config), sshd.alias,
+                                  str(public_tmp / "src"), str(tmpfs / "dst")], [b"yes\n"])
+    assert "continue connecting (yes/no/[fingerprint])?" in text, text
     assert fingerprint in text and "ssh-ed25519" in text
-    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert status == 0, text
     assert (tmp_path / "known_hosts").read_text().split() == [
         f"[127.0.0.1]:{sshd.port}", *sshd.host_public_key.split()]
     assert read_tree(tmpfs / "dst") == contents
