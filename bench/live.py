@@ -74,8 +74,16 @@ def until_healthy(cmds: dict[str, list[str]]) -> None:
         time.sleep(0.05)
 
 
-def by_hand(tool: str, src: str, dst: str, cmds: dict[str, list[str]]) -> float:
-    """stop; mv|rsync; start (the old path a symlink to the new): seconds down."""
+def flush_seconds(path: str) -> float:
+    """Seconds to write back what is still only in memory on the filesystem of `path` (syncfs)."""
+    began = time.perf_counter()
+    subprocess.run(["sync", "-f", path], check=True)
+    return time.perf_counter() - began
+
+
+def by_hand(tool: str, src: str, dst: str, cmds: dict[str, list[str]]) -> dict[str, float]:
+    """stop; mv|rsync; start (the old path a symlink to the new): seconds down; then, outside the
+    downtime, seconds until the copy is on the disk (servermove flushes before it switches)."""
     began = time.perf_counter()
     subprocess.run(cmds["stop"], check=True)
     if tool == "mv":
@@ -86,7 +94,8 @@ def by_hand(tool: str, src: str, dst: str, cmds: dict[str, list[str]]) -> float:
     os.symlink(dst, src)
     subprocess.run(cmds["start"], check=True)
     until_healthy(cmds)
-    return time.perf_counter() - began
+    down = time.perf_counter() - began
+    return {"downtime": down, "flush_after": flush_seconds(dst)}
 
 
 def phase_seconds(events: list[dict]) -> dict[str, float]:
@@ -161,7 +170,7 @@ def stop_on_sigterm(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt  # so the rounds' and the mounts' finally blocks clean up
 
 
-def one_round(tool: str, a: str, b: str, args: argparse.Namespace) -> dict[str, float]:
+def one_round(tool: str, a: str, b: str, args: argparse.Namespace) -> dict:
     src, dst, pidfile = os.path.join(a, "src"), os.path.join(b, "dst"), os.path.join(a, "pid")
     build(src, args.files, args.size_mib * 1024 * 1024)
     cmds = commands(src, pidfile, args.rate)
@@ -169,7 +178,7 @@ def one_round(tool: str, a: str, b: str, args: argparse.Namespace) -> dict[str, 
     try:
         if tool == "servermove":
             return servermove(src, dst, cmds)
-        return {"downtime": by_hand(tool, src, dst, cmds)}
+        return by_hand(tool, src, dst, cmds)
     finally:
         subprocess.run(cmds["stop"], capture_output=True)
         for path in (src, src + ".old", dst, pidfile):
@@ -202,6 +211,9 @@ def summary(samples: dict[str, list[dict]]) -> dict:
     result["servermove"]["phase_median_s"] = {
         phase: round(statistics.median(p[phase] for p in phases if phase in p), 3)
         for phase in DOWN_PHASES if any(phase in p for p in phases)}
+    for tool in ("mv", "rsync"):
+        result[tool]["flush_after_median_s"] = round(statistics.median(
+            s["flush_after"] for s in samples[tool]), 3)
     return result
 
 
