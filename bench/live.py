@@ -16,7 +16,9 @@ filesystems, each an image file on the workdir's disk, loop-mounted) — by:
 
 Each round builds the tree fresh and lets the service run 2 s first. Figures: medians over the
 rounds, servermove's live passes and where its downtime goes (seconds per phase, from the
-phase changes' timestamps), and the load average before and after. See docs/performance.md.
+phase changes' timestamps), for the by-hand ways the seconds `sync -f` takes right after them
+(outside their downtime: servermove's includes its own flush), and the load average after each
+round. See docs/performance.md.
 """
 
 from __future__ import annotations
