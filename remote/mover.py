@@ -3612,6 +3612,10 @@ class ServiceMove(object):
             self.verify_live(live)
             self.remove_previous()
         live.seconds = time.monotonic() - live.started
+        if tolerant:
+            # On the disk now, while the service still runs: left to the final flush, the
+            # whole copy would be written back while the service is down.
+            move.publisher.flush_copy(live.staging)
         return live
 
     def verify_live(self, live):

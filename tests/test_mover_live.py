@@ -5,6 +5,7 @@ source changes under it. Real loop devices, mounts and processes; helpers from t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -99,6 +100,30 @@ def test_a_disk_failing_at_writeback_fails_the_move_and_keeps_the_source(python,
         assert "the destination disk failed to store the copy: input/output error" in error
         assert "the source is untouched" in error
         assert not (disk / "d").exists()
+    assert diff_snapshots(before, snapshot_tree(src)) == []
+
+
+def test_a_disk_failing_at_writeback_ends_a_service_move_before_the_stop(public_root, tmp_path):
+    """A live pass is flushed while the service runs: a disk that cannot store the copy is found
+    then, and the service is never stopped."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"part-{i}").write_bytes(os.urandom(100 * MIB))
+    before = snapshot_tree(src)
+    stopped = tmp_path / "stopped"
+    spec = {"stop": ["touch", str(stopped)], "start": ["true"], "check": ["true"],
+            "cutover": "none"}
+    with disk_failing_at_writeback(public_root) as disk:
+        result = mover(sys.executable, "move", "--service", json.dumps(spec), src, disk / "d")
+        last = result.progress()[-1]
+        assert result.returncode == 1 and last["phase"] == "error", result.lines
+        assert last["dataState"] == "source" and last["serviceRunsFrom"] == "source"
+        assert "the destination disk failed to store the copy: input/output error" in \
+            last["error"]
+        assert [p["phase"] for p in result.progress()].count("stopping") == 0
+        assert not (disk / "d").exists()
+    assert not stopped.exists()
     assert diff_snapshots(before, snapshot_tree(src)) == []
 
 
