@@ -1088,6 +1088,12 @@ class Preflight:
             self.plan.resume = published[0]
             self.plan.finishing = True
             return
+        earlier = [m for m in dead if m.left_copy_at_destination()]
+        if earlier:
+            raise Refused("destination %s holds an earlier copy that is not in use (move %s, "
+                          "which did not finish; the source %s is whole): empty it, then run "
+                          "the move again" % (show(self.dst), earlier[0].move_id,
+                                              show(self.src)))
         raise Refused("destination %s exists and is not empty — pick another destination (what "
                       "it holds may be data the source no longer has: check it before deleting "
                       "anything)" % show(self.dst))
@@ -3822,8 +3828,9 @@ class ServiceMove(object):
                        "was undone" if undone else "was NOT undone"))
         self.came_up("source")
         return ("; the service runs from the old path %s again; the new copy is at %s (not "
-                "used; the service may have written to it while it ran from there)"
-                % (show(move.src), show(move.dst)))
+                "used; the service may have written to it while it ran from there) — to run "
+                "the move again, empty %s first" % (show(move.src), show(move.dst),
+                                                   show(move.dst)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -4178,9 +4185,18 @@ class DeadMove:
                 and os.path.isdir(self.staging) and not os.path.islink(self.staging))
 
     def published(self):
-        """Whether its copy was complete, verified and put at DST before it ended."""
-        return self.state.get("dataState") in (STATE_DESTINATION, STATE_BOTH) and \
+        """Whether its copy was complete, verified, put at DST and in use, so that only the
+        cleaning is left: its timeline reached cleaning (a plain move enters it only once the
+        flush after the rename succeeded, a service move only once the check passed on DST)."""
+        return reached_cleaning(self.state) and \
             not (self.staging is not None and os.path.lexists(self.staging))
+
+    def left_copy_at_destination(self):
+        """Whether it left a copy at DST that is not in use, the source still whole: it ended
+        with `both` (a service rolled back, a flush after the rename that failed, a worker
+        killed after its copy was put in place) without reaching cleaning."""
+        return self.state.get("dataState") == STATE_BOTH and not reached_cleaning(self.state) \
+            and not self.resumable()
 
     def load_records(self):
         try:
@@ -4217,6 +4233,11 @@ class DeadMove:
             pass  # still listed as a candidate; its staging is gone, so nothing is taken again
         finally:
             os.close(fd)
+
+
+def reached_cleaning(state):
+    """Whether a journaled move's timeline reached its cleaning phase."""
+    return any(entry.get("phase") == CLEANING for entry in state.get("timeline") or [])
 
 
 def dead_moves_of(real_src, real_dst):
@@ -4360,11 +4381,17 @@ def reap_dead_worker(mdir, state):
         text = ("%s: the source %s is untouched; a partial copy was left in %s — %s (what it "
                 "holds is reused), or delete it (rm -rf %s)" % (what, show(src), staging, again,
                                                                staging))
-    elif os.path.lexists(dst) and os.path.lexists(src) and state.get("method") == "copy" \
-            and phase != CALCULATING:
-        data_state = STATE_BOTH
-        text = ("%s: %s is complete and verified and %s is still whole — %s (the source is "
-                "removed once checked against the copy)" % (what, show(dst), show(src), again))
+    elif state.get("method") == "copy" and phase in (VERIFYING, SWITCHING, STARTING, CHECKING):
+        data_state = STATE_BOTH  # the source is whole: cleaning was never reached
+        if state.get("cutover") is None:
+            text = ("%s: the source %s is whole; %s may hold this move's copy, not in use "
+                    "(perhaps not flushed) — empty %s, then run the same move again"
+                    % (what, show(src), show(dst), show(dst)))
+        else:
+            text = ("%s: the source %s is whole as it was at the stop; %s may hold this move's "
+                    "copy (the service may have written to it if it was started there) — once "
+                    "the service runs from %s again, empty %s first, then run the same move "
+                    "again" % (what, show(src), show(dst), show(src), show(dst)))
     elif os.path.lexists(dst) and not os.path.lexists(src):
         data_state = STATE_DESTINATION
         text = "%s: the data is at %s" % (what, show(dst))

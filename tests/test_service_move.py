@@ -507,3 +507,77 @@ def test_a_start_that_fails_on_the_new_path_rolls_back_and_one_that_always_fails
     finally:
         stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_rolled_back_service_move_run_again_is_refused_not_cleaned(public_root, tmpfs,
+                                                                     tmp_path):
+    """A service move that rolled back left its copy at DST (`both`) and the service running
+    from SRC: the same move run again must not take that copy for a finished one and clean SRC
+    under the running service."""
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    check = ["/bin/sh", "-c", 'test ! -L "$0" && "$1" "$2" check "$3"', str(src),
+             sys.executable, str(GAME_SERVER), str(pidfile)]
+    spec = json.dumps(game_spec(src, pidfile, check=check, checkTimeout=1))
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        started = mover(sys.executable, "start", "--service", spec, src, dst)
+        assert started.returncode == 0, started.stderr
+        ended = mover(sys.executable, "attach", started.last["data"]["moveId"])
+        end = ended.progress()[-1]
+        assert end["dataState"] == "both" and end["serviceRunsFrom"] == "source"
+        assert f"empty {dst} first" in end["error"]
+        again = mover(sys.executable, "move", "--service", spec, src, dst)
+        assert again.returncode == 2, again.lines
+        error = again.progress()[-1]["error"]
+        assert f"destination {dst} holds an earlier copy that is not in use" in error
+        assert "empty it, then run the move again" in error
+        assert src.is_dir() and not src.is_symlink() and running(pidfile)
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_worker_killed_after_switching_leaves_a_copy_a_rerun_does_not_clean_against(
+        public_root, tmpfs, tmp_path):
+    """Killed while its start command runs (the copy is at DST, never checked there): the reaper
+    says the source is whole, and the same move run again is refused instead of cleaning SRC."""
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    starter = tmp_path / "starter.pid"
+    src.mkdir()
+    start = ["/bin/sh", "-c", 'echo $$ > "$0"; sleep 60', str(starter)]
+    spec = game_spec(src, pidfile, cutover="none")
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        started = mover(sys.executable, "start", "--service",
+                        json.dumps({**spec, "start": start}), src, dst)
+        assert started.returncode == 0, started.stderr
+        journal = Path(started.last["data"]["journal"])
+        deadline = time.monotonic() + 30
+        while not starter.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = json.loads((journal / "state.json").read_text())["pid"]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        listed = mover(sys.executable, "list")
+        [state] = [line["data"] for line in listed.lines if line["subject"] == "move.listed"]
+        assert state["dataState"] == "both"
+        assert f"the source {src} is whole as it was at the stop" in state["error"]
+        assert "THE SERVICE MAY BE STOPPED" in state["error"]
+        again = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+        assert again.returncode == 2, again.lines
+        assert "holds an earlier copy that is not in use" in again.progress()[-1]["error"]
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    finally:
+        if starter.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(starter.read_text()), signal.SIGKILL)
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
