@@ -576,17 +576,28 @@ def refuse_source_writers(real_src, error):
              "openFilesUnchecked": hidden}
     writers = [use for use in users if use.how != USE_READ]
     if writers:
-        # A file open for writing says most about what to stop; a working directory the least.
-        writers.sort(key=lambda use: (use.how == USE_CWD, use.pid))
-        others = len(set(use.pid for use in writers)) - 1
-        raise error("%s%s — stop that program first%s, then run the move again"
-                    % (writers[0].describe(), " (and %d more program%s)"
-                       % (others, "s" if others > 1 else "") if others else "",
+        raise error("%s — stop that program first%s, then run the move again"
+                    % (writers_words(writers),
                        " (a shell: cd out of it)" if writers[0].how == USE_CWD else ""))
     readers = {}
     for use in users:  # one per program: the first file it reads
         readers.setdefault(use.pid, use)
     return sorted(readers.values(), key=lambda use: use.pid), scope
+
+
+def writers_words(writers):
+    """"pid 4242 (java) has … open for writing (and 2 more programs)": the writer that says most
+    about what to stop (a file open for writing; a working directory the least). Sorts
+    `writers` so."""
+    writers.sort(key=lambda use: (use.how == USE_CWD, use.pid))
+    others = len(set(use.pid for use in writers)) - 1
+    return writers[0].describe() + (" (and %d more program%s)" % (
+        others, "s" if others > 1 else "") if others else "")
+
+
+def source_writers(real_src):
+    """The SourceUses of programs writing under real_src (empty when none)."""
+    return [use for use in source_users(real_src)[0] if use.how != USE_READ]
 
 
 def reader_warning(readers, real_src, move_id):
@@ -3743,6 +3754,7 @@ class ServiceMove(object):
         cleaner.src = old
         cleaner.src_show = lambda rel: show(join(old, rel))
         cleaner.against = self.passes[-1].records
+        self.refuse_old_copy_in_use(old)
         try:
             cleaner.clean_source()
         except Cancelled:
@@ -3752,6 +3764,21 @@ class ServiceMove(object):
                                "old data — delete it by hand (rm -rf %s)"
                                % (why, show(move.dst), show(old), show(old)), EXIT_CANCELLED)
         return EXIT_OK
+
+    def refuse_old_copy_in_use(self, old):
+        """A program writing under the old copy after the check passed: the service still uses
+        the old path (a cutover `none` with a start command that names SRC, a process the stop
+        left behind). Removing it would delete files under it: both copies are kept."""
+        writers = source_writers(os.path.realpath(old))
+        if not writers:
+            return
+        self.progress.service_end["serviceRunsFrom"] = "source"
+        dst = show(self.move.dst)
+        raise Failure("%s: the service still uses the old path %s after the switch (its start "
+                      "command or cutover does not point it to %s), so nothing was removed — "
+                      "both copies are kept: %s, in use, and %s, the new copy, not in use; fix "
+                      "the service's start command or cutover, empty %s, then run the move "
+                      "again" % (writers_words(writers), show(old), dst, show(old), dst, dst))
 
     def remove_previous(self):
         if os.path.lexists(self.previous_path):

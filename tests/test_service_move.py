@@ -581,3 +581,30 @@ def test_a_worker_killed_after_switching_leaves_a_copy_a_rerun_does_not_clean_ag
                 os.killpg(int(starter.read_text()), signal.SIGKILL)
         stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_service_still_writing_to_the_old_path_after_the_switch_keeps_both_copies(
+        public_root, tmpfs, tmp_path):
+    """Cutover `none` and a start command that names SRC: the check passes, but the service
+    writes into SRC again. Cleaning must not delete files under it."""
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        result = mover(sys.executable, "move", "--service",
+                       json.dumps(game_spec(src, pidfile, cutover="none")), src, dst)
+        assert result.returncode == 1, result.lines
+        end = result.progress()[-1]
+        assert end["phase"] == "error" and end["dataState"] == "both"
+        assert end["serviceRunsFrom"] == "source"
+        assert "open for writing: the service still uses the old path" in end["error"]
+        assert f"both copies are kept: {src}, in use, and {dst}, the new copy" in end["error"]
+        assert "cleaning" not in phases(result)
+        assert running(pidfile)
+        wait_ticks(src / "logs" / "console.log", 2)
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+        assert (src / "world" / "level.dat").exists()
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
