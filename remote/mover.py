@@ -1580,7 +1580,8 @@ class Copier:
     def copied(self, rel, st):
         """A regular file's copy is finished: recorded for a move that may take it over, and
         for a service move's next pass."""
-        self.resumption.record(rel, st)
+        if self.live is None or self.live.trusts(st):
+            self.resumption.record(rel, st)
         if self.live is not None:
             self.live.note(rel, st, False, copied=True)
 
@@ -3420,9 +3421,15 @@ class LivePass(object):
         elif not stat.S_ISREG(st.st_mode) and (
                 self.previous is None or self.previous.records.get(rel, [])[:4] != key):
             self.changed += 1
-        if self.tolerant and st.st_ctime_ns >= self.started_ns - RACY_MARGIN_NS:
+        if not self.trusts(st):
             return  # racily clean: copied again in the next pass
         self.records[rel] = key + [verified]
+
+    def trusts(self, st):
+        """Whether a copy made from a file with stat `st` can stand for it later (recorded for
+        the next pass, or for a move that takes this one over): not one whose ctime is so close
+        to a live pass's start that a write in the same clock tick would not move it."""
+        return not (self.tolerant and st.st_ctime_ns >= self.started_ns - RACY_MARGIN_NS)
 
     def skip(self, rel, copier):
         """`rel` changed while it was copied: its partial copy goes, the next pass copies it."""

@@ -15,6 +15,8 @@
   test can catch the move in its cleaning phase (with `inline`: one file at a time).
 - `eio-after-rename`: the destination disk reports a write-back error (EIO) in the flush after
   the copy was renamed into place.
+- `all-racy`: a live pass of a service move trusts no file (every ctime counts as too close to
+  the pass's start), as if each were written in the clock tick of its stat.
 - `stall-after-rename`: the move sleeps a minute right after the copy was renamed into place,
   so that a test can kill it there.
 """
@@ -108,6 +110,8 @@ def main() -> int:
             slower_cleaning(mover)
         elif way == "eio-after-rename":
             after_rename(mover, eio)
+        elif way == "all-racy":
+            mover.RACY_MARGIN_NS = 10 ** 18
         elif way == "stall-after-rename":
             after_rename(mover, lambda _mover: time.sleep(60))
         else:

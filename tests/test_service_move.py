@@ -20,7 +20,7 @@ import pytest
 from tests.cli_support import make_tree, read_tree
 from tests.fstree import diff_snapshots, snapshot_tree
 from tests.harness import PgCluster, SshServer, drop_cluster, run
-from tests.test_mover import MOVER, USER_PYTHON, Result, interpreter
+from tests.test_mover import MOVER, RIGGED_MOVER, USER_PYTHON, Result, interpreter
 from tui.core.runner import BOOTSTRAP, PYTHON_FLAGS
 
 GAME_SERVER = Path(__file__).resolve().parent / "game_server.py"
@@ -607,4 +607,37 @@ def test_a_service_still_writing_to_the_old_path_after_the_switch_keeps_both_cop
         assert (src / "world" / "level.dat").exists()
     finally:
         stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_live_pass_does_not_record_racily_clean_copies_for_a_resume(public_root, tmpfs):
+    """A live pass does not trust a file whose ctime is within the racy margin of its start; the
+    records a move cut short leaves for the next one (copied.jsonl) follow the same rule. Rigged
+    so that every file is racy: a worker killed in its first live pass recorded nothing."""
+    src, dst = public_root / f"live-{os.getpid()}", tmpfs / "dst"
+    src.mkdir()
+    spec = {"stop": ["true"], "start": ["true"], "check": ["true"], "cutover": "none"}
+    try:
+        make_tree(src, files=8, size=600_000)
+        started = subprocess.run(
+            [sys.executable, str(RIGGED_MOVER), "all-racy", "start", "--bwlimit", "1M",
+             "--service", json.dumps(spec), str(src), str(dst)], capture_output=True,
+            timeout=60)
+        assert started.returncode == 0, started.stderr
+        journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
+        deadline = time.monotonic() + 30
+        # Six files copied: more than two seconds after the first (a batch every 2 s).
+        while json.loads((journal / "state.json").read_text()).get("filesCopied", 0) < 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        state = json.loads((journal / "state.json").read_text())
+        assert state["phase"] == "syncing"
+        os.kill(state["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{state['pid']}").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        copied = journal / "copied.jsonl"
+        assert not copied.exists() or copied.read_text() == ""
+    finally:
         subprocess.run(["rm", "-rf", str(src)])
