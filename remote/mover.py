@@ -3178,6 +3178,13 @@ class ConfigCutover(object):
     def plan(self, old, new, move_id):
         """The lines that will change, as wire strings; refused when FILE does not hold the old
         path as a whole path (there would be nothing to repoint)."""
+        real_old = os.path.realpath(old)
+        real = os.path.realpath(self.path)
+        if real == real_old or real.startswith(real_old + b"/"):
+            raise Refused("the cutover's config file %s is inside the source %s: it would be "
+                          "copied with the data and removed with the old copy, so the service "
+                          "would never read the new path — use a config file outside %s, or "
+                          "cutover symlink" % (show(self.path), show(old), show(old)))
         real, _st, content = self._read(Refused)
         _payload, changes = repointed(content, old, new)
         if not changes:

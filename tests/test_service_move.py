@@ -641,3 +641,23 @@ def test_a_live_pass_does_not_record_racily_clean_copies_for_a_resume(public_roo
         assert not copied.exists() or copied.read_text() == ""
     finally:
         subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_config_cutover_file_inside_the_source_is_refused_at_plan_time(public_root, tmpfs):
+    src, dst = public_root / f"conf-{os.getpid()}", tmpfs / "dst"
+    src.mkdir()
+    try:
+        (src / "app.conf").write_text(f"data_directory = '{src}'\n")
+        link = public_root / f"conf-link-{os.getpid()}.conf"
+        link.symlink_to(src / "app.conf")  # followed: the real file is what counts
+        for given in (src / "app.conf", link):
+            spec = {"stop": ["true"], "start": ["true"], "check": ["true"],
+                    "cutover": f"config:{given}"}
+            result = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+            assert result.returncode == 2, result.lines
+            error = result.progress()[-1]["error"]
+            assert f"the cutover's config file {given} is inside the source {src}" in error
+            assert not dst.exists() and list(tmpfs.iterdir()) == []
+            assert (src / "app.conf").read_text() == f"data_directory = '{src}'\n"
+    finally:
+        subprocess.run(["rm", "-rf", str(src), str(public_root / f"conf-link-{os.getpid()}.conf")])
