@@ -893,7 +893,7 @@ class Preflight:
         self.check_writable(dst_vfs, dst_mount)
         if self.plan.method == "copy" and not self.plan.finishing:
             self.check_capacity(dst_vfs, dst_mount)
-        if self.plan.method == "copy":
+        if self.plan.method == "copy" and not self.move.dry_run:  # the probe writes
             self.refuse_what_destination_loses(dst_mount)
         if readers:
             self.move.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
@@ -1027,6 +1027,7 @@ class Preflight:
             "createdParents": [show(path) for path in plan.missing_parents],
             "bytesNeeded": self.bytes_needed(dst_vfs),
             "resumes": self.plan.resume_summary(),
+            "destinationProbed": plan.method == "copy" and not move.dry_run,
         }
         if service_plan is not None:
             data["service"] = service_plan
