@@ -2052,6 +2052,7 @@ class Move:
         self.dry_run = dry_run
         self.move_id = move_id or os.urandom(6).hex()
         self.cancel_file = None  # a detached worker's cancel request (see the journal)
+        self.journal_dir = None  # a detached worker's journal (ServiceMove keeps its cutover)
         self.plan = Plan()
         self.made_parents = []
         self.recorder = None  # a detached worker's Recorder of finished copies
@@ -3737,6 +3738,16 @@ class ServiceMove(object):
         self.switched = True
         move.publisher.flush_copy(None)
         self.cutover_record = self.spec.cutover.apply(move.src, move.dst, move.move_id)
+        self.journal_cutover()
+
+    def journal_cutover(self):
+        """Keep the cutover's record in a detached move's journal: a worker killed later
+        leaves words (reap_dead_worker) that name where the old data went."""
+        if self.move.journal_dir is None:
+            return
+        with contextlib.suppress(OSError):  # the words are then only less precise
+            write_atomically(os.path.join(self.move.journal_dir, CUTOVER_RECORD),
+                             json.dumps(self.cutover_record, ensure_ascii=True).encode("ascii"))
 
     def start_service(self):
         self.move.set_phase(STARTING)
@@ -3895,6 +3906,7 @@ class ServiceMove(object):
 # journal with an error event that says where the data is.
 
 JOURNAL_KEEP = 50
+CUTOVER_RECORD = b"cutover.json"  # a service move's cutover, once applied (ServiceMove)
 JOURNAL_POLL_SECONDS = 0.1
 CANCEL_POLL_SECONDS = 0.25
 STATE_WRITE_SECONDS = 1.0
@@ -4392,6 +4404,7 @@ def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal, service
     move = Move(emitter, server_name, src, dst, verify, bwlimit, False, move_id=move_id,
                 service=service, max_downtime=max_downtime)
     move.cancel_file = os.path.join(journal.mdir, b"cancel")
+    move.journal_dir = journal.mdir
     move.recorder = Recorder(os.path.join(journal.mdir, b"copied.jsonl"), move)
     journal.move = move
     for name in ("SIGINT", "SIGTERM"):
@@ -4413,7 +4426,14 @@ def reap_dead_worker(mdir, state):
     staging = state.get("staging")
     what = "the mover stopped without finishing (killed, or the server restarted) while %s" % phase
     again = "run the same move again to finish it"
-    if phase == CLEANING:
+    aside = journaled_aside(mdir)
+    if phase == CLEANING and aside is not None:
+        data_state = STATE_DESTINATION
+        text = ("%s: the service runs from %s, which is complete and verified (%s is a "
+                "symlink to it); the old copy, perhaps partly removed, is in %s — delete it "
+                "when you are sure you no longer need it (rm -rf %s)"
+                % (what, show(dst), show(src), show(aside), show(aside)))
+    elif phase == CLEANING:
         data_state = STATE_DESTINATION
         text = ("%s: %s is complete and verified, but %s may still hold part of the old data — "
                 "%s (each file left in the source is checked against its copy, then removed)"
@@ -4430,10 +4450,12 @@ def reap_dead_worker(mdir, state):
                     "(perhaps not flushed) — empty %s, then run the same move again"
                     % (what, show(src), show(dst), show(dst)))
         else:
+            where = show(src) if aside is None else "%s (%s is now a symlink to %s)" % (
+                show(aside), show(src), show(dst))
             text = ("%s: the source %s is whole as it was at the stop; %s may hold this move's "
                     "copy (the service may have written to it if it was started there) — once "
                     "the service runs from %s again, empty %s first, then run the same move "
-                    "again" % (what, show(src), show(dst), show(src), show(dst)))
+                    "again" % (what, where, show(dst), show(src), show(dst)))
     elif os.path.lexists(dst) and not os.path.lexists(src):
         data_state = STATE_DESTINATION
         text = "%s: the data is at %s" % (what, show(dst))
@@ -4458,13 +4480,29 @@ def reap_dead_worker(mdir, state):
     return repaired_state(mdir, state, data)
 
 
+def journaled_aside(mdir):
+    """The directory a service move's symlink cutover renamed the old data to, if its journal
+    kept that cutover and the directory is still there (else None)."""
+    try:
+        with open(os.path.join(mdir, CUTOVER_RECORD), "rb") as handle:
+            record = json.loads(handle.read().decode("ascii"))
+        aside = os.fsencode(record["aside"]) if record.get("cutover") == "symlink" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return aside if aside is not None and os.path.lexists(aside) else None
+
+
 def service_left_words(state, phase):
     """What a service move's dead worker left of the service. A reader (list, attach) never
     starts it: it only says how."""
     if state.get("cutover") is None:
         return ""
     start = state.get("serviceStart")
-    if phase in (STOPPING, COPYING, VERIFYING):
+    if phase == STOPPING:  # killed while the stop command ran, or just after
+        return ("; THE SERVICE MAY BE STOPPED: this move was stopping it and did not start it "
+                "again — check it, and if it is stopped, start it on the source by hand (`%s`)"
+                % start)
+    if phase in (COPYING, VERIFYING):
         return ("; THE SERVICE IS STOPPED: this move stopped it and did not start it again — "
                 "start it on the source by hand (`%s`)" % start)
     if phase in (SWITCHING, STARTING, CHECKING):

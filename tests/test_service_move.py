@@ -420,7 +420,7 @@ def test_a_worker_killed_while_the_service_is_stopped_says_how_to_start_it(publi
             time.sleep(0.05)
         listed = mover(sys.executable, "list")
         [state] = [line["data"] for line in listed.lines if line["subject"] == "move.listed"]
-        assert "THE SERVICE IS STOPPED" in state["error"]
+        assert "THE SERVICE MAY BE STOPPED: this move was stopping it" in state["error"]
         assert "`" + " ".join(game("start", src, pidfile)) + "`" in state["error"]
         assert not running(pidfile)  # a reader never starts it
     finally:
@@ -661,3 +661,46 @@ def test_a_config_cutover_file_inside_the_source_is_refused_at_plan_time(public_
             assert (src / "app.conf").read_text() == f"data_directory = '{src}'\n"
     finally:
         subprocess.run(["rm", "-rf", str(src), str(public_root / f"conf-link-{os.getpid()}.conf")])
+
+
+def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_aside(
+        public_root, tmpfs, tmp_path):
+    """Killed while removing the old data renamed aside: SRC is the symlink now, so the words
+    name the aside directory (from the journaled cutover), not SRC, and not a rerun."""
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    try:
+        world_with_data(src)
+        run(*game("start", src, pidfile))
+        started = subprocess.run(
+            [sys.executable, str(RIGGED_MOVER), "inline,slower-clean", "start", "--service",
+             json.dumps(game_spec(src, pidfile)), str(src), str(dst)], capture_output=True,
+            timeout=60)
+        assert started.returncode == 0, started.stderr
+        journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
+        deadline = time.monotonic() + 60
+        while b'"filesRemoved":3' not in (journal / "events.jsonl").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = json.loads((journal / "state.json").read_text())["pid"]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [state] = [line["data"] for line in mover(sys.executable, "list").lines
+                   if line["subject"] == "move.listed"]
+        [aside] = src.parent.glob(f".{src.name}.servermove-old-*")
+        error = state["error"]
+        assert state["dataState"] == "destination"
+        assert f"the old copy, perhaps partly removed, is in {aside}" in error
+        assert f"delete it when you are sure you no longer need it (rm -rf {aside})" in error
+        assert "run the same move again" not in error
+        assert src.is_symlink() and running(pidfile)
+    finally:
+        stop_game(pidfile)
+        if src.is_symlink():
+            src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])
+        for left in src.parent.glob(f".{src.name}.servermove-*"):
+            subprocess.run(["rm", "-rf", str(left)])
