@@ -576,17 +576,28 @@ def refuse_source_writers(real_src, error):
              "openFilesUnchecked": hidden}
     writers = [use for use in users if use.how != USE_READ]
     if writers:
-        # A file open for writing says most about what to stop; a working directory the least.
-        writers.sort(key=lambda use: (use.how == USE_CWD, use.pid))
-        others = len(set(use.pid for use in writers)) - 1
-        raise error("%s%s — stop that program first%s, then run the move again"
-                    % (writers[0].describe(), " (and %d more program%s)"
-                       % (others, "s" if others > 1 else "") if others else "",
+        raise error("%s — stop that program first%s, then run the move again"
+                    % (writers_words(writers),
                        " (a shell: cd out of it)" if writers[0].how == USE_CWD else ""))
     readers = {}
     for use in users:  # one per program: the first file it reads
         readers.setdefault(use.pid, use)
     return sorted(readers.values(), key=lambda use: use.pid), scope
+
+
+def writers_words(writers):
+    """"pid 4242 (java) has … open for writing (and 2 more programs)": the writer that says most
+    about what to stop (a file open for writing; a working directory the least). Sorts
+    `writers` so."""
+    writers.sort(key=lambda use: (use.how == USE_CWD, use.pid))
+    others = len(set(use.pid for use in writers)) - 1
+    return writers[0].describe() + (" (and %d more program%s)" % (
+        others, "s" if others > 1 else "") if others else "")
+
+
+def source_writers(real_src):
+    """The SourceUses of programs writing under real_src (empty when none)."""
+    return [use for use in source_users(real_src)[0] if use.how != USE_READ]
 
 
 def reader_warning(readers, real_src, move_id):
@@ -882,7 +893,7 @@ class Preflight:
         self.check_writable(dst_vfs, dst_mount)
         if self.plan.method == "copy" and not self.plan.finishing:
             self.check_capacity(dst_vfs, dst_mount)
-        if self.plan.method == "copy":
+        if self.plan.method == "copy" and not self.move.dry_run:  # the probe writes
             self.refuse_what_destination_loses(dst_mount)
         if readers:
             self.move.out.emit("move.warning", reader_warning(readers, real_src, self.move_id))
@@ -1016,6 +1027,7 @@ class Preflight:
             "createdParents": [show(path) for path in plan.missing_parents],
             "bytesNeeded": self.bytes_needed(dst_vfs),
             "resumes": self.plan.resume_summary(),
+            "destinationProbed": plan.method == "copy" and not move.dry_run,
         }
         if service_plan is not None:
             data["service"] = service_plan
@@ -1088,6 +1100,12 @@ class Preflight:
             self.plan.resume = published[0]
             self.plan.finishing = True
             return
+        earlier = [m for m in dead if m.left_copy_at_destination()]
+        if earlier:
+            raise Refused("destination %s holds an earlier copy that is not in use (move %s, "
+                          "which did not finish; the source %s is whole): empty it, then run "
+                          "the move again" % (show(self.dst), earlier[0].move_id,
+                                              show(self.src)))
         raise Refused("destination %s exists and is not empty — pick another destination (what "
                       "it holds may be data the source no longer has: check it before deleting "
                       "anything)" % show(self.dst))
@@ -1563,7 +1581,8 @@ class Copier:
     def copied(self, rel, st):
         """A regular file's copy is finished: recorded for a move that may take it over, and
         for a service move's next pass."""
-        self.resumption.record(rel, st)
+        if self.live is None or self.live.trusts(st):
+            self.resumption.record(rel, st)
         if self.live is not None:
             self.live.note(rel, st, False, copied=True)
 
@@ -2033,6 +2052,7 @@ class Move:
         self.dry_run = dry_run
         self.move_id = move_id or os.urandom(6).hex()
         self.cancel_file = None  # a detached worker's cancel request (see the journal)
+        self.journal_dir = None  # a detached worker's journal (ServiceMove keeps its cutover)
         self.plan = Plan()
         self.made_parents = []
         self.recorder = None  # a detached worker's Recorder of finished copies
@@ -3160,6 +3180,13 @@ class ConfigCutover(object):
     def plan(self, old, new, move_id):
         """The lines that will change, as wire strings; refused when FILE does not hold the old
         path as a whole path (there would be nothing to repoint)."""
+        real_old = os.path.realpath(old)
+        real = os.path.realpath(self.path)
+        if real == real_old or real.startswith(real_old + b"/"):
+            raise Refused("the cutover's config file %s is inside the source %s: it would be "
+                          "copied with the data and removed with the old copy, so the service "
+                          "would never read the new path — use a config file outside %s, or "
+                          "cutover symlink" % (show(self.path), show(old), show(old)))
         real, _st, content = self._read(Refused)
         _payload, changes = repointed(content, old, new)
         if not changes:
@@ -3403,9 +3430,15 @@ class LivePass(object):
         elif not stat.S_ISREG(st.st_mode) and (
                 self.previous is None or self.previous.records.get(rel, [])[:4] != key):
             self.changed += 1
-        if self.tolerant and st.st_ctime_ns >= self.started_ns - RACY_MARGIN_NS:
+        if not self.trusts(st):
             return  # racily clean: copied again in the next pass
         self.records[rel] = key + [verified]
+
+    def trusts(self, st):
+        """Whether a copy made from a file with stat `st` can stand for it later (recorded for
+        the next pass, or for a move that takes this one over): not one whose ctime is so close
+        to a live pass's start that a write in the same clock tick would not move it."""
+        return not (self.tolerant and st.st_ctime_ns >= self.started_ns - RACY_MARGIN_NS)
 
     def skip(self, rel, copier):
         """`rel` changed while it was copied: its partial copy goes, the next pass copies it."""
@@ -3709,6 +3742,16 @@ class ServiceMove(object):
         self.switched = True
         move.publisher.flush_copy(None)
         self.cutover_record = self.spec.cutover.apply(move.src, move.dst, move.move_id)
+        self.journal_cutover()
+
+    def journal_cutover(self):
+        """Keep the cutover's record in a detached move's journal: a worker killed later
+        leaves words (reap_dead_worker) that name where the old data went."""
+        if self.move.journal_dir is None:
+            return
+        with contextlib.suppress(OSError):  # the words are then only less precise
+            write_atomically(os.path.join(self.move.journal_dir, CUTOVER_RECORD),
+                             json.dumps(self.cutover_record, ensure_ascii=True).encode("ascii"))
 
     def start_service(self):
         self.move.set_phase(STARTING)
@@ -3741,6 +3784,7 @@ class ServiceMove(object):
         cleaner.src = old
         cleaner.src_show = lambda rel: show(join(old, rel))
         cleaner.against = self.passes[-1].records
+        self.refuse_old_copy_in_use(old)
         try:
             cleaner.clean_source()
         except Cancelled:
@@ -3750,6 +3794,21 @@ class ServiceMove(object):
                                "old data — delete it by hand (rm -rf %s)"
                                % (why, show(move.dst), show(old), show(old)), EXIT_CANCELLED)
         return EXIT_OK
+
+    def refuse_old_copy_in_use(self, old):
+        """A program writing under the old copy after the check passed: the service still uses
+        the old path (a cutover `none` with a start command that names SRC, a process the stop
+        left behind). Removing it would delete files under it: both copies are kept."""
+        writers = source_writers(os.path.realpath(old))
+        if not writers:
+            return
+        self.progress.service_end["serviceRunsFrom"] = "source"
+        dst = show(self.move.dst)
+        raise Failure("%s: the service still uses the old path %s after the switch (its start "
+                      "command or cutover does not point it to %s), so nothing was removed — "
+                      "both copies are kept: %s, in use, and %s, the new copy, not in use; fix "
+                      "the service's start command or cutover, empty %s, then run the move "
+                      "again" % (writers_words(writers), show(old), dst, show(old), dst, dst))
 
     def remove_previous(self):
         if os.path.lexists(self.previous_path):
@@ -3826,8 +3885,9 @@ class ServiceMove(object):
                        "was undone" if undone else "was NOT undone"))
         self.came_up("source")
         return ("; the service runs from the old path %s again; the new copy is at %s (not "
-                "used; the service may have written to it while it ran from there)"
-                % (show(move.src), show(move.dst)))
+                "used; the service may have written to it while it ran from there) — to run "
+                "the move again, empty %s first" % (show(move.src), show(move.dst),
+                                                   show(move.dst)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3850,6 +3910,7 @@ class ServiceMove(object):
 # journal with an error event that says where the data is.
 
 JOURNAL_KEEP = 50
+CUTOVER_RECORD = b"cutover.json"  # a service move's cutover, once applied (ServiceMove)
 JOURNAL_POLL_SECONDS = 0.1
 CANCEL_POLL_SECONDS = 0.25
 STATE_WRITE_SECONDS = 1.0
@@ -4182,9 +4243,18 @@ class DeadMove:
                 and os.path.isdir(self.staging) and not os.path.islink(self.staging))
 
     def published(self):
-        """Whether its copy was complete, verified and put at DST before it ended."""
-        return self.state.get("dataState") in (STATE_DESTINATION, STATE_BOTH) and \
+        """Whether its copy was complete, verified, put at DST and in use, so that only the
+        cleaning is left: its timeline reached cleaning (a plain move enters it only once the
+        flush after the rename succeeded, a service move only once the check passed on DST)."""
+        return reached_cleaning(self.state) and \
             not (self.staging is not None and os.path.lexists(self.staging))
+
+    def left_copy_at_destination(self):
+        """Whether it left a copy at DST that is not in use, the source still whole: it ended
+        with `both` (a service rolled back, a flush after the rename that failed, a worker
+        killed after its copy was put in place) without reaching cleaning."""
+        return self.state.get("dataState") == STATE_BOTH and not reached_cleaning(self.state) \
+            and not self.resumable()
 
     def load_records(self):
         try:
@@ -4221,6 +4291,11 @@ class DeadMove:
             pass  # still listed as a candidate; its staging is gone, so nothing is taken again
         finally:
             os.close(fd)
+
+
+def reached_cleaning(state):
+    """Whether a journaled move's timeline reached its cleaning phase."""
+    return any(entry.get("phase") == CLEANING for entry in state.get("timeline") or [])
 
 
 def dead_moves_of(real_src, real_dst):
@@ -4333,6 +4408,7 @@ def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal, service
     move = Move(emitter, server_name, src, dst, verify, bwlimit, False, move_id=move_id,
                 service=service, max_downtime=max_downtime)
     move.cancel_file = os.path.join(journal.mdir, b"cancel")
+    move.journal_dir = journal.mdir
     move.recorder = Recorder(os.path.join(journal.mdir, b"copied.jsonl"), move)
     journal.move = move
     for name in ("SIGINT", "SIGTERM"):
@@ -4354,7 +4430,14 @@ def reap_dead_worker(mdir, state):
     staging = state.get("staging")
     what = "the mover stopped without finishing (killed, or the server restarted) while %s" % phase
     again = "run the same move again to finish it"
-    if phase == CLEANING:
+    aside = journaled_aside(mdir)
+    if phase == CLEANING and aside is not None:
+        data_state = STATE_DESTINATION
+        text = ("%s: the service runs from %s, which is complete and verified (%s is a "
+                "symlink to it); the old copy, perhaps partly removed, is in %s — delete it "
+                "when you are sure you no longer need it (rm -rf %s)"
+                % (what, show(dst), show(src), show(aside), show(aside)))
+    elif phase == CLEANING:
         data_state = STATE_DESTINATION
         text = ("%s: %s is complete and verified, but %s may still hold part of the old data — "
                 "%s (each file left in the source is checked against its copy, then removed)"
@@ -4364,11 +4447,19 @@ def reap_dead_worker(mdir, state):
         text = ("%s: the source %s is untouched; a partial copy was left in %s — %s (what it "
                 "holds is reused), or delete it (rm -rf %s)" % (what, show(src), staging, again,
                                                                staging))
-    elif os.path.lexists(dst) and os.path.lexists(src) and state.get("method") == "copy" \
-            and phase != CALCULATING:
-        data_state = STATE_BOTH
-        text = ("%s: %s is complete and verified and %s is still whole — %s (the source is "
-                "removed once checked against the copy)" % (what, show(dst), show(src), again))
+    elif state.get("method") == "copy" and phase in (VERIFYING, SWITCHING, STARTING, CHECKING):
+        data_state = STATE_BOTH  # the source is whole: cleaning was never reached
+        if state.get("cutover") is None:
+            text = ("%s: the source %s is whole; %s may hold this move's copy, not in use "
+                    "(perhaps not flushed) — empty %s, then run the same move again"
+                    % (what, show(src), show(dst), show(dst)))
+        else:
+            where = show(src) if aside is None else "%s (%s is now a symlink to %s)" % (
+                show(aside), show(src), show(dst))
+            text = ("%s: the source %s is whole as it was at the stop; %s may hold this move's "
+                    "copy (the service may have written to it if it was started there) — once "
+                    "the service runs from %s again, empty %s first, then run the same move "
+                    "again" % (what, where, show(dst), show(src), show(dst)))
     elif os.path.lexists(dst) and not os.path.lexists(src):
         data_state = STATE_DESTINATION
         text = "%s: the data is at %s" % (what, show(dst))
@@ -4393,13 +4484,29 @@ def reap_dead_worker(mdir, state):
     return repaired_state(mdir, state, data)
 
 
+def journaled_aside(mdir):
+    """The directory a service move's symlink cutover renamed the old data to, if its journal
+    kept that cutover and the directory is still there (else None)."""
+    try:
+        with open(os.path.join(mdir, CUTOVER_RECORD), "rb") as handle:
+            record = json.loads(handle.read().decode("ascii"))
+        aside = os.fsencode(record["aside"]) if record.get("cutover") == "symlink" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return aside if aside is not None and os.path.lexists(aside) else None
+
+
 def service_left_words(state, phase):
     """What a service move's dead worker left of the service. A reader (list, attach) never
     starts it: it only says how."""
     if state.get("cutover") is None:
         return ""
     start = state.get("serviceStart")
-    if phase in (STOPPING, COPYING, VERIFYING):
+    if phase == STOPPING:  # killed while the stop command ran, or just after
+        return ("; THE SERVICE MAY BE STOPPED: this move was stopping it and did not start it "
+                "again — check it, and if it is stopped, start it on the source by hand (`%s`)"
+                % start)
+    if phase in (COPYING, VERIFYING):
         return ("; THE SERVICE IS STOPPED: this move stopped it and did not start it again — "
                 "start it on the source by hand (`%s`)" % start)
     if phase in (SWITCHING, STARTING, CHECKING):

@@ -13,6 +13,12 @@
   files still there while the move cleans.
 - `slower-clean`: each source file is removed a tenth of a second after its check, so that a
   test can catch the move in its cleaning phase (with `inline`: one file at a time).
+- `eio-after-rename`: the destination disk reports a write-back error (EIO) in the flush after
+  the copy was renamed into place.
+- `all-racy`: a live pass of a service move trusts no file (every ctime counts as too close to
+  the pass's start), as if each were written in the clock tick of its stat.
+- `stall-after-rename`: the move sleeps a minute right after the copy was renamed into place,
+  so that a test can kill it there.
 """
 
 import importlib.util
@@ -62,6 +68,28 @@ def slower_cleaning(mover) -> None:
     mover.Cleaner.remove = rigged
 
 
+def after_rename(mover, fault) -> None:
+    """Run `fault(mover)` at every flush once the copy is at DST (the Publisher's `publish`)."""
+    publish, flush = mover.Publisher.publish, mover.flush_filesystem
+    published = []
+
+    def rigged_publish(self):
+        publish(self)
+        published.append(True)
+
+    def rigged_flush(fd):
+        if published:
+            fault(mover)
+        return flush(fd)
+
+    mover.Publisher.publish = rigged_publish
+    mover.flush_filesystem = rigged_flush
+
+
+def eio(mover) -> None:
+    raise OSError(mover.errno.EIO, os.strerror(mover.errno.EIO))
+
+
 def main() -> int:
     spec = importlib.util.spec_from_file_location("servermove_mover", MOVER)
     assert spec is not None and spec.loader is not None
@@ -80,6 +108,12 @@ def main() -> int:
             slow_clean(mover)
         elif way == "slower-clean":
             slower_cleaning(mover)
+        elif way == "eio-after-rename":
+            after_rename(mover, eio)
+        elif way == "all-racy":
+            mover.RACY_MARGIN_NS = 10 ** 18
+        elif way == "stall-after-rename":
+            after_rename(mover, lambda _mover: time.sleep(60))
         else:
             raise SystemExit(f"rigged_mover.py: unknown way {way!r}")
     return mover.main(argv)

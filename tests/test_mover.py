@@ -295,6 +295,8 @@ def test_dry_run_touches_nothing(python, tmp_path, tmpfs):
     src = tmp_path / "src"
     facts = build_everything_tree(src)
     before = snapshot_tree(src)
+    time.sleep(0.01)  # a write now would move the mtime of DST's parent past the tick
+    parent_mtime = tmpfs.stat().st_mtime_ns
     result = mover(python, "move", "--dry-run", "--bwlimit", "40M", src, tmpfs / "d")
     check_stream(result)
     assert result.returncode == 0
@@ -304,6 +306,8 @@ def test_dry_run_touches_nothing(python, tmp_path, tmpfs):
     assert (plan["filesTotal"], plan["bytesTotal"]) == (facts["files"], facts["bytes"])
     assert isinstance(protocol.parse_line(json.dumps(result.last)), protocol.PlanEvent)
     assert os.listdir(tmpfs) == []
+    # Not even a probe made and removed beside DST: a dry run writes nothing.
+    assert tmpfs.stat().st_mtime_ns == parent_mtime and plan["destinationProbed"] is False
     assert diff_snapshots(before, snapshot_tree(src)) == []
 
 

@@ -440,11 +440,14 @@ def test_a_destination_that_cannot_keep_the_source_is_refused_up_front(python, p
     os.symlink("a", src / "link")
     before = snapshot_tree(src)
     with exfat_disk(public_root, tmp_path) as disk:
-        for extra in ([], ["--dry-run"]):
-            message = _refused(mover(python, "move", *extra, src, disk / "d"))
-            assert message == (
-                f"the destination filesystem (fuseblk at {disk}) cannot keep the source's "
-                "permission modes, nanosecond times, symbolic links (e.g. "
-                f"{src}) — move it to a filesystem that can, such as ext4, xfs or btrfs"), message
-            assert os.listdir(disk) == []
+        message = _refused(mover(python, "move", src, disk / "d"))
+        assert message == (
+            f"the destination filesystem (fuseblk at {disk}) cannot keep the source's "
+            "permission modes, nanosecond times, symbolic links (e.g. "
+            f"{src}) — move it to a filesystem that can, such as ext4, xfs or btrfs"), message
+        assert os.listdir(disk) == []
+        # A dry run writes nothing, so it cannot probe: its plan says so.
+        dry = mover(python, "move", "--dry-run", src, disk / "d")
+        assert dry.returncode == 0 and dry.last["data"]["destinationProbed"] is False
+        assert os.listdir(disk) == []
     assert diff_snapshots(before, snapshot_tree(src)) == []

@@ -229,6 +229,58 @@ def test_a_destination_that_is_not_a_dead_moves_copy_is_refused_without_advising
     assert (dst / "only-copy.txt").read_text() == "the source no longer has this"
 
 
+def start_rigged(ways: str, src: Path, dst: Path) -> str:
+    """Start a detached move as root with a fault staged (rigged_mover.py); its id."""
+    started = subprocess.run([sys.executable, str(RIGGED_MOVER), ways, "start", str(src),
+                              str(dst)], capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stdout + started.stderr
+    return json.loads(started.stdout.splitlines()[-1])["data"]["moveId"]
+
+
+def assert_rerun_refused_and_source_kept(src: Path, dst: Path, before) -> None:
+    again = mover(sys.executable, "move", src, dst)
+    assert again.returncode == 2, again.lines
+    error = again.last["data"]["error"]
+    assert f"destination {dst} holds an earlier copy that is not in use" in error
+    assert f"the source {src} is whole): empty it, then run the move again" in error
+    assert diff_snapshots(before, snapshot_tree(src)) == []
+
+
+def test_a_move_whose_flush_after_the_rename_failed_is_not_finished_by_cleaning(public_tmp,
+                                                                                 tmpfs):
+    """The flush after the rename failed (`both`, "delete DST and run the move again"): run
+    again without deleting DST, the move must not clean SRC against a copy never flushed."""
+    src, dst = public_tmp / "src", tmpfs / "dst"
+    build_tree(src, owner="root")
+    before = snapshot_tree(src)
+    move_id = start_rigged("eio-after-rename", src, dst)
+    end = mover(sys.executable, "attach", move_id).last["data"]
+    assert end["phase"] == "error" and end["dataState"] == "both", end
+    assert f"delete {dst} and run the move again" in end["error"]
+    assert_rerun_refused_and_source_kept(src, dst, before)
+
+
+def test_a_worker_killed_after_putting_its_copy_on_a_new_disk_is_not_taken_for_cleaning(
+        public_tmp, tmpfs):
+    """DST is a mount point (always there) and the worker is killed after the rename, before
+    the flush that makes it durable: the reaper says the source is whole and the copy at DST is
+    not in use, and running the move again is refused rather than cleaning SRC."""
+    src = public_tmp / "src"
+    build_tree(src, owner="root")
+    before = snapshot_tree(src)
+    move_id = start_rigged("stall-after-rename", src, tmpfs)
+    mdir = Path(os.environ["SERVERMOVE_JOURNAL_DIR"]) / "moves" / move_id
+    wait_until("the copy renamed into place", lambda: (tmpfs / "part-0.bin").exists() and not [
+        p for p in tmpfs.iterdir() if p.name.startswith(STAGING)])
+    time.sleep(0.3)  # into the stalled flush
+    kill_worker(mdir)
+    [state] = [line["data"] for line in mover(sys.executable, "list").lines
+               if line["subject"] == "move.listed"]
+    assert state["dataState"] == "both" and "complete and verified" not in state["error"]
+    assert f"the source {src} is whole; {tmpfs} may hold this move's copy" in state["error"]
+    assert_rerun_refused_and_source_kept(src, tmpfs, before)
+
+
 @pytest.mark.parametrize("name", ["default", "py3.6", "py3.13"])
 def test_resume_on_every_interpreter(name, public_tmp, tmpfs):
     """The local mover (no sshd): start, kill -9 mid-copy, `move` again in the foreground."""

@@ -20,7 +20,7 @@ import pytest
 from tests.cli_support import make_tree, read_tree
 from tests.fstree import diff_snapshots, snapshot_tree
 from tests.harness import PgCluster, SshServer, drop_cluster, run
-from tests.test_mover import MOVER, USER_PYTHON, Result, interpreter
+from tests.test_mover import MOVER, RIGGED_MOVER, USER_PYTHON, Result, interpreter
 from tui.core.runner import BOOTSTRAP, PYTHON_FLAGS
 
 GAME_SERVER = Path(__file__).resolve().parent / "game_server.py"
@@ -420,7 +420,7 @@ def test_a_worker_killed_while_the_service_is_stopped_says_how_to_start_it(publi
             time.sleep(0.05)
         listed = mover(sys.executable, "list")
         [state] = [line["data"] for line in listed.lines if line["subject"] == "move.listed"]
-        assert "THE SERVICE IS STOPPED" in state["error"]
+        assert "THE SERVICE MAY BE STOPPED: this move was stopping it" in state["error"]
         assert "`" + " ".join(game("start", src, pidfile)) + "`" in state["error"]
         assert not running(pidfile)  # a reader never starts it
     finally:
@@ -507,3 +507,200 @@ def test_a_start_that_fails_on_the_new_path_rolls_back_and_one_that_always_fails
     finally:
         stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_rolled_back_service_move_run_again_is_refused_not_cleaned(public_root, tmpfs,
+                                                                     tmp_path):
+    """A service move that rolled back left its copy at DST (`both`) and the service running
+    from SRC: the same move run again must not take that copy for a finished one and clean SRC
+    under the running service."""
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    check = ["/bin/sh", "-c", 'test ! -L "$0" && "$1" "$2" check "$3"', str(src),
+             sys.executable, str(GAME_SERVER), str(pidfile)]
+    spec = json.dumps(game_spec(src, pidfile, check=check, checkTimeout=1))
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        started = mover(sys.executable, "start", "--service", spec, src, dst)
+        assert started.returncode == 0, started.stderr
+        ended = mover(sys.executable, "attach", started.last["data"]["moveId"])
+        end = ended.progress()[-1]
+        assert end["dataState"] == "both" and end["serviceRunsFrom"] == "source"
+        assert f"empty {dst} first" in end["error"]
+        again = mover(sys.executable, "move", "--service", spec, src, dst)
+        assert again.returncode == 2, again.lines
+        error = again.progress()[-1]["error"]
+        assert f"destination {dst} holds an earlier copy that is not in use" in error
+        assert "empty it, then run the move again" in error
+        assert src.is_dir() and not src.is_symlink() and running(pidfile)
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_worker_killed_after_switching_leaves_a_copy_a_rerun_does_not_clean_against(
+        public_root, tmpfs, tmp_path):
+    """Killed while its start command runs (the copy is at DST, never checked there): the reaper
+    says the source is whole, and the same move run again is refused instead of cleaning SRC."""
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    starter = tmp_path / "starter.pid"
+    src.mkdir()
+    start = ["/bin/sh", "-c", 'echo $$ > "$0"; sleep 60', str(starter)]
+    spec = game_spec(src, pidfile, cutover="none")
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        started = mover(sys.executable, "start", "--service",
+                        json.dumps({**spec, "start": start}), src, dst)
+        assert started.returncode == 0, started.stderr
+        journal = Path(started.last["data"]["journal"])
+        deadline = time.monotonic() + 30
+        while not starter.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = json.loads((journal / "state.json").read_text())["pid"]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        listed = mover(sys.executable, "list")
+        [state] = [line["data"] for line in listed.lines if line["subject"] == "move.listed"]
+        assert state["dataState"] == "both"
+        assert f"the source {src} is whole as it was at the stop" in state["error"]
+        assert "THE SERVICE MAY BE STOPPED" in state["error"]
+        again = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+        assert again.returncode == 2, again.lines
+        assert "holds an earlier copy that is not in use" in again.progress()[-1]["error"]
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    finally:
+        if starter.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(starter.read_text()), signal.SIGKILL)
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_service_still_writing_to_the_old_path_after_the_switch_keeps_both_copies(
+        public_root, tmpfs, tmp_path):
+    """Cutover `none` and a start command that names SRC: the check passes, but the service
+    writes into SRC again. Cleaning must not delete files under it."""
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        result = mover(sys.executable, "move", "--service",
+                       json.dumps(game_spec(src, pidfile, cutover="none")), src, dst)
+        assert result.returncode == 1, result.lines
+        end = result.progress()[-1]
+        assert end["phase"] == "error" and end["dataState"] == "both"
+        assert end["serviceRunsFrom"] == "source"
+        assert "open for writing: the service still uses the old path" in end["error"]
+        assert f"both copies are kept: {src}, in use, and {dst}, the new copy" in end["error"]
+        assert "cleaning" not in phases(result)
+        assert running(pidfile)
+        wait_ticks(src / "logs" / "console.log", 2)
+        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+        assert (src / "world" / "level.dat").exists()
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_live_pass_does_not_record_racily_clean_copies_for_a_resume(public_root, tmpfs):
+    """A live pass does not trust a file whose ctime is within the racy margin of its start; the
+    records a move cut short leaves for the next one (copied.jsonl) follow the same rule. Rigged
+    so that every file is racy: a worker killed in its first live pass recorded nothing."""
+    src, dst = public_root / f"live-{os.getpid()}", tmpfs / "dst"
+    src.mkdir()
+    spec = {"stop": ["true"], "start": ["true"], "check": ["true"], "cutover": "none"}
+    try:
+        make_tree(src, files=8, size=600_000)
+        started = subprocess.run(
+            [sys.executable, str(RIGGED_MOVER), "all-racy", "start", "--bwlimit", "1M",
+             "--service", json.dumps(spec), str(src), str(dst)], capture_output=True,
+            timeout=60)
+        assert started.returncode == 0, started.stderr
+        journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
+        deadline = time.monotonic() + 30
+        # Six files copied: more than two seconds after the first (a batch every 2 s).
+        while json.loads((journal / "state.json").read_text()).get("filesCopied", 0) < 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        state = json.loads((journal / "state.json").read_text())
+        assert state["phase"] == "syncing"
+        os.kill(state["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{state['pid']}").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        copied = journal / "copied.jsonl"
+        assert not copied.exists() or copied.read_text() == ""
+    finally:
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_config_cutover_file_inside_the_source_is_refused_at_plan_time(public_root, tmpfs):
+    src, dst = public_root / f"conf-{os.getpid()}", tmpfs / "dst"
+    src.mkdir()
+    try:
+        (src / "app.conf").write_text(f"data_directory = '{src}'\n")
+        link = public_root / f"conf-link-{os.getpid()}.conf"
+        link.symlink_to(src / "app.conf")  # followed: the real file is what counts
+        for given in (src / "app.conf", link):
+            spec = {"stop": ["true"], "start": ["true"], "check": ["true"],
+                    "cutover": f"config:{given}"}
+            result = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+            assert result.returncode == 2, result.lines
+            error = result.progress()[-1]["error"]
+            assert f"the cutover's config file {given} is inside the source {src}" in error
+            assert not dst.exists() and list(tmpfs.iterdir()) == []
+            assert (src / "app.conf").read_text() == f"data_directory = '{src}'\n"
+    finally:
+        subprocess.run(["rm", "-rf", str(src), str(public_root / f"conf-link-{os.getpid()}.conf")])
+
+
+def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_aside(
+        public_root, tmpfs, tmp_path):
+    """Killed while removing the old data renamed aside: SRC is the symlink now, so the words
+    name the aside directory (from the journaled cutover), not SRC, and not a rerun."""
+    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    try:
+        world_with_data(src)
+        run(*game("start", src, pidfile))
+        started = subprocess.run(
+            [sys.executable, str(RIGGED_MOVER), "inline,slower-clean", "start", "--service",
+             json.dumps(game_spec(src, pidfile)), str(src), str(dst)], capture_output=True,
+            timeout=60)
+        assert started.returncode == 0, started.stderr
+        journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
+        deadline = time.monotonic() + 60
+        while b'"filesRemoved":3' not in (journal / "events.jsonl").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = json.loads((journal / "state.json").read_text())["pid"]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [state] = [line["data"] for line in mover(sys.executable, "list").lines
+                   if line["subject"] == "move.listed"]
+        [aside] = src.parent.glob(f".{src.name}.servermove-old-*")
+        error = state["error"]
+        assert state["dataState"] == "destination"
+        assert f"the old copy, perhaps partly removed, is in {aside}" in error
+        assert f"delete it when you are sure you no longer need it (rm -rf {aside})" in error
+        assert "run the same move again" not in error
+        assert src.is_symlink() and running(pidfile)
+    finally:
+        stop_game(pidfile)
+        if src.is_symlink():
+            src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])
+        for left in src.parent.glob(f".{src.name}.servermove-*"):
+            subprocess.run(["rm", "-rf", str(left)])
