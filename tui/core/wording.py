@@ -137,6 +137,54 @@ def down_clock(progress: MoveProgress) -> str | None:
     return None if down is None else f"service down for {human_seconds(down)}"
 
 
+def service_status(progress: MoveProgress) -> tuple[str, bool] | None:
+    """The service's line under a service move's bars, and whether it says the service is down:
+    the downtime clock while it is stopped, else that it runs and the forecast downtime once a
+    live pass has measured it; None for any other move and once the move has ended."""
+    if not progress.service_move or progress.finished:
+        return None
+    down = down_clock(progress)
+    if down is not None:
+        return down, True
+    forecast = ("forecast downtime: measured after the first pass"
+                if progress.forecast_downtime is None
+                else f"forecast downtime {human_seconds(progress.forecast_downtime)}")
+    return f"service running  ·  {forecast}", False
+
+
+def service_where(progress: MoveProgress) -> str | None:
+    """Where a service move's service runs now that the move has ended, and how long it was
+    down, as one sentence; None for any other move or while it goes on."""
+    if not progress.service_move or not progress.finished or progress.service_runs_from is None:
+        return None
+    plan = progress.plan
+    src = plan.src if plan else "the old path"
+    dst = plan.dst if plan else "the new path"
+    down = ("" if progress.downtime is None
+            else f" It was down for {human_seconds(progress.downtime)}.")
+    where = progress.service_runs_from
+    if where is ServiceRunsFrom.DESTINATION:
+        return f"The service runs from {dst}.{down}"
+    if where is ServiceRunsFrom.SOURCE and progress.downtime is None:
+        return f"The service was not stopped: it runs from {src} as before."
+    if where is ServiceRunsFrom.SOURCE:
+        return f"The service runs from the old path {src} again.{down}"
+    return f"{NOT_RUNNING}: start it by hand once you have read the error above.{down}"
+
+
+def service_failure_lines(progress: MoveProgress) -> list[str] | None:
+    """A failed or cancelled service move's outcome for the TUI: where the service runs first
+    (the old path again after a rollback, with its downtime), then why, in the mover's words
+    without that clause said twice; None for any other move."""
+    where = service_where(progress)
+    if where is None or progress.phase is Phase.COMPLETE:
+        return None
+    why = (progress.error or "").rstrip(".")
+    if progress.service_runs_from is ServiceRunsFrom.SOURCE and progress.plan is not None:
+        why = why.replace(f"; the service runs from the old path {progress.plan.src} again", "")
+    return [where] + ([f"Why: {why}."] if why else [])
+
+
 def record_service_note(record: MoveRecord) -> str | None:
     """A service move's line in the moves log: downtime, passes, cutover, where it runs from;
     None for any other move."""
@@ -158,8 +206,15 @@ def record_service_note(record: MoveRecord) -> str | None:
 # -- what the bars count ------------------------------------------------------------------------
 
 def bar_label(progress: MoveProgress) -> str:
-    """What the bytes bar counts: verified bytes while verifying, copied bytes otherwise."""
-    return "Verified" if progress.phase is Phase.VERIFYING else "Copied"
+    """What the bytes bar counts: verified bytes while verifying, copied bytes otherwise (a
+    service move's live pass by its number, and its final delta)."""
+    if progress.phase is Phase.VERIFYING:
+        return "Verified"
+    if progress.pass_number is not None and progress.phase is Phase.SYNCING:
+        return f"Pass {progress.pass_number}"  # a live pass, while the service runs
+    if progress.pass_number is not None and progress.phase is Phase.COPYING:
+        return "Final"  # the final delta, while the service is down
+    return "Copied"
 
 
 def bar_counts(progress: MoveProgress) -> tuple[int, int, int, int]:

@@ -1,0 +1,259 @@
+"""A service move on screen: the phase indicator with the pass, the live pass's and the final
+delta's bars, the downtime clock while the service is down, the forecast after each pass, and the
+outcome (where the service runs, how long it was down, a rollback and why).
+
+The mover here is a synthetic stream (the screen is what is tested); tests/test_service_cli.py
+runs the real mover with a real process as the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from textual.widgets import Label
+
+from tests.test_tui_snapshots import steady
+from tests.test_tui_support import (
+    FIXED_NOW,
+    ScriptedHandle,
+    ScriptedMover,
+    make_app,
+    plan,
+    progress,
+    settle,
+    wait_for,
+)
+from tui.app.screens.server_detail import ServerDetailScreen
+from tui.app.widgets.move_panel import OutcomePanel
+from tui.app.widgets.phase_indicator import phase_line
+from tui.core.inventory import ServerEntry
+from tui.core.protocol import (
+    DataState,
+    Event,
+    Phase,
+    PlanEvent,
+    ProgressEvent,
+    ServicePlan,
+    ServiceRunsFrom,
+)
+
+SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")
+NAME, SRC, DST = "game", "/srv/game/world", "/data/game/world"
+SERVERS = [ServerEntry(NAME, "admin@game.example.com", SRC)]
+STOP_AT = 40.0  # mover seconds into the move when the stop command begins
+SERVICE = ServicePlan(stop="systemctl stop game", start="systemctl start game",
+                      check="systemctl is-active --quiet game", cutover="symlink")
+
+
+def service_plan() -> PlanEvent:
+    base = plan(NAME, SRC, DST)
+    return PlanEvent(**{**{f: getattr(base, f) for f in base.__slots__}, "dry_run": False,
+                        "service": SERVICE, "seq": 1})
+
+
+def step(phase: Phase, ts: float, seq: int, *, pass_number: int | None = None,
+         done: int = 0, files: int = 0, total: int = 300_000_000, files_total: int = 3000,
+         forecast: float | None = None, down: bool = False, verified: int = 0,
+         **terminal: object) -> ProgressEvent:
+    event = progress(NAME, phase, done=done, files=files, total=total, files_total=files_total,
+                     ts=ts, seq=seq, verified=verified,
+                     current_file="world/region/r.0.0.mca" if done else None,
+                     error=terminal.pop("error", None), data_state=terminal.pop("data_state", None))
+    event.pass_number = pass_number
+    event.forecast_downtime = forecast
+    event.down_since = FIXED_NOW - 100 + STOP_AT if down else None
+    event.downtime = terminal.pop("downtime", None)
+    event.service_runs_from = terminal.pop("runs_from", None)
+    return event
+
+
+def live_passes() -> list[Event]:
+    """calculating, pass 1 (everything), pass 2 (what changed) with a forecast."""
+    return [service_plan(),
+            step(Phase.CALCULATING, 0, 2),
+            step(Phase.SYNCING, 5, 3, pass_number=1, done=120_000_000, files=1200),
+            step(Phase.SYNCING, 30, 4, pass_number=1, done=300_000_000, files=3000,
+                 forecast=4.8),
+            step(Phase.SYNCING, 33, 5, pass_number=2, done=2_000_000, files=40,
+                 total=5_000_000, files_total=90, forecast=4.8)]
+
+
+def service_down() -> list[Event]:
+    """The stop, then the final delta half copied, 2.6 s after the stop began."""
+    return [step(Phase.SYNCING, 36, 6, pass_number=2, done=5_000_000, files=90,
+                 total=5_000_000, files_total=90, forecast=2.1),
+            step(Phase.STOPPING, STOP_AT, 7, down=True, total=0, files_total=0),
+            step(Phase.COPYING, STOP_AT + 2.6, 8, pass_number=3, done=400_000, files=6,
+                 total=800_000, files_total=12, down=True)]
+
+
+def after_switch(seq: int) -> list[Event]:
+    return [step(Phase.VERIFYING, STOP_AT + 3, seq, pass_number=3, total=800_000,
+                 files_total=12, verified=800_000, done=800_000, files=12, down=True),
+            step(Phase.SWITCHING, STOP_AT + 3.2, seq + 1, down=True, total=0, files_total=0),
+            step(Phase.STARTING, STOP_AT + 3.3, seq + 2, down=True, total=0, files_total=0),
+            step(Phase.CHECKING, STOP_AT + 3.5, seq + 3, down=True, total=0, files_total=0)]
+
+
+def completed() -> list[Event]:
+    return [*live_passes(), *service_down(), *after_switch(9),
+            step(Phase.CLEANING, STOP_AT + 4, 13, total=0, files_total=0),
+            step(Phase.COMPLETE, STOP_AT + 5, 14, total=0, files_total=0,
+                 data_state=DataState.DESTINATION, downtime=3.7,
+                 runs_from=ServiceRunsFrom.DESTINATION)]
+
+
+WHY = f"the check did not pass within 60 s after the start on {DST}"
+# The mover's words after a rollback (remote/mover.py, ServiceRun's rollback).
+ROLLBACK_ERROR = (f"{WHY}; the service runs from the old path {SRC} again; the new copy is at "
+                  f"{DST} (not used; the service may have written to it while it ran from there)")
+
+
+def rolled_back() -> list[Event]:
+    return [*live_passes(), *service_down(), *after_switch(9),
+            step(Phase.ERROR, STOP_AT + 70, 13, total=0, files_total=0, error=ROLLBACK_ERROR,
+                 data_state=DataState.BOTH, downtime=68.4, runs_from=ServiceRunsFrom.SOURCE)]
+
+
+class SteppedHandle:
+    """A mover whose events the test hands over one at a time."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.exit_status = 0
+        self.stderr_text = ""
+
+    async def events(self) -> AsyncIterator[Event]:
+        while (event := await self.queue.get()) is not None:
+            yield event
+
+    async def cancel(self) -> None:
+        await self.queue.put(None)
+
+    async def wait(self) -> int:
+        return self.exit_status
+
+    def close(self) -> None:
+        pass
+
+
+def screen_text(app) -> dict[str, str]:
+    screen = app.screen
+    assert isinstance(screen, ServerDetailScreen)
+    status = screen.query_one("#service-status", Label)
+    return {"phases": phase_line(app.fleet.get(NAME).progress).plain,
+            "bar": str(screen.query_one("#bytes-label", Label).render()),
+            "service": str(status.render()) if status.display else "",
+            "down": "yes" if status.has_class("-down") else "no",
+            "outcome": str(screen.query_one(OutcomePanel).render())
+            if screen.query_one(OutcomePanel).display else ""}
+
+
+async def test_a_service_move_is_shown_through_every_phase(tmp_path: Path) -> None:
+    handle = SteppedHandle()
+    app = make_app(tmp_path, SERVERS, start_move=ScriptedMover(lambda request: handle),
+                   open_server=NAME)
+    seen: list[dict[str, str]] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.start_move(NAME, DST)
+        for event in completed():
+            await handle.queue.put(event)
+            await wait_for(pilot, lambda event=event: app.fleet.get(NAME).progress.last_seq
+                           == event.seq, what=f"event {event.seq}")
+            await settle(pilot)
+            seen.append(screen_text(app))
+        await handle.queue.put(None)
+        await settle(pilot)
+        ended = screen_text(app)
+    by_seq = dict(enumerate(seen, 1))
+    assert "▶ syncing (pass 1)" in by_seq[3]["phases"] and by_seq[3]["bar"] == "Pass 1"
+    assert by_seq[3]["service"] == ("service running  ·  forecast downtime: measured after the "
+                                    "first pass")
+    assert by_seq[4]["service"] == "service running  ·  forecast downtime 4.8 s"
+    assert "▶ syncing (pass 2)" in by_seq[5]["phases"] and by_seq[5]["bar"] == "Pass 2"
+    assert by_seq[6]["service"] == "service running  ·  forecast downtime 2.1 s"
+    # The stop: the downtime clock, in the error colour, counts from the stop command.
+    assert "▶ stopping" in by_seq[7]["phases"] and "✔ syncing" in by_seq[7]["phases"]
+    assert (by_seq[7]["service"], by_seq[7]["down"]) == ("service down for 0.0 s", "yes")
+    assert by_seq[8]["bar"] == "Final" and by_seq[8]["service"] == "service down for 2.6 s"
+    for seq, phase in [(9, "verifying"), (10, "switching"), (11, "starting"), (12, "checking"),
+                       (13, "cleaning")]:
+        assert f"▶ {phase}" in by_seq[seq]["phases"], (seq, by_seq[seq])
+    assert by_seq[12]["service"] == "service down for 3.5 s"
+    assert by_seq[13]["down"] == "no" and by_seq[13]["service"].startswith("service running")
+    assert by_seq[14]["service"] == ""
+    assert f"The service runs from {DST}. It was down for 3.7 s." in ended["outcome"]
+
+
+async def test_the_downtime_clock_ticks_between_events(tmp_path: Path) -> None:
+    # The mover is silent while the stop command runs: the clock goes on from the app's clock.
+    now = [FIXED_NOW]
+    handle = SteppedHandle()
+    app = make_app(tmp_path, SERVERS, start_move=ScriptedMover(lambda request: handle),
+                   open_server=NAME, clock=lambda: now[0])
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.start_move(NAME, DST)
+        for event in [*live_passes(), *service_down()[:2]]:
+            await handle.queue.put(event)
+        await wait_for(pilot, lambda: app.fleet.get(NAME).progress.last_seq == 7)
+        await settle(pilot)
+        assert screen_text(app)["service"] == "service down for 0.0 s"
+        now[0] += 1.5
+        await wait_for(pilot, lambda: screen_text(app)["service"] == "service down for 1.5 s",
+                       what="the clock to tick without an event")
+        await handle.queue.put(None)
+        await settle(pilot)
+
+
+async def test_a_rollback_says_the_service_runs_from_the_old_path_and_why(tmp_path: Path) -> None:
+    app = make_app(tmp_path, SERVERS, open_server=NAME, start_move=ScriptedMover(
+        lambda request: ScriptedHandle(rolled_back(), exit_status=1)))
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.start_move(NAME, DST)
+        await wait_for(pilot, lambda: not app.fleet.is_active(NAME))
+        await settle(pilot)
+        outcome = app.screen.query_one(OutcomePanel)
+        text = str(outcome.render())
+    assert outcome.border_title == "Move failed while checking"
+    assert text.startswith(f"The service runs from the old path {SRC} again. It was down for "
+                           f"1:08.\nWhy: {WHY}; the new copy is at {DST} (not used;")
+
+
+# -- snapshots ------------------------------------------------------------------------------------
+
+def hold_after(events: list[Event]):
+    def script(request) -> ScriptedHandle:
+        return ScriptedHandle(events, hold=asyncio.Event())
+    return script
+
+
+SCENES = {"live-pass": (hold_after(live_passes()), 5),
+          "downtime-clock": (hold_after([*live_passes(), *service_down()]), 8),
+          "rollback": (lambda request: ScriptedHandle(rolled_back(), exit_status=1), 13)}
+
+
+@pytest.fixture
+def snapshot_dir(request: pytest.FixtureRequest) -> Path:
+    path = SNAPSHOT_ROOT / request.node.name.replace("[", "-").replace("]", "")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+@pytest.mark.parametrize("scene", list(SCENES))
+def test_service_move_snapshot(snap_compare, snapshot_dir: Path, scene: str,
+                               size: tuple[int, int]) -> None:
+    script, last_seq = SCENES[scene]
+    app = make_app(snapshot_dir, SERVERS, start_move=ScriptedMover(script), open_server=NAME)
+
+    async def run_before(pilot) -> None:
+        pilot.app.start_move(NAME, DST)
+        await wait_for(pilot, lambda: pilot.app.fleet.get(NAME).progress.last_seq == last_seq)
+        await settle(pilot)
+        await steady(pilot)  # the new path's free space is asked for after a pause: shown
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
