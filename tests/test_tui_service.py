@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import Label
+from textual.widgets import Button, Input, Label, Static
 
 from tests.test_tui_snapshots import steady
 from tests.test_tui_support import (
@@ -27,6 +27,7 @@ from tests.test_tui_support import (
     settle,
     wait_for,
 )
+from tui.app.screens.modals import ConfirmMoveScreen
 from tui.app.screens.server_detail import ServerDetailScreen
 from tui.app.widgets.move_panel import OutcomePanel
 from tui.app.widgets.phase_indicator import phase_line
@@ -40,6 +41,7 @@ from tui.core.protocol import (
     ServicePlan,
     ServiceRunsFrom,
 )
+from tui.core.wording import DOWNTIME_FORECAST_NOTE
 
 SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")
 NAME, SRC, DST = "game", "/srv/game/world", "/data/game/world"
@@ -257,3 +259,58 @@ def test_service_move_snapshot(snap_compare, snapshot_dir: Path, scene: str,
         await settle(pilot)
         await steady(pilot)  # the new path's free space is asked for after a pause: shown
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+# -- the confirmation -----------------------------------------------------------------------------
+
+SERVICE_TOML = f"""# the game server
+[{NAME}]
+target = "admin@game.example.com"
+data_path = "{SRC}"
+service = "systemd:game"   # stop, start and check by systemctl
+cutover = "symlink"
+"""
+
+
+def dry_run_then_hold(request) -> ScriptedHandle:
+    if request.dry_run:
+        return ScriptedHandle([service_plan()])
+    return ScriptedHandle(live_passes(), hold=asyncio.Event())
+
+
+async def test_the_confirmation_lists_the_steps_and_offers_a_downtime_limit(
+        tmp_path: Path) -> None:
+    (tmp_path / "servers.toml").write_text(SERVICE_TOML)
+    mover = ScriptedMover(dry_run_then_hold)
+    app = make_app(tmp_path, [], start_move=mover, open_server=NAME, new_path=DST)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
+        await pilot.click("#apply")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen))
+        await pilot.pause()
+        dialog = app.screen
+        body = str(dialog.query_one(".dialog-body", Static).render())
+        assert DOWNTIME_FORECAST_NOTE in body
+        assert ("1. Copy while the service runs (live passes)\n"
+                "2. Stop the service: systemctl stop game\n") in body
+        assert f"4. Switch by symlink: {SRC} becomes a link to {DST}\n" in body
+        limit = dialog.query_one("#max-downtime", Input)
+        limit.value = "soon"
+        await pilot.pause()
+        assert dialog.query_one("#yes", Button).disabled
+        assert str(dialog.query_one("#max-downtime-problem", Label).render()) == (
+            "the downtime limit is a number of seconds, e.g. 10")
+        limit.value = "10"
+        await pilot.pause()
+        assert str(dialog.query_one("#yes", Button).label) == "Dry run again"
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen)
+                       and app.screen is not dialog, what="the second plan")
+        await pilot.pause()
+        assert app.screen.query_one("#max-downtime", Input).value == "10"
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: len(mover.requests) == 3, what="the move")
+        app.exit()
+    first, again, move = mover.requests
+    assert (first.max_downtime, again.max_downtime, move.max_downtime) == (None, 10.0, 10.0)
+    assert not move.dry_run and move.service["cutover"] == "symlink"

@@ -272,6 +272,13 @@ def open_files_sentences(plan: PlanEvent) -> list[str]:
     return sentences
 
 
+# What the confirmation can say of the downtime before the move: a dry run copies nothing, so
+# nothing has measured the rates the forecast comes from yet.
+DOWNTIME_FORECAST_NOTE = ("Downtime: forecast from the first live pass's measured rates (stop, "
+                          "final copy, start and check), shown as the move goes; the service "
+                          "runs until then.")
+
+
 def plan_lines(plan: PlanEvent) -> list[str]:
     """The dry run's plan in plain words, for the TUI's confirmation."""
     if plan.method == "rename":
@@ -291,7 +298,7 @@ def plan_lines(plan: PlanEvent) -> list[str]:
     if plan.created_parents:
         lines.append(f"Makes the missing directories {', '.join(plan.created_parents)}.")
     if plan.service is not None:
-        lines += ["", "The service's steps, in order:"]
+        lines += ["", DOWNTIME_FORECAST_NOTE, "", "The service's steps, in order:"]
         lines += [f"{number}. {step}" for number, step in
                   enumerate(service_steps(plan.service, plan), 1)]
     return lines
@@ -357,3 +364,19 @@ def plan_line(plan: PlanEvent) -> str:
 def _with_open_files(text: str, plan: PlanEvent) -> str:
     """The plan line with what the check for programs using the source found."""
     return "; ".join([text, *(s[0].lower() + s[1:] for s in open_files_sentences(plan))])
+
+
+# -- the downtime limit ---------------------------------------------------------------------------
+
+def parse_max_downtime(text: str) -> tuple[float | None, str | None]:
+    """(seconds, problem) for the downtime limit as typed: "" is no limit."""
+    text = text.strip().removesuffix("s").strip()
+    if not text:
+        return None, None
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None, "the downtime limit is a number of seconds, e.g. 10"
+    if not 0 < seconds < float("inf"):
+        return None, "the downtime limit must be more than 0 seconds"
+    return seconds, None
