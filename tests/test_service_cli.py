@@ -231,3 +231,33 @@ def test_a_rollback_is_told_with_the_old_path_first_then_why(public_root, tmpfs,
     finally:
         stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
+
+
+async def test_check_service_runs_the_check_once_on_the_server(public_root, tmp_path):
+    # "Test check now" in the server form and the server's screen: the real mover's
+    # check-service, with the game server as the service, running and then stopped.
+    from tui.core.fleet import Fleet
+    from tui.core.inventory import ServerEntry, ServiceConfig
+    from tui.core.moves_log import MovesLog
+
+    src, pidfile = public_root / f"check-{os.getpid()}", tmp_path / "pid"
+    src.mkdir()
+    service = ServiceConfig(stop=tuple(game("stop", pidfile)),
+                            start=tuple(game("start", src, pidfile)),
+                            check=tuple(game("check", pidfile)))
+    server = ServerEntry("game", "local", str(src), service=service)
+    fleet = Fleet(moves_log=MovesLog(tmp_path / "moves.jsonl"))
+    try:
+        run(*game("start", src, pidfile))
+        before = time.time()
+        running = await fleet.check_service(server)
+        assert running.passed and running.result == "passed"
+        assert before - 1 <= (running.checked_at or 0) <= time.time() + 1
+        assert fleet.service_checks["game"] == running
+        stop_game(pidfile)
+        stopped = await fleet.check_service(server)
+        assert not stopped.passed and stopped.result.startswith("failed (exit ")
+        assert running.check == stopped.check == " ".join(game("check", pidfile))
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
