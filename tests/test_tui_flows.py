@@ -74,6 +74,7 @@ async def test_apply_confirm_and_complete_updates_inventory(tmp_path: Path) -> N
         await wait_for(pilot, lambda: plan_shown(app), what="the plan")
         body = str(app.screen.query_one(".dialog-body", Static).render())
         assert "Rename" in body and "40 files" in body  # same filesystem: the real plan says so
+        await pilot.pause()  # laid out: a click lands where the button is
         await pilot.click("#yes")
         await wait_for(pilot, lambda: app.fleet.get("box") and not app.fleet.is_active("box"),
                        timeout=60, what="the move to end")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from tui.core.wording import DOWNTIME_FORECAST_NOTE
 SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")
 NAME, SRC, DST = "game", "/srv/game/world", "/data/game/world"
 SERVERS = [ServerEntry(NAME, "admin@game.example.com", SRC)]
+MOVE_ID = "20261202-game-1"
 STOP_AT = 40.0  # mover seconds into the move when the stop command begins
 SERVICE = ServicePlan(stop="systemctl stop game", start="systemctl start game",
                       check="systemctl is-active --quiet game", cutover="symlink")
@@ -54,7 +56,7 @@ SERVICE = ServicePlan(stop="systemctl stop game", start="systemctl start game",
 def service_plan() -> PlanEvent:
     base = plan(NAME, SRC, DST)
     return PlanEvent(**{**{f: getattr(base, f) for f in base.__slots__}, "dry_run": False,
-                        "service": SERVICE, "seq": 1})
+                        "service": SERVICE, "seq": 1, "move_id": MOVE_ID})
 
 
 def step(phase: Phase, ts: float, seq: int, *, pass_number: int | None = None,
@@ -65,6 +67,7 @@ def step(phase: Phase, ts: float, seq: int, *, pass_number: int | None = None,
                      ts=ts, seq=seq, verified=verified,
                      current_file="world/region/r.0.0.mca" if done else None,
                      error=terminal.pop("error", None), data_state=terminal.pop("data_state", None))
+    event.move_id = MOVE_ID  # the moves log keeps a move by its id
     event.pass_number = pass_number
     event.forecast_downtime = forecast
     event.down_since = FIXED_NOW - 100 + STOP_AT if down else None
@@ -314,3 +317,32 @@ async def test_the_confirmation_lists_the_steps_and_offers_a_downtime_limit(
     first, again, move = mover.requests
     assert (first.max_downtime, again.max_downtime, move.max_downtime) == (None, 10.0, 10.0)
     assert not move.dry_run and move.service["cutover"] == "symlink"
+
+
+# -- the server's screen --------------------------------------------------------------------------
+
+async def test_the_servers_screen_shows_its_service_cutover_and_last_downtime(
+        tmp_path: Path) -> None:
+    (tmp_path / "servers.toml").write_text(SERVICE_TOML)
+    app = make_app(tmp_path, [], open_server=NAME, start_move=ScriptedMover(
+        lambda request: ScriptedHandle(completed())))
+    checked = time.strftime("%H:%M:%S", time.localtime(FIXED_NOW))
+
+    def shown(selector: str) -> str:
+        return str(app.screen.query_one(selector, Label).render())
+
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
+        await wait_for(pilot, lambda: shown("#service-state").startswith("running"),
+                       what="the service's check")
+        assert shown("#service-state") == f"running (checked at {checked}: its check passed)"
+        assert shown("#service-cutover") == (f"switch by symlink: {SRC} becomes a link to the "
+                                             "new path")
+        assert shown("#service-downtime") == "last downtime: no service move yet"
+        app.start_move(NAME, DST)
+        await wait_for(pilot, lambda: not app.fleet.is_active(NAME))
+        await settle(pilot)
+        await wait_for(pilot, lambda: shown("#service-downtime").startswith(
+            "last downtime: 3.7 s (the move of "), what="the last downtime")
+        # After the move the service's data path is the new one, and so is the cutover's.
+        assert shown("#service-cutover").startswith(f"switch by symlink: {DST} becomes")

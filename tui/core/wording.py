@@ -7,6 +7,7 @@ sentence changes here, both front ends say the new thing.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from tui.core.formatting import (
@@ -15,13 +16,14 @@ from tui.core.formatting import (
     human_rate,
     human_seconds,
     human_size,
+    local_time,
 )
 from tui.core.protocol import Phase, ServiceRunsFrom
 
 if TYPE_CHECKING:
     from tui.core.moves_log import MoveRecord
     from tui.core.progress import MoveProgress
-    from tui.core.protocol import FsStatEvent, PlanEvent, ServicePlan
+    from tui.core.protocol import FsStatEvent, PlanEvent, ServiceCheckEvent, ServicePlan
 
 BEFORE_ANY_PHASE = "starting"  # where a move stopped that never reported a phase
 
@@ -380,3 +382,38 @@ def parse_max_downtime(text: str) -> tuple[float | None, str | None]:
     if not 0 < seconds < float("inf"):
         return None, "the downtime limit must be more than 0 seconds"
     return seconds, None
+
+
+# -- a server's service, on its screen ----------------------------------------------------------
+
+def service_state(check: ServiceCheckEvent | None, problem: str | None = None) -> str:
+    """What the last run of the service's check said: running, stopped or unknown, and when
+    (`problem`: why it could not be run)."""
+    if check is None:
+        return f"unknown: {problem}" if problem else "unknown: not checked yet"
+    when = (f"checked at {time.strftime('%H:%M:%S', time.localtime(check.checked_at))}"
+            if check.checked_at is not None else "checked")
+    if check.passed:
+        return f"running ({when}: its check passed)"
+    return f"stopped ({when}: its check {check.result})"
+
+
+def cutover_summary(cutover: str, data_path: str) -> str:
+    """How a server's service will be pointed at the new path, before there is a plan."""
+    kind, _, config_file = cutover.partition(":")
+    if kind == "symlink":
+        return f"by symlink: {data_path} becomes a link to the new path"
+    if kind == "config" and config_file:
+        return f"by editing {config_file}: {data_path} is replaced there by the new path"
+    return "none: the copy is put at the new path, nothing repoints the service"
+
+
+def last_downtime(records: list[MoveRecord]) -> str:
+    """The downtime of the newest service move among `records` (newest first)."""
+    for record in records:
+        if record.downtimeSeconds is not None:
+            return (f"{human_seconds(record.downtimeSeconds)} (the move of "
+                    f"{local_time(record.startedAt)})")
+    if any(record.serviceRunsFrom is not None for record in records):
+        return "none: its last service move did not stop it"
+    return "no service move yet"
