@@ -59,6 +59,7 @@ async def apply_and_confirm(app: ServerMoveApp, pilot, new_path: str) -> None:
     app.screen.query_one("#new-path", Input).value = new_path
     await pilot.click("#apply")
     await wait_for(pilot, lambda: plan_shown(app), what="the plan")
+    await pilot.pause()  # laid out: a click lands where the button is
     await pilot.click("#yes")
 
 
