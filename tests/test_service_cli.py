@@ -261,3 +261,70 @@ async def test_check_service_runs_the_check_once_on_the_server(public_root, tmp_
     finally:
         stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
+
+
+async def test_the_tui_shows_a_real_service_move_from_apply_to_its_downtime(
+        public_root, tmpfs, tmp_path):
+    # The TUI with the real runner and the real mover on this machine: the game server keeps
+    # writing while its world is copied, is stopped for the final copy, and runs from the new
+    # path after it; the screen says so with the measured downtime.
+    from textual.widgets import Input, Label
+
+    from tests.test_tui_support import make_app, settle, wait_for
+    from tui.app.screens.modals import ConfirmMoveScreen
+    from tui.app.screens.server_detail import ServerDetailScreen
+    from tui.app.widgets.move_panel import OutcomePanel
+    from tui.core.protocol import Phase
+
+    src, dst, pidfile = public_root / f"tui-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    commands = {"stop": game("stop", pidfile), "start": game("start", src, pidfile),
+                "check": game("check", pidfile)}
+    (tmp_path / "servers.toml").write_text(
+        f'[game]\ntarget = "local"\ndata_path = "{src}"\n'
+        + "".join(f"{key} = {toml_command(argv)}\n" for key, argv in commands.items())
+        + 'cutover = "symlink"\n')
+    app = make_app(tmp_path, [], real_runner=True, open_server="game")
+    seen_down: list[str] = []
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        wait_ticks(src / "logs" / "console.log", 5)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
+            state = app.screen.query_one("#service-state", Label)
+            await wait_for(pilot, lambda: str(state.render()).startswith("running"),
+                           what="the service's check on the screen")
+            app.screen.query_one("#new-path", Input).value = str(dst)
+            await pilot.click("#apply")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen)
+                           and bool(app.screen.query("#max-downtime")), timeout=60,
+                           what="the plan")
+            await pilot.pause()
+            await pilot.click("#yes")
+
+            def note_down() -> bool:
+                status = app.screen.query("#service-status")
+                if status and status.first().has_class("-down"):
+                    seen_down.append(str(status.first().render()))
+                move = app.fleet.get("game")
+                return move is not None and not move.active
+
+            await wait_for(pilot, note_down, timeout=240, what="the move to end")
+            await settle(pilot)
+            progress = app.fleet.get("game").progress
+            assert progress.phase is Phase.COMPLETE, progress.outcome()
+            assert [p.value for p in progress.phases_reached] == SERVICE_ORDER
+            outcome = str(app.screen.query_one(OutcomePanel).render())
+            assert (f"The service runs from {dst}. It was down for "
+                    f"{progress.downtime:.1f} s.") in outcome
+            await wait_for(pilot, lambda: str(app.screen.query_one(
+                "#service-downtime", Label).render()).startswith(
+                f"last downtime: {progress.downtime:.1f} s"), what="the last downtime")
+        assert seen_down and all(text.startswith("service down for ") for text in seen_down)
+        check_game_moved(src, dst, pidfile, maps)
+    finally:
+        stop_game(pidfile)
+        if src.is_symlink():
+            src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])
