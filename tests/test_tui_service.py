@@ -29,10 +29,12 @@ from tests.test_tui_support import (
     wait_for,
 )
 from tui.app.screens.modals import ConfirmMoveScreen
+from tui.app.screens.moves_log import matches_text, summary_table
 from tui.app.screens.server_detail import ServerDetailScreen
 from tui.app.widgets.move_panel import OutcomePanel
 from tui.app.widgets.phase_indicator import phase_line
 from tui.core.inventory import ServerEntry
+from tui.core.moves_log import MoveRecord
 from tui.core.protocol import (
     DataState,
     Event,
@@ -346,3 +348,27 @@ async def test_the_servers_screen_shows_its_service_cutover_and_last_downtime(
             "last downtime: 3.7 s (the move of "), what="the last downtime")
         # After the move the service's data path is the new one, and so is the cutover's.
         assert shown("#service-cutover").startswith(f"switch by symlink: {DST} becomes")
+
+
+# -- the moves log --------------------------------------------------------------------------------
+
+def test_the_moves_log_finds_service_moves_and_tells_their_downtime_passes_cutover() -> None:
+    service = MoveRecord(moveId="m-game", server=NAME, target="local", source=SRC,
+                         destination=DST, phase="complete", downtimeSeconds=3.7, passes=3,
+                         cutover="symlink", serviceRunsFrom="destination")
+    plain = MoveRecord(moveId="m-web", server="web1", target="web1.example.com",
+                       source="/var/lib/app", destination="/srv/app", phase="error",
+                       error="ssh: Could not resolve hostname: Name or service not known")
+    assert matches_text(service, "service") and matches_text(service, "SERVICE")
+    assert not matches_text(plain, "service")  # a word in its error is not a service move
+    assert matches_text(service, "symlink") and not matches_text(plain, "symlink")
+    assert matches_text(plain, "not known")
+    rows = shown_rows(summary_table(service))
+    assert rows["Service"] == ("service down for 3.7 s; 3 passes; cutover symlink; runs from "
+                               "the destination")
+    assert "Service" not in shown_rows(summary_table(plain))
+
+
+def shown_rows(table) -> dict[str, str]:
+    labels, values = (list(column.cells) for column in table.columns)
+    return {str(label): str(value) for label, value in zip(labels, values, strict=True)}
