@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,14 @@ from tui.app.screens.moves_log import matches_text, summary_table
 from tui.app.screens.server_detail import ServerDetailScreen
 from tui.app.widgets.move_panel import OutcomePanel
 from tui.app.widgets.phase_indicator import phase_line
-from tui.core.inventory import ServerEntry
+from tui.core.inventory import (
+    ServerEntry,
+    ServiceConfig,
+    add_server,
+    load_inventory,
+    set_data_path,
+    update_server,
+)
 from tui.core.moves_log import MoveRecord
 from tui.core.protocol import (
     DataState,
@@ -372,3 +380,27 @@ def test_the_moves_log_finds_service_moves_and_tells_their_downtime_passes_cutov
 def shown_rows(table) -> dict[str, str]:
     labels, values = (list(column.cells) for column in table.columns)
     return {str(label): str(value) for label, value in zip(labels, values, strict=True)}
+
+
+# -- servers.toml ---------------------------------------------------------------------------------
+
+def test_a_servers_service_is_written_to_servers_toml_and_a_shorthand_keeps_its_comment(
+        tmp_path: Path) -> None:
+    path = tmp_path / "servers.toml"
+    service = ServiceConfig(stop=("game", "stop"), start="game start --world w",
+                            check=("game", "check"), check_timeout=30, cutover="symlink")
+    add_server(ServerEntry("new", "local", "/srv/new", service=service), path)
+    assert load_inventory(path).get("new").service == service
+    assert 'stop = ["game", "stop"]\nstart = "game start --world w"\n' in path.read_text()
+    with path.open("a") as toml:
+        toml.write(SERVICE_TOML)
+    set_data_path(NAME, DST, path)  # what a completed move does
+    text = path.read_text()
+    assert 'service = "systemd:game"   # stop, start and check by systemctl\n' in text
+    assert "stop =" not in text.split(f"[{NAME}]")[1]
+    moved = load_inventory(path).get(NAME)
+    assert moved.data_path == DST and moved.service.cutover == "symlink"
+    # Edited to other commands: written out key by key, the shorthand gone.
+    update_server(NAME, replace(moved, service=service), path)
+    assert load_inventory(path).get(NAME).service == service
+    assert "systemd:game" not in path.read_text()

@@ -318,7 +318,35 @@ def _table_for(entry: ServerEntry, keep: Any = None) -> Any:
         table["python"] = entry.python
     elif "python" in table:
         del table["python"]
+    _write_service(table, entry.service)
     return table
+
+
+def _write_service(table: Any, service: ServiceConfig | None) -> None:
+    """The service keys of a server's table: left as written (a shorthand stays one, its
+    comments stay) when they already say `service`; else written out key by key."""
+    written = {key: table[key] for key in _SERVICE_KEYS if key in table}
+    try:
+        current = service_from_table({key: item.unwrap() if hasattr(item, "unwrap") else item
+                                      for key, item in written.items()})
+    except ValueError:
+        current = None  # what is written is broken: written again from `service`
+    if current == service:
+        return
+    for key in written:
+        del table[key]
+    if service is None:
+        return
+    if service.check_output is not None:
+        raise BadInput('a check that must print a given line is written only as service = '
+                       '"docker:NAME"')
+    for key in ("stop", "start", "check"):
+        command = getattr(service, key)
+        table[key] = command if isinstance(command, str) else list(command)
+    if service.check_timeout != CHECK_TIMEOUT_DEFAULT:
+        table["check_timeout"] = service.check_timeout
+    if service.cutover != "none":
+        table["cutover"] = service.cutover
 
 
 def _renamed(document: Any, old: str, new: str) -> Any:
