@@ -32,6 +32,7 @@ from tests.test_tui_support import (
 from tui.app.screens.modals import ConfirmMoveScreen
 from tui.app.screens.moves_log import matches_text, summary_table
 from tui.app.screens.server_detail import ServerDetailScreen
+from tui.app.screens.server_form import ServerFormScreen
 from tui.app.widgets.move_panel import OutcomePanel
 from tui.app.widgets.phase_indicator import phase_line
 from tui.core.inventory import (
@@ -404,3 +405,54 @@ def test_a_servers_service_is_written_to_servers_toml_and_a_shorthand_keeps_its_
     update_server(NAME, replace(moved, service=service), path)
     assert load_inventory(path).get(NAME).service == service
     assert "systemd:game" not in path.read_text()
+
+
+# -- the server form ------------------------------------------------------------------------------
+
+async def test_the_server_form_edits_the_service_and_tests_its_check(tmp_path: Path) -> None:
+    path = tmp_path / "servers.toml"
+    path.write_text(SERVICE_TOML)
+    app = make_app(tmp_path, [])
+    checked = time.strftime("%H:%M:%S", time.localtime(FIXED_NOW))
+    async with app.run_test(size=(120, 50)) as pilot:
+        app.edit_server(NAME)
+        await wait_for(pilot, lambda: isinstance(app.screen, ServerFormScreen)
+                       and bool(app.screen.query("#service-cutover")))
+        await pilot.pause()
+        form = app.screen
+        fields = {key: form.query_one(f"#service-{key}", Input) for key in
+                  ("service", "stop", "start", "check", "cutover")}
+        assert fields["stop"].value == "systemctl stop game"
+        assert fields["check"].value == "systemctl is-active --quiet game"
+        assert fields["cutover"].value == "symlink"
+        fields["stop"].value = ""
+        await press(pilot, "#save")
+        assert str(form.query_one("#problem", Static).render()).startswith(
+            "service: has no stop command")
+        assert isinstance(app.screen, ServerFormScreen)  # nothing saved
+        fields["stop"].value = "/usr/local/bin/game-ctl stop"
+        fields["cutover"].value = "config:etc/game.conf"
+        await press(pilot, "#save")
+        assert str(form.query_one("#problem", Static).render()) == (
+            "service: cutover config file must be an absolute path (starting with /)")
+        fields["cutover"].value = "symlink"
+        await press(pilot, "#test-check")
+        result = form.query_one("#check-result", Static)
+        await wait_for(pilot, lambda: str(result.render()).startswith("running"),
+                       what="the check's result")
+        assert str(result.render()) == f"running (checked at {checked}: its check passed)"
+        await press(pilot, "#save")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ServerFormScreen))
+    text = path.read_text()
+    assert text.startswith("# the game server\n")
+    assert 'stop = "/usr/local/bin/game-ctl stop"' in text
+    service = load_inventory(path).get(NAME).service
+    assert service.stop == "/usr/local/bin/game-ctl stop"
+    assert service.check == ("systemctl", "is-active", "--quiet", "game")  # still an array
+
+
+async def press(pilot, selector: str) -> None:
+    """Press a button of the form, wherever its scroll has it."""
+    await pilot.pause()
+    pilot.app.screen.query_one(selector, Button).press()
+    await pilot.pause()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import shlex
 import tempfile
 import tomllib
 from collections.abc import Callable
@@ -222,6 +223,35 @@ def service_from_table(table: dict[str, Any]) -> ServiceConfig | None:
     if "cutover" in table:
         keys["cutover"] = _cutover(table["cutover"])
     return ServiceConfig(**keys)
+
+
+def command_words(command: Command) -> str:
+    """A command as the server form shows it: a string as written, an array as shell words."""
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def service_from_form(fields: dict[str, str],
+                      current: ServiceConfig | None) -> ServiceConfig | None:
+    """The service as typed in the server form (`service`, `stop`, `start`, `check`, `cutover`;
+    blank: not given); None when all are blank. A command shown unchanged keeps its form (an
+    array stays an array). Raises BadInput with the problem in one line."""
+    table: dict[str, Any] = {key: value.strip() for key, value in fields.items() if value.strip()}
+    if not table:
+        return None
+    for key in ("stop", "start", "check"):
+        old = getattr(current, key) if current is not None else None
+        if old is not None and key in table and table[key] == command_words(old):
+            table[key] = old if isinstance(old, str) else list(old)
+    if current is not None and current.check_timeout != CHECK_TIMEOUT_DEFAULT:
+        table["check_timeout"] = current.check_timeout
+    try:
+        service = service_from_table(table)
+    except ValueError as exc:
+        raise BadInput(f"service: {exc}") from None
+    if service is not None and current is not None and "service" not in table \
+            and current.check_output is not None and service.check == current.check:
+        service = replace(service, check_output=current.check_output)  # a docker check's line
+    return service
 
 
 def _entry_from_table(name: str, table: Any, path: Path, text: str) -> ServerEntry:
