@@ -106,6 +106,9 @@ class MoveProgressPanel(Vertical):
         label.display = status is not None
         if status is not None:
             label.update(status[0])
+            if status[1] and not label.has_class("-down"):
+                # The service just stopped: its clock in sight, also on a small terminal.
+                self.call_after_refresh(label.scroll_visible, animate=False)
             label.set_class(status[1], "-down")
 
     def _tick_down_clock(self) -> None:
