@@ -278,7 +278,9 @@ async def test_the_tui_shows_a_real_service_move_from_apply_to_its_downtime(
 
     src, dst, pidfile = public_root / f"tui-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
     src.mkdir()
-    commands = {"stop": game("stop", pidfile), "start": game("start", src, pidfile),
+    # The stop takes a second more: the screen is sure to show the clock running.
+    stop = ["/bin/sh", "-c", '"$0" "$@" && sleep 1', *game("stop", pidfile)]
+    commands = {"stop": stop, "start": game("start", src, pidfile),
                 "check": game("check", pidfile)}
     (tmp_path / "servers.toml").write_text(
         f'[game]\ntarget = "local"\ndata_path = "{src}"\n'
