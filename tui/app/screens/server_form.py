@@ -16,6 +16,7 @@ from tui.app.screens.modals import Dialog
 from tui.core.errors import BadInput, ServermoveError
 from tui.core.inventory import (
     ServerEntry,
+    ServiceConfig,
     absolute_path_problem,
     command_words,
     service_from_form,
@@ -163,12 +164,11 @@ class ServerFormScreen(Dialog):
         self.dismiss(None)
 
 
-def _shown(service: object, key: str) -> str:
+def _shown(service: ServiceConfig | None, key: str) -> str:
     """A service field's text in the form: the commands as written, the cutover; the shorthand
     is not kept apart from the commands it gives, so it starts blank."""
     if service is None or key == "service":
         return ""
     if key == "cutover":
-        cutover = getattr(service, "cutover", "none")
-        return "" if cutover == "none" else cutover
+        return "" if service.cutover == "none" else service.cutover
     return command_words(getattr(service, key))
