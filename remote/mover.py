@@ -2977,6 +2977,29 @@ def wait_until_healthy(check, timeout=CHECK_TIMEOUT_DEFAULT, cancel_check=None,
                   % (command_text(check), seconds_text(timeout), tries, last))
 
 
+def check_service_command(emitter, payload):
+    """`check-service --service JSON`: run the service's check once, as a move would (the
+    server form's "Test check now"): one `service.check` line saying whether it passed, how it
+    ended and when it ran. Exit 0 when it passed, 1 when not."""
+    if payload is None:
+        raise Refused("check-service needs --service JSON")
+    service = parse_service_spec(payload)
+    checked_at = time.time()
+    status, tail = run_command(service.check, CHECK_ATTEMPT_SECONDS)
+    passed = status == 0 and (service.check_output is None
+                              or last_line(tail) == service.check_output)
+    if passed:
+        says = "passed"
+    elif status == 0:
+        says = "printed `%s`, not `%s`" % (last_line(tail), service.check_output)
+    else:
+        says = how_it_ended(status, tail, CHECK_ATTEMPT_SECONDS)
+    emitter.emit("service.check", {"passed": passed, "checkedAt": checked_at,
+                                   "check": command_text(service.check), "result": says},
+                 sequenced=False)
+    return EXIT_OK if passed else EXIT_FAILED
+
+
 def sibling_name(path, marker, move_id):
     """A hidden name beside `path` with servermove's marker and the move id in it."""
     parent, base = os.path.split(path)
@@ -4682,11 +4705,12 @@ COMMANDS = {
     "cancel": ({}, (), ("move_id",)),
     "list": ({}, (), ()),
     "statfs": ({}, (), ("paths+",)),
+    "check-service": ({"--service": ("service", str)}, (), ()),
 }
 USAGE = ("mover.py move|start [--server-name NAME] [--verify checksum|size|none] "
          "[--bwlimit RATE] [--started-by USER@HOST] [--service JSON [--max-downtime SECONDS]] "
          "[--dry-run] SRC DST, attach ID "
-         "[--from-seq N], cancel ID, list, or statfs PATH...")
+         "[--from-seq N], cancel ID, list, statfs PATH..., or check-service --service JSON")
 
 
 class Arguments:
@@ -4807,6 +4831,8 @@ def main(argv):
             return cancel_command(emitter, args.move_id)
         if args.command == "list":
             return list_command(emitter)
+        if args.command == "check-service":
+            return check_service_command(emitter, args.service)
         if args.server_name is not None:
             server_name = args.server_name
         if args.verify not in ("checksum", "size", "none"):

@@ -705,6 +705,26 @@ def test_cancel_mid_copy(python, sig, tmp_path, tmpfs):
 # statfs
 
 
+def test_check_service_runs_the_check_once_and_says_how_it_ended(python, tmp_path):
+    marker = tmp_path / "up"
+    spec = {"stop": "true", "start": "true", "check": ["test", "-e", str(marker)]}
+    down = mover(python, "check-service", "--service", json.dumps(spec))
+    assert down.returncode == 1, down.stderr
+    [event] = down.events[1:]
+    assert isinstance(event, protocol.ServiceCheckEvent) and not event.passed
+    assert event.result == "failed (exit 1) without any output"
+    assert event.check == f"test -e {marker}"
+    marker.touch()
+    up = mover(python, "check-service", "--service", json.dumps(spec))
+    assert up.returncode == 0 and up.events[1].passed and up.events[1].result == "passed"
+    assert abs(up.events[1].checked_at - time.time()) < 60
+    docker = {**spec, "check": "echo false", "checkOutput": "true"}
+    printed = mover(python, "check-service", "--service", json.dumps(docker)).events[1]
+    assert not printed.passed and printed.result == "printed `false`, not `true`"
+    refused = mover(python, "check-service")
+    assert refused.returncode == 2 and "check-service needs --service JSON" in refused.stderr
+
+
 def test_statfs_reports_the_filesystems(python, tmp_path, tmpfs):
     result = mover(python, "statfs", tmp_path, tmpfs / "not" / "yet", tmpfs)
     assert result.returncode == 0, result.stderr

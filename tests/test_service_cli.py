@@ -231,3 +231,102 @@ def test_a_rollback_is_told_with_the_old_path_first_then_why(public_root, tmpfs,
     finally:
         stop_game(pidfile)
         subprocess.run(["rm", "-rf", str(src)])
+
+
+async def test_check_service_runs_the_check_once_on_the_server(public_root, tmp_path):
+    # "Test check now" in the server form and the server's screen: the real mover's
+    # check-service, with the game server as the service, running and then stopped.
+    from tui.core.fleet import Fleet
+    from tui.core.inventory import ServerEntry, ServiceConfig
+    from tui.core.moves_log import MovesLog
+
+    src, pidfile = public_root / f"check-{os.getpid()}", tmp_path / "pid"
+    src.mkdir()
+    service = ServiceConfig(stop=tuple(game("stop", pidfile)),
+                            start=tuple(game("start", src, pidfile)),
+                            check=tuple(game("check", pidfile)))
+    server = ServerEntry("game", "local", str(src), service=service)
+    fleet = Fleet(moves_log=MovesLog(tmp_path / "moves.jsonl"))
+    try:
+        run(*game("start", src, pidfile))
+        before = time.time()
+        running = await fleet.check_service(server)
+        assert running.passed and running.result == "passed"
+        assert before - 1 <= (running.checked_at or 0) <= time.time() + 1
+        assert fleet.service_checks["game"] == running
+        stop_game(pidfile)
+        stopped = await fleet.check_service(server)
+        assert not stopped.passed and stopped.result.startswith("failed (exit ")
+        assert running.check == stopped.check == " ".join(game("check", pidfile))
+    finally:
+        stop_game(pidfile)
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+async def test_the_tui_shows_a_real_service_move_from_apply_to_its_downtime(
+        public_root, tmpfs, tmp_path):
+    # The TUI with the real runner and the real mover on this machine: the game server keeps
+    # writing while its world is copied, is stopped for the final copy, and runs from the new
+    # path after it; the screen says so with the measured downtime.
+    from textual.widgets import Input, Label
+
+    from tests.test_tui_support import make_app, settle, wait_for
+    from tui.app.screens.modals import ConfirmMoveScreen
+    from tui.app.screens.server_detail import ServerDetailScreen
+    from tui.app.widgets.move_panel import OutcomePanel
+    from tui.core.protocol import Phase
+
+    src, dst, pidfile = public_root / f"tui-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
+    src.mkdir()
+    # The stop takes a second more: the screen is sure to show the clock running.
+    stop = ["/bin/sh", "-c", '"$0" "$@" && sleep 1', *game("stop", pidfile)]
+    commands = {"stop": stop, "start": game("start", src, pidfile),
+                "check": game("check", pidfile)}
+    (tmp_path / "servers.toml").write_text(
+        f'[game]\ntarget = "local"\ndata_path = "{src}"\n'
+        + "".join(f"{key} = {toml_command(argv)}\n" for key, argv in commands.items())
+        + 'cutover = "symlink"\n')
+    app = make_app(tmp_path, [], real_runner=True, open_server="game")
+    seen_down: list[str] = []
+    try:
+        maps = world_with_data(src)
+        run(*game("start", src, pidfile))
+        wait_ticks(src / "logs" / "console.log", 5)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
+            state = app.screen.query_one("#service-state", Label)
+            await wait_for(pilot, lambda: str(state.render()).startswith("running"),
+                           what="the service's check on the screen")
+            app.screen.query_one("#new-path", Input).value = str(dst)
+            await pilot.click("#apply")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen)
+                           and bool(app.screen.query("#max-downtime")), timeout=60,
+                           what="the plan")
+            await pilot.pause()
+            await pilot.click("#yes")
+
+            def note_down() -> bool:
+                status = app.screen.query("#service-status")
+                if status and status.first().has_class("-down"):
+                    seen_down.append(str(status.first().render()))
+                move = app.fleet.get("game")
+                return move is not None and not move.active
+
+            await wait_for(pilot, note_down, timeout=240, what="the move to end")
+            await settle(pilot)
+            progress = app.fleet.get("game").progress
+            assert progress.phase is Phase.COMPLETE, progress.outcome()
+            assert [p.value for p in progress.phases_reached] == SERVICE_ORDER
+            outcome = str(app.screen.query_one(OutcomePanel).render())
+            assert (f"The service runs from {dst}. It was down for "
+                    f"{progress.downtime:.1f} s.") in outcome
+            await wait_for(pilot, lambda: str(app.screen.query_one(
+                "#service-downtime", Label).render()).startswith(
+                f"last downtime: {progress.downtime:.1f} s"), what="the last downtime")
+        assert seen_down and all(text.startswith("service down for ") for text in seen_down)
+        check_game_moved(src, dst, pidfile, maps)
+    finally:
+        stop_game(pidfile)
+        if src.is_symlink():
+            src.unlink()
+        subprocess.run(["rm", "-rf", str(src)])

@@ -59,6 +59,7 @@ async def apply_and_confirm(app: ServerMoveApp, pilot, new_path: str) -> None:
     app.screen.query_one("#new-path", Input).value = new_path
     await pilot.click("#apply")
     await wait_for(pilot, lambda: plan_shown(app), what="the plan")
+    await pilot.pause()  # laid out: a click lands where the button is
     await pilot.click("#yes")
 
 
@@ -74,6 +75,7 @@ async def test_apply_confirm_and_complete_updates_inventory(tmp_path: Path) -> N
         await wait_for(pilot, lambda: plan_shown(app), what="the plan")
         body = str(app.screen.query_one(".dialog-body", Static).render())
         assert "Rename" in body and "40 files" in body  # same filesystem: the real plan says so
+        await pilot.pause()  # laid out: a click lands where the button is
         await pilot.click("#yes")
         await wait_for(pilot, lambda: app.fleet.get("box") and not app.fleet.is_active("box"),
                        timeout=60, what="the move to end")

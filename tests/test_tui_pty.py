@@ -76,8 +76,10 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
             os.kill(term.pid, signal.SIGKILL)
 
 
-def start_demo_move(terminal: Terminal, tmp_path: Path) -> tuple[int, Path, set[Path]]:
-    """Start `servermove demo`, Apply, Start move; return (pid, its TMPDIR, destinations made)."""
+def start_demo_move(terminal: Terminal,
+                    tmp_path: Path) -> tuple[int, Path, set[Path], int]:
+    """Start `servermove demo`, Apply, Start move; return (pid, its TMPDIR, destinations made,
+    the pid of its service)."""
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     before = demo_destinations()
@@ -85,35 +87,40 @@ def start_demo_move(terminal: Terminal, tmp_path: Path) -> tuple[int, Path, set[
     terminal.wait_for_text("Apply Changes")
     made = demo_destinations() - before
     assert list(tmpdir.glob("servermove-demo-*")) and made  # the demo's data is there
+    # Its service: a process writing into the data, which must be gone with the demo too.
+    [pidfile] = tmpdir.glob("servermove-demo-*/service.pid")
+    service_pid = int(pidfile.read_text())
+    assert alive(service_pid)
     terminal.keys("Enter")  # the new path is filled in and focused: Enter applies
     terminal.wait_for_text("Start move")
     terminal.keys("Enter")
     terminal.wait_for_text("copying")
-    return pid, tmpdir, made
+    return pid, tmpdir, made, service_pid
 
 
-def assert_demo_data_gone(pid: int, tmpdir: Path, made: set[Path]) -> None:
+def assert_demo_data_gone(pid: int, tmpdir: Path, made: set[Path], service_pid: int) -> None:
     wait_until(lambda: not alive(pid), 60, "the demo to end")
+    assert not alive(service_pid)  # the demo's service was stopped
     assert not list(tmpdir.glob("servermove-demo-*"))
     assert not any(path.exists() for path in made)
 
 
 def test_ctrl_q_mid_move_is_answered_and_the_demo_ends(terminal: Terminal,
                                                         tmp_path: Path) -> None:
-    pid, tmpdir, made = start_demo_move(terminal, tmp_path)
+    pid, tmpdir, made, service_pid = start_demo_move(terminal, tmp_path)
     terminal.keys("C-q")
     terminal.wait_for_text("Cancel moves and quit")
     terminal.keys("BTab")  # from the focused "Keep moving" to "Cancel moves and quit"
     terminal.keys("Enter")
-    assert_demo_data_gone(pid, tmpdir, made)
+    assert_demo_data_gone(pid, tmpdir, made, service_pid)
 
 
 @pytest.mark.parametrize("how", ["window closed", "SIGTERM"])
 def test_ending_the_demo_mid_move_removes_its_data(terminal: Terminal, tmp_path: Path,
                                                    how: str) -> None:
-    pid, tmpdir, made = start_demo_move(terminal, tmp_path)
+    pid, tmpdir, made, service_pid = start_demo_move(terminal, tmp_path)
     if how == "window closed":
         terminal.tmux("kill-server")  # the demo gets SIGHUP from its closed terminal
     else:
         os.kill(pid, signal.SIGTERM)
-    assert_demo_data_gone(pid, tmpdir, made)
+    assert_demo_data_gone(pid, tmpdir, made, service_pid)

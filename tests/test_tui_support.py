@@ -17,7 +17,15 @@ from textual.pilot import Pilot
 from tui.app.app import ServerMoveApp
 from tui.core.fleet import Fleet, MoveOptions
 from tui.core.inventory import ServerEntry, add_server
-from tui.core.protocol import DataState, Event, MalformedLine, Phase, PlanEvent, ProgressEvent
+from tui.core.protocol import (
+    DataState,
+    Event,
+    MalformedLine,
+    Phase,
+    PlanEvent,
+    ProgressEvent,
+    ServiceCheckEvent,
+)
 
 FIXED_NOW = 1_700_000_000.0  # the clock of every snapshot: nothing on screen depends on real time
 
@@ -70,6 +78,14 @@ class FakeFsStat:
 async def no_journal(target, **_: object) -> list:
     """The synthetic servers keep no journal of moves."""
     return []
+
+
+async def fake_check_service(target, service: dict, **_: object) -> ServiceCheckEvent:
+    """The synthetic servers' services are running."""
+    check = service["check"]
+    return ServiceCheckEvent(passed=True, checked_at=FIXED_NOW,
+                             check=check if isinstance(check, str) else " ".join(check),
+                             result="passed")
 
 
 async def fake_stat_paths(target, paths, **_: object) -> list[FakeFsStat]:
@@ -173,7 +189,8 @@ def make_app(config_dir: Path, servers: Iterable[ServerEntry], *,
              clock: Callable[[], float] = fixed_clock, **kwargs: object) -> ServerMoveApp:
     path = write_inventory(config_dir, servers)
     fleet = None if real_runner else Fleet(start_move=start_move, stat_paths=fake_stat_paths,
-                                           list_moves=no_journal, clock=clock)
+                                           list_moves=no_journal, clock=clock,
+                                           check_service=fake_check_service)
     kwargs.setdefault("ssh_aliases", ["web1", "db-primary"])
     kwargs.setdefault("move_options", MoveOptions())
     return ServerMoveApp(inventory_path=path, fleet=fleet, clock=clock, **kwargs)

@@ -2,9 +2,12 @@
 
 It generates a data directory (about 200 MB in a few thousand files) in a temporary directory,
 puts one server "demo" on the local target in a temporary inventory (the user's servers.toml is
-never touched), and opens the app on that server with a new path filled in. Pressing Apply runs
-the real mover: a dry run, then copy, checksum verification and cleanup, throttled so the copy
-takes about 15 seconds. Everything is removed when the app ends.
+never touched), starts its service (a small program that keeps writing into the data,
+tui/core/demo_service.py), and opens the app on that server with a new path filled in. Pressing
+Apply runs the real mover as a service move: live passes while the service writes, then the
+stop, the final copy, the symlink, the start and the check, the first pass throttled to about
+15 seconds; the screen shows its seconds of downtime. The service is stopped and everything
+removed when the app ends.
 
 This module makes the data; `tui.app.app.run_demo` opens the app on it.
 """
@@ -14,13 +17,15 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.core.inventory import ServerEntry, add_server
+from tui.core.inventory import ServerEntry, ServiceConfig, add_server
 
 DEMO_SERVER = "demo"
 DEMO_SEED = 20240611
@@ -31,6 +36,7 @@ BIG_FILES = 6
 BIG_FILE_SIZE = 20 * 1024 * 1024
 FOLDERS = ("photos/2023", "photos/2024", "db/tables", "logs/archive", "uploads/avatars",
            "uploads/documents", "cache/thumbnails", "config")
+DEMO_SERVICE = Path(__file__).with_name("demo_service.py")
 # A second filesystem makes the move a real copy (a move within one filesystem is a rename).
 OTHER_FILESYSTEMS = ("/dev/shm", os.environ.get("XDG_RUNTIME_DIR", ""))
 
@@ -83,6 +89,15 @@ def _destination_parent(source: Path) -> Path:
     return source.parent
 
 
+def demo_service(data_path: Path, pidfile: Path) -> ServiceConfig:
+    """The demo server's service: a small program writing into its data while it runs
+    (tui/core/demo_service.py), stopped, started and checked by commands, moved by symlink."""
+    def command(*args: Path | str) -> tuple[str, ...]:
+        return (sys.executable, str(DEMO_SERVICE), *map(str, args))
+    return ServiceConfig(stop=command("stop", pidfile), start=command("start", data_path, pidfile),
+                         check=command("check", pidfile), check_timeout=30, cutover="symlink")
+
+
 @contextmanager
 def demo_setup(**generate_options: int) -> Iterator[DemoSetup]:
     """Make the demo's data, destination and inventory; remove all of it afterwards."""
@@ -95,10 +110,17 @@ def demo_setup(**generate_options: int) -> Iterator[DemoSetup]:
         destination_root = Path(tempfile.mkdtemp(prefix="servermove-demo-dst-",
                                                  dir=_destination_parent(root)))
         inventory_path = root / "servers.toml"
-        add_server(ServerEntry(DEMO_SERVER, "local", str(data_path)), inventory_path)
+        pidfile = root / "service.pid"
+        service = demo_service(data_path, pidfile)
+        add_server(ServerEntry(DEMO_SERVER, "local", str(data_path), service=service),
+                   inventory_path)
+        subprocess.run(service.start, check=True, timeout=30)
         yield DemoSetup(root, data_path, destination_root / "app-data", destination_root,
                         inventory_path, bytes_total)
     finally:
+        # The service first: it must not write into what is being removed.
+        subprocess.run(demo_service(root, root / "service.pid").stop, capture_output=True,
+                       timeout=30)
         shutil.rmtree(root, ignore_errors=True)
         if destination_root is not None:
             shutil.rmtree(destination_root, ignore_errors=True)

@@ -17,16 +17,17 @@ from typing import Any
 from tui.core import runner, wording
 from tui.core.errors import (
     AuthFailed,
+    BadInput,
     ConnectionLost,
     HostKeyChanged,
     HostUnreachable,
     ServermoveError,
 )
 from tui.core.follow import MoveHandle, follow
-from tui.core.inventory import ServerEntry
+from tui.core.inventory import ServerEntry, ServiceConfig
 from tui.core.moves_log import MoveRecorder, MovesLog, record_from_listed
 from tui.core.progress import MoveProgress
-from tui.core.protocol import Phase, PlanEvent, ProgressEvent
+from tui.core.protocol import Phase, PlanEvent, ProgressEvent, ServiceCheckEvent
 from tui.core.ssh import Prompter, SshSettings
 from tui.core.targets import Target, parse_target
 
@@ -36,6 +37,7 @@ StartMove = Callable[..., Awaitable[MoveHandle]]
 AttachMove = Callable[..., Awaitable[MoveHandle]]
 ListMoves = Callable[..., Awaitable[list[Any]]]
 StatPaths = Callable[..., Awaitable[list[Any]]]
+CheckService = Callable[..., Awaitable[ServiceCheckEvent]]
 
 
 @dataclass(frozen=True)
@@ -148,13 +150,14 @@ class Fleet:
 
     def __init__(self, *, start_move: StartMove | None = None, stat_paths: StatPaths | None = None,
                  attach_move: AttachMove | None = None, list_moves: ListMoves | None = None,
-                 settings: SshSettings | None = None,
+                 check_service: CheckService | None = None, settings: SshSettings | None = None,
                  prompter: Prompter | None = None, moves_log: MovesLog | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._start_move = start_move
         self._stat_paths = stat_paths
         self._attach_move = attach_move
         self._list_moves = list_moves
+        self._check_service = check_service
         self.moves_log = moves_log if moves_log is not None else MovesLog()
         self.settings = settings
         self.prompter = prompter
@@ -163,6 +166,8 @@ class Fleet:
         # Why a server could not be reached the last time we tried (absent: no problem known).
         self.problems: dict[str, tuple[ConnectionProblem, str]] = {}
         self._changed: set[str] = set()
+        # The last check of each server's service (check_service), for its screen.
+        self.service_checks: dict[str, ServiceCheckEvent] = {}
 
     # -- the runner (tui.core.runner), unless a test gave another ------------------------------
 
@@ -349,6 +354,20 @@ class Fleet:
         stderr = handle.stderr_text.strip().splitlines()
         raise ServermoveError(refusal or (stderr[-1] if stderr else
                                           f"the dry run failed (exit status {status})"))
+
+    async def check_service(self, server: ServerEntry,
+                            service: ServiceConfig | None = None) -> ServiceCheckEvent:
+        """Run the service's check once on the server (`service`: one not yet saved, from the
+        server form; else the server's own)."""
+        service = service or server.service
+        if service is None:
+            raise BadInput(f"{server.name} has no service to check")
+        check = self._check_service or runner.check_service
+        result = await check(target_of(server), service.to_mover(), settings=self.settings,
+                             prompter=self.prompter)
+        if service == server.service:  # what the server's screen shows as its service's state
+            self.service_checks[server.name] = result
+        return result
 
     async def stat(self, server: ServerEntry, paths: Sequence[str], *,
                    ask: bool = True) -> list[Any]:

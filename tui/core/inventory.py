@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import shlex
 import tempfile
 import tomllib
 from collections.abc import Callable
@@ -224,6 +225,35 @@ def service_from_table(table: dict[str, Any]) -> ServiceConfig | None:
     return ServiceConfig(**keys)
 
 
+def command_words(command: Command) -> str:
+    """A command as the server form shows it: a string as written, an array as shell words."""
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def service_from_form(fields: dict[str, str],
+                      current: ServiceConfig | None) -> ServiceConfig | None:
+    """The service as typed in the server form (`service`, `stop`, `start`, `check`, `cutover`;
+    blank: not given); None when all are blank. A command shown unchanged keeps its form (an
+    array stays an array). Raises BadInput with the problem in one line."""
+    table: dict[str, Any] = {key: value.strip() for key, value in fields.items() if value.strip()}
+    if not table:
+        return None
+    for key in ("stop", "start", "check"):
+        old = getattr(current, key) if current is not None else None
+        if old is not None and key in table and table[key] == command_words(old):
+            table[key] = old if isinstance(old, str) else list(old)
+    if current is not None and current.check_timeout != CHECK_TIMEOUT_DEFAULT:
+        table["check_timeout"] = current.check_timeout
+    try:
+        service = service_from_table(table)
+    except ValueError as exc:
+        raise BadInput(f"service: {exc}") from None
+    if service is not None and current is not None and "service" not in table \
+            and current.check_output is not None and service.check == current.check:
+        service = replace(service, check_output=current.check_output)  # a docker check's line
+    return service
+
+
 def _entry_from_table(name: str, table: Any, path: Path, text: str) -> ServerEntry:
     line = _line_of_table(text, name)
     where = f"{path}, line {line}" if line else str(path)
@@ -318,7 +348,35 @@ def _table_for(entry: ServerEntry, keep: Any = None) -> Any:
         table["python"] = entry.python
     elif "python" in table:
         del table["python"]
+    _write_service(table, entry.service)
     return table
+
+
+def _write_service(table: Any, service: ServiceConfig | None) -> None:
+    """The service keys of a server's table: left as written (a shorthand stays one, its
+    comments stay) when they already say `service`; else written out key by key."""
+    written = {key: table[key] for key in _SERVICE_KEYS if key in table}
+    try:
+        current = service_from_table({key: item.unwrap() if hasattr(item, "unwrap") else item
+                                      for key, item in written.items()})
+    except ValueError:
+        current = None  # what is written is broken: written again from `service`
+    if current == service:
+        return
+    for key in written:
+        del table[key]
+    if service is None:
+        return
+    if service.check_output is not None:
+        raise BadInput('a check that must print a given line is written only as service = '
+                       '"docker:NAME"')
+    for key in ("stop", "start", "check"):
+        command = getattr(service, key)
+        table[key] = command if isinstance(command, str) else list(command)
+    if service.check_timeout != CHECK_TIMEOUT_DEFAULT:
+        table["check_timeout"] = service.check_timeout
+    if service.cutover != "none":
+        table["cutover"] = service.cutover
 
 
 def _renamed(document: Any, old: str, new: str) -> Any:

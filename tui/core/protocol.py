@@ -217,6 +217,16 @@ class FsStatEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceCheckEvent:
+    """`service.check` (from `mover.py check-service`): the service's check, run once."""
+
+    passed: bool
+    checked_at: float | None = None  # the server's Unix time the check began
+    check: str = ""  # the command, as the admin wrote it
+    result: str = ""  # "passed", or how it failed in one line
+
+
+@dataclass(frozen=True, slots=True)
 class StartedEvent:
     """`move.started` (from `mover.py start`): a detached move is running under this id."""
 
@@ -274,7 +284,7 @@ class MalformedLine:
 
 
 Event = (HelloEvent | PlanEvent | ProgressEvent | WarningEvent | FsStatEvent | StartedEvent
-         | ListedEvent | LinkEvent)
+         | ListedEvent | LinkEvent | ServiceCheckEvent)
 
 
 # The parser is on the hot path of every progress line (the client must take well over 50,000
@@ -446,6 +456,12 @@ def _fs_stat(data: dict[str, Any]) -> FsStatEvent:
         error=_opt_str(data, "error"))
 
 
+def _service_check(data: dict[str, Any]) -> ServiceCheckEvent:
+    return ServiceCheckEvent(passed=data["passed"] is True,
+                             checked_at=_opt_float(data, "checkedAt"),
+                             check=str(data.get("check", "")), result=str(data.get("result", "")))
+
+
 def _started(data: dict[str, Any]) -> StartedEvent:
     return StartedEvent(move_id=str(data["moveId"]), journal=_opt_str(data, "journal"))
 
@@ -477,6 +493,7 @@ _DECODERS = {
     "move.started": _started,
     "move.listed": _listed,
     "fs.stat": _fs_stat,
+    "service.check": _service_check,
     "move.progress": _progress,
     "move.plan": _plan,
     "move.warning": _warning,

@@ -41,6 +41,8 @@ from tui.core.protocol import (
     LinkEvent,
     ListedEvent,
     MalformedLine,
+    ProgressEvent,
+    ServiceCheckEvent,
     StartedEvent,
     parse_line,
 )
@@ -561,6 +563,26 @@ class FollowedMove(_EventSource):
         if self._current is not None:
             self._current.close()
         self.session.close()
+
+
+async def check_service(target: Target, service: dict[str, Any], *,
+                        settings: SshSettings | None = None,
+                        prompter: Prompter | None = None) -> ServiceCheckEvent:
+    """Run the service's check once on the server, as a move would (`mover.py check-service`)."""
+    mover = await run_mover(target, ["check-service", "--service", json.dumps(service)],
+                            settings=settings, prompter=prompter)
+    try:
+        results = [event async for event in mover.events()
+                   if isinstance(event, ServiceCheckEvent | ProgressEvent)]
+    finally:
+        mover.close()
+    for event in results:
+        if isinstance(event, ServiceCheckEvent):
+            return event
+        if event.error:  # refused: the mover's own words
+            raise ServermoveError(event.error)
+    raise ServermoveError(mover.stderr_text.strip().splitlines()[-1]
+                          if mover.stderr_text.strip() else "the check did not report")
 
 
 async def stat_paths(target: Target, paths: Sequence[str], *,

@@ -7,6 +7,7 @@ sentence changes here, both front ends say the new thing.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from tui.core.formatting import (
@@ -15,13 +16,14 @@ from tui.core.formatting import (
     human_rate,
     human_seconds,
     human_size,
+    local_time,
 )
 from tui.core.protocol import Phase, ServiceRunsFrom
 
 if TYPE_CHECKING:
     from tui.core.moves_log import MoveRecord
     from tui.core.progress import MoveProgress
-    from tui.core.protocol import FsStatEvent, PlanEvent, ServicePlan
+    from tui.core.protocol import FsStatEvent, PlanEvent, ServiceCheckEvent, ServicePlan
 
 BEFORE_ANY_PHASE = "starting"  # where a move stopped that never reported a phase
 
@@ -137,6 +139,54 @@ def down_clock(progress: MoveProgress) -> str | None:
     return None if down is None else f"service down for {human_seconds(down)}"
 
 
+def service_status(progress: MoveProgress) -> tuple[str, bool] | None:
+    """The service's line under a service move's bars, and whether it says the service is down:
+    the downtime clock while it is stopped, else that it runs and the forecast downtime once a
+    live pass has measured it; None for any other move and once the move has ended."""
+    if not progress.service_move or progress.finished:
+        return None
+    down = down_clock(progress)
+    if down is not None:
+        return down, True
+    forecast = ("forecast downtime: measured after the first pass"
+                if progress.forecast_downtime is None
+                else f"forecast downtime {human_seconds(progress.forecast_downtime)}")
+    return f"service running  ·  {forecast}", False
+
+
+def service_where(progress: MoveProgress) -> str | None:
+    """Where a service move's service runs now that the move has ended, and how long it was
+    down, as one sentence; None for any other move or while it goes on."""
+    if not progress.service_move or not progress.finished or progress.service_runs_from is None:
+        return None
+    plan = progress.plan
+    src = plan.src if plan else "the old path"
+    dst = plan.dst if plan else "the new path"
+    down = ("" if progress.downtime is None
+            else f" It was down for {human_seconds(progress.downtime)}.")
+    where = progress.service_runs_from
+    if where is ServiceRunsFrom.DESTINATION:
+        return f"The service runs from {dst}.{down}"
+    if where is ServiceRunsFrom.SOURCE and progress.downtime is None:
+        return f"The service was not stopped: it runs from {src} as before."
+    if where is ServiceRunsFrom.SOURCE:
+        return f"The service runs from the old path {src} again.{down}"
+    return f"{NOT_RUNNING}: start it by hand once you have read the error above.{down}"
+
+
+def service_failure_lines(progress: MoveProgress) -> list[str] | None:
+    """A failed or cancelled service move's outcome for the TUI: where the service runs first
+    (the old path again after a rollback, with its downtime), then why, in the mover's words
+    without that clause said twice; None for any other move."""
+    where = service_where(progress)
+    if where is None or progress.phase is Phase.COMPLETE:
+        return None
+    why = (progress.error or "").rstrip(".")
+    if progress.service_runs_from is ServiceRunsFrom.SOURCE and progress.plan is not None:
+        why = why.replace(f"; the service runs from the old path {progress.plan.src} again", "")
+    return [where] + ([f"Why: {why}."] if why else [])
+
+
 def record_service_note(record: MoveRecord) -> str | None:
     """A service move's line in the moves log: downtime, passes, cutover, where it runs from;
     None for any other move."""
@@ -158,8 +208,15 @@ def record_service_note(record: MoveRecord) -> str | None:
 # -- what the bars count ------------------------------------------------------------------------
 
 def bar_label(progress: MoveProgress) -> str:
-    """What the bytes bar counts: verified bytes while verifying, copied bytes otherwise."""
-    return "Verified" if progress.phase is Phase.VERIFYING else "Copied"
+    """What the bytes bar counts: verified bytes while verifying, copied bytes otherwise (a
+    service move's live pass by its number, and its final delta)."""
+    if progress.phase is Phase.VERIFYING:
+        return "Verified"
+    if progress.pass_number is not None and progress.phase is Phase.SYNCING:
+        return f"Pass {progress.pass_number}"  # a live pass, while the service runs
+    if progress.pass_number is not None and progress.phase is Phase.COPYING:
+        return "Final"  # the final delta, while the service is down
+    return "Copied"
 
 
 def bar_counts(progress: MoveProgress) -> tuple[int, int, int, int]:
@@ -217,6 +274,13 @@ def open_files_sentences(plan: PlanEvent) -> list[str]:
     return sentences
 
 
+# What the confirmation can say of the downtime before the move: a dry run copies nothing, so
+# nothing has measured the rates the forecast comes from yet.
+DOWNTIME_FORECAST_NOTE = ("Downtime: forecast from the first live pass's measured rates (stop, "
+                          "final copy, start and check), shown as the move goes; the service "
+                          "runs until then.")
+
+
 def plan_lines(plan: PlanEvent) -> list[str]:
     """The dry run's plan in plain words, for the TUI's confirmation."""
     if plan.method == "rename":
@@ -236,7 +300,7 @@ def plan_lines(plan: PlanEvent) -> list[str]:
     if plan.created_parents:
         lines.append(f"Makes the missing directories {', '.join(plan.created_parents)}.")
     if plan.service is not None:
-        lines += ["", "The service's steps, in order:"]
+        lines += ["", DOWNTIME_FORECAST_NOTE, "", "The service's steps, in order:"]
         lines += [f"{number}. {step}" for number, step in
                   enumerate(service_steps(plan.service, plan), 1)]
     return lines
@@ -302,3 +366,54 @@ def plan_line(plan: PlanEvent) -> str:
 def _with_open_files(text: str, plan: PlanEvent) -> str:
     """The plan line with what the check for programs using the source found."""
     return "; ".join([text, *(s[0].lower() + s[1:] for s in open_files_sentences(plan))])
+
+
+# -- the downtime limit ---------------------------------------------------------------------------
+
+def parse_max_downtime(text: str) -> tuple[float | None, str | None]:
+    """(seconds, problem) for the downtime limit as typed: "" is no limit."""
+    text = text.strip().removesuffix("s").strip()
+    if not text:
+        return None, None
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None, "the downtime limit is a number of seconds, e.g. 10"
+    if not 0 < seconds < float("inf"):
+        return None, "the downtime limit must be more than 0 seconds"
+    return seconds, None
+
+
+# -- a server's service, on its screen ----------------------------------------------------------
+
+def service_state(check: ServiceCheckEvent | None, problem: str | None = None) -> str:
+    """What the last run of the service's check said: running, stopped or unknown, and when
+    (`problem`: why it could not be run)."""
+    if check is None:
+        return f"unknown: {problem}" if problem else "unknown: not checked yet"
+    when = (f"checked at {time.strftime('%H:%M:%S', time.localtime(check.checked_at))}"
+            if check.checked_at is not None else "checked")
+    if check.passed:
+        return f"running ({when}: its check passed)"
+    return f"stopped ({when}: its check {check.result})"
+
+
+def cutover_summary(cutover: str, data_path: str) -> str:
+    """How a server's service will be pointed at the new path, before there is a plan."""
+    kind, _, config_file = cutover.partition(":")
+    if kind == "symlink":
+        return f"by symlink: {data_path} becomes a link to the new path"
+    if kind == "config" and config_file:
+        return f"by editing {config_file}: {data_path} is replaced there by the new path"
+    return "none: the copy is put at the new path, nothing repoints the service"
+
+
+def last_downtime(records: list[MoveRecord]) -> str:
+    """The downtime of the newest service move among `records` (newest first)."""
+    for record in records:
+        if record.downtimeSeconds is not None:
+            return (f"{human_seconds(record.downtimeSeconds)} (the move of "
+                    f"{local_time(record.startedAt)})")
+    if any(record.serviceRunsFrom is not None for record in records):
+        return "none: its last service move did not stop it"
+    return "no service move yet"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.text import Text
 from textual import on
@@ -16,7 +16,7 @@ from tui.app.messages import MoveFinished, MoveProgressed
 from tui.core.fleet import DEFAULT_MOVE_OPTIONS, MoveOptions
 from tui.core.protocol import PlanEvent
 from tui.core.ssh import HostKeyQuestion
-from tui.core.wording import plan_lines
+from tui.core.wording import parse_max_downtime, plan_lines
 
 
 class Dialog(ModalScreen):
@@ -132,30 +132,56 @@ class ConfirmMoveScreen(Dialog):
                 yield Label("Limit", classes="option-label")
                 yield Input(self.options.bwlimit or "", placeholder="none, e.g. 40M",
                             id="bwlimit")
+            if self.plan.service is not None:
+                with Horizontal(classes="move-options"):
+                    yield Label("Max downtime", classes="option-label")
+                    yield Input(_seconds_text(self.options.max_downtime),
+                                placeholder="none: stop after the live passes, e.g. 10",
+                                id="max-downtime")
+                yield Label("", id="max-downtime-problem", classes="field-problem",
+                            markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Start move", id="yes", variant="primary")
                 yield Button("Back", id="no")
 
     def chosen(self) -> MoveOptions:
         limit = self.query_one("#bwlimit", Input).value.strip()
-        return MoveOptions(verify=str(self.query_one("#verify", Select).value),
-                           bwlimit=limit or None)
+        max_downtime, _ = self._max_downtime()
+        return replace(self.options, verify=str(self.query_one("#verify", Select).value),
+                       bwlimit=limit or None, max_downtime=max_downtime)
+
+    def _max_downtime(self) -> tuple[float | None, str | None]:
+        """The downtime limit typed, and what is wrong with it (None: fine)."""
+        fields = self.query("#max-downtime")
+        if not fields:
+            return self.options.max_downtime, None
+        return parse_max_downtime(fields.first(Input).value)
 
     @on(Select.Changed)
     @on(Input.Changed)
     def _options_changed(self) -> None:
         same = self.chosen() == self.options
         self.query_one("#yes", Button).label = "Start move" if same else "Dry run again"
+        problem = self._max_downtime()[1]
+        self.query_one("#yes", Button).disabled = problem is not None
+        for label in self.query("#max-downtime-problem"):
+            label.update(problem or "")
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#yes")
     def _yes(self) -> None:
+        if self._max_downtime()[1] is not None:
+            return  # the line under the field says what is wrong
         options = self.chosen()
         self.dismiss(MoveChoice(options, start=options == self.options))
 
     @on(Button.Pressed, "#no")
     def _no(self) -> None:
         self.dismiss(None)
+
+
+def _seconds_text(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:g}"
 
 
 class HostKeyScreen(Dialog):

@@ -40,6 +40,7 @@ from tui.core.moves_log import (
     this_machine,
 )
 from tui.core.protocol import DataState
+from tui.core.wording import record_service_note
 
 ALL = ""  # the "all" choice of a filter; no server is named "" and no result is ""
 UNFINISHED = "unfinished"
@@ -102,13 +103,20 @@ def shorten_route(source: str, destination: str, width: int) -> str:
             f"{middle_ellipsis(destination, max(1, room - source_width))}")
 
 
+SERVICE_MOVES = "service"  # the text filter's word for service moves only
+
+
 def matches_text(record: MoveRecord, text: str) -> bool:
-    """Whether `text` (any case) is in the move's server, paths, result, starter, error or id."""
+    """Whether `text` (any case) is in the move's server, paths, result, starter, error or id,
+    or in a service move's note (downtime, passes, cutover: "service" finds them all)."""
     if not text:
         return True
+    note = record_service_note(record)
+    if text.casefold() == SERVICE_MOVES:
+        return note is not None  # not "Name or service not known" in some error
     haystack = " ".join(str(value) for value in (
         record.server, record.target, record.source, record.destination, record.phase,
-        record.startedBy or "", record.error or "", record.moveId))
+        record.startedBy or "", record.error or "", record.moveId, note or ""))
     return text.casefold() in haystack.casefold()
 
 
@@ -181,6 +189,9 @@ def summary_table(record: MoveRecord) -> Table:
         ("To", Text(record.destination)),
         ("Data", data_state_words(record)),
     ]
+    service = record_service_note(record)
+    if service is not None:
+        rows.append(("Service", Text(service)))
     if record.error:
         rows.append(("Error", Text(record.error, style="red")))
     rows += [
@@ -263,7 +274,8 @@ class MovesLogScreen(Screen):
             yield Label("By", classes="filter-label")
             yield Select(STARTED_BY_CHOICES, value=ALL, allow_blank=False, compact=True,
                          id="started-by-filter")
-        yield Input(placeholder="filter: any text in server, paths, result, error (esc clears)",
+        yield Input(placeholder="filter: any text in server, paths, result, error; "
+                          f"{SERVICE_MOVES!r}: service moves only (esc clears)",
                     id="text-filter")
         yield MovesTable(cursor_type="row", zebra_stripes=True, id="moves")
         yield Static("", id="empty-hint", markup=False)

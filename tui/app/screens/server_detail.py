@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
-from tui.app.messages import InventoryChanged, JournalMerged, MoveProgressed
+from tui.app.messages import InventoryChanged, JournalMerged, MoveFinished, MoveProgressed
 from tui.app.screens.modals import CancelMoveScreen, ConfirmMoveScreen
 from tui.app.screens.moves_log import MovesLogScreen
 from tui.app.screens.server_form import DataPathValidator
@@ -20,7 +20,8 @@ from tui.app.widgets.path_label import PathLabel
 from tui.core.errors import ServermoveError
 from tui.core.fleet import MoveState, ServerMove, connection_problem
 from tui.core.inventory import ServerEntry
-from tui.core.wording import free_space_text
+from tui.core.protocol import ServiceCheckEvent
+from tui.core.wording import cutover_summary, free_space_text, last_downtime, service_state
 
 STAT_DEBOUNCE_S = 0.6  # ask the server for free space once the user pauses typing
 
@@ -57,6 +58,12 @@ class ServerDetailScreen(Screen):
                 yield Label("Data path", classes="field-label")
                 yield PathLabel(id="current-path")
             yield Label("", id="current-free", classes="free", markup=False)
+            # The service whose data this is (only for a server with one).
+            with Horizontal(classes="field", id="service-row"):
+                yield Label("Service", classes="field-label")
+                yield Label("", id="service-state", markup=False)
+            yield Label("", id="service-cutover", classes="free", markup=False)
+            yield Label("", id="service-downtime", classes="free", markup=False)
             with Horizontal(classes="field"):
                 yield Label("New path", classes="field-label -beside-input")
                 # valid_empty: an empty field (e.g. after a move) is not a mistake to show.
@@ -81,6 +88,7 @@ class ServerDetailScreen(Screen):
         self.check_new_path()
         self.stat_free_space()
         self.merge_journal()
+        self.check_service()
         new_path = self.query_one("#new-path", Input)
         if not new_path.disabled:
             new_path.focus()
@@ -88,7 +96,38 @@ class ServerDetailScreen(Screen):
     # -- what is shown -------------------------------------------------------------------------
 
     def show_server(self) -> None:
-        self.query_one("#current-path", PathLabel).path = self.server.data_path
+        server = self.server
+        self.query_one("#current-path", PathLabel).path = server.data_path
+        for widget in self.query("#service-row, #service-cutover, #service-downtime"):
+            widget.display = server.service is not None
+        if server.service is None:
+            return
+        self.show_service_state(self.app.fleet.service_checks.get(self.server_name))
+        self.query_one("#service-cutover", Label).update(
+            "switch " + cutover_summary(server.service.cutover, server.data_path))
+        self.query_one("#service-downtime", Label).update(
+            "last downtime: " + last_downtime(
+                self.app.fleet.moves_log.records(server=self.server_name)))
+
+    def show_service_state(self, check: ServiceCheckEvent | None,
+                           problem: str | None = None) -> None:
+        label = self.query_one("#service-state", Label)
+        label.update(service_state(check, problem))
+        label.set_class(check is not None and not check.passed, "-problem")
+
+    @work(exclusive=True, group="service-check", exit_on_error=False)
+    async def check_service(self) -> None:
+        """Run the service's check once: is it running now? (Not while it is being moved.)"""
+        server = self.server
+        if server.service is None or self.app.fleet.is_active(self.server_name):
+            return
+        self.query_one("#service-state", Label).update("checking…")
+        try:
+            check = await self.app.fleet.check_service(server)
+        except ServermoveError as exc:
+            self.show_service_state(None, exc.message)
+            return
+        self.show_service_state(check)
 
     def show_move(self, move: ServerMove | None) -> None:
         active = move is not None and move.active
@@ -147,6 +186,15 @@ class ServerDetailScreen(Screen):
     def on_move_progressed(self, message: MoveProgressed) -> None:
         if message.server_name == self.server_name:
             self.show_move(message.move)
+
+    def on_move_finished(self, message: MoveFinished) -> None:
+        if message.server_name == self.server_name and self.server_name in self.app.inventory:
+            self.show_server()  # its downtime is in the moves log now
+            self.check_service()
+
+    def on_journal_merged(self, message: JournalMerged) -> None:
+        if message.server_name == self.server_name:
+            self.show_server()
 
     def on_inventory_changed(self, _: InventoryChanged) -> None:
         if self.server_name not in self.app.inventory:

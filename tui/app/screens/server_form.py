@@ -1,20 +1,38 @@
-"""Add or edit a server: name, target (ssh aliases offered), data path, sudo, python."""
+"""Add or edit a server: name, target (ssh aliases offered), data path, sudo, python, and its
+service (stop, start, check, cutover, or a systemd/docker shorthand) with "Test check now"."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
 from textual.validation import ValidationResult, Validator
-from textual.widgets import Button, Checkbox, Input, Label, Static
+from textual.widgets import Button, Checkbox, Collapsible, Input, Label, Static
 
 from tui.app.screens.modals import Dialog
-from tui.core.errors import BadInput
-from tui.core.inventory import ServerEntry, absolute_path_problem, validate_entry
+from tui.core.errors import BadInput, ServermoveError
+from tui.core.inventory import (
+    ServerEntry,
+    ServiceConfig,
+    absolute_path_problem,
+    command_words,
+    service_from_form,
+    validate_entry,
+)
 from tui.core.targets import LOCAL, parse_target
+from tui.core.wording import service_state
+
+# The service's fields: (key in servers.toml, label, placeholder).
+SERVICE_FIELDS = (
+    ("service", "Shorthand", "systemd:UNIT or docker:NAME (gives stop, start and check)"),
+    ("stop", "Stop", "e.g. pg_ctlcluster 15 main stop (run by /bin/sh on the server)"),
+    ("start", "Start", "e.g. pg_ctlcluster 15 main start"),
+    ("check", "Check", "healthy when it exits 0, e.g. pg_isready -q"),
+    ("cutover", "Cutover", "none, symlink or config:/path/to/its/config/file"),
+)
 
 
 class DataPathValidator(Validator):
@@ -68,6 +86,17 @@ class ServerFormScreen(Dialog):
                 yield Label("Python", classes="form-label -short")
                 yield Input((entry.python or "") if entry else "", placeholder="python3",
                             id="python")
+            service = entry.service if entry else None
+            with Collapsible(title="Service (optional): moved with its data",
+                             collapsed=service is None, id="service"):
+                for key, label, placeholder in SERVICE_FIELDS:
+                    with Horizontal(classes="form-field"):
+                        yield Label(label, classes="form-label")
+                        yield Input(_shown(service, key), placeholder=placeholder,
+                                    id=f"service-{key}")
+                with Horizontal(classes="form-field"):
+                    yield Button("Test check now", id="test-check")
+                    yield Static("", id="check-result", markup=False)
             yield Static("", classes="field-problem", id="problem", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary")
@@ -77,10 +106,13 @@ class ServerFormScreen(Dialog):
         def value(widget_id: str) -> str:
             return self.query_one(f"#{widget_id}", Input).value.strip()
 
+        service = service_from_form(
+            {key: value(f"service-{key}") for key, _, _ in SERVICE_FIELDS},
+            self.entry.service if self.entry else None)
         entry = ServerEntry(name=value("name"), target=value("target"),
                             data_path=value("data-path"),
                             sudo=self.query_one("#sudo", Checkbox).value,
-                            python=value("python") or None)
+                            python=value("python") or None, service=service)
         validate_entry(entry)
         if entry.name in self.taken_names:
             raise BadInput(f"there is already a server called {entry.name}")
@@ -97,6 +129,32 @@ class ServerFormScreen(Dialog):
             return
         self.dismiss(entry)
 
+    @on(Button.Pressed, "#test-check")
+    def _test_check(self) -> None:
+        result = self.query_one("#check-result", Static)
+        try:
+            entry = self._entry()
+        except BadInput as exc:
+            result.update(exc.message)
+            return
+        if entry.service is None:
+            result.update("no service to check: give a shorthand or stop, start and check")
+            return
+        result.update("checking on the server…")
+        self.run_check(entry)
+
+    @work(exclusive=True, group="test-check", exit_on_error=False)
+    async def run_check(self, entry: ServerEntry) -> None:
+        """The service's check, run once on the server through the mover (never awaited in a
+        handler: the form stays live while it runs)."""
+        result = self.query_one("#check-result", Static)
+        try:
+            check = await self.app.fleet.check_service(entry, entry.service)
+        except ServermoveError as exc:
+            result.update(service_state(None, exc.message))
+            return
+        result.update(service_state(check))
+
     @on(Checkbox.Changed, "#sudo")
     def _sudo_changed(self, event: Checkbox.Changed) -> None:
         event.checkbox.label = sudo_label(event.value)
@@ -104,3 +162,13 @@ class ServerFormScreen(Dialog):
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
         self.dismiss(None)
+
+
+def _shown(service: ServiceConfig | None, key: str) -> str:
+    """A service field's text in the form: the commands as written, the cutover; the shorthand
+    is not kept apart from the commands it gives, so it starts blank."""
+    if service is None or key == "service":
+        return ""
+    if key == "cutover":
+        return "" if service.cutover == "none" else service.cutover
+    return command_words(getattr(service, key))

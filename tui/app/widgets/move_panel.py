@@ -24,7 +24,17 @@ from tui.core.formatting import (
 )
 from tui.core.progress import MoveProgress
 from tui.core.protocol import Phase
-from tui.core.wording import bar_counts, bar_label, moved_figures, stopped_while
+from tui.core.wording import (
+    bar_counts,
+    bar_label,
+    moved_figures,
+    service_failure_lines,
+    service_status,
+    service_where,
+    stopped_while,
+)
+
+DOWN_CLOCK_TICK_S = 0.1  # the downtime clock's refresh between two events
 
 
 def stats_line(progress: MoveProgress) -> str:
@@ -49,6 +59,12 @@ class MoveProgressPanel(Vertical):
         super().__init__(id=id)
         # The bars' own clock follows the app's, so a snapshot with a fixed clock is stable.
         self._clock = Clock(get_time=clock)
+        self._progress: MoveProgress | None = None
+
+    def on_mount(self) -> None:
+        # The mover may say nothing for seconds while the service stops or starts: the downtime
+        # clock ticks on between its events.
+        self.set_interval(DOWN_CLOCK_TICK_S, self._tick_down_clock)
 
     def compose(self) -> ComposeResult:
         yield PhaseIndicator(id="phases")
@@ -64,6 +80,7 @@ class MoveProgressPanel(Vertical):
             yield Label("", id="files-text", classes="bar-text", markup=False)
         yield PathLabel("Now: ", placeholder="", id="current-file")
         yield Label("", id="stats", markup=False)
+        yield Label("", id="service-status", markup=False)
 
     def show(self, progress: MoveProgress) -> None:
         bytes_done, bytes_total, files_done, files_total = bar_counts(progress)
@@ -80,6 +97,23 @@ class MoveProgressPanel(Vertical):
             None if progress.finished else progress.current_file)
         self.query_one("#stats", Label).update(stats_line(progress))
         self.query_one(PhaseIndicator).progress = progress
+        self._progress = progress
+        self._show_service(progress)
+
+    def _show_service(self, progress: MoveProgress) -> None:
+        status = service_status(progress)
+        label = self.query_one("#service-status", Label)
+        label.display = status is not None
+        if status is not None:
+            label.update(status[0])
+            if status[1] and not label.has_class("-down"):
+                # The service just stopped: its clock in sight, also on a small terminal.
+                self.call_after_refresh(label.scroll_visible, animate=False)
+            label.set_class(status[1], "-down")
+
+    def _tick_down_clock(self) -> None:
+        if self._progress is not None and self._progress.down_since is not None:
+            self._show_service(self._progress)
 
 
 OUTCOME_CLASSES = ("-complete", "-error", "-cancelled", "-lost")
@@ -97,6 +131,7 @@ def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
                  "The move goes on on the server, which keeps its journal: servermove picks it "
                  f"up when you open it again, or follow it with: servermove attach "
                  f"{move.server.name}"], "-lost")
+    runs_from = service_where(progress)  # a service move's: where it runs, how long it was down
     if progress.phase is Phase.COMPLETE and progress.uncounted_rename:
         return ("Move complete",
                 [progress.outcome(), f"The data is now at {move.new_path}; the inventory says "
@@ -106,6 +141,7 @@ def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
         return ("Move complete",
                 [f"Moved {size} in {files} files in {took}"
                  + (f" (average {average})." if average else "."),
+                 *([runs_from] if runs_from else []),
                  f"The data is now at {move.new_path}; the inventory says so too."], "-complete")
     lines: list[str] = []
     where = stopped_while(progress)
@@ -114,7 +150,8 @@ def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
         lines.append("The move was cancelled at your request.")
     elif progress.phase is Phase.ERROR:
         title, css = f"Move failed while {where}", "-error"
-        lines.append(progress.error or "The mover reported an error without details.")
+        lines.extend(service_failure_lines(progress)
+                     or [progress.error or "The mover reported an error without details."])
     else:
         title, css = "The mover stopped without a result", "-error"
         lines.append(move.problem or "")

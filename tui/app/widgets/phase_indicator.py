@@ -16,11 +16,13 @@ SEPARATOR = " → "
 
 def phase_line(progress: MoveProgress | None) -> Text:
     """The indicator as styled text (headless, so tests can read it without a screen)."""
-    line = Text(no_wrap=True, overflow="ellipsis")
+    service = progress is not None and progress.service_move
+    # A service move's ten phases do not fit on one line of a small terminal: they wrap.
+    line = Text(no_wrap=not service, overflow="fold" if service else "ellipsis")
     current = progress.phase if progress else None
     reached = progress.phases_reached if progress else []
     stopped_at = progress.failed_phase if progress else None
-    order = SERVICE_PHASE_ORDER if progress is not None and progress.service_move else PHASE_ORDER
+    order = SERVICE_PHASE_ORDER if service else PHASE_ORDER
     for index, phase in enumerate(order):
         if index:
             line.append(SEPARATOR, style="dim")
