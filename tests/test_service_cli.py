@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,9 @@ from tests.test_service_move import (
     SERVICE_ORDER,
     check_game_moved,
     game,
+    healthy_while_not_switched,
     insert_rows,
+    remove_game,
     stop_game,
     wait_ticks,
     world_with_data,
@@ -194,10 +195,7 @@ async def test_the_tuis_apply_moves_a_server_with_its_service(public_root, tmpfs
         [record] = fleet.moves_log.records()
         assert record.cutover == "symlink" and record.downtimeSeconds == progress.downtime
     finally:
-        stop_game(pidfile)
-        if src.is_symlink():
-            src.unlink()
-        subprocess.run(["rm", "-rf", str(src)])
+        remove_game(src, pidfile)
 
 
 def test_a_rollback_is_told_with_the_old_path_first_then_why(public_root, tmpfs, tmp_path):
@@ -205,8 +203,7 @@ def test_a_rollback_is_told_with_the_old_path_first_then_why(public_root, tmpfs,
     # mover's. Healthy only while SRC is the real directory: fails once switched.
     src, dst, pidfile = public_root / f"back-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
     src.mkdir()
-    check = ["/bin/sh", "-c", 'test ! -L "$0" && "$1" "$2" check "$3"', str(src),
-             sys.executable, str(GAME_SERVER), str(pidfile)]
+    check = healthy_while_not_switched(src, pidfile)
     commands = {"stop": game("stop", pidfile), "start": game("start", src, pidfile),
                 "check": check}
     write_servers(f'[game]\ntarget = "local"\ndata_path = "{src}"\n'
@@ -326,7 +323,4 @@ async def test_the_tui_shows_a_real_service_move_from_apply_to_its_downtime(
         assert seen_down and all(text.startswith("service down for ") for text in seen_down)
         check_game_moved(src, dst, pidfile, maps)
     finally:
-        stop_game(pidfile)
-        if src.is_symlink():
-            src.unlink()
-        subprocess.run(["rm", "-rf", str(src)])
+        remove_game(src, pidfile)

@@ -58,6 +58,31 @@ def stop_game(pidfile: Path) -> None:
         subprocess.run(game("stop", pidfile), capture_output=True, timeout=30)
 
 
+def remove_game(src: Path, pidfile: Path) -> None:
+    """After a test: the game server stopped, its data gone (SRC may be the cutover's link)."""
+    stop_game(pidfile)
+    if src.is_symlink():
+        src.unlink()
+    subprocess.run(["rm", "-rf", str(src)])
+
+
+def healthy_while_not_switched(src: Path, pidfile: Path) -> list[str]:
+    """A check that passes only while SRC is the real directory: it fails once the cutover made
+    SRC a link, and passes again after a rollback."""
+    return ["/bin/sh", "-c", 'test ! -L "$0" && "$1" "$2" check "$3"', str(src),
+            sys.executable, str(GAME_SERVER), str(pidfile)]
+
+
+def kill_worker(journal: Path) -> None:
+    """SIGKILL the detached worker of a journaled move, and wait until it is gone."""
+    worker = json.loads((journal / "state.json").read_text())["pid"]
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def phases(result: Result) -> list[str]:
     seen: list[str] = []
     for event in result.progress():
@@ -128,18 +153,14 @@ def test_a_running_game_server_moves_with_seconds_of_downtime(public_root, tmpfs
         assert 0 < end["downtimeSeconds"] < moved_for
         check_game_moved(src, dst, pidfile, maps)
     finally:
-        stop_game(pidfile)
-        if src.is_symlink():
-            src.unlink()
-        subprocess.run(["rm", "-rf", str(src)])
+        remove_game(src, pidfile)
 
 
 def test_a_check_that_never_passes_rolls_back_to_the_source(public_root, tmpfs, tmp_path):
     src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
     src.mkdir()
     # Healthy only while SRC is the real directory: fails once switched, passes after rollback.
-    check = ["/bin/sh", "-c", 'test ! -L "$0" && "$1" "$2" check "$3"', str(src),
-             sys.executable, str(GAME_SERVER), str(pidfile)]
+    check = healthy_while_not_switched(src, pidfile)
     try:
         maps = world_with_data(src)
         run(*game("start", src, pidfile))
@@ -386,10 +407,7 @@ def test_a_service_move_runs_on_the_oldest_and_newest_python(python, public_root
         assert phases(result) == SERVICE_ORDER
         check_game_moved(src, dst, pidfile, maps)
     finally:
-        stop_game(pidfile)
-        if src.is_symlink():
-            src.unlink()
-        subprocess.run(["rm", "-rf", str(src)])
+        remove_game(src, pidfile)
 
 
 def test_a_worker_killed_while_the_service_is_stopped_says_how_to_start_it(public_root, tmpfs,
@@ -412,12 +430,7 @@ def test_a_worker_killed_while_the_service_is_stopped_says_how_to_start_it(publi
                 journal / "events.jsonl").read_bytes():
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        worker = json.loads((journal / "state.json").read_text())["pid"]
-        os.kill(worker, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{worker}").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        kill_worker(journal)
         listed = mover(sys.executable, "list")
         [state] = [line["data"] for line in listed.lines if line["subject"] == "move.listed"]
         assert "THE SERVICE MAY BE STOPPED: this move was stopping it" in state["error"]
@@ -516,8 +529,7 @@ def test_a_rolled_back_service_move_run_again_is_refused_not_cleaned(public_root
     under the running service."""
     src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
     src.mkdir()
-    check = ["/bin/sh", "-c", 'test ! -L "$0" && "$1" "$2" check "$3"', str(src),
-             sys.executable, str(GAME_SERVER), str(pidfile)]
+    check = healthy_while_not_switched(src, pidfile)
     spec = json.dumps(game_spec(src, pidfile, check=check, checkTimeout=1))
     try:
         maps = world_with_data(src)
@@ -560,12 +572,7 @@ def test_a_worker_killed_after_switching_leaves_a_copy_a_rerun_does_not_clean_ag
         while not starter.exists():
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        worker = json.loads((journal / "state.json").read_text())["pid"]
-        os.kill(worker, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{worker}").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        kill_worker(journal)
         listed = mover(sys.executable, "list")
         [state] = [line["data"] for line in listed.lines if line["subject"] == "move.listed"]
         assert state["dataState"] == "both"
@@ -682,12 +689,7 @@ def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_asi
         while b'"filesRemoved":3' not in (journal / "events.jsonl").read_bytes():
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        worker = json.loads((journal / "state.json").read_text())["pid"]
-        os.kill(worker, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{worker}").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        kill_worker(journal)
         [state] = [line["data"] for line in mover(sys.executable, "list").lines
                    if line["subject"] == "move.listed"]
         [aside] = src.parent.glob(f".{src.name}.servermove-old-*")
@@ -698,9 +700,6 @@ def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_asi
         assert "run the same move again" not in error
         assert src.is_symlink() and running(pidfile)
     finally:
-        stop_game(pidfile)
-        if src.is_symlink():
-            src.unlink()
-        subprocess.run(["rm", "-rf", str(src)])
+        remove_game(src, pidfile)
         for left in src.parent.glob(f".{src.name}.servermove-*"):
             subprocess.run(["rm", "-rf", str(left)])
