@@ -47,16 +47,17 @@ def python(request) -> str:
 
 
 @contextlib.contextmanager
-def loop_mount(image: Path, mkfs: list[str], parent: Path) -> Iterator[Path]:
-    """A filesystem made by `mkfs` on a loop device over `image`, mounted; unmounted and the
-    loop device detached afterwards, whatever happens."""
+def loop_mount(image: Path, mkfs: list[str], parent: Path,
+               mount: tuple[str, ...] = ("mount",)) -> Iterator[Path]:
+    """A filesystem made by `mkfs` on a loop device over `image`, mounted by `mount`; unmounted
+    and the loop device detached afterwards, whatever happens."""
     loop = run("losetup", "-f", "--show", image).stdout.strip()
     try:
         run(*mkfs, loop)
         point = Path(tempfile.mkdtemp(prefix="sm-loop-", dir=parent))
         point.chmod(0o755)
         try:
-            run("mount", loop, point)
+            run(*mount, loop, point)
             try:
                 yield point
             finally:
@@ -414,22 +415,8 @@ def exfat_disk(parent: Path, tmp_path: Path) -> Iterator[Path]:
     image = tmp_path / "exfat.img"
     image.write_bytes(b"")
     os.truncate(image, 64 * MIB)
-    loop = run("losetup", "-f", "--show", image).stdout.strip()
-    try:
-        run("mkfs.exfat", loop)
-        point = Path(tempfile.mkdtemp(prefix="sm-exfat-", dir=parent))
-        try:
-            run("mount.exfat-fuse", loop, point)
-            try:
-                yield point
-            finally:
-                if run("umount", point, check=False).returncode != 0:
-                    run("umount", "-l", point, check=False)
-        finally:
-            with contextlib.suppress(OSError):
-                point.rmdir()
-    finally:
-        run("losetup", "-d", loop, check=False)
+    with loop_mount(image, ["mkfs.exfat"], parent, mount=("mount.exfat-fuse",)) as point:
+        yield point
 
 
 def test_a_destination_that_cannot_keep_the_source_is_refused_up_front(python, public_root,
