@@ -15,6 +15,7 @@ from tests.test_tui_snapshots import NEW_PATH, SERVERS, app_for, script
 from tests.test_tui_support import (
     ScriptedMover,
     make_app,
+    open_confirmation,
     settle,
     wait_for,
 )
@@ -120,9 +121,7 @@ async def test_confirmation_offers_verify_limit_and_a_new_dry_run(tmp_path: Path
                    new_path="/srv/share")
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
-        await pilot.click("#apply")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen))
-        await pilot.pause()
+        await open_confirmation(pilot)
         dialog = app.screen
         dialog.query_one("#verify", Select).value = "size"
         dialog.query_one("#bwlimit", Input).value = "40M"

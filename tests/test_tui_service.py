@@ -24,6 +24,7 @@ from tests.test_tui_support import (
     ScriptedHandle,
     ScriptedMover,
     make_app,
+    open_confirmation,
     plan,
     progress,
     settle,
@@ -299,9 +300,7 @@ async def test_the_confirmation_lists_the_steps_and_offers_a_downtime_limit(
     app = make_app(tmp_path, [], start_move=mover, open_server=NAME, new_path=DST)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
-        await pilot.click("#apply")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen))
-        await pilot.pause()
+        await open_confirmation(pilot)
         dialog = app.screen
         body = str(dialog.query_one(".dialog-body", Static).render())
         assert DOWNTIME_FORECAST_NOTE in body

@@ -10,9 +10,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import Button, DataTable, Label
 
 from tests.test_tui_snapshots import SERVERS, app_for, moves, script
-from tests.test_tui_support import ScriptedMover, make_app, wait_for
+from tests.test_tui_support import ScriptedMover, make_app, open_confirmation, wait_for
 from tui.app.screens.help import HelpScreen
-from tui.app.screens.modals import ConfirmMoveScreen
 from tui.app.screens.server_detail import ServerDetailScreen
 from tui.app.widgets.move_panel import OutcomePanel
 from tui.core.inventory import ServerEntry
@@ -60,9 +59,7 @@ async def test_a_long_plan_keeps_its_buttons_in_reach_at_80x24(tmp_path: Path) -
                    new_path=deep.replace("/srv/", "/mnt/big/"))
     async with app.run_test(size=SMALL) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
-        await pilot.click("#apply")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen))
-        await pilot.pause()
+        await open_confirmation(pilot)
         start = app.screen.query_one("#yes", Button)
         assert app.screen.focused is start and in_sight(start, app.screen.region)
 

@@ -24,13 +24,13 @@ from tests.test_tui_support import (
     fake_stat_paths,
     fixed_clock,
     no_journal,
+    open_confirmation,
     wait_for,
     write_inventory,
 )
 from tui.app.app import ServerMoveApp
 from tui.app.screens.modals import (
     CancelMoveScreen,
-    ConfirmMoveScreen,
     ConfirmScreen,
     SudoPasswordScreen,
 )
@@ -114,9 +114,7 @@ def test_move_error_small(snap_compare, snapshot_dir: Path) -> None:
 def test_confirm_move_small(snap_compare, snapshot_dir: Path) -> None:
     async def run_before(pilot) -> None:
         await steady(pilot)
-        await pilot.click("#apply")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmMoveScreen))
-        await pilot.pause()
+        await open_confirmation(pilot)
     app = app_for(snapshot_dir, open_server="files", new_path="/srv/share")
     assert snap_compare(app, terminal_size=SMALL, run_before=run_before)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 from tui.app.app import ServerMoveApp
 from tui.core.fleet import Fleet, MoveOptions
@@ -46,6 +47,18 @@ async def wait_for(pilot: Pilot, condition: Callable[[], object], timeout: float
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
                                  f"screen {pilot.app.screen}, moves {moves}")
         await pilot.pause(0.02)
+
+
+async def open_confirmation(pilot: Pilot) -> Screen:
+    """Apply on the server's screen, and the move's confirmation once it is laid out (a click
+    then lands where its buttons are)."""
+    from tui.app.screens.modals import ConfirmMoveScreen
+
+    await pilot.click("#apply")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmMoveScreen),
+                   what="the confirmation")
+    await pilot.pause()
+    return pilot.app.screen
 
 
 async def settle(pilot: Pilot) -> None:
