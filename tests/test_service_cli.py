@@ -22,7 +22,6 @@ from tests.test_service_move import (
     game,
     healthy_while_not_switched,
     insert_rows,
-    remove_game,
     stop_game,
     wait_ticks,
     world_with_data,
@@ -166,69 +165,59 @@ def test_postgres_db1_moves_by_config_cutover(pg_cluster: PgCluster, tmpfs: Path
         drop_cluster(pg)
 
 
-async def test_the_tuis_apply_moves_a_server_with_its_service(public_root, tmpfs, tmp_path):
+async def test_the_tuis_apply_moves_a_server_with_its_service(game_site, tmp_path):
     # What Apply Changes runs (Fleet.run_move), with the real mover on this machine.
     from tui.core.fleet import Fleet
     from tui.core.inventory import ServerEntry, ServiceConfig
     from tui.core.moves_log import MovesLog
     from tui.core.protocol import Phase, ServiceRunsFrom
 
-    src, dst, pidfile = public_root / f"apply-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
+    src, dst, pidfile = game_site
     service = ServiceConfig(stop=tuple(game("stop", pidfile)),
                             start=tuple(game("start", src, pidfile)),
                             check=tuple(game("check", pidfile)), cutover="symlink")
     fleet = Fleet(moves_log=MovesLog(tmp_path / "moves.jsonl"))
-    try:
-        maps = world_with_data(src)
-        run(*game("start", src, pidfile))
-        wait_ticks(src / "logs" / "console.log", 5)
-        move = await fleet.run_move(ServerEntry("game", "local", str(src), service=service),
-                                    str(dst))
-        progress = move.progress
-        assert progress.phase is Phase.COMPLETE, (move.problem, progress.outcome())
-        assert [p.value for p in progress.phases_reached] == SERVICE_ORDER
-        assert progress.service_runs_from is ServiceRunsFrom.DESTINATION
-        assert progress.outcome() == (f"Moved; the service runs from {dst}; it was down for "
-                                      f"{progress.downtime:.1f} s.")
-        check_game_moved(src, dst, pidfile, maps)
-        [record] = fleet.moves_log.records()
-        assert record.cutover == "symlink" and record.downtimeSeconds == progress.downtime
-    finally:
-        remove_game(src, pidfile)
+    maps = world_with_data(src)
+    run(*game("start", src, pidfile))
+    wait_ticks(src / "logs" / "console.log", 5)
+    move = await fleet.run_move(ServerEntry("game", "local", str(src), service=service),
+                                str(dst))
+    progress = move.progress
+    assert progress.phase is Phase.COMPLETE, (move.problem, progress.outcome())
+    assert [p.value for p in progress.phases_reached] == SERVICE_ORDER
+    assert progress.service_runs_from is ServiceRunsFrom.DESTINATION
+    assert progress.outcome() == (f"Moved; the service runs from {dst}; it was down for "
+                                  f"{progress.downtime:.1f} s.")
+    check_game_moved(src, dst, pidfile, maps)
+    [record] = fleet.moves_log.records()
+    assert record.cutover == "symlink" and record.downtimeSeconds == progress.downtime
 
 
-def test_a_rollback_is_told_with_the_old_path_first_then_why(public_root, tmpfs, tmp_path):
+def test_a_rollback_is_told_with_the_old_path_first_then_why(game_site):
     # Into a pipe: a line a phase, then the outcome on stderr in the client's words around the
     # mover's. Healthy only while SRC is the real directory: fails once switched.
-    src, dst, pidfile = public_root / f"back-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
+    src, dst, pidfile = game_site
     check = healthy_while_not_switched(src, pidfile)
     commands = {"stop": game("stop", pidfile), "start": game("start", src, pidfile),
                 "check": check}
     write_servers(f'[game]\ntarget = "local"\ndata_path = "{src}"\n'
                   + "".join(f"{key} = {toml_command(argv)}\n" for key, argv in commands.items())
                   + 'check_timeout = 1\ncutover = "symlink"\n')
-    try:
-        world_with_data(src)
-        run(*game("start", src, pidfile))
-        moved = servermove("move", "game", src, dst, timeout=300)
-        assert moved.returncode == 1, moved.stderr
-        lines = moved.stdout.splitlines()
-        assert any(text.startswith("syncing, pass 1") for text in lines)
-        assert lines[-3:] == ["switching…", "starting…", "checking…"]  # the end: the outcome
-        [outcome] = [text for text in moved.stderr.splitlines() if "Move failed" in text]
-        assert outcome.startswith(
-            f"servermove: Move failed while checking; the service runs from the old path {src} "
-            "again: the service did not pass its check")
-        assert outcome.count("runs from the old path") == 1
-        assert f"the new copy is at {dst}" in outcome and "it was down for" in outcome
-        assert src.is_dir() and not src.is_symlink()
-        assert subprocess.run(game("check", pidfile)).returncode == 0
-    finally:
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(src)])
-
+    world_with_data(src)
+    run(*game("start", src, pidfile))
+    moved = servermove("move", "game", src, dst, timeout=300)
+    assert moved.returncode == 1, moved.stderr
+    lines = moved.stdout.splitlines()
+    assert any(text.startswith("syncing, pass 1") for text in lines)
+    assert lines[-3:] == ["switching…", "starting…", "checking…"]  # the end: the outcome
+    [outcome] = [text for text in moved.stderr.splitlines() if "Move failed" in text]
+    assert outcome.startswith(
+        f"servermove: Move failed while checking; the service runs from the old path {src} "
+        "again: the service did not pass its check")
+    assert outcome.count("runs from the old path") == 1
+    assert f"the new copy is at {dst}" in outcome and "it was down for" in outcome
+    assert src.is_dir() and not src.is_symlink()
+    assert subprocess.run(game("check", pidfile)).returncode == 0
 
 async def test_check_service_runs_the_check_once_on_the_server(public_root, tmp_path):
     # "Test check now" in the server form and the server's screen: the real mover's
@@ -260,8 +249,8 @@ async def test_check_service_runs_the_check_once_on_the_server(public_root, tmp_
         subprocess.run(["rm", "-rf", str(src)])
 
 
-async def test_the_tui_shows_a_real_service_move_from_apply_to_its_downtime(
-        public_root, tmpfs, tmp_path):
+async def test_the_tui_shows_a_real_service_move_from_apply_to_its_downtime(game_site,
+                                                                           tmp_path):
     # The TUI with the real runner and the real mover on this machine: the game server keeps
     # writing while its world is copied, is stopped for the final copy, and runs from the new
     # path after it; the screen says so with the measured downtime.
@@ -273,8 +262,7 @@ async def test_the_tui_shows_a_real_service_move_from_apply_to_its_downtime(
     from tui.app.widgets.move_panel import OutcomePanel
     from tui.core.protocol import Phase
 
-    src, dst, pidfile = public_root / f"tui-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
+    src, dst, pidfile = game_site
     # The stop takes a second more: the screen is sure to show the clock running.
     stop = ["/bin/sh", "-c", '"$0" "$@" && sleep 1', *game("stop", pidfile)]
     commands = {"stop": stop, "start": game("start", src, pidfile),
@@ -285,42 +273,39 @@ async def test_the_tui_shows_a_real_service_move_from_apply_to_its_downtime(
         + 'cutover = "symlink"\n')
     app = make_app(tmp_path, [], real_runner=True, open_server="game")
     seen_down: list[str] = []
-    try:
-        maps = world_with_data(src)
-        run(*game("start", src, pidfile))
-        wait_ticks(src / "logs" / "console.log", 5)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
-            state = app.screen.query_one("#service-state", Label)
-            await wait_for(pilot, lambda: str(state.render()).startswith("running"),
-                           what="the service's check on the screen")
-            app.screen.query_one("#new-path", Input).value = str(dst)
-            await pilot.click("#apply")
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen)
-                           and bool(app.screen.query("#max-downtime")), timeout=60,
-                           what="the plan")
-            await pilot.pause()
-            await pilot.click("#yes")
+    maps = world_with_data(src)
+    run(*game("start", src, pidfile))
+    wait_ticks(src / "logs" / "console.log", 5)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
+        state = app.screen.query_one("#service-state", Label)
+        await wait_for(pilot, lambda: str(state.render()).startswith("running"),
+                       what="the service's check on the screen")
+        app.screen.query_one("#new-path", Input).value = str(dst)
+        await pilot.click("#apply")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen)
+                       and bool(app.screen.query("#max-downtime")), timeout=60,
+                       what="the plan")
+        await pilot.pause()
+        await pilot.click("#yes")
 
-            def note_down() -> bool:
-                status = app.screen.query("#service-status")
-                if status and status.first().has_class("-down"):
-                    seen_down.append(str(status.first().render()))
-                move = app.fleet.get("game")
-                return move is not None and not move.active
+        def note_down() -> bool:
+            status = app.screen.query("#service-status")
+            if status and status.first().has_class("-down"):
+                seen_down.append(str(status.first().render()))
+            move = app.fleet.get("game")
+            return move is not None and not move.active
 
-            await wait_for(pilot, note_down, timeout=240, what="the move to end")
-            await settle(pilot)
-            progress = app.fleet.get("game").progress
-            assert progress.phase is Phase.COMPLETE, progress.outcome()
-            assert [p.value for p in progress.phases_reached] == SERVICE_ORDER
-            outcome = str(app.screen.query_one(OutcomePanel).render())
-            assert (f"The service runs from {dst}. It was down for "
-                    f"{progress.downtime:.1f} s.") in outcome
-            await wait_for(pilot, lambda: str(app.screen.query_one(
-                "#service-downtime", Label).render()).startswith(
-                f"last downtime: {progress.downtime:.1f} s"), what="the last downtime")
-        assert seen_down and all(text.startswith("service down for ") for text in seen_down)
-        check_game_moved(src, dst, pidfile, maps)
-    finally:
-        remove_game(src, pidfile)
+        await wait_for(pilot, note_down, timeout=240, what="the move to end")
+        await settle(pilot)
+        progress = app.fleet.get("game").progress
+        assert progress.phase is Phase.COMPLETE, progress.outcome()
+        assert [p.value for p in progress.phases_reached] == SERVICE_ORDER
+        outcome = str(app.screen.query_one(OutcomePanel).render())
+        assert (f"The service runs from {dst}. It was down for "
+                f"{progress.downtime:.1f} s.") in outcome
+        await wait_for(pilot, lambda: str(app.screen.query_one(
+            "#service-downtime", Label).render()).startswith(
+            f"last downtime: {progress.downtime:.1f} s"), what="the last downtime")
+    assert seen_down and all(text.startswith("service down for ") for text in seen_down)
+    check_game_moved(src, dst, pidfile, maps)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,22 @@ def remove_game(src: Path, pidfile: Path) -> None:
     if src.is_symlink():
         src.unlink()
     subprocess.run(["rm", "-rf", str(src)])
+
+
+@pytest.fixture
+
+
+def game_site(public_root: Path, tmpfs: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """(SRC, DST, pidfile) for a game-server move: SRC made where every user can reach it, DST
+    on another filesystem. Afterwards the server is stopped and SRC, a link the cutover left
+    there and any old copy set aside beside it are gone, whatever the test did."""
+    src = public_root / f"game-{os.getpid()}"
+    src.mkdir()
+    pidfile = tmp_path / "pid"
+    yield src, tmpfs / "dst", pidfile
+    remove_game(src, pidfile)
+    for left in src.parent.glob(f".{src.name}.servermove-*"):
+        subprocess.run(["rm", "-rf", str(left)])
 
 
 def healthy_while_not_switched(src: Path, pidfile: Path) -> list[str]:
@@ -125,90 +142,74 @@ def check_game_moved(src: Path, dst: Path, pidfile: Path, maps: dict[str, bytes]
     assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
 
 
-def test_a_running_game_server_moves_with_seconds_of_downtime(public_root, tmpfs, tmp_path):
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
-    try:
-        maps = world_with_data(src)
-        run(*game("start", src, pidfile))
-        wait_ticks(src / "logs" / "console.log", 5)
-        result = mover(sys.executable, "move", "--service", json.dumps(game_spec(src, pidfile)),
-                       src, dst)
-        assert result.returncode == 0, result.stderr
-        assert phases(result) == SERVICE_ORDER
-        [plan] = result.subjects("move.plan")
-        assert plan["service"]["cutover"] == "symlink"
-        assert "becomes a symlink" in plan["service"]["cutoverChanges"][0]["change"]
-        end = result.progress()[-1]
-        assert end["serviceRunsFrom"] == "destination" and end["dataState"] == "destination"
-        events = result.progress()
-        down = [e for e in events if e["phase"] in SERVICE_ORDER[2:8]]
-        assert all(e["downSince"] for e in down)
-        assert events[-1]["downSince"] is None
-        syncing = [e for e in events if e["phase"] == "syncing"]
-        assert 2 <= max(e["pass"] or 0 for e in events) <= 6
-        assert any(e["forecastDowntimeSeconds"] for e in syncing)
-        # The downtime is a part of the move: from the stop command to the first passing check.
-        moved_for = events[-1]["ts"] - syncing[0]["ts"]
-        assert 0 < end["downtimeSeconds"] < moved_for
-        check_game_moved(src, dst, pidfile, maps)
-    finally:
-        remove_game(src, pidfile)
+def test_a_running_game_server_moves_with_seconds_of_downtime(game_site):
+    src, dst, pidfile = game_site
+    maps = world_with_data(src)
+    run(*game("start", src, pidfile))
+    wait_ticks(src / "logs" / "console.log", 5)
+    result = mover(sys.executable, "move", "--service", json.dumps(game_spec(src, pidfile)),
+                   src, dst)
+    assert result.returncode == 0, result.stderr
+    assert phases(result) == SERVICE_ORDER
+    [plan] = result.subjects("move.plan")
+    assert plan["service"]["cutover"] == "symlink"
+    assert "becomes a symlink" in plan["service"]["cutoverChanges"][0]["change"]
+    end = result.progress()[-1]
+    assert end["serviceRunsFrom"] == "destination" and end["dataState"] == "destination"
+    events = result.progress()
+    down = [e for e in events if e["phase"] in SERVICE_ORDER[2:8]]
+    assert all(e["downSince"] for e in down)
+    assert events[-1]["downSince"] is None
+    syncing = [e for e in events if e["phase"] == "syncing"]
+    assert 2 <= max(e["pass"] or 0 for e in events) <= 6
+    assert any(e["forecastDowntimeSeconds"] for e in syncing)
+    # The downtime is a part of the move: from the stop command to the first passing check.
+    moved_for = events[-1]["ts"] - syncing[0]["ts"]
+    assert 0 < end["downtimeSeconds"] < moved_for
+    check_game_moved(src, dst, pidfile, maps)
 
 
-def test_a_check_that_never_passes_rolls_back_to_the_source(public_root, tmpfs, tmp_path):
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
+def test_a_check_that_never_passes_rolls_back_to_the_source(game_site):
+    src, dst, pidfile = game_site
     # Healthy only while SRC is the real directory: fails once switched, passes after rollback.
     check = healthy_while_not_switched(src, pidfile)
-    try:
-        maps = world_with_data(src)
-        run(*game("start", src, pidfile))
-        result = mover(sys.executable, "move", "--service", json.dumps(
-            game_spec(src, pidfile, check=check, checkTimeout=1)), src, dst)
-        assert result.returncode == 1
-        end = result.progress()[-1]
-        assert end["phase"] == "error" and end["serviceRunsFrom"] == "source"
-        assert end["dataState"] == "both" and end["downtimeSeconds"] > 0
-        assert "did not pass its check" in end["error"]
-        assert f"runs from the old path {src} again" in end["error"]
-        assert f"the new copy is at {dst}" in end["error"]
-        assert src.is_dir() and not src.is_symlink() and running(pidfile)
-        wait_ticks(src / "logs" / "console.log", 3)  # the old data, in use again
-        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
-        text = (src / "logs" / "console.log").read_text()
-        last = int(text.partition("stopped at tick ")[2].split()[0])
-        assert ticks_logged(text.partition("stopped at tick ")[0]) == list(range(1, last + 1))
-    finally:
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(src)])
+    maps = world_with_data(src)
+    run(*game("start", src, pidfile))
+    result = mover(sys.executable, "move", "--service", json.dumps(
+        game_spec(src, pidfile, check=check, checkTimeout=1)), src, dst)
+    assert result.returncode == 1
+    end = result.progress()[-1]
+    assert end["phase"] == "error" and end["serviceRunsFrom"] == "source"
+    assert end["dataState"] == "both" and end["downtimeSeconds"] > 0
+    assert "did not pass its check" in end["error"]
+    assert f"runs from the old path {src} again" in end["error"]
+    assert f"the new copy is at {dst}" in end["error"]
+    assert src.is_dir() and not src.is_symlink() and running(pidfile)
+    wait_ticks(src / "logs" / "console.log", 3)  # the old data, in use again
+    assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    text = (src / "logs" / "console.log").read_text()
+    last = int(text.partition("stopped at tick ")[2].split()[0])
+    assert ticks_logged(text.partition("stopped at tick ")[0]) == list(range(1, last + 1))
 
 
-def test_a_stop_command_that_fails_changes_nothing(public_root, tmpfs, tmp_path):
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
-    try:
-        world_with_data(src)
-        run(*game("start", src, pidfile))
-        spec = game_spec(src, pidfile, stop=["/bin/sh", "-c", "echo cannot stop; exit 4"])
-        result = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
-        assert result.returncode == 1
-        end = result.progress()[-1]
-        assert "the stop command" in end["error"] and "exit 4" in end["error"]
-        assert "nothing was changed" in end["error"]
-        assert end["serviceRunsFrom"] == "source" and end["dataState"] == "source"
-        assert end["downtimeSeconds"] is None
-        assert running(pidfile) and src.is_dir() and not src.is_symlink()
-        assert not dst.exists() and os.listdir(tmpfs) == []
-    finally:
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(src)])
+def test_a_stop_command_that_fails_changes_nothing(game_site, tmpfs):
+    src, dst, pidfile = game_site
+    world_with_data(src)
+    run(*game("start", src, pidfile))
+    spec = game_spec(src, pidfile, stop=["/bin/sh", "-c", "echo cannot stop; exit 4"])
+    result = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+    assert result.returncode == 1
+    end = result.progress()[-1]
+    assert "the stop command" in end["error"] and "exit 4" in end["error"]
+    assert "nothing was changed" in end["error"]
+    assert end["serviceRunsFrom"] == "source" and end["dataState"] == "source"
+    assert end["downtimeSeconds"] is None
+    assert running(pidfile) and src.is_dir() and not src.is_symlink()
+    assert not dst.exists() and os.listdir(tmpfs) == []
 
 
-def test_cancel_after_the_stop_starts_the_service_again_on_the_source(public_root, tmpfs,
-                                                                      tmp_path):
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
+def test_cancel_after_the_stop_starts_the_service_again_on_the_source(game_site, tmpfs):
+    src, dst, pidfile = game_site
     # The stop command stops the server, then lingers: the cancel comes while the service is down.
     stop = ["/bin/sh", "-c", '"$0" "$1" stop "$2" && sleep 5', sys.executable, str(GAME_SERVER),
             str(pidfile)]
@@ -242,28 +243,20 @@ def test_cancel_after_the_stop_starts_the_service_again_on_the_source(public_roo
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(src)])
 
 
-def test_max_downtime_that_cannot_be_met_leaves_the_service_untouched(public_root, tmpfs,
-                                                                     tmp_path):
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
-    try:
-        world_with_data(src)
-        run(*game("start", src, pidfile))
-        result = mover(sys.executable, "move", "--service", json.dumps(game_spec(src, pidfile)),
-                       "--max-downtime", "0.001", src, dst)
-        assert result.returncode == 1
-        end = result.progress()[-1]
-        assert "--max-downtime" in end["error"] and "the service was not stopped" in end["error"]
-        assert end["pass"] == 5 and end["serviceRunsFrom"] == "source"
-        assert "stopping" not in phases(result)
-        assert running(pidfile) and not dst.exists() and os.listdir(tmpfs) == []
-    finally:
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(src)])
+def test_max_downtime_that_cannot_be_met_leaves_the_service_untouched(game_site, tmpfs):
+    src, dst, pidfile = game_site
+    world_with_data(src)
+    run(*game("start", src, pidfile))
+    result = mover(sys.executable, "move", "--service", json.dumps(game_spec(src, pidfile)),
+                   "--max-downtime", "0.001", src, dst)
+    assert result.returncode == 1
+    end = result.progress()[-1]
+    assert "--max-downtime" in end["error"] and "the service was not stopped" in end["error"]
+    assert end["pass"] == 5 and end["serviceRunsFrom"] == "source"
+    assert "stopping" not in phases(result)
+    assert running(pidfile) and not dst.exists() and os.listdir(tmpfs) == []
 
 
 def test_bad_service_options_are_refused_in_one_line(tmp_path, tmpfs):
@@ -281,6 +274,7 @@ def test_bad_service_options_are_refused_in_one_line(tmp_path, tmpfs):
 
 
 # --- PostgreSQL, a client inserting the whole time ------------------------------------------------
+
 
 def insert_rows(pg: PgCluster, stop: threading.Event, committed: list[int]) -> None:
     """INSERT one row at a time; a row is committed when psql said so."""
@@ -333,6 +327,7 @@ def test_postgres_moves_by_config_cutover_with_a_client_inserting(pg_cluster: Pg
 
 
 # --- detached, through the real sshd, the client killed ------------------------------------------
+
 
 def ssh_mover(sshd: SshServer, *argv: str, **kwargs) -> subprocess.Popen:
     """The mover over the real sshd, as servermove runs it: a bootstrap, argv and source on
@@ -395,19 +390,17 @@ def test_detached_service_move_completes_with_the_client_killed(sshd, public_tmp
 
 
 @pytest.mark.parametrize("python", ["py3.6", "py3.13"])
-def test_a_service_move_runs_on_the_oldest_and_newest_python(python, public_root, tmpfs, tmp_path):
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
-    try:
-        maps = world_with_data(src)
-        run(*game("start", src, pidfile))
-        result = mover(interpreter(python), "move", "--service",
-                       json.dumps(game_spec(src, pidfile)), src, dst)
-        assert result.returncode == 0, result.stderr
-        assert phases(result) == SERVICE_ORDER
-        check_game_moved(src, dst, pidfile, maps)
-    finally:
-        remove_game(src, pidfile)
+
+
+def test_a_service_move_runs_on_the_oldest_and_newest_python(game_site, python):
+    src, dst, pidfile = game_site
+    maps = world_with_data(src)
+    run(*game("start", src, pidfile))
+    result = mover(interpreter(python), "move", "--service",
+                   json.dumps(game_spec(src, pidfile)), src, dst)
+    assert result.returncode == 0, result.stderr
+    assert phases(result) == SERVICE_ORDER
+    check_game_moved(src, dst, pidfile, maps)
 
 
 def test_a_worker_killed_while_the_service_is_stopped_says_how_to_start_it(public_root, tmpfs,
@@ -448,6 +441,8 @@ CHURN = Path(__file__).resolve().parent / "churn_service.py"
 
 
 @pytest.mark.parametrize("verify", ["checksum", "size"])
+
+
 def test_live_passes_follow_every_change_the_service_makes(verify, public_root, tmpfs, tmp_path):
     """A service that rewrites, deletes, creates, turns files into directories and symlinks,
     adds hard links and chmods the whole time: the moved copy is the source exactly as it was
@@ -484,72 +479,60 @@ def running_churn(pidfile: Path) -> bool:
                           capture_output=True).returncode == 0
 
 
-def test_a_start_that_fails_on_the_new_path_rolls_back_and_one_that_always_fails_says_so(
-        public_root, tmpfs, tmp_path):
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
+def test_a_start_that_fails_on_the_new_path_rolls_back_and_one_that_always_fails_says_so(game_site):
+    src, dst, pidfile = game_site
     # Starts only while SRC is the real directory: fails once switched, works after the undo.
     start = ["/bin/sh", "-c", 'test ! -L "$0" && exec "$1" "$2" start "$0" "$3"', str(src),
              sys.executable, str(GAME_SERVER), str(pidfile)]
-    try:
-        maps = world_with_data(src)
-        run(*game("start", src, pidfile))
-        result = mover(sys.executable, "move", "--service",
-                       json.dumps(game_spec(src, pidfile, start=start)), src, dst)
-        assert result.returncode == 1
-        end = result.progress()[-1]
-        assert "the start command" in end["error"], end["error"]
-        assert f"runs from the old path {src} again" in end["error"]
-        assert end["serviceRunsFrom"] == "source" and end["dataState"] == "both"
-        assert running(pidfile) and src.is_dir() and not src.is_symlink()
-        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(dst)], check=True)
+    maps = world_with_data(src)
+    run(*game("start", src, pidfile))
+    result = mover(sys.executable, "move", "--service",
+                   json.dumps(game_spec(src, pidfile, start=start)), src, dst)
+    assert result.returncode == 1
+    end = result.progress()[-1]
+    assert "the start command" in end["error"], end["error"]
+    assert f"runs from the old path {src} again" in end["error"]
+    assert end["serviceRunsFrom"] == "source" and end["dataState"] == "both"
+    assert running(pidfile) and src.is_dir() and not src.is_symlink()
+    assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    stop_game(pidfile)
+    subprocess.run(["rm", "-rf", str(dst)], check=True)
 
-        run(*game("start", src, pidfile))
-        never = game_spec(src, pidfile, start=["/bin/sh", "-c", "echo no luck; exit 5"])
-        result = mover(sys.executable, "move", "--service", json.dumps(never), src, dst)
-        assert result.returncode == 1
-        end = result.progress()[-1]
-        assert end["serviceRunsFrom"] == "nowhere" and end["downSince"]
-        assert "THE SERVICE IS NOT RUNNING" in end["error"] and "was undone" in end["error"]
-        assert str(src) in end["error"] and str(dst) in end["error"]
-        assert not running(pidfile) and src.is_dir() and not src.is_symlink()
-        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
-        assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
-    finally:
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(src)])
+    run(*game("start", src, pidfile))
+    never = game_spec(src, pidfile, start=["/bin/sh", "-c", "echo no luck; exit 5"])
+    result = mover(sys.executable, "move", "--service", json.dumps(never), src, dst)
+    assert result.returncode == 1
+    end = result.progress()[-1]
+    assert end["serviceRunsFrom"] == "nowhere" and end["downSince"]
+    assert "THE SERVICE IS NOT RUNNING" in end["error"] and "was undone" in end["error"]
+    assert str(src) in end["error"] and str(dst) in end["error"]
+    assert not running(pidfile) and src.is_dir() and not src.is_symlink()
+    assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
 
 
-def test_a_rolled_back_service_move_run_again_is_refused_not_cleaned(public_root, tmpfs,
-                                                                     tmp_path):
+def test_a_rolled_back_service_move_run_again_is_refused_not_cleaned(game_site):
     """A service move that rolled back left its copy at DST (`both`) and the service running
     from SRC: the same move run again must not take that copy for a finished one and clean SRC
     under the running service."""
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
+    src, dst, pidfile = game_site
     check = healthy_while_not_switched(src, pidfile)
     spec = json.dumps(game_spec(src, pidfile, check=check, checkTimeout=1))
-    try:
-        maps = world_with_data(src)
-        run(*game("start", src, pidfile))
-        started = mover(sys.executable, "start", "--service", spec, src, dst)
-        assert started.returncode == 0, started.stderr
-        ended = mover(sys.executable, "attach", started.last["data"]["moveId"])
-        end = ended.progress()[-1]
-        assert end["dataState"] == "both" and end["serviceRunsFrom"] == "source"
-        assert f"empty {dst} first" in end["error"]
-        again = mover(sys.executable, "move", "--service", spec, src, dst)
-        assert again.returncode == 2, again.lines
-        error = again.progress()[-1]["error"]
-        assert f"destination {dst} holds an earlier copy that is not in use" in error
-        assert "empty it, then run the move again" in error
-        assert src.is_dir() and not src.is_symlink() and running(pidfile)
-        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
-    finally:
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(src)])
+    maps = world_with_data(src)
+    run(*game("start", src, pidfile))
+    started = mover(sys.executable, "start", "--service", spec, src, dst)
+    assert started.returncode == 0, started.stderr
+    ended = mover(sys.executable, "attach", started.last["data"]["moveId"])
+    end = ended.progress()[-1]
+    assert end["dataState"] == "both" and end["serviceRunsFrom"] == "source"
+    assert f"empty {dst} first" in end["error"]
+    again = mover(sys.executable, "move", "--service", spec, src, dst)
+    assert again.returncode == 2, again.lines
+    error = again.progress()[-1]["error"]
+    assert f"destination {dst} holds an earlier copy that is not in use" in error
+    assert "empty it, then run the move again" in error
+    assert src.is_dir() and not src.is_symlink() and running(pidfile)
+    assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
 
 
 def test_a_worker_killed_after_switching_leaves_a_copy_a_rerun_does_not_clean_against(
@@ -590,31 +573,25 @@ def test_a_worker_killed_after_switching_leaves_a_copy_a_rerun_does_not_clean_ag
         subprocess.run(["rm", "-rf", str(src)])
 
 
-def test_a_service_still_writing_to_the_old_path_after_the_switch_keeps_both_copies(
-        public_root, tmpfs, tmp_path):
+def test_a_service_still_writing_to_the_old_path_after_the_switch_keeps_both_copies(game_site):
     """Cutover `none` and a start command that names SRC: the check passes, but the service
     writes into SRC again. Cleaning must not delete files under it."""
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
-    try:
-        maps = world_with_data(src)
-        run(*game("start", src, pidfile))
-        result = mover(sys.executable, "move", "--service",
-                       json.dumps(game_spec(src, pidfile, cutover="none")), src, dst)
-        assert result.returncode == 1, result.lines
-        end = result.progress()[-1]
-        assert end["phase"] == "error" and end["dataState"] == "both"
-        assert end["serviceRunsFrom"] == "source"
-        assert "open for writing: the service still uses the old path" in end["error"]
-        assert f"both copies are kept: {src}, in use, and {dst}, the new copy" in end["error"]
-        assert "cleaning" not in phases(result)
-        assert running(pidfile)
-        wait_ticks(src / "logs" / "console.log", 2)
-        assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
-        assert (src / "world" / "level.dat").exists()
-    finally:
-        stop_game(pidfile)
-        subprocess.run(["rm", "-rf", str(src)])
+    src, dst, pidfile = game_site
+    maps = world_with_data(src)
+    run(*game("start", src, pidfile))
+    result = mover(sys.executable, "move", "--service",
+                   json.dumps(game_spec(src, pidfile, cutover="none")), src, dst)
+    assert result.returncode == 1, result.lines
+    end = result.progress()[-1]
+    assert end["phase"] == "error" and end["dataState"] == "both"
+    assert end["serviceRunsFrom"] == "source"
+    assert "open for writing: the service still uses the old path" in end["error"]
+    assert f"both copies are kept: {src}, in use, and {dst}, the new copy" in end["error"]
+    assert "cleaning" not in phases(result)
+    assert running(pidfile)
+    wait_ticks(src / "logs" / "console.log", 2)
+    assert {k: v for k, v in read_tree(src).items() if k.startswith("maps/")} == maps
+    assert (src / "world" / "level.dat").exists()
 
 
 def test_a_live_pass_does_not_record_racily_clean_copies_for_a_resume(public_root, tmpfs):
@@ -670,36 +647,29 @@ def test_a_config_cutover_file_inside_the_source_is_refused_at_plan_time(public_
         subprocess.run(["rm", "-rf", str(src), str(public_root / f"conf-link-{os.getpid()}.conf")])
 
 
-def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_aside(
-        public_root, tmpfs, tmp_path):
+def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_aside(game_site):
     """Killed while removing the old data renamed aside: SRC is the symlink now, so the words
     name the aside directory (from the journaled cutover), not SRC, and not a rerun."""
-    src, dst, pidfile = public_root / f"game-{os.getpid()}", tmpfs / "dst", tmp_path / "pid"
-    src.mkdir()
-    try:
-        world_with_data(src)
-        run(*game("start", src, pidfile))
-        started = subprocess.run(
-            [sys.executable, str(RIGGED_MOVER), "inline,slower-clean", "start", "--service",
-             json.dumps(game_spec(src, pidfile)), str(src), str(dst)], capture_output=True,
-            timeout=60)
-        assert started.returncode == 0, started.stderr
-        journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
-        deadline = time.monotonic() + 60
-        while b'"filesRemoved":3' not in (journal / "events.jsonl").read_bytes():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        kill_worker(journal)
-        [state] = [line["data"] for line in mover(sys.executable, "list").lines
-                   if line["subject"] == "move.listed"]
-        [aside] = src.parent.glob(f".{src.name}.servermove-old-*")
-        error = state["error"]
-        assert state["dataState"] == "destination"
-        assert f"the old copy, perhaps partly removed, is in {aside}" in error
-        assert f"delete it when you are sure you no longer need it (rm -rf {aside})" in error
-        assert "run the same move again" not in error
-        assert src.is_symlink() and running(pidfile)
-    finally:
-        remove_game(src, pidfile)
-        for left in src.parent.glob(f".{src.name}.servermove-*"):
-            subprocess.run(["rm", "-rf", str(left)])
+    src, dst, pidfile = game_site
+    world_with_data(src)
+    run(*game("start", src, pidfile))
+    started = subprocess.run(
+        [sys.executable, str(RIGGED_MOVER), "inline,slower-clean", "start", "--service",
+         json.dumps(game_spec(src, pidfile)), str(src), str(dst)], capture_output=True,
+        timeout=60)
+    assert started.returncode == 0, started.stderr
+    journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
+    deadline = time.monotonic() + 60
+    while b'"filesRemoved":3' not in (journal / "events.jsonl").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    kill_worker(journal)
+    [state] = [line["data"] for line in mover(sys.executable, "list").lines
+               if line["subject"] == "move.listed"]
+    [aside] = src.parent.glob(f".{src.name}.servermove-old-*")
+    error = state["error"]
+    assert state["dataState"] == "destination"
+    assert f"the old copy, perhaps partly removed, is in {aside}" in error
+    assert f"delete it when you are sure you no longer need it (rm -rf {aside})" in error
+    assert "run the same move again" not in error
+    assert src.is_symlink() and running(pidfile)
