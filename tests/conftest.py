@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,3 +77,19 @@ def pg_cluster(public_root: Path) -> Iterator[PgCluster]:
     """A real throwaway PostgreSQL cluster, running, on a free port; dropped afterwards."""
     with postgres_cluster(public_root) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def game_site(public_root: Path, tmpfs: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """(SRC, DST, pidfile) for a game-server move: SRC made where every user can reach it, DST
+    on another filesystem. Afterwards the server is stopped and SRC, a link the cutover left
+    there and any old copy set aside beside it are gone, whatever the test did."""
+    from tests.test_service_move import remove_game
+
+    src = public_root / f"game-{os.getpid()}"
+    src.mkdir()
+    pidfile = tmp_path / "pid"
+    yield src, tmpfs / "dst", pidfile
+    remove_game(src, pidfile)
+    for left in src.parent.glob(f".{src.name}.servermove-*"):
+        subprocess.run(["rm", "-rf", str(left)])

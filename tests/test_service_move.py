@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,22 +64,6 @@ def remove_game(src: Path, pidfile: Path) -> None:
     if src.is_symlink():
         src.unlink()
     subprocess.run(["rm", "-rf", str(src)])
-
-
-@pytest.fixture
-
-
-def game_site(public_root: Path, tmpfs: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
-    """(SRC, DST, pidfile) for a game-server move: SRC made where every user can reach it, DST
-    on another filesystem. Afterwards the server is stopped and SRC, a link the cutover left
-    there and any old copy set aside beside it are gone, whatever the test did."""
-    src = public_root / f"game-{os.getpid()}"
-    src.mkdir()
-    pidfile = tmp_path / "pid"
-    yield src, tmpfs / "dst", pidfile
-    remove_game(src, pidfile)
-    for left in src.parent.glob(f".{src.name}.servermove-*"):
-        subprocess.run(["rm", "-rf", str(left)])
 
 
 def healthy_while_not_switched(src: Path, pidfile: Path) -> list[str]:
@@ -390,8 +373,6 @@ def test_detached_service_move_completes_with_the_client_killed(sshd, public_tmp
 
 
 @pytest.mark.parametrize("python", ["py3.6", "py3.13"])
-
-
 def test_a_service_move_runs_on_the_oldest_and_newest_python(game_site, python):
     src, dst, pidfile = game_site
     maps = world_with_data(src)
@@ -441,8 +422,6 @@ CHURN = Path(__file__).resolve().parent / "churn_service.py"
 
 
 @pytest.mark.parametrize("verify", ["checksum", "size"])
-
-
 def test_live_passes_follow_every_change_the_service_makes(verify, public_root, tmpfs, tmp_path):
     """A service that rewrites, deletes, creates, turns files into directories and symlinks,
     adds hard links and chmods the whole time: the moved copy is the source exactly as it was
