@@ -686,6 +686,7 @@ class Progress:
         self.deleted_any = False
         self.service = None  # a service move's fields (pass, forecastDowntimeSeconds, downSince)
         self.service_end = None  # ...and on its terminal event (downtimeSeconds, serviceRunsFrom)
+        self.kept_old = None  # where the old copy is kept and until when (keep_old)
         self._lock = threading.Lock()  # one event at a time
         self._count_lock = threading.Lock()  # counts from other threads
         self._last_report = 0.0
@@ -728,6 +729,8 @@ class Progress:
             counts.update(self.service)
             if self.phase in TERMINAL:
                 counts.update(self.service_end)
+        if self.kept_old is not None and self.phase in TERMINAL:
+            counts.update(self.kept_old)  # oldCopyPath, oldCopyDueAt (KeptCopies.keep)
         return progress_data(self.server_name, self.phase, counts, self.move_id, error,
                              data_state)
 
@@ -1831,6 +1834,9 @@ class Cleaner:
         just before it is handed to the Remover's threads), then the emptied directories,
         deepest first."""
         self.move.set_phase(CLEANING)
+        if self.move.keep_old is not None:  # keep_old: set aside read-only, removed when due
+            self.progress.kept_old = KeptCopies().keep(self.move, self.src, self.move.keep_old)
+            return self.finish(COMPLETE, None, EXIT_OK, STATE_DESTINATION)
         kept, newer = self.remove_files()
         self.remove_directories(kept)
         self.move.flush_warnings()
@@ -2038,6 +2044,8 @@ class Move:
     """One move, start to end: runs Preflight, then a rename or the parts of a copy (Copier,
     FinalCheck, Publisher, Cleaner) in order, and ends it with one terminal event that says
     where the data is; a fault or a cancel on the way removes what it made."""
+
+    keep_old = None  # seconds to keep the old copy aside instead of removing it (KeptCopies)
 
     def __init__(self, emitter, server_name, src, dst, verify, bwlimit, dry_run, move_id=None,
                  service=None, max_downtime=None):
@@ -4134,7 +4142,8 @@ class Journal:
             self._phase = phase
             for key in ("phase", "bytesTotal", "bytesCopied", "filesTotal", "filesCopied",
                         "bytesVerified", "filesVerified", "error", "dataState", "method",
-                        "bytesReused", "downtimeSeconds", "serviceRunsFrom"):
+                        "bytesReused", "downtimeSeconds", "serviceRunsFrom", "oldCopyPath",
+                        "oldCopyDueAt"):
                 if key in data:
                     state[key] = data[key]
             if data.get("pass") is not None:
@@ -4370,7 +4379,7 @@ def prune_journals(root, keep):
 
 
 def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text, started_by,
-                  service=None, max_downtime=None):
+                  service=None, max_downtime=None, keep_old=None):
     root = journal_root()
     for sub in (b"moves", b"locks"):
         os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
@@ -4409,7 +4418,7 @@ def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text,
         status = EXIT_FAILED
         try:
             status = run_worker(server_name, src, dst, verify, bwlimit, move_id, journal,
-                                service, max_downtime)
+                                service, max_downtime, keep_old=keep_old)
         finally:
             os._exit(status)
     os.waitpid(child, 0)
@@ -4420,7 +4429,7 @@ def start_command(emitter, server_name, src, dst, verify, bwlimit, bwlimit_text,
 
 
 def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal, service=None,
-               max_downtime=None):
+               max_downtime=None, keep_old=None):
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -4430,6 +4439,7 @@ def run_worker(server_name, src, dst, verify, bwlimit, move_id, journal, service
     journal.state["pid"] = os.getpid()
     move = Move(emitter, server_name, src, dst, verify, bwlimit, False, move_id=move_id,
                 service=service, max_downtime=max_downtime)
+    move.keep_old = keep_old
     move.cancel_file = os.path.join(journal.mdir, b"cancel")
     move.journal_dir = journal.mdir
     move.recorder = Recorder(os.path.join(journal.mdir, b"copied.jsonl"), move)
@@ -4685,6 +4695,205 @@ def list_command(emitter):
 
 
 # ----------------------------------------------------------------------------------------------
+# Old copies kept (keep_old)
+#
+# With --keep-old SECONDS the cleaning step does not remove the old copy: it renames it aside
+# beside the source (the name a symlink cutover gives it; a symlink cutover has already put it
+# there), takes the write bits off its top directory, and records it in <root>/kept/<id>.json
+# with its due time. The records live outside the moves' journals, which are pruned. `clean-kept`
+# lists them and removes those due; a later move runs it first.
+
+KEPT_DIR = b"kept"
+KEEP_OLD_MAX = 10 * 366 * 86400  # ten years: more is a typo
+WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def keep_old_seconds(text):
+    """--keep-old SECONDS as a number; Refused when it is not one the mover can keep to."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= KEEP_OLD_MAX:
+        raise Refused("bad --keep-old %r: give the seconds to keep the old copy, more than 0 "
+                      "and at most %d" % (text, KEEP_OLD_MAX))
+    return seconds
+
+
+class KeptCopies(object):
+    """The old copies kept beside their sources: set aside at the end of a move (keep), listed
+    and removed once due (clean)."""
+
+    def __init__(self, root=None):
+        self.root = root if root is not None else journal_root()
+        self.dir = os.path.join(self.root, KEPT_DIR)
+
+    # -- at the end of a move ------------------------------------------------------------------
+
+    def keep(self, move, old, seconds):
+        """Set `old` (SRC, or the directory a symlink cutover renamed aside) aside read-only
+        and record it; the fields of the terminal event. Failure when it cannot be: the copy
+        at DST is complete either way, and the old copy is whole (nothing was removed)."""
+        aside = sibling_name(move.src, ASIDE_MARKER, move.move_id)
+        try:
+            if old != aside:
+                if os.path.lexists(aside):
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
+                os.rename(old, aside)
+                fsync_dir(os.path.dirname(aside))
+            st = os.lstat(aside)
+            os.chmod(aside, stat.S_IMODE(st.st_mode) & ~WRITE_BITS)
+            kept_at = time.time()
+            record = {"moveId": move.move_id, "path": show(aside), "src": show(move.src),
+                      "dst": show(move.dst), "device": st.st_dev, "inode": st.st_ino,
+                      "mode": stat.S_IMODE(st.st_mode), "keptAt": round(kept_at, 3),
+                      "dueAt": round(kept_at + seconds, 3)}
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            write_atomically(self.record_path(move.move_id),
+                             json.dumps(record, ensure_ascii=True).encode("ascii"))
+            fsync_dir(self.dir)
+        except OSError as err:
+            where = show(aside) if os.path.lexists(aside) else show(old)
+            raise Failure("%s is complete and verified, but the old copy could not be kept "
+                          "aside as asked (keep_old): %s — nothing of it was removed: it is "
+                          "whole in %s; delete it by hand when you no longer need it"
+                          % (show(move.dst), words(err), where)) from None
+        return {"oldCopyPath": record["path"], "oldCopyDueAt": record["dueAt"]}
+
+    def record_path(self, move_id):
+        return os.path.join(self.dir, move_id.encode("ascii") + b".json")
+
+    # -- clean-kept ----------------------------------------------------------------------------
+
+    def records(self):
+        """(record file, record) of each kept copy, the oldest due first."""
+        found = []
+        names = os.listdir(self.dir) if os.path.isdir(self.dir) else []
+        for name in names:
+            if not name.endswith(b".json"):
+                continue  # a record still being written (.tmp)
+            path = os.path.join(self.dir, name)
+            try:
+                with open(path, "rb") as handle:
+                    record = json.loads(handle.read().decode("utf-8"))
+                found.append((path, record, float(record["dueAt"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # unreadable: listed by nobody, removed by nobody
+        found.sort(key=lambda item: item[2])
+        return [(path, record) for path, record, _due in found]
+
+    def clean(self, emitter, now=False, dry_run=False, quiet=False):
+        """One `kept.copy` event for each kept copy: removed when due (any with `now`), or
+        kept; with dry_run what would be done; `quiet`: nothing about those not due. One
+        cleaner at a time."""
+        if not os.path.isdir(self.dir):
+            return EXIT_OK
+        guard = os.open(os.path.join(self.dir, b".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        failed = False
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            for path, record in self.records():
+                due = now or time.time() >= float(record["dueAt"])
+                if quiet and not due:
+                    continue  # before a move: not even sized
+                data = self.clean_one(path, record, due, dry_run)
+                failed = failed or data["action"] == "failed"
+                emitter.emit("kept.copy", data, sequenced=False)
+        finally:
+            os.close(guard)
+        return EXIT_FAILED if failed else EXIT_OK
+
+    def clean_one(self, record_file, record, due, dry_run):
+        """What happens to one kept copy, as the data of its event."""
+        data = dict((key, record.get(key)) for key in ("moveId", "path", "src", "dst", "keptAt",
+                                                       "dueAt"))
+        path = wire_path(record["path"])
+        found = self.still_ours(path, record)
+        data["bytes"], data["files"] = tree_size(path) if found == "ours" else (None, None)
+        if found == "gone":
+            data["action"] = "gone"
+        elif found != "ours":
+            data["action"], data["why"] = "left", found
+        elif not due:
+            data["action"] = "kept"
+        elif dry_run:
+            data["action"] = "would remove"
+            return data
+        else:
+            err = remove_kept(path, record)
+            if err is not None:
+                data["action"], data["why"] = "failed", words(err)
+                return data
+            data["action"] = "removed"
+        if data["action"] != "kept" and not dry_run:
+            with contextlib.suppress(OSError):
+                os.unlink(record_file)  # removed, gone, or no longer ours: nothing more to do
+        return data
+
+    def still_ours(self, path, record):
+        """"ours" when `path` is still the directory set aside (same device and inode, not a
+        symlink), "gone", or why it is not ours any more."""
+        try:
+            st = os.lstat(path)
+        except OSError as err:
+            if err.errno == errno.ENOENT:
+                return "gone"
+            return "cannot look at it: %s" % words(err)
+        if stat.S_ISLNK(st.st_mode):
+            return "it was replaced by a symbolic link: not followed, not removed"
+        if not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != (record.get("device"),
+                                                                      record.get("inode")):
+            return "it is no longer the directory set aside (something else has its name now)"
+        return "ours"
+
+
+def tree_size(path):
+    """(bytes, files) of the files under `path`, symlinks not followed; (None, None) when
+    unreadable."""
+    total = files = 0
+    try:
+        for kind, _rel, st, _name, _dir_fd in walk(path):
+            if kind == WALK_FILE:
+                files += 1
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    except WalkError:
+        return None, None
+    return total, files
+
+
+def remove_kept(path, record):
+    """Remove the kept copy at `path`, checked once more to be the directory set aside (opened
+    without following a symlink); the error, or None."""
+    try:
+        fd = os.open(path, DIR_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (record.get("device"), record.get("inode")):
+                return OSError(errno.ESTALE, "it changed while being removed")
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)  # our read-only top
+        finally:
+            os.close(fd)
+        # rmtree lists and removes through descriptors, never following a symlink inside.
+        force_rmtree(path)
+        fsync_dir(os.path.dirname(path))
+    except OSError as err:
+        return err
+    return None
+
+
+def clean_kept_command(emitter, now=False, dry_run=False):
+    return KeptCopies().clean(emitter, now, dry_run)
+
+
+def clean_due_kept(emitter):
+    """Before a move: remove the kept old copies that are due (space the move may need). What
+    goes is said in `kept.copy` events; a failure here does not stop the move."""
+    with contextlib.suppress(OSError):
+        KeptCopies().clean(emitter, quiet=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -4697,7 +4906,8 @@ class ArgumentError(Exception):
 # detached, with a journal.
 MOVE_OPTIONS = {"--server-name": ("server_name", str), "--verify": ("verify", str),
                 "--bwlimit": ("bwlimit", str), "--started-by": ("started_by", str),
-                "--service": ("service", str), "--max-downtime": ("max_downtime", str)}
+                "--service": ("service", str), "--max-downtime": ("max_downtime", str),
+                "--keep-old": ("keep_old", str)}
 COMMANDS = {
     "move": (MOVE_OPTIONS, ("--dry-run",), ("src", "dst")),
     "start": (MOVE_OPTIONS, ("--dry-run",), ("src", "dst")),
@@ -4706,11 +4916,13 @@ COMMANDS = {
     "list": ({}, (), ()),
     "statfs": ({}, (), ("paths+",)),
     "check-service": ({"--service": ("service", str)}, (), ()),
+    "clean-kept": ({}, ("--now", "--dry-run"), ()),
 }
 USAGE = ("mover.py move|start [--server-name NAME] [--verify checksum|size|none] "
          "[--bwlimit RATE] [--started-by USER@HOST] [--service JSON [--max-downtime SECONDS]] "
-         "[--dry-run] SRC DST, attach ID "
-         "[--from-seq N], cancel ID, list, statfs PATH..., or check-service --service JSON")
+         "[--keep-old SECONDS] [--dry-run] SRC DST, attach ID "
+         "[--from-seq N], cancel ID, list, statfs PATH..., check-service --service JSON, or "
+         "clean-kept [--now] [--dry-run]")
 
 
 class Arguments:
@@ -4720,7 +4932,9 @@ class Arguments:
     started_by = None
     service = None
     max_downtime = None
+    keep_old = None
     dry_run = False
+    now = False
     from_seq = 1
 
     def __init__(self, command):
@@ -4833,6 +5047,8 @@ def main(argv):
             return list_command(emitter)
         if args.command == "check-service":
             return check_service_command(emitter, args.service)
+        if args.command == "clean-kept":
+            return clean_kept_command(emitter, args.now, args.dry_run)
         if args.server_name is not None:
             server_name = args.server_name
         if args.verify not in ("checksum", "size", "none"):
@@ -4841,15 +5057,20 @@ def main(argv):
         src = absolute("SRC", args.src)
         dst = absolute("DST", args.dst)
         service, max_downtime = service_arguments(args)
+        keep_old = keep_old_seconds(args.keep_old) if args.keep_old is not None else None
+        if not args.dry_run:
+            clean_due_kept(emitter)
         if args.command == "start" and not args.dry_run:
             return start_command(emitter, server_name, src, dst, args.verify, bwlimit,
-                                 args.bwlimit, args.started_by, service, max_downtime)
+                                 args.bwlimit, args.started_by, service, max_downtime,
+                                 keep_old=keep_old)
     except Refused as exc:
         return refuse(emitter, server_name, str(exc))
     except OSError as err:
         return refuse(emitter, server_name, journal_refusal(err))
     move = Move(emitter, server_name, src, dst, args.verify, bwlimit, args.dry_run,
                 service=service, max_downtime=max_downtime)
+    move.keep_old = keep_old
     if not args.dry_run:  # the same lock as a detached move's, held until this process ends
         try:
             lock_source(journal_root(), src, move.move_id + " foreground")
