@@ -4808,12 +4808,13 @@ class KeptCopies(object):
         data = dict((key, record.get(key)) for key in ("moveId", "path", "src", "dst", "keptAt",
                                                        "dueAt"))
         path = wire_path(record["path"])
-        found = self.still_ours(path, record)
+        found, why = self.still_ours(path, record)
         data["bytes"], data["files"] = tree_size(path) if found == "ours" else (None, None)
-        if found == "gone":
-            data["action"] = "gone"
-        elif found != "ours":
-            data["action"], data["why"] = "left", found
+        if found in ("gone", "left"):
+            data["action"], data["why"] = found, why
+        elif found == "unknown":
+            data["action"], data["why"] = "failed", why
+            return data  # the record stays: looked at again next time
         elif not due:
             data["action"] = "kept"
         elif dry_run:
@@ -4831,20 +4832,21 @@ class KeptCopies(object):
         return data
 
     def still_ours(self, path, record):
-        """"ours" when `path` is still the directory set aside (same device and inode, not a
-        symlink), "gone", or why it is not ours any more."""
+        """("ours", None) when `path` is still the directory set aside (same device and inode,
+        not a symlink); ("gone", None); ("left", why) when something else has its name now;
+        ("unknown", why) when it cannot be looked at."""
         try:
             st = os.lstat(path)
         except OSError as err:
             if err.errno == errno.ENOENT:
-                return "gone"
-            return "cannot look at it: %s" % words(err)
+                return "gone", None
+            return "unknown", "cannot look at it: %s" % words(err)
         if stat.S_ISLNK(st.st_mode):
-            return "it was replaced by a symbolic link: not followed, not removed"
+            return "left", "it was replaced by a symbolic link, which is not followed"
         if not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != (record.get("device"),
                                                                       record.get("inode")):
-            return "it is no longer the directory set aside (something else has its name now)"
-        return "ours"
+            return "left", "it is no longer the directory set aside: something else has its name"
+        return "ours", None
 
 
 def tree_size(path):

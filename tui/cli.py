@@ -6,6 +6,7 @@ with live progress.
     servermove move TARGET SRC DST      one move with a rich progress display (or --json lines)
     servermove attach TARGET [MOVE_ID]  follow (or replay) a move running on TARGET
     servermove moves TARGET             the moves in TARGET's journal
+    servermove clean TARGET             remove the old copies kept aside (keep_old) once due
     servermove log                      the moves log: moves started here, and those merged from
                                         servers' journals
 
@@ -52,13 +53,17 @@ from tui.core.runner import (
     MoveRequest,
     SshSettings,
     attach_move,
+    clean_kept,
     list_target_moves,
     start_move,
 )
 from tui.core.targets import Target, parse_target
 from tui.core.wording import (
     bar_counts,
+    clean_summary,
     down_clock,
+    kept_copy_line,
+    kept_old_note,
     moved_figures,
     moved_service_tail,
     phase_words,
@@ -130,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     moves = commands.add_parser("moves", help="the moves in TARGET's journal, newest first")
     moves.add_argument("target", metavar="TARGET", help=TARGET_HELP)
     _add_connection_options(moves)
+
+    clean = commands.add_parser("clean", help="remove the old copies that moves kept aside on "
+                                "TARGET (keep_old in servers.toml) once they are due")
+    clean.add_argument("target", metavar="TARGET", help=TARGET_HELP)
+    clean.add_argument("--dry-run", action="store_true",
+                       help="list the old copies kept and say which are due; remove nothing")
+    clean.add_argument("--now", action="store_true",
+                       help="remove the old copies kept even if they are not due yet")
+    _add_connection_options(clean)
 
     log = commands.add_parser("log", help="the moves log: moves started from this machine and "
                               "those merged from servers' journals, newest first")
@@ -212,6 +226,17 @@ def service_of(args: argparse.Namespace) -> dict[str, object] | None:
     return service.to_mover()
 
 
+def keep_old_of(args: argparse.Namespace) -> int | None:
+    """The seconds TARGET's keep_old in servers.toml keeps the old copy aside; None without."""
+    from tui.core.inventory import keep_old_seconds, load_inventory
+
+    inventory = load_inventory()  # a bad keep_old was refused here already, naming the server
+    if args.target not in inventory:
+        return None
+    keep_old = inventory.get(args.target).keep_old
+    return keep_old_seconds(keep_old) if keep_old else None
+
+
 def _settings(args: argparse.Namespace) -> SshSettings:
     config_files = None
     if args.ssh_config is not None:
@@ -288,7 +313,7 @@ def summary_line(model: MoveProgress) -> str:
     if model.phase is Phase.COMPLETE:
         size, files, took, rate = moved_figures(model)
         return (f"moved {size} in {files} files in {took} ({rate or '—'}){reused_note(model)}"
-                f"{moved_service_tail(model)}")
+                f"{moved_service_tail(model)}{kept_old_note(model)}")
     return model.outcome()
 
 
@@ -305,7 +330,8 @@ async def run_move(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, sudo=args.sudo)
     request = MoveRequest(src=args.src, dst=args.dst, server_name=target.label,
                           verify=args.verify, bwlimit=args.bwlimit, dry_run=args.dry_run,
-                          service=service, max_downtime=args.max_downtime)
+                          service=service, max_downtime=args.max_downtime,
+                          keep_old=keep_old_of(args))
     handle = await start_move(target, request, settings=_settings(args),
                               prompter=TerminalPrompter(err))
     recorder = MoveRecorder(_moves_log(), server=target.label, target=args.target,
@@ -345,6 +371,19 @@ async def run_moves(args: argparse.Namespace) -> int:
     print_records([record_from_listed(entry, target.label) for entry in listed],
                   empty=f"no moves recorded on {target.label}")
     return ExitStatus.OK
+
+
+async def run_clean(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    target = resolve_target(args.target, sudo=args.sudo)
+    events, status = await clean_kept(target, dry_run=args.dry_run, now=args.now,
+                                      settings=_settings(args), prompter=TerminalPrompter(err))
+    for event in events:
+        print(json.dumps(asdict(event), ensure_ascii=False) if args.json
+              else kept_copy_line(event))
+    if not args.json:
+        print(clean_summary(events, target.label, args.dry_run))
+    return ExitStatus.OK if status == 0 else ExitStatus.FAILED
 
 
 def say(message: str) -> None:
@@ -563,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_attach(args))
         if args.command == "moves":
             return asyncio.run(run_moves(args))
+        if args.command == "clean":
+            return asyncio.run(run_clean(args))
         if args.command == "log":
             return show_log(args)
         raise BadInput(f"unknown command {args.command!r}")

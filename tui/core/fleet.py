@@ -24,7 +24,7 @@ from tui.core.errors import (
     ServermoveError,
 )
 from tui.core.follow import MoveHandle, follow
-from tui.core.inventory import ServerEntry, ServiceConfig
+from tui.core.inventory import ServerEntry, ServiceConfig, keep_old_seconds
 from tui.core.moves_log import MoveRecorder, MovesLog, record_from_listed
 from tui.core.progress import MoveProgress
 from tui.core.protocol import Phase, PlanEvent, ProgressEvent, ServiceCheckEvent
@@ -178,7 +178,9 @@ class Fleet:
         return runner.MoveRequest(src=server.data_path, dst=new_path,
                                   server_name=server.name, verify=options.verify,
                                   bwlimit=options.bwlimit, dry_run=dry_run, service=service,
-                                  max_downtime=options.max_downtime if service else None)
+                                  max_downtime=options.max_downtime if service else None,
+                                  keep_old=keep_old_seconds(server.keep_old)
+                                  if server.keep_old else None)
 
     async def _start(self, server: ServerEntry, new_path: str, options: MoveOptions,
                      dry_run: bool) -> MoveHandle:

@@ -14,6 +14,10 @@ array of words without a shell), `check_timeout` (seconds, default 60) and `cuto
 commands, and explicit keys override them. A move of the server's data_path then moves the
 running service (`servermove move NAME …`, the TUI's Apply) unless `--no-service`.
 
+`keep_old = "7d"` (or "12h", "30m", "45s"): a move of this server keeps the old copy read-only
+beside the source for that long instead of deleting it (`servermove clean NAME` removes it once
+due, and so does the server's next move).
+
 Reading uses tomllib; edits go through tomlkit so the user's comments and layout survive, and
 are written atomically. A broken file raises `InventoryError` naming the file and the line.
 Headless: no Textual.
@@ -48,7 +52,7 @@ FILE_HEADER = """\
 """
 
 _SERVICE_KEYS = ("service", "stop", "start", "check", "check_timeout", "cutover")
-_KNOWN_KEYS = frozenset({"target", "data_path", "sudo", "python", *_SERVICE_KEYS})
+_KNOWN_KEYS = frozenset({"target", "data_path", "sudo", "python", "keep_old", *_SERVICE_KEYS})
 CHECK_TIMEOUT_DEFAULT = 60
 CHECK_TIMEOUT_MAX = 3600  # the mover refuses more
 # systemd unit and docker container names: no spaces, no leading "-" (it would read as an option).
@@ -99,6 +103,23 @@ class ServerEntry:
     sudo: bool = False
     python: str | None = None
     service: ServiceConfig | None = None
+    keep_old: str | None = None  # as written ("7d"); keep_old_seconds() gives the seconds
+
+
+KEEP_OLD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+KEEP_OLD_MAX_SECONDS = 10 * 366 * 86400  # the mover refuses more
+_KEEP_OLD = re.compile(r"([1-9][0-9]{0,5})([smhd])")
+
+
+def keep_old_seconds(text: Any) -> int:
+    """The seconds of a keep_old duration ("7d", "12h", "30m", "45s"); raises ValueError with
+    the accepted forms in plain words."""
+    match = _KEEP_OLD.fullmatch(text) if isinstance(text, str) else None
+    seconds = int(match[1]) * KEEP_OLD_UNITS[match[2]] if match else 0
+    if not 0 < seconds <= KEEP_OLD_MAX_SECONDS:
+        raise ValueError(f"keep_old must be a duration in quotes: a whole number and a unit, "
+                         f'like "7d", "12h", "30m" or "45s" (at most 3660d); got {text!r}')
+    return seconds
 
 
 @dataclass
@@ -266,7 +287,7 @@ def _entry_from_table(name: str, table: Any, path: Path, text: str) -> ServerEnt
     unknown = sorted(set(table) - _KNOWN_KEYS)
     if unknown:
         raise fail(f"has unknown key {unknown[0]!r} (known: target, data_path, sudo, python, "
-                   f"{', '.join(_SERVICE_KEYS)})")
+                   f"keep_old, {', '.join(_SERVICE_KEYS)})")
     for key in ("target", "data_path"):
         if not isinstance(table.get(key), str):
             raise fail(f"needs {key} = \"...\"")
@@ -277,10 +298,13 @@ def _entry_from_table(name: str, table: Any, path: Path, text: str) -> ServerEnt
         raise fail("python must be a path in quotes")
     try:
         service = service_from_table(table)
+        keep_old = table.get("keep_old")
+        if keep_old is not None:
+            keep_old_seconds(keep_old)
     except ValueError as exc:
         raise fail(str(exc)) from None
     entry = ServerEntry(name, table["target"], table["data_path"], table.get("sudo", False),
-                        python, service)
+                        python, service, keep_old)
     try:
         validate_entry(entry)
     except BadInput as exc:
@@ -348,6 +372,10 @@ def _table_for(entry: ServerEntry, keep: Any = None) -> Any:
         table["python"] = entry.python
     elif "python" in table:
         del table["python"]
+    if entry.keep_old:
+        table["keep_old"] = entry.keep_old
+    elif "keep_old" in table:
+        del table["keep_old"]
     _write_service(table, entry.service)
     return table
 

@@ -69,6 +69,8 @@ class MoveProgress:
     down_since: float | None = None  # the server's Unix time the stop began, while it is down
     downtime: float | None = None  # measured: from the stop to the first passing check
     service_runs_from: ServiceRunsFrom | None = None
+    old_copy_path: str | None = None  # keep_old: where the old copy is kept, and until when
+    old_copy_due_at: float | None = None
     phases_reached: list[Phase] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     link_lost: bool = False  # the connection dropped; the move goes on on the server
@@ -176,6 +178,8 @@ class MoveProgress:
             self.downtime = event.downtime
         if event.service_runs_from is not None:
             self.service_runs_from = event.service_runs_from
+        if event.old_copy_path is not None:
+            self.old_copy_path, self.old_copy_due_at = event.old_copy_path, event.old_copy_due_at
 
     def _sample(self, now: float) -> None:
         done, files = self.phase_bytes_done, self.phase_files_done

@@ -188,6 +188,9 @@ class ProgressEvent:
     down_since: float | None = None  # `downSince`: Unix time the stop began, while it is down
     downtime: float | None = None  # `downtimeSeconds`, on the terminal event
     service_runs_from: ServiceRunsFrom | None = None  # `serviceRunsFrom`, on the terminal event
+    # keep_old's (on the terminal event of a move that kept the old copy aside):
+    old_copy_path: str | None = None  # `oldCopyPath`: where it is kept, read-only
+    old_copy_due_at: float | None = None  # `oldCopyDueAt`: Unix time it may be removed from
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +286,24 @@ class MalformedLine:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class KeptCopyEvent:
+    """`kept.copy` (from `mover.py clean-kept`, and before a move): one old copy kept aside by
+    keep_old, and what was done with it."""
+
+    path: str
+    action: str  # "kept", "removed", "would remove", "gone", "left" or "failed"
+    due_at: float | None = None
+    kept_at: float | None = None
+    src: str = ""
+    move_id: str | None = None
+    size: int | None = None  # `bytes` of its files, None when it could not be read
+    files: int | None = None
+    why: str | None = None  # for "left" and "failed"
+
+
 Event = (HelloEvent | PlanEvent | ProgressEvent | WarningEvent | FsStatEvent | StartedEvent
-         | ListedEvent | LinkEvent | ServiceCheckEvent)
+         | ListedEvent | LinkEvent | ServiceCheckEvent | KeptCopyEvent)
 
 
 # The parser is on the hot path of every progress line (the client must take well over 50,000
@@ -360,7 +379,14 @@ def _progress(data: dict[str, Any]) -> ProgressEvent:
         bytes_reused=bytes_reused,
         **(_service_progress(data) if "pass" in data or "downSince" in data
            or "serviceRunsFrom" in data else {}),
+        **(_kept_old(data) if "oldCopyPath" in data else {}),
     )
+
+
+def _kept_old(data: dict[str, Any]) -> dict[str, Any]:
+    """keep_old's fields of a terminal event; a value of the wrong type is left out."""
+    return {"old_copy_path": _text(data.get("oldCopyPath")),
+            "old_copy_due_at": _opt_float(data, "oldCopyDueAt")}
 
 
 def _service_progress(data: dict[str, Any]) -> dict[str, Any]:
@@ -489,7 +515,16 @@ def _listed(data: dict[str, Any]) -> ListedEvent:
         service_runs_from=_runs_from(data.get("serviceRunsFrom")))
 
 
+def _kept_copy(data: dict[str, Any]) -> KeptCopyEvent:
+    return KeptCopyEvent(path=str(data["path"]), action=str(data["action"]),
+                         due_at=_opt_float(data, "dueAt"), kept_at=_opt_float(data, "keptAt"),
+                         src=str(data.get("src", "")), move_id=_opt_str(data, "moveId"),
+                         size=_opt_int(data, "bytes"), files=_opt_int(data, "files"),
+                         why=_opt_str(data, "why"))
+
+
 _DECODERS = {
+    "kept.copy": _kept_copy,
     "move.started": _started,
     "move.listed": _listed,
     "fs.stat": _fs_stat,

@@ -38,6 +38,7 @@ from tui.core.protocol import (
     Event,
     FsStatEvent,
     HelloEvent,
+    KeptCopyEvent,
     LinkEvent,
     ListedEvent,
     MalformedLine,
@@ -51,8 +52,8 @@ from tui.core.targets import Target
 
 __all__ = ["BOOTSTRAP", "FollowedMove", "HostKeyQuestion", "MoveRequest",
            "Prompter", "SshSettings",
-           "TargetSession", "attach_move", "list_moves", "list_target_moves", "mover_source",
-           "start_move",
+           "TargetSession", "attach_move", "clean_kept", "list_moves", "list_target_moves",
+           "mover_source", "start_move",
            "stat_paths"]
 
 # Exit code the bootstrap uses for an interpreter older than the mover supports. The version test
@@ -93,6 +94,7 @@ class MoveRequest:
     # downtime the forecast must be under before the service is stopped.
     service: dict[str, Any] | None = field(default=None, hash=False)
     max_downtime: float | None = None
+    keep_old: int | None = None  # seconds: the old copy is kept aside, not removed (keep_old)
 
     def argv(self, command: str = "move") -> list[str]:
         args = [command, "--server-name", self.server_name, "--verify", self.verify]
@@ -102,6 +104,8 @@ class MoveRequest:
             args += ["--service", json.dumps(self.service, separators=(",", ":"))]
             if self.max_downtime is not None:
                 args += ["--max-downtime", f"{self.max_downtime:g}"]
+        if self.keep_old is not None:
+            args += ["--keep-old", str(self.keep_old)]
         if command == "start":
             args += ["--started-by", self.started_by]
         if self.dry_run:
@@ -583,6 +587,24 @@ async def check_service(target: Target, service: dict[str, Any], *,
             raise ServermoveError(event.error)
     raise ServermoveError(mover.stderr_text.strip().splitlines()[-1]
                           if mover.stderr_text.strip() else "the check did not report")
+
+
+async def clean_kept(target: Target, *, dry_run: bool = False, now: bool = False,
+                     settings: SshSettings | None = None,
+                     prompter: Prompter | None = None) -> tuple[list[KeptCopyEvent], int | None]:
+    """The old copies kept aside on the server (`mover.py clean-kept`): those due removed (any,
+    with `now`; none, with `dry_run`). Returns what it said of each, and its exit status."""
+    argv = ["clean-kept", *(["--now"] if now else []), *(["--dry-run"] if dry_run else [])]
+    mover = await run_mover(target, argv, settings=settings, prompter=prompter)
+    try:
+        events = [event async for event in mover.events()
+                  if isinstance(event, KeptCopyEvent | ProgressEvent)]
+    finally:
+        mover.close()
+    for event in events:
+        if isinstance(event, ProgressEvent) and event.error:  # refused: the mover's own words
+            raise ServermoveError(event.error)
+    return [event for event in events if isinstance(event, KeptCopyEvent)], mover.exit_status
 
 
 async def stat_paths(target: Target, paths: Sequence[str], *,

@@ -8,6 +8,7 @@ sentence changes here, both front ends say the new thing.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tui.core.formatting import (
@@ -23,7 +24,13 @@ from tui.core.protocol import Phase, ServiceRunsFrom
 if TYPE_CHECKING:
     from tui.core.moves_log import MoveRecord
     from tui.core.progress import MoveProgress
-    from tui.core.protocol import FsStatEvent, PlanEvent, ServiceCheckEvent, ServicePlan
+    from tui.core.protocol import (
+        FsStatEvent,
+        KeptCopyEvent,
+        PlanEvent,
+        ServiceCheckEvent,
+        ServicePlan,
+    )
 
 BEFORE_ANY_PHASE = "starting"  # where a move stopped that never reported a phase
 
@@ -56,7 +63,8 @@ def outcome(progress: MoveProgress) -> str:
     if progress.service_move and progress.finished:
         return service_outcome(progress)
     if progress.phase is Phase.COMPLETE:
-        return renamed_sentence(progress) or f"Move complete{reused_note(progress)}."
+        return (renamed_sentence(progress)
+                or f"Move complete{reused_note(progress)}{kept_old_note(progress)}.")
     if progress.phase in (Phase.ERROR, Phase.CANCELLED):
         what = "Move cancelled" if progress.phase is Phase.CANCELLED else "Move failed"
         text = f"{what} while {stopped_while(progress)}"
@@ -78,7 +86,8 @@ def service_outcome(progress: MoveProgress) -> str:
     down = _down_for(progress)
     plan = progress.plan
     if progress.phase is Phase.COMPLETE:
-        return f"Moved{reused_note(progress)}{moved_service_tail(progress)}."
+        return (f"Moved{reused_note(progress)}{moved_service_tail(progress)}"
+                f"{kept_old_note(progress)}.")
     what = "Move cancelled" if progress.phase is Phase.CANCELLED else "Move failed"
     text = f"{what} while {stopped_while(progress)}"
     why = (progress.error or "").rstrip(".")
@@ -107,6 +116,58 @@ def moved_service_tail(progress: MoveProgress) -> str:
         return ""
     where = progress.plan.dst if progress.plan else "the new path"
     return f"; the service runs from {where}{_down_for(progress)}"
+
+
+def due_time(unix_time: float | None) -> str:
+    """A due time from the server's clock, in this machine's time zone."""
+    if unix_time is None:
+        return "an unknown time"
+    return datetime.fromtimestamp(unix_time).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def clean_command(server: str) -> str:
+    return f"servermove clean {server}" if server else "servermove clean SERVER"
+
+
+def kept_old_note(progress: MoveProgress) -> str:
+    """`; the old copy is kept read-only at PATH until …` after a move that kept it (keep_old),
+    "" for any other."""
+    if progress.old_copy_path is None or progress.phase is not Phase.COMPLETE:
+        return ""
+    return (f"; the old copy is kept read-only at {progress.old_copy_path} until "
+            f"{due_time(progress.old_copy_due_at)}, then removed by "
+            f"'{clean_command(progress.server_name)}' or the server's next move")
+
+
+KEPT_ACTIONS = {"kept": "kept until {due}", "removed": "removed",
+                "would remove": "due since {due}: would be removed",
+                "gone": "already gone: forgotten",
+                "left": "not removed ({why}): forgotten, delete it by hand if you want",
+                "failed": "could not be removed ({why}): still there"}
+
+
+def kept_copy_line(event: KeptCopyEvent) -> str:
+    """One kept old copy in `servermove clean`'s output: where, how big, what was done."""
+    size = ("" if event.size is None else
+            f" ({human_size(event.size)} in {human_count(event.files or 0)} files)")
+    what = KEPT_ACTIONS.get(event.action, event.action).format(due=due_time(event.due_at),
+                                                              why=event.why or "")
+    return f"{event.path}{size}, the old copy of {event.src}: {what}"
+
+
+def clean_summary(events: list[KeptCopyEvent], server: str, dry_run: bool) -> str:
+    """The last line of `servermove clean`: what was freed, or that nothing is kept."""
+    if not events:
+        return f"no old copies kept on {server}"
+    done = "would remove" if dry_run else "removed"
+    gone = [event for event in events if event.action == done]
+    freed = sum(event.size or 0 for event in gone)
+    waiting = sum(event.action == "kept" for event in events)
+    copies = f"{len(gone)} old cop{'y' if len(gone) == 1 else 'ies'}"
+    if dry_run:
+        return (f"{copies} due on {server} would be removed (would free {human_size(freed)}); "
+                f"{waiting} not due yet; nothing was changed")
+    return f"{copies} removed on {server} (freed {human_size(freed)}); {waiting} not due yet"
 
 
 def moved_figures(progress: MoveProgress) -> tuple[str, str, str, str | None]:

@@ -112,7 +112,9 @@ class ServerFormScreen(Dialog):
         entry = ServerEntry(name=value("name"), target=value("target"),
                             data_path=value("data-path"),
                             sudo=self.query_one("#sudo", Checkbox).value,
-                            python=value("python") or None, service=service)
+                            python=value("python") or None, service=service,
+                            # not in the form: kept as servers.toml says
+                            keep_old=self.entry.keep_old if self.entry else None)
         validate_entry(entry)
         if entry.name in self.taken_names:
             raise BadInput(f"there is already a server called {entry.name}")
