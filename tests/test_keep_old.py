@@ -1,0 +1,226 @@
+"""keep_old (issue 16): a move keeps the old copy read-only beside the source instead of deleting
+it, and `mover.py clean-kept` / `servermove clean` removes it once due, as does the server's next
+move. Real files, the real unprivileged user, the real sshd; the mover on 3.6 and 3.13 too."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli_support import make_tree, read_tree, servermove
+from tests.harness import as_user
+from tests.test_mover import USER_PYTHON, interpreter, mover
+from tests.test_service_cli import write_servers
+from tests.test_service_move import game, wait_ticks, world_with_data
+
+
+def user_env(journal: Path) -> dict:
+    """Run as the test user, with a journal of its own (kept-copy records included)."""
+    kwargs = as_user()
+    kwargs["env"] = {**kwargs["env"], "SERVERMOVE_JOURNAL_DIR": str(journal)}
+    return kwargs
+
+
+@pytest.fixture
+def journal(public_tmp: Path) -> Path:
+    path = public_tmp / "journal"
+    path.mkdir()
+    subprocess.run(["chown", "smtest:smtest", str(path)], check=True)
+    return path
+
+
+def aside_of(src: Path, move_id: str) -> Path:
+    return src.parent / f".{src.name}.servermove-old-{move_id}"
+
+
+def kept_events(result) -> list[dict]:
+    return result.subjects("kept.copy")
+
+
+@pytest.mark.parametrize("version", ["default", "py3.6", "py3.13"])
+def test_a_kept_old_copy_is_read_only_beside_the_source_and_kept_until_due(
+        version, public_tmp, tmpfs):
+    # Root runs the mover here (the test user cannot reach pyenv's interpreters); the data, and
+    # so the copy kept, belongs to the test user.
+    python = interpreter(version)
+    src, dst = public_tmp / "world", tmpfs / "world"
+    src.mkdir()
+    contents = make_tree(src)
+    result = mover(python, "move", "--keep-old", "3600", src, dst)
+    assert result.returncode == 0, result.stderr
+    end = result.last["data"]
+    assert end["phase"] == "complete" and end["dataState"] == "destination"
+    kept = aside_of(src, end["moveId"])
+    assert end["oldCopyPath"] == str(kept)
+    assert 3590 < end["oldCopyDueAt"] - time.time() <= 3600
+    assert not src.exists()  # the old path is free; the data is whole at DST and in the copy
+    assert read_tree(dst) == contents and read_tree(kept) == contents
+    assert stat.S_IMODE(kept.stat().st_mode) & 0o222 == 0  # its top directory is read-only
+    # Read-only for its owner too: the test user cannot add to it, nor rename or delete in it.
+    refused = subprocess.run(["touch", str(kept / "new")], capture_output=True, **as_user())
+    assert refused.returncode != 0 and not (kept / "new").exists()
+    # Not due: clean-kept lists it (where, how big, until when) and removes nothing.
+    listed = mover(python, "clean-kept")
+    assert listed.returncode == 0, listed.stderr
+    [entry] = kept_events(listed)
+    assert entry["action"] == "kept" and entry["path"] == str(kept)
+    assert entry["bytes"] == sum(map(len, contents.values()))
+    assert entry["files"] == len(contents) and entry["dueAt"] == end["oldCopyDueAt"]
+    assert read_tree(kept) == contents
+    removed = mover(python, "clean-kept", "--now")
+    assert [e["action"] for e in kept_events(removed)] == ["removed"], removed.stderr
+    assert not kept.exists() and read_tree(dst) == contents
+    assert kept_events(mover(python, "clean-kept")) == []
+
+
+def test_a_due_copy_is_removed_by_clean_kept_and_a_dry_run_removes_nothing(public_tmp, tmpfs,
+                                                                            journal):
+    python = USER_PYTHON
+    src, dst = public_tmp / "world", tmpfs / "world"
+    src.mkdir()
+    make_tree(src)
+    end = mover(python, "move", "--keep-old", "1", src, dst, **user_env(journal)).last["data"]
+    kept = aside_of(src, end["moveId"])
+    assert kept.is_dir()
+    time.sleep(max(0.0, end["oldCopyDueAt"] - time.time()) + 0.2)
+    dry = mover(python, "clean-kept", "--dry-run", **user_env(journal))
+    assert [e["action"] for e in kept_events(dry)] == ["would remove"] and kept.is_dir()
+    done = mover(python, "clean-kept", **user_env(journal))
+    assert [e["action"] for e in kept_events(done)] == ["removed"] and not kept.exists()
+    assert dst.is_dir()
+
+
+def test_a_later_move_removes_the_due_copies_first(public_tmp, tmpfs, journal):
+    python = USER_PYTHON
+    first, second = public_tmp / "first", public_tmp / "second"
+    for src in (first, second):
+        src.mkdir()
+        make_tree(src, files=3)
+    end = mover(python, "move", "--keep-old", "1", first, tmpfs / "first",
+                **user_env(journal)).last["data"]
+    kept = aside_of(first, end["moveId"])
+    time.sleep(max(0.0, end["oldCopyDueAt"] - time.time()) + 0.2)
+    later = mover(python, "move", second, tmpfs / "second", **user_env(journal))
+    assert later.returncode == 0, later.stderr
+    [cleaned] = kept_events(later)
+    assert cleaned["action"] == "removed" and cleaned["path"] == str(kept)
+    assert not kept.exists() and not second.exists()  # the later move itself removed its source
+    # A copy not due is not even looked at by a move.
+    third = public_tmp / "third"
+    third.mkdir()
+    make_tree(third, files=2)
+    end = mover(python, "move", "--keep-old", "3600", third, tmpfs / "third",
+                **user_env(journal)).last["data"]
+    again = mover(python, "move", tmpfs / "second", public_tmp / "second", **user_env(journal))
+    assert again.returncode == 0 and kept_events(again) == []
+    assert aside_of(third, end["moveId"]).is_dir()
+
+
+def test_a_kept_copy_replaced_by_a_symlink_is_not_followed(public_tmp, tmpfs, journal):
+    python = USER_PYTHON
+    src, dst, victim = public_tmp / "world", tmpfs / "world", public_tmp / "precious"
+    src.mkdir()
+    make_tree(src, files=3)
+    victim.mkdir()
+    (victim / "keep me").write_text("not the old copy")
+    subprocess.run(["chown", "-R", "smtest:smtest", str(victim)], check=True)
+    end = mover(python, "move", "--keep-old", "1", src, dst, **user_env(journal)).last["data"]
+    kept = aside_of(src, end["moveId"])
+    subprocess.run(["rm", "-rf", str(kept)], check=True)
+    kept.symlink_to(victim)
+    time.sleep(max(0.0, end["oldCopyDueAt"] - time.time()) + 0.2)
+    result = mover(python, "clean-kept", **user_env(journal))
+    [entry] = kept_events(result)
+    assert entry["action"] == "left" and "symbolic link" in entry["why"]
+    assert (victim / "keep me").read_text() == "not the old copy"
+    assert kept.is_symlink()  # left alone, and forgotten: not listed again
+    assert kept_events(mover(python, "clean-kept", **user_env(journal))) == []
+
+
+def test_a_bad_keep_old_is_one_line_and_changes_nothing(public_tmp, tmpfs):
+    src, dst = public_tmp / "world", tmpfs / "world"
+    src.mkdir()
+    contents = make_tree(src, files=3)
+    write_servers(f'[web1]\ntarget = "local"\ndata_path = "{src}"\nkeep_old = "7 days"\n')
+    result = servermove("move", "web1", src, dst)
+    assert result.returncode != 0
+    [line] = result.stderr.splitlines()
+    assert "server [web1]" in line and "keep_old" in line and '"7d", "12h", "30m"' in line
+    assert "'7 days'" in line and "Traceback" not in result.stderr
+    assert read_tree(src) == contents and not dst.exists()
+    assert not list(public_tmp.glob(".world.servermove-*"))
+    # The mover refuses a bad --keep-old on its own too, before anything is written.
+    refused = mover(USER_PYTHON, "move", "--keep-old", "7d", src, dst, **as_user())
+    assert refused.returncode == 2 and "bad --keep-old '7d'" in refused.last["data"]["error"]
+    assert read_tree(src) == contents and not dst.exists()
+
+
+def test_servermove_clean_through_sshd(sshd, public_tmp, tmpfs):
+    src, dst = public_tmp / "world", tmpfs / "world"
+    src.mkdir()
+    contents = make_tree(src)
+    write_servers(f'[web1]\ntarget = "{sshd.alias}"\ndata_path = "{src}"\nkeep_old = "3s"\n')
+    ssh = ("--ssh-config", sshd.config_file)
+    moved = servermove("move", *ssh, "web1", src, dst)
+    kept = None
+    try:
+        assert moved.returncode == 0, moved.stderr
+        [kept] = public_tmp.glob(".world.servermove-old-*")
+        assert f"the old copy is kept read-only at {kept} until " in moved.stdout
+        assert "then removed by 'servermove clean web1' or the server's next move" in moved.stdout
+        assert read_tree(dst) == contents and read_tree(kept) == contents
+        early = servermove("clean", *ssh, "--dry-run", "web1")
+        assert early.returncode == 0, early.stderr
+        mine = [line for line in early.stdout.splitlines() if line.startswith(str(kept))]
+        assert len(mine) == 1 and f"the old copy of {src}: kept until " in mine[0]
+        assert "(200.2 kB in 20 files)" in mine[0] and kept.is_dir()
+        time.sleep(3.2)
+        listed = servermove("clean", *ssh, "--json", "--dry-run", "web1")
+        [mine] = [e for e in map(json.loads, listed.stdout.splitlines())
+                  if e["path"] == str(kept)]
+        assert mine["action"] == "would remove" and kept.is_dir()
+        cleaned = servermove("clean", *ssh, "web1")
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert f"{kept} (200.2 kB in 20 files), the old copy of {src}: removed" in cleaned.stdout
+        assert " removed on web1 (freed " in cleaned.stdout.splitlines()[-1]
+        assert not kept.exists() and read_tree(dst) == contents
+    finally:
+        if kept is not None and kept.exists():
+            subprocess.run(["rm", "-rf", str(kept)])
+
+
+async def test_a_service_move_keeps_the_directory_its_symlink_cutover_set_aside(game_site,
+                                                                                tmp_path):
+    from tui.core.fleet import Fleet
+    from tui.core.inventory import ServerEntry, ServiceConfig
+    from tui.core.moves_log import MovesLog
+    from tui.core.protocol import Phase
+
+    src, dst, pidfile = game_site
+    service = ServiceConfig(stop=tuple(game("stop", pidfile)),
+                            start=tuple(game("start", src, pidfile)),
+                            check=tuple(game("check", pidfile)), cutover="symlink")
+    world_with_data(src)
+    subprocess.run(game("start", src, pidfile), check=True)
+    wait_ticks(src / "logs" / "console.log", 5)
+    fleet = Fleet(moves_log=MovesLog(tmp_path / "moves.jsonl"))
+    move = await fleet.run_move(ServerEntry("game", "local", str(src), service=service,
+                                            keep_old="2h"), str(dst))
+    progress = move.progress
+    assert progress.phase is Phase.COMPLETE, (move.problem, progress.outcome())
+    kept = aside_of(src, progress.move_id)
+    assert progress.old_copy_path == str(kept) and src.is_symlink()
+    assert os.readlink(src) == str(dst)
+    assert stat.S_IMODE(kept.stat().st_mode) & 0o222 == 0
+    assert (kept / "logs" / "console.log").is_file()  # the old data, whole, not removed
+    assert 7190 < progress.old_copy_due_at - time.time() <= 7200
+    assert progress.outcome().startswith(f"Moved; the service runs from {dst}; it was down for ")
+    assert f"; the old copy is kept read-only at {kept} until " in progress.outcome()
+    assert "then removed by 'servermove clean game' or the server's next move." \
+        in progress.outcome()
