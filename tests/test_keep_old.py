@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,26 @@ async def test_a_service_move_keeps_the_directory_its_symlink_cutover_set_aside(
     assert f"; the old copy is kept read-only at {kept} until " in progress.outcome()
     assert "then removed by 'servermove clean game' or the server's next move." \
         in progress.outcome()
+
+
+def test_keep_old_in_servers_toml_survives_edits_and_reads_as_seconds(tmp_path):
+    from tui.core.inventory import (
+        keep_old_seconds,
+        load_inventory,
+        set_data_path,
+        update_server,
+    )
+
+    path = tmp_path / "servers.toml"
+    path.write_text('[web1]\ntarget = "local"\ndata_path = "/srv/a"\nkeep_old = "12h"  # a day\n')
+    entry = load_inventory(path).get("web1")
+    assert entry.keep_old == "12h" and keep_old_seconds(entry.keep_old) == 12 * 3600
+    assert [keep_old_seconds(text) for text in ("45s", "30m", "7d")] == [45, 1800, 7 * 86400]
+    # After a move the inventory's data_path changes; keep_old and its comment stay.
+    set_data_path("web1", "/mnt/b", path)
+    assert 'keep_old = "12h"  # a day' in path.read_text()
+    update_server("web1", replace(load_inventory(path).get("web1"), keep_old=None), path)
+    assert "keep_old" not in path.read_text()
+    for bad in ("7", "7 days", "0d", "1w", "-1h", "99999d", 7):
+        with pytest.raises(ValueError, match=r'keep_old must be a duration in quotes'):
+            keep_old_seconds(bad)
