@@ -1034,6 +1034,8 @@ class Preflight:
         }
         if service_plan is not None:
             data["service"] = service_plan
+        if move.keep_old is not None and plan.method == "copy":  # a rename leaves no old copy
+            data["keepOldSeconds"] = move.keep_old
         move.out.emit("move.plan", data)
 
     def find_missing_parents(self, dst_parent):

@@ -60,6 +60,8 @@ def test_a_kept_old_copy_is_read_only_beside_the_source_and_kept_until_due(
     kept = aside_of(src, end["moveId"])
     assert end["oldCopyPath"] == str(kept)
     assert 3590 < end["oldCopyDueAt"] - time.time() <= 3600
+    [plan] = result.subjects("move.plan")
+    assert plan["keepOldSeconds"] == 3600
     assert not src.exists()  # the old path is free; the data is whole at DST and in the copy
     assert read_tree(dst) == contents and read_tree(kept) == contents
     assert stat.S_IMODE(kept.stat().st_mode) & 0o222 == 0  # its top directory is read-only
@@ -173,6 +175,8 @@ def test_servermove_clean_through_sshd(sshd, public_tmp, tmpfs):
     try:
         assert moved.returncode == 0, moved.stderr
         [kept] = public_tmp.glob(".world.servermove-old-*")
+        assert "; keep the old copy read-only beside the source for 3 seconds, then remove it" \
+            in moved.stdout  # the plan line
         assert f"the old copy is kept read-only at {kept} until " in moved.stdout
         assert "then removed by 'servermove clean web1' or the server's next move" in moved.stdout
         assert read_tree(dst) == contents and read_tree(kept) == contents
@@ -221,6 +225,13 @@ async def test_a_service_move_keeps_the_directory_its_symlink_cutover_set_aside(
     assert stat.S_IMODE(kept.stat().st_mode) & 0o222 == 0
     assert (kept / "logs" / "console.log").is_file()  # the old data, whole, not removed
     assert 7190 < progress.old_copy_due_at - time.time() <= 7200
+    from tui.core.wording import plan_lines, service_steps
+
+    assert progress.plan is not None and progress.plan.service is not None
+    assert service_steps(progress.plan.service, progress.plan)[-1] == (
+        "Keep the old copy read-only beside the source for 2 hours, then remove it")
+    assert "then keep the old copy read-only beside the source for 2 hours, then remove it." in \
+        plan_lines(progress.plan)[3]
     assert progress.outcome().startswith(f"Moved; the service runs from {dst}; it was down for ")
     assert f"; the old copy is kept read-only at {kept} until " in progress.outcome()
     assert "then removed by 'servermove clean game' or the server's next move." \

@@ -151,6 +151,7 @@ class PlanEvent:
     resumes: str | None = None  # the id of a move cut short that this one takes over
     finishes: bool = False  # True: only that move's cleaning was left, and this move does it
     service: ServicePlan | None = None  # only for a service move (`--service`)
+    keep_old_seconds: float | None = None  # `--keep-old`: the old copy is kept, not removed
 
     @property
     def space_needed(self) -> int:
@@ -454,6 +455,7 @@ def _plan(data: dict[str, Any]) -> PlanEvent:
         bytes_needed=_opt_int(data, "bytesNeeded"),
         **_resumes(data.get("resumes")),
         service=_service_plan(data.get("service")),
+        keep_old_seconds=_opt_float(data, "keepOldSeconds"),
     )
 
 

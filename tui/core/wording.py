@@ -129,6 +129,19 @@ def clean_command(server: str) -> str:
     return f"servermove clean {server}" if server else "servermove clean SERVER"
 
 
+KEEP_OLD_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60))
+
+
+def keep_old_words(plan: PlanEvent) -> str:
+    """What a move with keep_old does with the old copy instead of removing it."""
+    seconds = plan.keep_old_seconds or 0
+    unit, size = next(((unit, size) for unit, size in KEEP_OLD_UNITS
+                       if seconds >= size and seconds % size == 0), ("second", 1))
+    count = int(seconds // size)
+    return (f"keep the old copy read-only beside the source for {count} {unit}"
+            f"{'' if count == 1 else 's'}, then remove it")
+
+
 def kept_old_note(progress: MoveProgress) -> str:
     """`; the old copy is kept read-only at PATH until …` after a move that kept it (keep_old),
     "" for any other."""
@@ -347,7 +360,8 @@ def plan_lines(plan: PlanEvent) -> list[str]:
     if plan.method == "rename":
         how = "Rename: same filesystem, one atomic step, no copy needed."
     else:
-        how = (f"Copy across filesystems, verify ({plan.verify}), then remove the source.")
+        how = (f"Copy across filesystems, verify ({plan.verify}), then "
+               + (f"{keep_old_words(plan)}." if plan.keep_old_seconds else "remove the source."))
     lines = [f"From  {plan.src}", f"To    {plan.dst}", "", how,
              f"{human_size(plan.bytes_total)} in {human_count(plan.files_total)} files and "
              f"{human_count(plan.dirs_total)} directories."]
@@ -396,7 +410,8 @@ def service_steps(service: ServicePlan, plan: PlanEvent) -> list[str]:
             switch,
             f"Start the service: {service.start}",
             f"Check it until it passes: {service.check}",
-            "Remove the old copy"]
+            (keep_old_words(plan)[0].upper() + keep_old_words(plan)[1:]
+             if plan.keep_old_seconds else "Remove the old copy")]
 
 
 def plan_line(plan: PlanEvent) -> str:
@@ -416,6 +431,8 @@ def plan_line(plan: PlanEvent) -> str:
         text += f"; {free[0]} free after" + ("" if free[1] else " — not enough space")
     if plan.created_parents:
         text += f"; makes {', '.join(plan.created_parents)}"
+    if plan.keep_old_seconds:
+        text += f"; {keep_old_words(plan)}"
     if plan.resumes:
         text += f"; resumes move {plan.resumes}, cut short: its finished copies are reused"
     if plan.service is not None:
