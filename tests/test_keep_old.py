@@ -259,3 +259,39 @@ def test_keep_old_in_servers_toml_survives_edits_and_reads_as_seconds(tmp_path):
     for bad in ("7", "7 days", "0d", "1w", "-1h", "99999d", 7):
         with pytest.raises(ValueError, match=r'keep_old must be a duration in quotes'):
             keep_old_seconds(bad)
+
+
+async def test_the_tui_says_where_the_old_copy_is_kept_and_its_palette_cleans_it(tmp_path,
+                                                                               tmpfs):
+    from tests.test_tui_flows import apply_and_confirm, outcome, plan_shown
+    from tests.test_tui_support import make_app, settle, wait_for
+    from tui.app.screens.server_detail import ServerDetailScreen
+    from tui.core.inventory import ServerEntry
+
+    src, dst = tmp_path / "data" / "app", tmpfs / "app"
+    src.mkdir(parents=True)
+    contents = make_tree(src, files=5)
+    app = make_app(tmp_path, [ServerEntry("box", "local", str(src), keep_old="2s")],
+                   real_runner=True, open_server="box")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ServerDetailScreen))
+        await apply_and_confirm(app, pilot, str(dst))
+        await wait_for(pilot, lambda: app.fleet.get("box") and not app.fleet.is_active("box"),
+                       timeout=60, what="the move to end")
+        await settle(pilot)
+        progress = app.fleet.get("box").progress
+        kept = aside_of(src, progress.move_id)
+        told = " ".join(outcome(app).split())
+        assert "The old copy is kept read-only at " in told and f"{kept.name} until " in told
+        assert "then removed by 'servermove clean box' or the server's next move." in told
+        assert read_tree(kept) == contents and read_tree(dst) == contents
+        commands = {command.title: command for command in app.get_system_commands(app.screen)}
+        time.sleep(max(0.0, progress.old_copy_due_at - time.time()) + 0.2)
+        commands["Remove the old copies kept on box"].callback()
+        await wait_for(pilot, lambda: [n for n in app._notifications
+                                       if n.title == "box: old copies"], what="the notification")
+        [told] = [n for n in app._notifications if n.title == "box: old copies"]
+        assert f"{kept} (" in told.message and ": removed" in told.message
+        assert "1 old copy removed on box (freed " in told.message
+        assert not kept.exists() and read_tree(dst) == contents
+    assert plan_shown  # the confirmation was laid out (apply_and_confirm waited for it)

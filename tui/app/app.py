@@ -53,6 +53,7 @@ from tui.core.inventory import (
 from tui.core.protocol import Phase
 from tui.core.ssh import HostKeyQuestion, SshSettings
 from tui.core.targets import Target
+from tui.core.wording import clean_summary, kept_copy_line
 
 PUBLISH_INTERVAL_S = 0.1  # at most ten repaints a second per server, however fast events come
 QUIT_CANCEL_TIMEOUT_S = 30.0  # how long quitting waits for cancelled movers to clean up
@@ -201,6 +202,23 @@ class ServerMoveApp(App[str | None]):
         if name is not None:
             yield SystemCommand(f"Move the data of {name}", "Type the new path, then Apply",
                                 lambda: self.move_data_of(name))
+        if name is not None and name in self.inventory and self.inventory.get(name).keep_old:
+            yield SystemCommand(f"Remove the old copies kept on {name}",
+                                "Those due (keep_old): as 'servermove clean'",
+                                lambda: self.clean_old_copies(name))
+
+    @work(group="clean", exit_on_error=False)
+    async def clean_old_copies(self, name: str) -> None:
+        """`servermove clean NAME` from the command palette: the outcome as a notification."""
+        try:
+            events, status = await self.fleet.clean_kept(self.inventory.get(name))
+        except ServermoveError as exc:
+            self.notify(exc.message, title=f"{name}: old copies not cleaned", severity="error")
+            return
+        lines = [kept_copy_line(event) for event in events if event.action != "kept"]
+        self.notify("\n".join([*lines, clean_summary(events, name, False)]),
+                    title=f"{name}: old copies", severity="information" if status == 0
+                    else "error", timeout=15)
 
     def move_data_of(self, name: str) -> None:
         """The server's screen with the cursor in its new-path field."""

@@ -371,6 +371,13 @@ class Fleet:
             self.service_checks[server.name] = result
         return result
 
+    async def clean_kept(self, server: ServerEntry, *, dry_run: bool = False
+                         ) -> tuple[list[Any], int | None]:
+        """The old copies kept aside on the server (keep_old), those due removed: what was said
+        of each (KeptCopyEvent) and the exit status (`servermove clean`)."""
+        return await runner.clean_kept(target_of(server), dry_run=dry_run,
+                                       settings=self.settings, prompter=self.prompter)
+
     async def stat(self, server: ServerEntry, paths: Sequence[str], *,
                    ask: bool = True) -> list[Any]:
         """Free space on the filesystems holding `paths` (FsStatEvent each). With ask False

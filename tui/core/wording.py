@@ -142,14 +142,26 @@ def keep_old_words(plan: PlanEvent) -> str:
             f"{'' if count == 1 else 's'}, then remove it")
 
 
-def kept_old_note(progress: MoveProgress) -> str:
-    """`; the old copy is kept read-only at PATH until …` after a move that kept it (keep_old),
-    "" for any other."""
+def kept_old_words(progress: MoveProgress) -> str | None:
+    """`the old copy is kept read-only at PATH until …` after a move that kept it (keep_old),
+    None after any other."""
     if progress.old_copy_path is None or progress.phase is not Phase.COMPLETE:
-        return ""
-    return (f"; the old copy is kept read-only at {progress.old_copy_path} until "
+        return None
+    return (f"the old copy is kept read-only at {progress.old_copy_path} until "
             f"{due_time(progress.old_copy_due_at)}, then removed by "
             f"'{clean_command(progress.server_name)}' or the server's next move")
+
+
+def kept_old_note(progress: MoveProgress) -> str:
+    """kept_old_words as the tail of a sentence: `; the old copy is kept …` ("" if none)."""
+    words = kept_old_words(progress)
+    return f"; {words}" if words else ""
+
+
+def kept_old_sentence(progress: MoveProgress) -> str | None:
+    """kept_old_words as a sentence of its own (the TUI's outcome panel)."""
+    words = kept_old_words(progress)
+    return f"{words[0].upper()}{words[1:]}." if words else None
 
 
 KEPT_ACTIONS = {"kept": "kept until {due}", "removed": "removed",

@@ -27,6 +27,7 @@ from tui.core.protocol import Phase
 from tui.core.wording import (
     bar_counts,
     bar_label,
+    kept_old_sentence,
     moved_figures,
     service_failure_lines,
     service_status,
@@ -142,7 +143,8 @@ def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
                 [f"Moved {size} in {files} files in {took}"
                  + (f" (average {average})." if average else "."),
                  *([runs_from] if runs_from else []),
-                 f"The data is now at {move.new_path}; the inventory says so too."], "-complete")
+                 f"The data is now at {move.new_path}; the inventory says so too.",
+                 *filter(None, [kept_old_sentence(progress)])], "-complete")
     lines: list[str] = []
     where = stopped_while(progress)
     if progress.phase is Phase.CANCELLED:
