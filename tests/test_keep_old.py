@@ -295,3 +295,23 @@ async def test_the_tui_says_where_the_old_copy_is_kept_and_its_palette_cleans_it
         assert "1 old copy removed on box (freed " in told.message
         assert not kept.exists() and read_tree(dst) == contents
     assert plan_shown  # the confirmation was laid out (apply_and_confirm waited for it)
+
+
+def test_a_kept_copy_that_cannot_be_removed_fails_and_stays_recorded(public_tmp, tmpfs, journal):
+    src, dst = public_tmp / "world", tmpfs / "world"
+    src.mkdir()
+    make_tree(src, files=3)
+    end = mover(USER_PYTHON, "move", "--keep-old", "3600", src, dst,
+                **user_env(journal)).last["data"]
+    kept = aside_of(src, end["moveId"])
+    (kept / "roots").mkdir()  # root's directory inside: the test user cannot empty it
+    (kept / "roots" / "file").write_text("root's")
+    result = mover(USER_PYTHON, "clean-kept", "--now", **user_env(journal))
+    assert result.returncode == 1
+    [entry] = kept_events(result)
+    assert entry["action"] == "failed"
+    assert entry["why"] in ("permission denied", "operation not permitted")
+    assert (kept / "roots" / "file").exists()
+    again = mover(USER_PYTHON, "clean-kept", **user_env(journal))
+    assert [e["action"] for e in kept_events(again)] == ["kept"]  # still recorded
+    subprocess.run(["rm", "-rf", str(kept)], check=True)

@@ -168,7 +168,8 @@ KEPT_ACTIONS = {"kept": "kept until {due}", "removed": "removed",
                 "would remove": "due since {due}: would be removed",
                 "gone": "already gone: forgotten",
                 "left": "not removed ({why}): forgotten, delete it by hand if you want",
-                "failed": "could not be removed ({why}): still there"}
+                "failed": "could not be removed ({why}): what is left of it is still there, "
+                          "and listed again next time"}
 
 
 def kept_copy_line(event: KeptCopyEvent) -> str:
