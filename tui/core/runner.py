@@ -81,11 +81,13 @@ def mover_source() -> bytes:
     return resources.files("remote").joinpath("mover.py").read_bytes()
 
 
-def program_input(argv: Sequence[str], source: bytes | None = None) -> bytes:
+def program_input(argv: Sequence[str], source: bytes | None = None,
+                  loader: bytes | None = None) -> bytes:
     """What the bootstrap reads on stdin: the loader's length and the loader, then the header
-    line (the mover's arguments and its source's length) and the mover's source (`source`
-    instead, in tests)."""
-    loader = resources.files("remote").joinpath("loader.py").read_bytes()
+    line (the mover's arguments and its source's length) and the mover's source. (`source` and
+    `loader` stand in for ours in tests and benchmarks.)"""
+    if loader is None:
+        loader = resources.files("remote").joinpath("loader.py").read_bytes()
     source = mover_source() if source is None else source
     header = json.dumps({"argv": list(argv), "size": len(source)}).encode()
     return b"%d\n%s%s\n%s" % (len(loader), loader, header, source)
