@@ -148,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} {results[name][-1]['wall']:.3f}s" for name in names), flush=True)
         remove_tree(src)
         remove_tree(dst)
+    first, *others = names[1:]
+    for name in others:  # round by round, so a machine that slows down tilts neither
+        ratios = [b["wall"] / a["wall"] for a, b in zip(results[first], results[name],
+                                                        strict=True)]
+        print(f"{name} / {first}, wall, paired median: {statistics.median(ratios):.2f}")
     print(f"\n{shape.title}, {args.placement}, --verify {args.verify}, medians of {args.rounds}")
     columns = ["wall", "start-up", *PHASES]
     print(f"{'':<28}" + "".join(f"{c:>13}" for c in columns))
