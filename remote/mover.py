@@ -502,11 +502,24 @@ def _fd_uses(proc, inside):
     return uses
 
 
+def _read_proc_file(path):
+    # Straight os.read: a buffered file object is measurably slower over every process's maps.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 18)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def _map_uses(proc, real_src):
     """(path, how) for each file under SRC the process has mapped. A private mapping, even a
     writable one, never writes to its file: only a shared writable one counts as writing."""
-    with open(proc + b"/maps", "rb") as handle:
-        text = handle.read()
+    text = _read_proc_file(proc + b"/maps")
     uses = []
     if real_src + b"/" not in text:  # the common case: one search, nothing parsed
         return uses
