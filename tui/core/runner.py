@@ -52,7 +52,6 @@ from tui.core.targets import Target
 __all__ = ["BOOTSTRAP", "FollowedMove", "HostKeyQuestion", "MoveRequest",
            "Prompter", "SshSettings",
            "TargetSession", "attach_move", "list_moves", "list_target_moves", "mover_source",
-           "program_input",
            "start_move",
            "stat_paths"]
 
