@@ -2,7 +2,7 @@
 """servermove's mover against mv, cp -a + rm -rf and rsync: medians, ratios to mv, one JSON file.
 
     sudo .venv/bin/python bench/bench.py [--quick] [--runs N] [--shapes big small ...]
-                                         [--placements cross disk same] [--out FILE]
+                                         [--placements cross disk same disks] [--out FILE]
 
 Needs root: it mounts two tmpfs under a temporary directory (in --workdir, /var/tmp by default, so
 the "disk" side is the root disk) and unmounts them when it ends, also on Ctrl-C.
@@ -107,6 +107,11 @@ def build_empty(root: str, dirs: int, per_dir: int) -> None:
             os.close(os.open(f"{dpath}/{f}", flags, 0o644))
 
 
+def build_one_file(root: str) -> None:
+    os.mkdir(root)
+    write_file(f"{root}/file", 4 * KiB)
+
+
 def build_mixed(root: str, scale: float) -> None:
     """A data directory as found on servers: nested directories, mostly small files, some medium
     and a few large ones, empty files, symlinks, hard links, a sparse file, varied modes and
@@ -184,6 +189,7 @@ def shapes(quick: bool) -> dict[str, Shape]:
             Shape("empty-10k", "500 empty files (quick)", lambda r: build_empty(r, 1, 500)),
             Shape("empty-100k", "1,000 empty files (quick)", lambda r: build_empty(r, 2, 500)),
             Shape("empty-1m", "2,000 empty files (quick)", lambda r: build_empty(r, 4, 500)),
+            Shape("one-file", "one file of 4 KiB", build_one_file),
         ]
     else:
         table = [
@@ -198,6 +204,9 @@ def shapes(quick: bool) -> dict[str, Shape]:
                   lambda r: build_empty(r, 100, 1000)),
             Shape("empty-1m", "1,000,000 empty files in 1,000 dirs",
                   lambda r: build_empty(r, 1000, 1000), rounds_cap=3),
+            # A move of one file is all start-up: its time, process start to exit, is the
+            # target's measure.
+            Shape("one-file", "one file of 4 KiB", build_one_file, rounds_floor=CHEAP_ROUNDS),
         ]
     return {s.name: s for s in table}
 
@@ -212,17 +221,23 @@ class Tool:
     commands: Callable[[str, str], list[list[str]]]  # run one after the other; all must succeed
     mover: bool = False
     metered: bool = False  # writes its reporting CPU time to $SERVERMOVE_BENCH_METER
+    stdin: Callable[[str, str], bytes] | None = None  # the first command's input
 
 
 def tools(mover_python: str) -> dict[str, Tool]:
-    from tui.core.runner import (
-        PYTHON_FLAGS,  # the interpreter flags servermove starts the mover with
-    )
+    from tui.core.runner import BOOTSTRAP, PYTHON_FLAGS, program_input
 
     def mover(verify: str, *script: str) -> Callable[[str, str], list[list[str]]]:
-        """The mover, or with `script` ("instrumented_mover.py", "quiet") a wrapper around it."""
-        return lambda s, d: [[mover_python, *PYTHON_FLAGS, *(script or (str(MOVER),)), "move",
+        """A wrapper around the mover (`script`: "instrumented_mover.py", "quiet")."""
+        return lambda s, d: [[mover_python, *PYTHON_FLAGS, *script, "move",
                               "--server-name", "bench", "--verify", verify, s, d]]
+
+    def started(verify: str) -> dict[str, Callable[[str, str], object]]:
+        """The mover as servermove starts it: the bootstrap, the loader and the mover on stdin
+        (so from the code cache after the first run)."""
+        return {"commands": lambda s, d: [[mover_python, *PYTHON_FLAGS, "-c", BOOTSTRAP]],
+                "stdin": lambda s, d: program_input(["move", "--server-name", "bench",
+                                                     "--verify", verify, s, d])}
 
     table = [
         Tool("mv", lambda s, d: [["mv", s, d]]),
@@ -232,9 +247,9 @@ def tools(mover_python: str) -> dict[str, Tool]:
         Tool("rsync -aHAXS", lambda s, d: [
             ["rsync", "-aHAXS", "--remove-source-files", s + "/", d + "/"],
             ["find", s, "-type", "d", "-empty", "-delete"]]),
-        Tool("mover checksum", mover("checksum"), mover=True),
-        Tool("mover size", mover("size"), mover=True),
-        Tool("mover none", mover("none"), mover=True),
+        Tool("mover checksum", **started("checksum"), mover=True),
+        Tool("mover size", **started("size"), mover=True),
+        Tool("mover none", **started("none"), mover=True),
         Tool("mover quiet", mover("checksum", str(INSTRUMENTED_MOVER), "quiet"), mover=True),
         Tool("mover metered", mover("checksum", str(INSTRUMENTED_MOVER), "metered"), mover=True,
              metered=True),
@@ -260,8 +275,14 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ("disk→tmpfs", "small", NO_QUIET),
     ("same fs", "small", ["mv", "cp -a + rm -rf", "rsync -aHAXS", "mover checksum"]),
     ("same fs", "empty-100k", ["mv", "mover checksum"]),
+    ("tmpfs→tmpfs", "one-file", NO_QUIET),
+    ("disk→disk", "one-file", NO_QUIET),
+    ("disk→disk", "big", NO_QUIET),
+    ("disk→disk", "small", NO_QUIET),
+    ("disk→disk", "mixed", NO_QUIET),
 ]
-PLACEMENT_KEYS = {"cross": "tmpfs→tmpfs", "disk": "disk→tmpfs", "same": "same fs"}
+PLACEMENT_KEYS = {"cross": "tmpfs→tmpfs", "disk": "disk→tmpfs", "same": "same fs",
+                  "disks": "disk→disk"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -304,9 +325,11 @@ GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 def run_commands(commands: list[list[str]], count_events: bool,
-                 env: dict[str, str] | None = None) -> tuple[float, int, int | None, int, str]:
-    """Run the commands one after the other; return (seconds, status, events, max RSS KiB,
-    stderr). Wall clock from before the first start to after the last reap."""
+                 env: dict[str, str] | None = None,
+                 stdin: bytes | None = None) -> tuple[float, int, int | None, int, str]:
+    """Run the commands one after the other, `stdin` the first one's input; return (seconds,
+    status, events, max RSS KiB, stderr). Wall clock from before the first start to after the
+    last reap."""
     events: int | None = 0 if count_events else None
     rss = 0
     status = 0
@@ -317,11 +340,19 @@ def run_commands(commands: list[list[str]], count_events: bool,
             argv = command
             if GNU_TIME:
                 argv = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *command]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=err, env=env,
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else
+                                    subprocess.PIPE, stderr=err, env=env,
                                     stdout=subprocess.PIPE if count_events else
                                     subprocess.DEVNULL)
             _RUNNING.append(proc)
             try:
+                if stdin is not None:
+                    assert proc.stdin is not None
+                    # All of it before any output: the bootstrap reads it whole first.
+                    with contextlib.suppress(BrokenPipeError):
+                        proc.stdin.write(stdin)
+                    proc.stdin.close()
+                    stdin = None
                 if count_events:
                     assert proc.stdout is not None
                     while True:
@@ -402,6 +433,56 @@ def tmpfs_mounts(workdir: str, size: str) -> Iterator[tuple[str, str, str]]:
         subprocess.run(["rm", "-rf", "--one-file-system", base], capture_output=True)
 
 
+@contextlib.contextmanager
+def ext4_mounts(workdir: str, size_mib: int) -> Iterator[tuple[str, str]]:
+    """Two ext4 filesystems, each an image file in the workdir, loop-mounted; all gone afterwards
+    (unmounted, loop devices detached, images removed), on an error or Ctrl-C too."""
+    base = tempfile.mkdtemp(prefix="servermove-bench-", dir=workdir)
+    devices: list[str] = []
+    mounted: list[str] = []
+    try:
+        for name in ("ext4-a", "ext4-b"):
+            image, point = os.path.join(base, name + ".img"), os.path.join(base, name)
+            os.mkdir(point)
+            subprocess.run(["truncate", "-s", f"{size_mib}M", image], check=True)
+            # Inode tables and journal written now, not by ext4lazyinit while a round is timed.
+            subprocess.run(["mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                            image], check=True)
+            devices.append(subprocess.run(["losetup", "--find", "--show", image], check=True,
+                                          capture_output=True, text=True).stdout.strip())
+            subprocess.run(["mount", devices[-1], point], check=True)
+            mounted.append(point)
+        yield mounted[0], mounted[1]
+    finally:
+        for point in mounted:
+            if subprocess.run(["umount", point], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", point], capture_output=True)
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], capture_output=True)
+        subprocess.run(["rm", "-rf", "--one-file-system", base], capture_output=True)
+
+
+def placements(mounts: contextlib.ExitStack, wanted: set[str],
+               args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    """(source, destination) base directories of each placement; the two ext4 images only when
+    a disk→disk cell runs. A journal of the bench's own (and the mover's code cache in it)."""
+    tmp_a, tmp_b, disk = mounts.enter_context(
+        tmpfs_mounts(args.workdir, args.tmpfs_size or ("256m" if args.quick else "3g")))
+    os.environ["SERVERMOVE_JOURNAL_DIR"] = os.path.join(disk, "journal")
+    where = {"tmpfs→tmpfs": (tmp_a, tmp_b), "disk→tmpfs": (disk, tmp_b), "same fs": (tmp_a, tmp_a)}
+    if "disk→disk" in wanted:
+        where["disk→disk"] = mounts.enter_context(
+            ext4_mounts(args.workdir, 256 if args.quick else 3072))
+    return where
+
+
+def warm_code_cache(mover_python: str) -> None:
+    """Run the mover once, untimed, so its code is cached as on a server after its first move."""
+    from tui.core.runner import BOOTSTRAP, PYTHON_FLAGS, program_input
+    subprocess.run([mover_python, *PYTHON_FLAGS, "-c", BOOTSTRAP], check=True,
+                   input=program_input(["statfs", "/"]), capture_output=True)
+
+
 def measure(tool: Tool, shape: Shape, src: str, dst: str,
             counts: dict[str, int]) -> Sample:
     remove_tree(src)
@@ -412,8 +493,9 @@ def measure(tool: Tool, shape: Shape, src: str, dst: str,
     os.sync()
     with tempfile.NamedTemporaryFile("r", suffix=".json") as meter:
         env = {**os.environ, "SERVERMOVE_BENCH_METER": meter.name} if tool.metered else None
-        seconds, status, events, rss, errors = run_commands(tool.commands(src, dst), tool.mover,
-                                                            env)
+        seconds, status, events, rss, errors = run_commands(
+            tool.commands(src, dst), tool.mover, env,
+            tool.stdin(src, dst) if tool.stdin else None)
         reporting = json.load(meter)["reporting_cpu_s"] if tool.metered and not status else None
     problem = None
     if status:
@@ -604,6 +686,10 @@ def evaluate(rows: list[dict[str, object]], parse: dict[str, float],
             cost = round((loud["median_s"] / quiet["median_s"] - 1) * 100, 1)
             add(f"mover / mover quiet - 1, {shape}: wall clock (%)", cost, "(noisy reference)",
                 None)
+    one = row("tmpfs→tmpfs", "one-file", "mover checksum")
+    if one and one["median_s"] is not None:
+        ms = round(one["median_s"] * 1000, 1)
+        add("one-file move, tmpfs→tmpfs, process start to exit (ms)", ms, "<= 15", ms <= 15)
     add("client parse + model rate (events/s)", parse["parse_and_model_per_s"], ">= 50000",
         parse["parse_and_model_per_s"] >= 50_000)
     return targets
@@ -677,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these tools (mv always runs: ratios need it)")
     parser.add_argument("--placements", nargs="+", default=None, choices=sorted(PLACEMENT_KEYS),
                         help="only these placements: cross (tmpfs→tmpfs), disk (disk→tmpfs), "
-                        "same (one filesystem)")
+                        "same (one filesystem), disks (two ext4 images on the workdir's disk)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latest.json"))
     parser.add_argument("--workdir", default="/var/tmp",
                         help="where the temporary directory goes: its filesystem is the 'disk'")
@@ -710,10 +796,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     interrupted = False
     try:
-        with tmpfs_mounts(args.workdir, args.tmpfs_size or ("256m" if args.quick else "3g")) \
-                as (tmp_a, tmp_b, disk):
-            where = {"tmpfs→tmpfs": (tmp_a, tmp_b), "disk→tmpfs": (disk, tmp_b),
-                     "same fs": (tmp_a, tmp_a)}
+        with contextlib.ExitStack() as mounts:
+            where = placements(mounts, {p for p, _s, _t in plan}, args)
+            warm_code_cache(args.mover_python)
             for placement, shape_name, tool_names in plan:
                 shape = shape_table[shape_name]
                 base_src, base_dst = where[placement]

@@ -32,7 +32,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench import remove_tree, tmpfs_mounts  # noqa: E402
+from bench.bench import ext4_mounts, remove_tree, tmpfs_mounts  # noqa: E402
 
 SERVICE = REPO / "bench" / "live_service.py"
 MOVER = REPO / "remote" / "mover.py"
@@ -122,35 +121,6 @@ def servermove(src: str, dst: str, cmds: dict[str, list[str]]) -> dict:
         raise RuntimeError(end.get("error"))
     live = max(e.get("pass") or 0 for e in events if e.get("phase") == "syncing")
     return {"downtime": end["downtimeSeconds"], "passes": live, "phases": phase_seconds(events)}
-
-
-@contextlib.contextmanager
-def ext4_mounts(workdir: str, size_mib: int) -> Iterator[tuple[str, str]]:
-    """Two ext4 filesystems, each an image file in the workdir, loop-mounted; all gone afterwards
-    (unmounted, loop devices detached, images removed), on an error or Ctrl-C too."""
-    base = tempfile.mkdtemp(prefix="servermove-live-", dir=workdir)
-    devices: list[str] = []
-    mounted: list[str] = []
-    try:
-        for name in ("ext4-a", "ext4-b"):
-            image, point = os.path.join(base, name + ".img"), os.path.join(base, name)
-            os.mkdir(point)
-            subprocess.run(["truncate", "-s", f"{size_mib}M", image], check=True)
-            # Inode tables and journal written now, not by ext4lazyinit while a round is timed.
-            subprocess.run(["mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0",
-                            image], check=True)
-            devices.append(subprocess.run(["losetup", "--find", "--show", image], check=True,
-                                          capture_output=True, text=True).stdout.strip())
-            subprocess.run(["mount", devices[-1], point], check=True)
-            mounted.append(point)
-        yield mounted[0], mounted[1]
-    finally:
-        for point in mounted:
-            if subprocess.run(["umount", point], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", point], capture_output=True)
-        for device in devices:
-            subprocess.run(["losetup", "-d", device], capture_output=True)
-        subprocess.run(["rm", "-rf", "--one-file-system", base], capture_output=True)
 
 
 @contextlib.contextmanager

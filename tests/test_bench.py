@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -45,12 +47,14 @@ def test_quick_bench_measures_every_tool_on_every_shape(tmp_path: Path) -> None:
     assert "servermove bench" in proc.stdout
 
 
-def test_phases_compares_two_movers_phase_by_phase() -> None:
+@pytest.mark.parametrize(("shape", "placement"), [("small", "cross"), ("one-file", "disks")])
+def test_phases_compares_two_movers_phase_by_phase(shape: str, placement: str) -> None:
     """bench/phases.py, the A/B tool: the mover at HEAD (from git) against the working tree's,
-    with mv, on a tiny shape; every phase of a copy is timed for both."""
+    with mv, on a tiny shape; every phase of a copy is timed for both (between two tmpfs, and
+    between two loop-mounted ext4 images)."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "phases.py"), "--quick",
-                           "--rounds", "2", "--shape", "small", "--verify", "size",
-                           "git:HEAD", str(REPO / "remote" / "mover.py")],
+                           "--rounds", "2", "--shape", shape, "--placement", placement,
+                           "--verify", "size", "git:HEAD", str(REPO / "remote" / "mover.py")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     table = proc.stdout.split("medians of 2\n", 1)[1].splitlines()

@@ -21,7 +21,7 @@ from tests.cli_support import make_tree, read_tree
 from tests.fstree import diff_snapshots, snapshot_tree
 from tests.harness import PgCluster, SshServer, drop_cluster, run
 from tests.test_mover import MOVER, RIGGED_MOVER, USER_PYTHON, Result, interpreter
-from tui.core.runner import BOOTSTRAP, PYTHON_FLAGS
+from tui.core.runner import BOOTSTRAP, PYTHON_FLAGS, program_input
 
 GAME_SERVER = Path(__file__).resolve().parent / "game_server.py"
 SERVICE_ORDER = ["calculating", "syncing", "stopping", "copying", "verifying", "switching",
@@ -315,13 +315,11 @@ def test_postgres_moves_by_config_cutover_with_a_client_inserting(pg_cluster: Pg
 def ssh_mover(sshd: SshServer, *argv: str, **kwargs) -> subprocess.Popen:
     """The mover over the real sshd, as servermove runs it: a bootstrap, argv and source on
     stdin."""
-    source = MOVER.read_bytes()
-    header = json.dumps({"argv": list(argv), "size": len(source)}).encode() + b"\n"
     remote = shlex.join([USER_PYTHON, *PYTHON_FLAGS, "-c", BOOTSTRAP])
     proc = subprocess.Popen(["ssh", "-F", str(sshd.config_file), "-o", "BatchMode=yes",
                              sshd.alias, remote], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
-    proc.stdin.write(header + source)
+    proc.stdin.write(program_input(argv))
     proc.stdin.close()
     proc.stdin = None  # written whole: communicate() only reads
     return proc

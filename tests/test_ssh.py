@@ -279,6 +279,7 @@ async def test_dropped_link_reattaches_with_no_gap_or_duplicate(tmp_path):
     attaches: list[int] = []
 
     async def journal_server(process: asyncssh.SSHServerProcess) -> None:
+        await process.stdin.readexactly(int(await process.stdin.readline()))  # the loader
         header = json.loads(await process.stdin.readline())
         await process.stdin.readexactly(header["size"])
         argv = header["argv"]

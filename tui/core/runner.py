@@ -67,18 +67,30 @@ TOO_OLD_EXIT = 97
 # -I, these flags exist in every python3 and python2, so a too-old interpreter still reaches the
 # version test.
 PYTHON_FLAGS = ("-E", "-s", "-S")
+# The bootstrap runs the loader (remote/loader.py, sent first with its length on a line of its
+# own), which runs the mover from a cache of its compiled code or compiles it.
 BOOTSTRAP = (
     "import sys;sys.path=[p for p in sys.path if p];"
-    f"sys.version_info<(3,6) and sys.exit({TOO_OLD_EXIT});import json;"
-    "h=json.loads(sys.stdin.buffer.readline().decode());sys.argv=['servermove-mover']+h['argv'];"
-    "exec(compile(sys.stdin.buffer.read(h['size']),'servermove-mover','exec'),"
-    "{'__name__':'__main__'})"
+    f"sys.version_info<(3,6) and sys.exit({TOO_OLD_EXIT});i=sys.stdin.buffer;"
+    "exec(compile(i.read(int(i.readline())),'servermove-loader','exec'),{'__name__':'__main__'})"
 )
 SHELL_NOT_FOUND_EXIT = 127
 
 
 def mover_source() -> bytes:
     return resources.files("remote").joinpath("mover.py").read_bytes()
+
+
+def program_input(argv: Sequence[str], source: bytes | None = None,
+                  loader: bytes | None = None) -> bytes:
+    """What the bootstrap reads on stdin: the loader's length and the loader, then the header
+    line (the mover's arguments and its source's length) and the mover's source. (`source` and
+    `loader` stand in for ours in tests and benchmarks.)"""
+    if loader is None:
+        loader = resources.files("remote").joinpath("loader.py").read_bytes()
+    source = mover_source() if source is None else source
+    header = json.dumps({"argv": list(argv), "size": len(source)}).encode()
+    return b"%d\n%s%s\n%s" % (len(loader), loader, header, source)
 
 
 @dataclass(frozen=True)
@@ -237,10 +249,9 @@ class MoverProcess(_EventSource):
             return b""
 
     async def send_program(self, argv: Sequence[str], prefix: bytes = b"") -> None:
-        """Send the bootstrap its header and the mover's source, after `prefix` (a password)."""
-        source = mover_source()
-        header = json.dumps({"argv": list(argv), "size": len(source)}).encode() + b"\n"
-        await self._process.write(prefix + header + source)
+        """Send the bootstrap the loader, the header and the mover's source, after `prefix` (a
+        password)."""
+        await self._process.write(prefix + program_input(argv))
 
     async def _lines(self) -> AsyncIterator[tuple[bytes | None, Event | MalformedLine | None]]:
         """Each raw line from the mover's hello on, with its parsed form (None: unknown subject).
