@@ -662,9 +662,8 @@ class Progress:
     events: the phase changes the main thread makes, and the reporter thread's lines (at most
     one a tick while counters move, a heartbeat when they do not).
 
-    The main thread counts by plain `+=`; the copy workers, the verifier and remover threads
-    count through add_copied, add_verified and add_removed, which take a lock (the copy counts
-    through them too)."""
+    The main thread counts by plain `+=`; the verifier and remover threads count through
+    add_verified and add_removed, which take a lock (the copy loop counts verified bytes too)."""
 
     def __init__(self, emitter, server_name, move_id):
         self.out = emitter
@@ -694,12 +693,6 @@ class Progress:
         self._stop = threading.Event()
         self._thread = None
         self._poll = None
-
-    def add_copied(self, nbytes, files=0):
-        # Locked: the copy workers count too (CopyWorkers).
-        with self._count_lock:
-            self.bytes_copied += nbytes
-            self.files_copied += files
 
     def add_verified(self, count):
         # `+=` on an attribute is a read and a write: a thread switch between them loses one.
@@ -1402,8 +1395,6 @@ class Copier:
         self.umask = os.umask(0o077)  # reading the umask means setting it: put it straight back
         os.umask(self.umask)
         self.hardlinks = {}
-        self.link_lock = threading.Lock()  # a hard-linked file's copy (see copy_regular)
-        self.big_lock = threading.Lock()  # a big or sparse file's copy (see copy_opened)
         self.started = 0.0  # when copying began (throttle)
         self.live = None  # a service move's pass (LivePass): reuses the last pass's copies
 
@@ -1411,19 +1402,10 @@ class Copier:
         self.started = time.monotonic()
         staging, src = self.plan.staging, self.src
         copies = MirrorDir(staging)
-        # Regular files go to the copy workers, but not for a service move's passes (their
-        # bookkeeping is the main thread's), nor when taking over a dead move, nor with
-        # --bwlimit (one stream is what it limits).
-        workers = None
-        if self.live is None and self.plan.resume is None and not self.bwlimit:
-            workers = CopyWorkers(self.move, self, verifier)
-        handed = 0  # files handed to the copy, to tell when more turn up than were counted
         try:
             # A directory comes with its lstat, a file with its os.DirEntry (see walk).
             for kind, rel, item, name, src_dir in walk(src, stat_files=False):
                 self.check()
-                if kind != WALK_FILE and workers is not None:
-                    workers.drain()  # a directory's entries before its metadata or the next
                 if kind == WALK_DIR:
                     self.progress.current = rel or None
                     try:
@@ -1445,16 +1427,12 @@ class Copier:
                     self.metadata.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.progress.current = rel
-                if self.live is None and handed == self.progress.files_total:
+                if self.live is None and self.progress.files_copied == self.progress.files_total:
                     raise SourceChanged("files appeared in the source during the move (%d "
                                         "counted before copying, more found)%s — stop what "
                                         "writes to %s and run the move again"
                                         % (self.progress.files_total, self.move.changed_example(),
                                            show(src)))
-                handed += 1
-                if workers is not None and item.is_file(follow_symlinks=False):
-                    workers.add(rel, name, src_dir, copies.fd)
-                    continue
                 try:
                     self.copy_entry(rel, item, name, src_dir, copies.fd, verifier)
                 except SourceChanged:
@@ -1462,12 +1440,8 @@ class Copier:
                         raise
                     self.live.skip(rel, self)  # changed while copied: copied in the next pass
                     continue
-                self.progress.add_copied(0, 1)
-            if workers is not None:
-                workers.drain()
+                self.progress.files_copied += 1
         finally:
-            if workers is not None:
-                workers.stop()  # before the descriptors they use are closed
             copies.close()
 
     def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
@@ -1566,55 +1540,43 @@ class Copier:
             if not stat.S_ISREG(st.st_mode):
                 raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
                                     "and run the move again" % (self.src_show(rel), show(self.src)))
-            if st.st_nlink > 1:
-                # With copy workers, a further name is linked to the first name's copy: that
-                # copy must be whole before another worker looks the inode up.
-                with self.link_lock:
-                    self.copy_opened(rel, name, fin, st, dst_dir, verifier)
-            else:
-                self.copy_opened(rel, name, fin, st, dst_dir, verifier)
-        finally:
-            os.close(fin)
-
-    def copy_opened(self, rel, name, fin, st, dst_dir, verifier):
-        """Copy the open regular file `fin` (its fstat `st`) as `name` in `dst_dir`."""
-        if self.link_if_seen(rel, st, name, dst_dir):
-            if self.live is not None:
-                self.live.note(rel, st, False)
-            return
-        if self.plan.resume is not None and \
-                self.resumption.reuse(rel, name, st, dst_dir, verifier):
-            return
-        if self.live is not None and self.live.reuse(rel, name, st, dst_dir, verifier):
-            return
-        mode = stat.S_IMODE(st.st_mode)
-        # Created with its final mode when the umask lets it through whole, so set_meta needs
-        # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
-        # locks the owner out (the verifier opens the copy again to read it, and root may be
-        # just another user on a root-squashed NFS destination).
-        final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
-        try:
-            fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600, dir_fd=dst_dir)
-        except OSError as err:
-            raise self.write_failure(rel, err) from err
-        try:
-            size = st.st_size
-            sparse = size > 0 and st.st_blocks * 512 < size
-            if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
-                self.copy_small(rel, fin, fout, size, verifier is not None)
-                self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
-                self.copied(rel, st)
+            if self.link_if_seen(rel, st, name, dst_dir):
+                if self.live is not None:
+                    self.live.note(rel, st, False)
                 return
-            # One big or sparse file at a time: the verifier takes a file's chunks in order,
-            # and the chunk size adapts to one stream.
-            with self.big_lock:
+            if self.plan.resume is not None and \
+                    self.resumption.reuse(rel, name, st, dst_dir, verifier):
+                return
+            if self.live is not None and self.live.reuse(rel, name, st, dst_dir, verifier):
+                return
+            mode = stat.S_IMODE(st.st_mode)
+            # Created with its final mode when the umask lets it through whole, so set_meta needs
+            # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
+            # locks the owner out (the verifier opens the copy again to read it, and root may be
+            # just another user on a root-squashed NFS destination).
+            final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
+            try:
+                fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600,
+                               dir_fd=dst_dir)
+            except OSError as err:
+                raise self.write_failure(rel, err) from err
+            try:
+                size = st.st_size
+                sparse = size > 0 and st.st_blocks * 512 < size
+                if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
+                    self.copy_small(rel, fin, fout, size, verifier is not None)
+                    self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
+                    self.copied(rel, st)
+                    return
                 self.copy_content(rel, st, fin, fout, sparse, verifier)
                 self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
                 self.copied(rel, st)
-                if verifier is not None:
-                    verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
+            finally:
+                os.close(fout)
         finally:
-            os.close(fout)
+            os.close(fin)
+        if verifier is not None:
+            verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
 
     def copied(self, rel, st):
         """A regular file's copy is finished: recorded for a move that may take it over, and
@@ -1635,11 +1597,11 @@ class Copier:
                 verifier.put(("range", rel, st, start, end))
         for start, end in (data_segments(fin, size) if sparse else ((0, size),)):
             if start > done:
-                self.progress.add_copied(start - done)  # a hole: nothing to write
+                self.progress.bytes_copied += start - done  # a hole: nothing to write
             self.copy_range(rel, fin, fout, start, end, on_chunk)
             done = end
         if done < size:
-            self.progress.add_copied(size - done)
+            self.progress.bytes_copied += size - done
         if sparse:
             try:
                 os.ftruncate(fout, size)
@@ -1673,7 +1635,7 @@ class Copier:
             raise Failure("the copy of %s reads back different from what was written (a "
                           "failing disk or filesystem?) — nothing was deleted; check the "
                           "destination disk" % self.src_show(rel))
-        self.progress.add_copied(size)
+        self.progress.bytes_copied += size
         if verify:
             self.progress.add_verified(size)
         if self.bwlimit:
@@ -1710,7 +1672,7 @@ class Copier:
             if on_chunk is not None:
                 on_chunk(offset, offset + got)
             offset += got
-            self.progress.add_copied(got)
+            self.progress.bytes_copied += got
             elapsed = time.monotonic() - started
             if elapsed > CHUNK_TARGET_SECONDS and self.chunk > CHUNK_MIN:
                 self.chunk //= 2
@@ -1760,139 +1722,6 @@ class Copier:
             if wait <= 0:
                 return
             time.sleep(min(wait, SLEEP_SLICE))
-
-
-class CopyWorkers:
-    """Copies regular files on a few threads while the main thread walks on: a file's system
-    calls release the interpreter lock, so one worker's open, read or write overlaps another's
-    Python code (and, on a fast disk, each other: the disk gets a queue).
-
-    What must stay in order does: the main thread drains the workers (`drain`) before it
-    enters the next directory or sets a directory's metadata, so a directory's mtime is set
-    after all its entries and the descriptors the workers use stay open while they do; a
-    hard-linked file is copied under the Copier's link lock, so a further name is linked to a
-    whole copy; big files go one at a time (Copier.big_lock). A worker's failure is handed to
-    Cancellation and raised by the main thread, with the same words as a copy on the main
-    thread; a cancel stops every worker at its next file or chunk.
-
-    The first INLINE_FIRST files are copied on the main thread: a small move starts no thread.
-    The queue holds a few batches of names, so memory does not grow with the tree."""
-
-    # Two workers beside the walking main thread: on this 2-core machine a third gained
-    # nothing measurable (docs/performance.md, issue 18); on more cores and disks with queue
-    # depth more workers would pay, but a few already keep a core's interpreter busy.
-    COUNT = 2
-    BATCH = 16
-    INLINE_FIRST = 64
-
-    def __init__(self, move, copier, verifier):
-        self.move, self.copier, self.verifier = move, copier, verifier
-        self.queue = queue.Queue(maxsize=self.COUNT * 2)
-        self.batch = []
-        self.pending = 0  # files handed to the workers and not yet done
-        self.idle = threading.Condition(threading.Lock())
-        self.threads = []
-        self.inline = self.INLINE_FIRST
-        self.src_fd = None  # our duplicate of the directory the walk is listing
-        self.stopping = threading.Event()
-
-    def add(self, rel, name, src_dir, dst_dir):
-        """Copy the regular file `name` of `src_dir` into `dst_dir`: at once on the main thread
-        for the first few, then on a worker."""
-        if self.inline:
-            self.inline -= 1
-            self.copier.copy_regular(rel, name, src_dir, dst_dir, self.verifier)
-            self.move.progress.add_copied(0, 1)
-            return
-        if not self.threads:
-            self.start()
-        if self.src_fd is None:
-            # The walk closes its descriptor once the listing ends, maybe before our workers
-            # are done with its last files: they use this duplicate, closed by `drain`.
-            self.src_fd = os.dup(src_dir)
-        self.batch.append((rel, name, self.src_fd, dst_dir))
-        if len(self.batch) >= self.BATCH:
-            self.hand_over()
-
-    def hand_over(self):
-        with self.idle:
-            self.pending += len(self.batch)
-        put_unless_cancelled(self.move, self.queue, self.batch)
-        self.batch = []
-
-    def drain(self):
-        """Wait until every file handed over is copied; then the directory's descriptors may
-        close. Passes the cancellation point while waiting (a worker's failure too)."""
-        if self.batch:
-            self.hand_over()
-        with self.idle:
-            while self.pending:
-                self.idle.wait(0.1)
-                self.move.check()
-        self.move.check()
-        if self.src_fd is not None:
-            os.close(self.src_fd)
-            self.src_fd = None
-
-    def start(self):
-        for _ in range(self.COUNT):
-            thread = threading.Thread(target=self._run, name="copier")
-            thread.daemon = True
-            thread.start()
-            self.threads.append(thread)
-
-    def stop(self):
-        """After drain, or on a cancel or failure: stop at the next file and wait for that."""
-        self.stopping.set()
-        while True:  # only this thread puts: once drained, the sentinels fit
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                break
-        for _ in self.threads:
-            with contextlib.suppress(queue.Full):
-                self.queue.put_nowait(None)
-        for thread in self.threads:
-            thread.join(5)
-        if self.src_fd is not None:
-            os.close(self.src_fd)
-            self.src_fd = None
-
-    def _run(self):
-        while True:
-            batch = self.queue.get()
-            if batch is None:
-                return
-            try:
-                for rel, name, src_fd, dst_fd in batch:
-                    if self.stopping.is_set() or self.move.cancel.is_set() or \
-                            self.move.cancel.failure is not None:
-                        break
-                    self.copy_one(rel, name, src_fd, dst_fd)
-            finally:
-                with self.idle:
-                    self.pending -= len(batch)
-                    self.idle.notify()
-
-    def copy_one(self, rel, name, src_fd, dst_fd):
-        """Copy one file; a failure goes to Cancellation, raised by the main thread."""
-        cancel = self.move.cancel
-        try:
-            self.copier.copy_regular(rel, name, src_fd, dst_fd, self.verifier)
-            self.move.progress.add_copied(0, 1)
-        except Cancelled:
-            pass
-        except Failure as exc:
-            if cancel.failure is None:
-                cancel.fail(exc)
-        except OSError as exc:
-            if cancel.failure is None:
-                cancel.fail(Failure("cannot copy %s: %s" % (self.move.src_show(rel),
-                                                            words(exc))))
-        except Exception as exc:  # a bug: still a failure the main thread ends the move with
-            if cancel.failure is None:
-                cancel.fail(Failure("internal error in the mover's copy worker (%s: %s) — "
-                                    "please report it" % (type(exc).__name__, exc)))
 
 
 class Publisher:
@@ -2239,7 +2068,6 @@ class Move:
         self.egid = os.getegid()
         self.is_root = self.euid == 0
         self.warnings = {}
-        self.warn_lock = threading.Lock()
 
         self.noatime = getattr(os, "O_NOATIME", 0)
         self.metadata = Metadata(self)
@@ -2255,12 +2083,11 @@ class Move:
 
     def warn(self, key, message, rel):
         """Aggregate non-fatal problems: one move.warning per kind, with a count and an example."""
-        with self.warn_lock:  # the copy workers warn too
-            entry = self.warnings.get(key)
-            if entry is None:
-                self.warnings[key] = [1, message, rel]
-            else:
-                entry[0] += 1
+        entry = self.warnings.get(key)
+        if entry is None:
+            self.warnings[key] = [1, message, rel]
+        else:
+            entry[0] += 1
 
     def flush_warnings(self):
         for count, message, rel in self.warnings.values():
@@ -4378,12 +4205,12 @@ class Recorder:
             self.watch_fd = os.open(path, DIR_FLAGS)
 
     def add(self, rel, st):
-        with self.lock:  # the copy workers add too: only one of them starts the thread
+        with self.lock:
             self.pending.append((rel, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="recorder")
-                self.thread.daemon = True
-                self.thread.start()
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="recorder")
+            self.thread.daemon = True
+            self.thread.start()
 
     def _run(self):
         while not self.stopping.wait(RECORD_SECONDS):
