@@ -162,7 +162,20 @@ def main(argv: list[str] | None = None) -> int:
             values = [r[column] for r in results[name] if column in r]
             cells.append(f"{statistics.median(values):>12.3f}s" if values else f"{'-':>13}")
         print(f"{name:<28}" + "".join(cells))
+    # Round by round, each mover over mv and over the first mover: a machine that speeds up or
+    # slows down during the run (other work on it) tilts these less than the medians above.
+    print("\npaired (median of the per-round ratios of wall times)")
+    for name in names[1:]:
+        line = f"{name:<28}{paired(results, name, 'mv'):>8.3f} x mv"
+        if name != names[1]:
+            line += f"{paired(results, name, names[1]):>8.3f} x {names[1]}"
+        print(line)
     return 0
+
+
+def paired(results: dict[str, list[dict[str, float]]], name: str, base: str) -> float:
+    return statistics.median(mine["wall"] / theirs["wall"]
+                             for mine, theirs in zip(results[name], results[base], strict=True))
 
 
 if __name__ == "__main__":

@@ -1878,7 +1878,7 @@ class Cleaner:
         remover = Remover(self.move)
         copies = MirrorDir(dst)
         try:
-            for kind, rel, st, name, _dir_fd in walk(src):
+            for kind, rel, st, name, dir_fd in walk(src):
                 self.check()
                 if kind == WALK_DIR:
                     with contextlib.suppress(OSError):  # then its files are not at DST: kept
@@ -1898,7 +1898,7 @@ class Cleaner:
                 if problem:
                     kept.append((rel, "%s %s" % (self.src_show(rel), problem)))
                 else:
-                    remover.add(rel, join(src, rel))
+                    remover.add(rel, join(src, rel), name, dir_fd)
             remover.finish()
         finally:
             remover.stop()
@@ -2427,7 +2427,9 @@ class Remover:
         self.window_count = 0
         self.window_seconds = 0.0
 
-    def add(self, rel, path):
+    def add(self, rel, path, name, dir_fd):
+        """Remove the source file `rel`: `path`, also the name `name` in the directory open as
+        `dir_fd` (the walk's, open only while this call runs)."""
         if self.threads:
             self.batch.append((rel, path))
             if len(self.batch) >= self.BATCH:
@@ -2435,7 +2437,7 @@ class Remover:
                 self.batch = []
             return
         started = time.monotonic()
-        self.remove_batch(((rel, path),))
+        self.remove_inline(rel, path, name, dir_fd)
         self.window_seconds += time.monotonic() - started
         self.window_count += 1
         if self.window_count == self.WINDOW:
@@ -2476,6 +2478,21 @@ class Remover:
                 self.queue.put_nowait(None)
         for thread in self.threads:
             thread.join(5)
+
+    def remove_inline(self, rel, path, name, dir_fd):
+        """Unlink by the one name relative to its directory (the kernel looks up one name, not
+        the whole path); Cleaner.remove retries by path when that is refused."""
+        if self.move.cancel.is_set():
+            return
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+            err = None
+        except OSError:
+            err = self.move.cleaner.remove(os.unlink, path)
+        if err is None:
+            self.move.progress.add_removed(1)
+        else:
+            self.failed.append((rel, err))
 
     def remove_batch(self, batch):
         move = self.move

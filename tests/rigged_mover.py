@@ -50,9 +50,9 @@ def corrupt_each_chunk(mover) -> None:
 def slow_clean(mover) -> None:
     add = mover.Remover.add
 
-    def rigged(self, rel, path):
+    def rigged(self, *args):
         time.sleep(0.003)
-        return add(self, rel, path)
+        return add(self, *args)
 
     mover.Remover.add = rigged
 
@@ -65,7 +65,14 @@ def slower_cleaning(mover) -> None:
             time.sleep(0.1)
         return remove(self, func, path)
 
+    remove_inline = mover.Remover.remove_inline
+
+    def rigged_inline(self, *args):  # unlinks by name, without Cleaner.remove unless refused
+        time.sleep(0.1)
+        return remove_inline(self, *args)
+
     mover.Cleaner.remove = rigged
+    mover.Remover.remove_inline = rigged_inline
 
 
 def after_rename(mover, fault) -> None:

@@ -57,13 +57,20 @@ def test_phases_compares_two_movers_phase_by_phase(shape: str, placement: str) -
                            "--verify", "size", "git:HEAD", str(REPO / "remote" / "mover.py")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    table = proc.stdout.split("medians of 2\n", 1)[1].splitlines()
+    table, paired = proc.stdout.split("medians of 2\n", 1)[1].split("\n\n", 1)
+    table = table.splitlines()
     header, rows = table[0].split(), {line.split()[0]: line.split()[1:] for line in table[1:]}
     assert header == ["wall", "start-up", "calculating", "copying", "verifying", "cleaning"]
     assert set(rows) == {"mv", "git:HEAD", str(REPO / "remote" / "mover.py")}
     assert rows["mv"][0].endswith("s") and rows["mv"][1:] == ["-"] * 5
     for mover in ("git:HEAD", str(REPO / "remote" / "mover.py")):
         assert all(cell.endswith("s") and float(cell[:-1]) >= 0 for cell in rows[mover]), rows
+    # Round by round ratios: each mover over mv, the second also over the first.
+    ratios = {line.split()[0]: line.split()[1:] for line in paired.splitlines()[1:]}
+    assert ratios["git:HEAD"][1:] == ["x", "mv"], ratios
+    mine = ratios[str(REPO / "remote" / "mover.py")]
+    assert mine[1:3] == ["x", "mv"] and mine[4:] == ["x", "git:HEAD"], ratios
+    assert float(ratios["git:HEAD"][0]) > 0 and float(mine[0]) > 0 and float(mine[3]) > 0
 
 
 def test_rounds_are_capped_for_the_slowest_shape_and_raised_for_the_cheap_ones() -> None:

@@ -794,6 +794,35 @@ def test_removing_the_source_keeps_everything(removal, tmp_path, tmpfs):
     assert diff_snapshots(before, snapshot_tree(tmpfs / "d")) == []
 
 
+def test_a_source_directory_swapped_for_a_symlink_mid_clean_is_not_followed(tmp_path, tmpfs):
+    # The clean unlinks each file by its name in the directory its walk opened: a directory
+    # swapped for a symlink while its files are removed cannot send an unlink elsewhere (by
+    # path, each later unlink would have removed the file of the same name it points to).
+    src = tmp_path / "src"
+    numbered_tree(src, dirs=1, files=30)
+    before = snapshot_tree(src)
+    elsewhere = tmp_path / "elsewhere"
+    numbered_tree(elsewhere, dirs=1, files=30)  # the same names, somewhere else
+    elsewhere_before = snapshot_tree(elsewhere)
+    dst = tmpfs / "d"
+    proc = start(rigged("inline,slower-clean"), "move", src, dst)  # an unlink every 0.1 s
+    seen: list[bytes] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        data = json.loads(line)["data"]
+        if data.get("phase") == "cleaning" and data.get("filesRemoved", 0) >= 1:
+            (src / "d0").rename(src / "d0-aside")  # the walk is inside d0, listing its files
+            (src / "d0").symlink_to(elsewhere / "d0")
+            break
+    result = finish(proc, seen)
+    check_stream(result)
+    assert diff_snapshots(elsewhere_before, snapshot_tree(elsewhere)) == []
+    assert diff_snapshots(before, snapshot_tree(dst)) == []
+    assert result.returncode == 1 and result.progress()[-1]["dataState"] == "destination"
+    assert os.listdir(src) == ["d0"]  # the symlink stays; the emptied directory went
+
+
 def test_a_file_that_cannot_be_removed_is_named_and_the_rest_goes(removal, tmp_path, tmpfs):
     # An immutable file (chattr +i: not even root may unlink it) fails its unlink in the middle
     # of the clean: the rest of the source goes, DST is complete, and the error names the file.
