@@ -2533,8 +2533,9 @@ class Verifier:
         self.thread.daemon = True
         self.done = threading.Event()
         self.stopping = threading.Event()
-        self.a = bytearray(VERIFY_CHUNK)
-        self.b = bytearray(VERIFY_CHUNK)
+        # Two chunk-sized buffers, made on the first whole chunk: zero-filling 8 MiB is a large
+        # part of a tiny move's time, and of its RSS.
+        self.chunks = [None, None]
         import mmap  # here: only checksum moves map files
 
         self.mmap = mmap
@@ -2654,13 +2655,12 @@ class Verifier:
         # Mapping a range past the copy's end would be a SIGBUS, not an error: only a copy
         # that is long enough is mapped (our own, in staging nobody else can enter).
         mapped = self.can_map and os.fstat(fd).st_size >= end
-        a = self.a
         pos = start
         while pos < end:
             if self.stopping.is_set() or move.cancel.is_set():
                 return
             want = min(end - pos, VERIFY_CHUNK)
-            data = a if want == VERIFY_CHUNK else bytearray(want)
+            data = self.buffer(0, want)
             if read_full(source, data) != want:
                 raise SourceChanged("%s shrank after it was copied — nothing was deleted; "
                                     "stop what writes to %s and run the move again"
@@ -2670,7 +2670,7 @@ class Verifier:
                 mapped = same is not None
             if not mapped:
                 os.lseek(fd, pos, os.SEEK_SET)
-                back = memoryview(self.b)[:want]
+                back = self.buffer(1, want)
                 same = read_full(io.FileIO(fd, "r", closefd=False), back) == want and data == back
             if not same:
                 raise SourceChanged(
@@ -2679,6 +2679,14 @@ class Verifier:
                     "writes to %s and run the move again" % (show(spath), show(move.src)))
             pos += want
             move.progress.add_verified(want)
+
+    def buffer(self, which, size):
+        """A buffer of `size` bytes: chunk buffer `which` for a whole chunk, kept for the next."""
+        if size < VERIFY_CHUNK:
+            return bytearray(size)
+        if self.chunks[which] is None:
+            self.chunks[which] = bytearray(VERIFY_CHUNK)
+        return self.chunks[which]
 
     def mapped_copy_equals(self, fd, pos, data):
         """Whether the copy holds `data` at `pos`, compared in place through a mapping; None
