@@ -2344,6 +2344,8 @@ class Move:
         p.data_state = self.plan.resume.state.get("dataState") or STATE_BOTH
         p.deleted_any = p.data_state == STATE_DESTINATION
         p.bytes_copied, p.files_copied = p.bytes_total, p.files_total
+        if self.plan.resume.state.get("cutover") is not None:
+            self.cleaner.against = service_final_records(self.plan.resume, self.dst)
         self.cleaner.clean_source()  # returns only once complete
         self.resumption.release_dead_moves()
 
@@ -3416,7 +3418,9 @@ def plan_service(move, plan):
     spec = move.service
     return {"stop": command_text(spec.stop), "start": command_text(spec.start),
             "check": command_text(spec.check), "cutover": cutover_text(spec.cutover),
-            "cutoverChanges": spec.cutover.plan(move.src, move.dst, move.move_id),
+            # Finishing a dead move's cleaning: its cutover was applied, there is none to plan.
+            "cutoverChanges": [] if plan.finishing else spec.cutover.plan(move.src, move.dst,
+                                                                          move.move_id),
             "maxDowntimeSeconds": move.max_downtime}
 
 
@@ -3808,6 +3812,7 @@ class ServiceMove(object):
         cleaner.src_show = lambda rel: show(join(old, rel))
         cleaner.against = self.passes[-1].records
         self.refuse_old_copy_in_use(old)
+        self.journal_final_records()
         try:
             cleaner.clean_source()
         except Cancelled:
@@ -3817,6 +3822,17 @@ class ServiceMove(object):
                                "old data — delete it by hand (rm -rf %s)"
                                % (why, show(move.dst), show(old), show(old)), EXIT_CANCELLED)
         return EXIT_OK
+
+    def journal_final_records(self):
+        """Keep the final pass's records in a detached move's journal before cleaning: the
+        service writes into DST by now, so a move that finishes this one's cleaning checks the
+        old copy against them (service_final_records), never against DST."""
+        if self.move.journal_dir is None:
+            return
+        records = dict((show(rel), record) for rel, record in self.passes[-1].records.items())
+        with contextlib.suppress(OSError):  # then such a move removes nothing, and says so
+            write_atomically(os.path.join(self.move.journal_dir, FINAL_RECORDS),
+                             json.dumps(records, ensure_ascii=True).encode("ascii"))
 
     def refuse_old_copy_in_use(self, old):
         """A program writing under the old copy after the check passed: the service still uses
@@ -3934,6 +3950,7 @@ class ServiceMove(object):
 
 JOURNAL_KEEP = 50
 CUTOVER_RECORD = b"cutover.json"  # a service move's cutover, once applied (ServiceMove)
+FINAL_RECORDS = b"final.json"  # a service move's final pass records, kept for its cleaning
 JOURNAL_POLL_SECONDS = 0.1
 CANCEL_POLL_SECONDS = 0.25
 STATE_WRITE_SECONDS = 1.0
@@ -3944,6 +3961,25 @@ RECORD_SECONDS = 2.0
 JOURNAL_MIN_FREE = 8 * 1024 * 1024
 JOURNAL_RESERVE = 256 * 1024
 MOVE_ID_CHARS = frozenset("0123456789abcdef")
+
+
+def service_final_records(dead, dst):
+    """The final pass's records a dead service move kept for its cleaning (journal_final_records):
+    rel -> [inode, size, mtime, ctime, verified]. Without them nothing of the old copy can be
+    checked, so nothing is removed: a Failure says what is left."""
+    try:
+        with open(os.path.join(dead.mdir, FINAL_RECORDS), "rb") as handle:
+            records = json.loads(handle.read().decode("ascii"))
+        return dict((rel.encode("utf-8", "surrogateescape"), record)
+                    for rel, record in records.items())
+    except (OSError, ValueError, AttributeError, UnicodeError):
+        src = dead.state.get("src")
+        raise Failure("the service runs from %s, which is complete and verified; %s holds what "
+                      "is left of the old copy, but the records of its final copy are missing "
+                      "from the journal of move %s, so it cannot be checked file by file and "
+                      "nothing was removed — delete it by hand when you are sure the service "
+                      "no longer needs it (rm -rf %s)" % (show(dst), src, dead.move_id, src)
+                      ) from None
 
 
 def journal_root():

@@ -652,3 +652,67 @@ def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_asi
     assert f"delete it when you are sure you no longer need it (rm -rf {aside})" in error
     assert "run the same move again" not in error
     assert src.is_symlink() and running(pidfile)
+
+
+def start_killed_while_cleaning(src: Path, dst: Path, spec: dict) -> Path:
+    """A detached service move, rigged to remove a source file a tenth of a second, killed once
+    it removed three: its journal."""
+    started = subprocess.run(
+        [sys.executable, str(RIGGED_MOVER), "inline,slower-clean", "start", "--service",
+         json.dumps(spec), str(src), str(dst)], capture_output=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
+    deadline = time.monotonic() + 60
+    while b'"filesRemoved":3' not in (journal / "events.jsonl").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    kill_worker(journal)
+    return journal
+
+
+@pytest.mark.parametrize("cutover", ["none", "config"])
+def test_a_service_move_killed_while_cleaning_is_finished_by_running_it_again(
+        cutover, game_site, tmp_path):
+    """Killed while removing SRC (cutover `none` or `config`): the service writes into DST by
+    then, so the same move run again must not compare SRC with DST (every file the service
+    rewrote would look "newer in the source"): it checks SRC against the final pass's records,
+    kept in the journal, and finishes the cleaning."""
+    src, dst, pidfile = game_site
+    maps = world_with_data(src)
+    conf = tmp_path / "game.conf"
+    conf.write_text(f"data = {src}\n")
+    spec = game_spec(src, pidfile, cutover="none" if cutover == "none" else f"config:{conf}",
+                     start=game("start", dst, pidfile))
+    run(*game("start", src, pidfile))
+    journal = start_killed_while_cleaning(src, dst, spec)
+    wait_ticks(dst / "logs" / "console.log", 3)
+    for name in maps:  # the service, running from DST, may rewrite any file there
+        os.utime(dst / name)
+    again = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+    assert again.returncode == 0, again.progress()[-1].get("error")
+    assert phases(again) == ["calculating", "cleaning", "complete"]
+    assert not src.exists() and running(pidfile)
+    assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
+    state = json.loads((journal / "state.json").read_text())
+    assert state["takenOverBy"] == again.progress()[-1]["moveId"]
+
+
+def test_a_service_move_killed_while_cleaning_without_its_records_says_what_is_left(game_site):
+    """The journal lost the final pass's records (a full journal disk when they were written):
+    the move run again cannot check SRC file by file, so it removes nothing and says where the
+    service runs and what is left to delete by hand."""
+    src, dst, pidfile = game_site
+    world_with_data(src)
+    spec = game_spec(src, pidfile, cutover="none", start=game("start", dst, pidfile))
+    run(*game("start", src, pidfile))
+    journal = start_killed_while_cleaning(src, dst, spec)
+    (journal / "final.json").unlink()
+    left = sorted(p for p in src.rglob("*"))
+    again = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+    assert again.returncode == 1, again.lines
+    error = again.progress()[-1]["error"]
+    assert f"the service runs from {dst}" in error
+    assert f"{src} holds what is left of the old copy" in error
+    assert f"rm -rf {src}" in error
+    assert "newer" not in error
+    assert sorted(p for p in src.rglob("*")) == left and running(pidfile)
