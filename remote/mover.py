@@ -1412,7 +1412,7 @@ class Copier:
                         # Owner-only until its contents are in: a read-only directory stays
                         # writable for us, and nobody else sees half a tree.
                         if self.live is not None and self.live.in_place:
-                            self.live.prepare_dir(rel)
+                            self.live.prepare_dir(rel, item)
                         else:
                             os.mkdir(join(staging, rel), 0o700)
                             if not rel:
@@ -1422,9 +1422,10 @@ class Copier:
                         raise self.write_failure(rel, err) from err
                     continue
                 if kind == WALK_POST:
-                    if self.live is not None and self.live.in_place:
-                        self.live.drop_extra(rel, self)
-                    self.metadata.set_dir_meta(rel, item, join(staging, rel))
+                    if self.live is not None:
+                        self.live.finish_dir(rel, item, self)
+                    else:
+                        self.metadata.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.progress.current = rel
                 if self.live is None and self.progress.files_copied == self.progress.files_total:
@@ -1965,7 +1966,6 @@ class FinalCheck:
         it was copied, so a source modified afterwards no longer matches (and a directory whose
         entries changed has a new mtime too).
         """
-        compare_owner = self.is_root
         counting = self.verify != "none"
         seen = 0
         copies = MirrorDir(self.plan.staging)
@@ -1982,18 +1982,11 @@ class FinalCheck:
                         dst_st = os.lstat(join(self.plan.staging, rel))
                         copies.enter(rel)  # its files come next
                 except FileNotFoundError:
-                    raise SourceChanged("%s appeared in the source after it was copied — "
-                                        "nothing was deleted; stop what writes to %s and run "
-                                        "the move again"
-                                        % (self.src_show(rel), show(self.src))) from None
+                    raise self.appeared(rel) from None
                 except OSError as err:
                     raise Failure("cannot check the copy of %s: %s"
                                   % (show(rel), words(err))) from err
-                problem = differs(self.src, self.plan.staging, rel, sst, dst_st, compare_owner)
-                if problem:
-                    raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s "
-                                        "and run the move again"
-                                        % (self.src_show(rel), problem, show(self.src)))
+                self.compare(rel, sst, dst_st)
                 if kind == WALK_DIR:
                     continue
                 seen += 1
@@ -2010,6 +2003,47 @@ class FinalCheck:
         if self.verify == "size":
             self.progress.bytes_verified = self.progress.bytes_total
         self.progress.current = None
+
+    def appeared(self, rel):
+        return SourceChanged("%s appeared in the source after it was copied — nothing was "
+                             "deleted; stop what writes to %s and run the move again"
+                             % (self.src_show(rel), show(self.src)))
+
+    def compare(self, rel, sst, dst_st):
+        problem = differs(self.src, self.plan.staging, rel, sst, dst_st, self.is_root)
+        if problem:
+            raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s and run "
+                                "the move again" % (self.src_show(rel), problem, show(self.src)))
+
+    def run_over(self, final):
+        """A service move's check after its final pass (`final`, a LivePass): only what that
+        pass wrote — copied anew, directories given metadata again — is compared with the
+        source, and no name it removed may be in the source. Every other entry is a regular
+        file the pass found unchanged since a live pass copied it (see docs/protocol.md,
+        "Why comparing only what the final pass wrote is sound")."""
+        for rel in final.touched:
+            self.check()
+            try:
+                sst = os.lstat(join(self.src, rel))
+            except FileNotFoundError:
+                raise SourceChanged("%s vanished from the source after it was copied — nothing "
+                                    "was deleted; stop what writes to %s and run the move again"
+                                    % (self.src_show(rel), show(self.src))) from None
+            except OSError as err:
+                raise self.read_failure(rel, err) from err
+            try:
+                dst_st = os.lstat(join(self.plan.staging, rel))
+            except OSError as err:
+                raise Failure("cannot check the copy of %s: %s"
+                              % (show(rel), words(err))) from err
+            self.compare(rel, sst, dst_st)
+        for rel in final.removed:
+            if os.path.lexists(join(self.src, rel)):
+                raise self.appeared(rel)
+        if self.verify != "none":
+            self.progress.files_verified += self.progress.files_copied
+        if self.verify == "size":
+            self.progress.bytes_verified = self.progress.bytes_total
 
 
 def differs(src_root, dst_root, rel, s, d, compare_owner):
@@ -3439,6 +3473,10 @@ class LivePass(object):
         self.tolerant = tolerant
         self.in_place = in_place  # updates the previous pass's staging (the final pass)
         self.names = {}  # in place: directory -> the names the source has there
+        self.dirs = {}  # directory -> stat_key when its copy got its metadata (trusted ones)
+        self.opened = set()  # in place: the directories written into, their metadata re-given
+        self.touched = []  # in place: what was copied anew or re-given metadata (FinalCheck)
+        self.removed = []  # in place: the names removed, the source no longer having them
         self.progress = move.progress
         self.started_ns = int(time.time() * 1e9)
         self.started = time.monotonic()
@@ -3483,27 +3521,61 @@ class LivePass(object):
         parent, name = os.path.split(rel)
         self.names.setdefault(parent, set()).add(name)
 
-    def prepare_dir(self, rel):
-        """A directory of the source: kept if the staging has one there (emptied of its
-        extended attributes: set_dir_meta gives it the source's), made otherwise."""
+    def prepare_dir(self, rel, st):
+        """A directory of the source: kept if the staging has one there, made otherwise. One
+        unchanged since the last pass gave its copy metadata (same stat_key: a mode, owner,
+        xattr or entry change moves the ctime) is left as it is until something in it must be
+        written (open_dir); a changed one is opened now, emptied of its extended attributes
+        (set_dir_meta gives it the source's)."""
         path = join(self.staging, rel)
+        parent = os.path.dirname(rel)
         if rel:
             self.saw(rel)
         try:
-            st = os.lstat(path)
+            dst_st = os.lstat(path)
         except FileNotFoundError:
-            st = None
-        if st is not None and not stat.S_ISDIR(st.st_mode):
+            dst_st = None
+        if dst_st is not None and not stat.S_ISDIR(dst_st.st_mode):
+            self.open_dir(parent)
             os.unlink(path)
-            st = None
-        if st is None:
+            dst_st = None
+        if dst_st is None:
+            if rel:
+                self.open_dir(parent)
             os.mkdir(path, 0o700)
+            self.opened.add(rel)
             return
+        if self.previous.dirs.get(rel) != stat_key(st):
+            self.open_dir(rel, strip=True)
+
+    def open_dir(self, rel, strip=False):
+        """Make the staging's directory `rel` ours to write into (owner-only, as when it was
+        made); its metadata is given again when the walk leaves it (finish_dir)."""
+        if rel in self.opened:
+            return
+        path = join(self.staging, rel)
         os.chmod(path, 0o700)
+        self.opened.add(rel)
+        if not strip:
+            return
         with contextlib.suppress(OSError):  # no xattrs here, or a label that must stay
             for attribute in os.listxattr(path, follow_symlinks=False):
                 with contextlib.suppress(OSError):
                     os.removexattr(path, attribute, follow_symlinks=False)
+
+    def finish_dir(self, rel, st, copier):
+        """The walk leaves a directory: a live pass gives its copy the source's metadata and
+        records it; the final pass mirrors deletions and gives metadata again only to the
+        directories it opened."""
+        path = join(self.staging, rel)
+        if self.in_place:
+            self.drop_extra(rel, copier)
+            if rel not in self.opened:
+                return
+            self.touched.append(rel)
+        copier.metadata.set_dir_meta(rel, st, path)
+        if not self.in_place and self.trusts(st):
+            self.dirs[rel] = stat_key(st)
 
     def keep(self, rel, item, verifier, copier):
         """Keep the staging's copy of a regular file unchanged since the last pass recorded it."""
@@ -3527,8 +3599,13 @@ class LivePass(object):
 
     def clear(self, rel, copier):
         """Remove the staging's entry at `rel` (changed, or of another type): copied anew."""
+        self.touched.append(rel)
+        self.remove_entry(rel, copier)
+
+    def remove_entry(self, rel, copier):
         path = join(self.staging, rel)
         try:
+            self.open_dir(os.path.dirname(rel))
             if stat.S_ISDIR(os.lstat(path).st_mode):
                 force_rmtree(path)
             else:
@@ -3539,15 +3616,24 @@ class LivePass(object):
             raise copier.write_failure(rel, err) from err
 
     def drop_extra(self, rel, copier):
-        """Mirror deletions: what the staging's directory holds and the source's no longer."""
+        """Mirror deletions: what the staging's directory holds and the source's no longer.
+        Every name the source has must be there too: one the final pass kept and that is gone
+        was deleted by something else (a cleaner of old files), and nothing else would notice."""
         try:
             names = os.listdir(join(self.staging, rel))
         except OSError as err:
             raise copier.write_failure(rel, err) from err
-        wanted = self.names.get(rel, set())
-        for name in names:
-            if name not in wanted:
-                self.clear(join(rel, name) if rel else name, copier)
+        wanted = self.names.pop(rel, set())
+        extra = [name for name in names if name not in wanted]
+        for name in extra:
+            self.removed.append(join(rel, name) if rel else name)
+            self.remove_entry(self.removed[-1], copier)
+        if len(names) - len(extra) != len(wanted):
+            missing = sorted(wanted.difference(names))[0]
+            raise Failure("the copy of %s vanished from the staging %s while the move ran "
+                          "(something else deletes files there) — nothing was deleted"
+                          % (copier.src_show(join(rel, missing) if rel else missing),
+                             show(self.staging)))
 
     def reuse_entry(self, rel, item, name, dst_dir, verifier):
         """reuse, from the directory entry's lstat: an unchanged file is linked without being
@@ -3752,7 +3838,7 @@ class ServiceMove(object):
             move.set_phase(VERIFYING)
             if verifier is not None:
                 verifier.finish()
-            FinalCheck(move).run()
+            FinalCheck(move).run_over(self.passes[-1])
         finally:
             if verifier is not None:
                 verifier.stop()

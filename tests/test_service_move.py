@@ -716,3 +716,75 @@ def test_a_service_move_killed_while_cleaning_without_its_records_says_what_is_l
     assert f"rm -rf {src}" in error
     assert "newer" not in error
     assert sorted(p for p in src.rglob("*")) == left and running(pidfile)
+
+
+STOP_AND_CHANGE = """
+import glob, os, pickle, sys
+sys.path.insert(0, sys.argv[1])
+from tests.fstree import snapshot_tree
+src, dst, snapshot, how = sys.argv[2:6]
+if how == "source":  # what a service may do as it stops, after the last live pass
+    path = os.path.join(src, "d1", "f1")
+    st = os.stat(path)
+    with open(path, "r+b") as handle:  # same size, and the mtime put back: only ctime moves
+        handle.write(b"rewritten at the stop")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(os.path.join(src, "d2"), 0o750)
+    os.symlink("f3", os.path.join(src, "d3", "new-link"))
+    os.unlink(os.path.join(src, "d4", "f4"))
+else:  # a cleaner of old files deletes a copy in the staging
+    [staging] = glob.glob(os.path.join(os.path.dirname(dst), ".servermove-staging-*"))
+    os.unlink(os.path.join(staging, "d5", "f5"))
+with open(snapshot, "wb") as handle:
+    pickle.dump(snapshot_tree(src), handle)
+"""
+
+
+def move_changed_at_the_stop(how: str, public_root: Path, tmpfs: Path, tmp_path: Path):
+    """A service move of a quiet tree whose stop command changes it (`how`): the source, or the
+    staging. Returns the result, SRC, DST and the source's snapshot taken by the stop."""
+    src, dst, snapshot = public_root / f"quiet-{os.getpid()}", tmpfs / "dst", tmp_path / "snap"
+    for n in range(60):
+        (src / f"d{n % 6}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{n % 6}" / f"f{n}").write_bytes(os.urandom(100 + n))
+    time.sleep(0.2)  # older than a live pass's racy margin: recorded by the first pass
+    stop = [sys.executable, "-c", STOP_AND_CHANGE, str(Path(__file__).resolve().parents[1]),
+            str(src), str(dst), str(snapshot), how]
+    spec = {"stop": stop, "start": ["true"], "check": ["true"], "cutover": "none"}
+    result = mover(sys.executable, "move", "--verify", "checksum", "--service", json.dumps(spec),
+                   src, dst)
+    with snapshot.open("rb") as handle:
+        return result, src, dst, pickle.load(handle)
+
+
+def test_a_change_after_the_last_live_pass_is_copied_even_with_its_mtime_put_back(
+        public_root, tmpfs, tmp_path):
+    """The final pass keeps only files unchanged since a live pass copied them (inode, size,
+    mtime and ctime), and the final check compares only what it wrote: a rewrite of the same
+    size whose mtime was put back (only its ctime moved), a directory chmod, a new symlink and
+    a deletion, all made by the stop command, are in the copy."""
+    result, src, dst, at_stop = move_changed_at_the_stop("source", public_root, tmpfs, tmp_path)
+    try:
+        assert result.returncode == 0, result.stderr + json.dumps(result.last)
+        assert phases(result) == SERVICE_ORDER
+        assert (dst / "d1" / "f1").read_bytes().startswith(b"rewritten at the stop")
+        assert diff_snapshots(at_stop, snapshot_tree(dst)) == []
+    finally:
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_copy_deleted_from_the_staging_after_the_last_live_pass_fails_the_move(
+        public_root, tmpfs, tmp_path):
+    """A kept file is not compared with its copy again, but every name of the source must still
+    be in the staging: one deleted there by something else fails the move, which puts the
+    service back on the untouched source."""
+    result, src, dst, at_stop = move_changed_at_the_stop("staging", public_root, tmpfs, tmp_path)
+    try:
+        assert result.returncode == 1, result.lines
+        error = result.progress()[-1]["error"]
+        assert f"the copy of {src}/d5/f5 vanished from the staging" in error
+        assert f"the service was started again on the untouched source {src}" in error
+        assert result.progress()[-1]["dataState"] == "source"
+        assert diff_snapshots(at_stop, snapshot_tree(src)) == [] and not dst.exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(src)])
