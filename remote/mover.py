@@ -1447,7 +1447,7 @@ class Copier:
 
     def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
         if self.live is not None and self.live.in_place:
-            if self.live.keep(rel, item, verifier, self):
+            if self.live.keep(rel, item, src_dir, verifier, self):
                 return
             self.live.clear(rel, self)
         if item.is_file(follow_symlinks=False):
@@ -3473,6 +3473,7 @@ class LivePass(object):
         self.tolerant = tolerant
         self.in_place = in_place  # updates the previous pass's staging (the final pass)
         self.names = {}  # in place: directory -> the names the source has there
+        self.here = None  # in place: the names of the directory whose files the walk yields
         self.dirs = {}  # directory -> stat_key when its copy got its metadata (trusted ones)
         self.opened = set()  # in place: the directories written into, their metadata re-given
         self.touched = []  # in place: what was copied anew or re-given metadata (FinalCheck)
@@ -3518,8 +3519,8 @@ class LivePass(object):
     # -- the final pass: the last live pass's staging updated in place -----------------------
 
     def saw(self, rel):
-        parent, name = os.path.split(rel)
-        self.names.setdefault(parent, set()).add(name)
+        cut = rel.rfind(b"/")
+        self.names.setdefault(rel[:cut] if cut > 0 else b"", set()).add(rel[cut + 1:])
 
     def prepare_dir(self, rel, st):
         """A directory of the source: kept if the staging has one there, made otherwise. One
@@ -3531,6 +3532,7 @@ class LivePass(object):
         parent = os.path.dirname(rel)
         if rel:
             self.saw(rel)
+        self.here = self.names.setdefault(rel, set())  # the names of its files come next
         try:
             dst_st = os.lstat(path)
         except FileNotFoundError:
@@ -3577,22 +3579,27 @@ class LivePass(object):
         if not self.in_place and self.trusts(st):
             self.dirs[rel] = stat_key(st)
 
-    def keep(self, rel, item, verifier, copier):
-        """Keep the staging's copy of a regular file unchanged since the last pass recorded it."""
-        self.saw(rel)
+    def keep(self, rel, item, src_dir, verifier, copier):
+        """Keep the staging's copy of a regular file unchanged since the last pass recorded it.
+        Run for every file of the tree while the service is down: kept to one lstat (relative
+        to the open directory `src_dir`) and a few comparisons."""
+        name = item.name
+        self.here.add(name)
         record = self.previous.records.get(rel)
         if record is None or not item.is_file(follow_symlinks=False):
             return False
         try:
-            st = item.stat(follow_symlinks=False)
+            st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
         except OSError:
             return False
-        if not stat.S_ISREG(st.st_mode) or stat_key(st) != record[:4]:
+        if st.st_ino != record[0] or st.st_size != record[1] or \
+                st.st_mtime_ns != record[2] or st.st_ctime_ns != record[3] or \
+                not stat.S_ISREG(st.st_mode):
             return False
         if st.st_nlink > 1:  # its other names, unchanged too, are kept as well
             copier.hardlinks.setdefault((st.st_dev, st.st_ino), rel)
         self.progress.bytes_copied += st.st_size
-        self.records[rel] = list(record)
+        self.records[rel] = record  # the last pass: nothing changes a record any more
         if not record[4] and verifier is not None:
             verifier.put(("file", rel, st))
         return True
