@@ -3907,13 +3907,16 @@ class ServiceMove(object):
         self.refuse_old_copy_in_use(old)
         self.journal_final_records()
         try:
-            cleaner.clean_source()
+            cleaner.clean_source()  # returns only once complete
         except Cancelled:
             why = "cancelled by %s" % (move.cancel.by or "a signal")
             return move.finish(CANCELLED, "%s while removing the old copy: the service runs from "
                                "%s, which is complete and verified; %s still holds part of the "
                                "old data — delete it by hand (rm -rf %s)"
                                % (why, show(move.dst), show(old), show(old)), EXIT_CANCELLED)
+        if move.journal_dir is not None:  # nothing left to check against them
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(move.journal_dir, FINAL_RECORDS))
         return EXIT_OK
 
     def journal_final_records(self):
@@ -4034,6 +4037,7 @@ class ServiceMove(object):
 #     <root>/moves/<id>/worker.lock   flock'ed by the worker for its whole life
 #     <root>/moves/<id>/cancel        created by `cancel ID`; the worker polls for it
 #     <root>/moves/<id>/copied.jsonl  the files whose copy in staging is finished (Recorder)
+#     <root>/moves/<id>/final.json    a service move's final pass records, while it cleans
 #     <root>/moves/<id>/reserve       room kept for the last words when the journal's disk fills
 #     <root>/locks/<sha256 of SRC>.lock  flock'ed by the worker: one move per source at a time
 #
@@ -4437,8 +4441,9 @@ class DeadMove:
                 state["error"] += " [since taken over by move %s, which ran it again]" % move_id
             write_atomically(os.path.join(self.mdir, b"state.json"),
                              json.dumps(state, ensure_ascii=True).encode("ascii"))
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.mdir, b"copied.jsonl"))
+            for name in (b"copied.jsonl", FINAL_RECORDS):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.mdir, name))
         except OSError:
             pass  # still listed as a candidate; its staging is gone, so nothing is taken again
         finally:

@@ -343,9 +343,9 @@ def test_detached_service_move_completes_with_the_client_killed(sshd, public_tmp
         subprocess.run(["chown", "-R", sshd.user, str(src)], check=True)
         run(*server, *game("start", src, pidfile, python=USER_PYTHON))
         started = ssh_mover(sshd, "start", "--service", json.dumps(spec), str(src), str(dst))
-        out, err = started.communicate(timeout=60)
+        out_start, err = started.communicate(timeout=60)
         assert started.returncode == 0, err
-        move_id = [json.loads(line) for line in out.splitlines()][-1]["data"]["moveId"]
+        move_id = [json.loads(line) for line in out_start.splitlines()][-1]["data"]["moveId"]
         attach = ssh_mover(sshd, "attach", move_id)
         for line in attach.stdout:
             if b'"phase":"syncing"' in line:
@@ -365,6 +365,8 @@ def test_detached_service_move_completes_with_the_client_killed(sshd, public_tmp
                    if b'"moveId":"%s"' % move_id.encode() in line]
         assert state["serviceRunsFrom"] == "destination" and state["cutover"] == "symlink"
         assert state["passes"] >= 2 and state["downtimeSeconds"] > 0
+        journal = Path([json.loads(line) for line in out_start.splitlines()][-1]["data"]["journal"])
+        assert (journal / "state.json").exists() and not (journal / "final.json").exists()
     finally:
         subprocess.run([*server, *game("stop", pidfile, python=USER_PYTHON)],
                        capture_output=True)
@@ -695,6 +697,7 @@ def test_a_service_move_killed_while_cleaning_is_finished_by_running_it_again(
     assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
     state = json.loads((journal / "state.json").read_text())
     assert state["takenOverBy"] == again.progress()[-1]["moveId"]
+    assert not (journal / "final.json").exists()
 
 
 def test_a_service_move_killed_while_cleaning_without_its_records_says_what_is_left(game_site):
