@@ -3,6 +3,7 @@
 
     sudo .venv/bin/python bench/live.py [--size-mib 1024] [--files 20000] [--rate 0.01]
                                         [--runs 3] [--placement tmpfs|disk] [--out FILE]
+                                        [--baseline MOVER]
 
 A tree of --files files (--size-mib in all) on one filesystem, a service (live_service.py)
 rewriting about --rate of its files a second, started and stopped by commands; moved to another
@@ -110,10 +111,10 @@ def phase_seconds(events: list[dict]) -> dict[str, float]:
             if phase in began and after in began}
 
 
-def servermove(src: str, dst: str, cmds: dict[str, list[str]]) -> dict:
+def servermove(src: str, dst: str, cmds: dict[str, list[str]], mover: Path = MOVER) -> dict:
     """The mover's downtime, its number of live passes and its seconds per phase while down."""
     spec = json.dumps({**cmds, "cutover": "symlink"})
-    proc = subprocess.run([PYTHON, str(MOVER), "move", "--verify", "checksum", "--service", spec,
+    proc = subprocess.run([PYTHON, str(mover), "move", "--verify", "checksum", "--service", spec,
                            src, dst], capture_output=True, text=True, check=False)
     events = [json.loads(line)["data"] for line in proc.stdout.splitlines()]
     end = events[-1]
@@ -150,6 +151,8 @@ def one_round(tool: str, a: str, b: str, args: argparse.Namespace) -> dict:
     try:
         if tool == "servermove":
             return servermove(src, dst, cmds)
+        if tool == "baseline":
+            return servermove(src, dst, cmds, Path(args.baseline))
         return by_hand(tool, src, dst, cmds)
     finally:
         subprocess.run(cmds["stop"], capture_output=True)
@@ -162,9 +165,12 @@ def one_round(tool: str, a: str, b: str, args: argparse.Namespace) -> dict:
 def run_rounds(args: argparse.Namespace) -> dict[str, list[dict]]:
     """Every tool once a round, their order turning by round, so each meets the same conditions."""
     samples: dict[str, list[dict]] = {"servermove": [], "mv": [], "rsync": []}
+    if args.baseline:
+        samples["baseline"] = []
     with placement_mounts(args.placement, args.workdir, args.size_mib) as (fs_a, fs_b):
         for rnd in range(args.runs):
-            for tool in list(samples)[rnd % 3:] + list(samples)[:rnd % 3]:
+            turn = rnd % len(samples)
+            for tool in list(samples)[turn:] + list(samples)[:turn]:
                 sample = one_round(tool, fs_a, fs_b, args)
                 sample["load"] = load_average()
                 samples[tool].append(sample)
@@ -176,13 +182,20 @@ def summary(samples: dict[str, list[dict]]) -> dict:
     result: dict = {tool: {"downtime_median_s": round(statistics.median(
         s["downtime"] for s in runs), 3), "samples": runs} for tool, runs in samples.items()}
     mv = result["mv"]["downtime_median_s"]
-    result["servermove"]["ratio_to_stop_mv_start"] = round(
-        result["servermove"]["downtime_median_s"] / mv, 3)
     result["rsync"]["ratio_to_stop_mv_start"] = round(result["rsync"]["downtime_median_s"] / mv, 3)
-    phases = [s["phases"] for s in samples["servermove"]]
-    result["servermove"]["phase_median_s"] = {
-        phase: round(statistics.median(p[phase] for p in phases if phase in p), 3)
-        for phase in DOWN_PHASES if any(phase in p for p in phases)}
+    for tool in ("servermove", "baseline"):
+        if tool not in samples:
+            continue
+        result[tool]["ratio_to_stop_mv_start"] = round(result[tool]["downtime_median_s"] / mv, 3)
+        phases = [s["phases"] for s in samples[tool]]
+        if tool == "baseline":  # each round's servermove over this baseline, paired
+            result[tool]["servermove_over_baseline_median"] = round(statistics.median(
+                new["downtime"] / old["downtime"]
+                for new, old in zip(samples["servermove"], samples["baseline"],
+                                    strict=True)), 3)
+        result[tool]["phase_median_s"] = {
+            phase: round(statistics.median(p[phase] for p in phases if phase in p), 3)
+            for phase in DOWN_PHASES if any(phase in p for p in phases)}
     for tool in ("mv", "rsync"):
         result[tool]["flush_after_median_s"] = round(statistics.median(
             s["flush_after"] for s in samples[tool]), 3)
@@ -198,6 +211,8 @@ def main() -> int:
     parser.add_argument("--placement", choices=("tmpfs", "disk"), default="tmpfs",
                         help="two tmpfs mounts, or two loop-mounted ext4 images in --workdir")
     parser.add_argument("--workdir", default="/var/tmp")
+    parser.add_argument("--baseline", help="another mover.py (an earlier version, say) run as "
+                        "one more way in the same rounds, for an A/B comparison")
     parser.add_argument("--out", help="default: bench/results/live.json (tmpfs), "
                         "live-disk.json (disk)")
     args = parser.parse_args()

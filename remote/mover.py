@@ -1430,7 +1430,7 @@ class Copier:
                         # Owner-only until its contents are in: a read-only directory stays
                         # writable for us, and nobody else sees half a tree.
                         if self.live is not None and self.live.in_place:
-                            self.live.prepare_dir(rel)
+                            self.live.prepare_dir(rel, item)
                         else:
                             os.mkdir(join(staging, rel), 0o700)
                             if not rel:
@@ -1440,9 +1440,10 @@ class Copier:
                         raise self.write_failure(rel, err) from err
                     continue
                 if kind == WALK_POST:
-                    if self.live is not None and self.live.in_place:
-                        self.live.drop_extra(rel, self)
-                    self.metadata.set_dir_meta(rel, item, join(staging, rel))
+                    if self.live is not None:
+                        self.live.finish_dir(rel, item, self)
+                    else:
+                        self.metadata.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.progress.current = rel
                 if self.live is None and self.progress.files_copied == self.progress.files_total:
@@ -1464,7 +1465,7 @@ class Copier:
 
     def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
         if self.live is not None and self.live.in_place:
-            if self.live.keep(rel, item, verifier, self):
+            if self.live.keep(rel, item, src_dir, verifier, self):
                 return
             self.live.clear(rel, self)
         if item.is_file(follow_symlinks=False):
@@ -1986,7 +1987,6 @@ class FinalCheck:
         it was copied, so a source modified afterwards no longer matches (and a directory whose
         entries changed has a new mtime too).
         """
-        compare_owner = self.is_root
         counting = self.verify != "none"
         seen = 0
         copies = MirrorDir(self.plan.staging)
@@ -2003,18 +2003,11 @@ class FinalCheck:
                         dst_st = os.lstat(join(self.plan.staging, rel))
                         copies.enter(rel)  # its files come next
                 except FileNotFoundError:
-                    raise SourceChanged("%s appeared in the source after it was copied — "
-                                        "nothing was deleted; stop what writes to %s and run "
-                                        "the move again"
-                                        % (self.src_show(rel), show(self.src))) from None
+                    raise self.appeared(rel) from None
                 except OSError as err:
                     raise Failure("cannot check the copy of %s: %s"
                                   % (show(rel), words(err))) from err
-                problem = differs(self.src, self.plan.staging, rel, sst, dst_st, compare_owner)
-                if problem:
-                    raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s "
-                                        "and run the move again"
-                                        % (self.src_show(rel), problem, show(self.src)))
+                self.compare(rel, sst, dst_st)
                 if kind == WALK_DIR:
                     continue
                 seen += 1
@@ -2031,6 +2024,47 @@ class FinalCheck:
         if self.verify == "size":
             self.progress.bytes_verified = self.progress.bytes_total
         self.progress.current = None
+
+    def appeared(self, rel):
+        return SourceChanged("%s appeared in the source after it was copied — nothing was "
+                             "deleted; stop what writes to %s and run the move again"
+                             % (self.src_show(rel), show(self.src)))
+
+    def compare(self, rel, sst, dst_st):
+        problem = differs(self.src, self.plan.staging, rel, sst, dst_st, self.is_root)
+        if problem:
+            raise SourceChanged("%s %s — nothing was deleted; stop what writes to %s and run "
+                                "the move again" % (self.src_show(rel), problem, show(self.src)))
+
+    def run_over(self, final):
+        """A service move's check after its final pass (`final`, a LivePass): only what that
+        pass wrote — copied anew, directories given metadata again — is compared with the
+        source, and no name it removed may be in the source. Every other entry is a regular
+        file the pass found unchanged since a live pass copied it (see docs/protocol.md,
+        "Why comparing only what the final pass wrote is sound")."""
+        for rel in final.touched:
+            self.check()
+            try:
+                sst = os.lstat(join(self.src, rel))
+            except FileNotFoundError:
+                raise SourceChanged("%s vanished from the source after it was copied — nothing "
+                                    "was deleted; stop what writes to %s and run the move again"
+                                    % (self.src_show(rel), show(self.src))) from None
+            except OSError as err:
+                raise self.read_failure(rel, err) from err
+            try:
+                dst_st = os.lstat(join(self.plan.staging, rel))
+            except OSError as err:
+                raise Failure("cannot check the copy of %s: %s"
+                              % (show(rel), words(err))) from err
+            self.compare(rel, sst, dst_st)
+        for rel in final.removed:
+            if os.path.lexists(join(self.src, rel)):
+                raise self.appeared(rel)
+        if self.verify != "none":
+            self.progress.files_verified += self.progress.files_copied
+        if self.verify == "size":
+            self.progress.bytes_verified = self.progress.bytes_total
 
 
 def differs(src_root, dst_root, rel, s, d, compare_owner):
@@ -2367,6 +2401,8 @@ class Move:
         p.data_state = self.plan.resume.state.get("dataState") or STATE_BOTH
         p.deleted_any = p.data_state == STATE_DESTINATION
         p.bytes_copied, p.files_copied = p.bytes_total, p.files_total
+        if self.plan.resume.state.get("cutover") is not None:
+            self.cleaner.against = service_final_records(self.plan.resume, self.dst)
         self.cleaner.clean_source()  # returns only once complete
         self.resumption.release_dead_moves()
 
@@ -2875,7 +2911,7 @@ SERVICE_COMMAND_TIMEOUT = 300   # seconds a stop or start command may take befor
 CHECK_TIMEOUT_DEFAULT = 60
 CHECK_TIMEOUT_MAX = 3600
 CHECK_ATTEMPT_SECONDS = 10      # one run of the check; a hung check is killed and tried again
-CHECK_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
+CHECK_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # a service up soon after start is seen soon
 KILL_GRACE_SECONDS = 2
 OUTPUT_TAIL_BYTES = 4096
 ASIDE_MARKER = b".servermove-old-"
@@ -3464,7 +3500,9 @@ def plan_service(move, plan):
     spec = move.service
     return {"stop": command_text(spec.stop), "start": command_text(spec.start),
             "check": command_text(spec.check), "cutover": cutover_text(spec.cutover),
-            "cutoverChanges": spec.cutover.plan(move.src, move.dst, move.move_id),
+            # Finishing a dead move's cleaning: its cutover was applied, there is none to plan.
+            "cutoverChanges": [] if plan.finishing else spec.cutover.plan(move.src, move.dst,
+                                                                          move.move_id),
             "maxDowntimeSeconds": move.max_downtime}
 
 
@@ -3483,6 +3521,11 @@ class LivePass(object):
         self.tolerant = tolerant
         self.in_place = in_place  # updates the previous pass's staging (the final pass)
         self.names = {}  # in place: directory -> the names the source has there
+        self.here = None  # in place: the names of the directory whose files the walk yields
+        self.dirs = {}  # directory -> stat_key when its copy got its metadata (trusted ones)
+        self.opened = set()  # in place: the directories written into, their metadata re-given
+        self.touched = []  # in place: what was copied anew or re-given metadata (FinalCheck)
+        self.removed = []  # in place: the names removed, the source no longer having them
         self.progress = move.progress
         self.started_ns = int(time.time() * 1e9)
         self.started = time.monotonic()
@@ -3524,55 +3567,100 @@ class LivePass(object):
     # -- the final pass: the last live pass's staging updated in place -----------------------
 
     def saw(self, rel):
-        parent, name = os.path.split(rel)
-        self.names.setdefault(parent, set()).add(name)
+        cut = rel.rfind(b"/")
+        self.names.setdefault(rel[:cut] if cut > 0 else b"", set()).add(rel[cut + 1:])
 
-    def prepare_dir(self, rel):
-        """A directory of the source: kept if the staging has one there (emptied of its
-        extended attributes: set_dir_meta gives it the source's), made otherwise."""
+    def prepare_dir(self, rel, st):
+        """A directory of the source: kept if the staging has one there, made otherwise. One
+        unchanged since the last pass gave its copy metadata (same stat_key: a mode, owner,
+        xattr or entry change moves the ctime) is left as it is until something in it must be
+        written (open_dir); a changed one is opened now, emptied of its extended attributes
+        (set_dir_meta gives it the source's)."""
         path = join(self.staging, rel)
+        parent = os.path.dirname(rel)
         if rel:
             self.saw(rel)
+        self.here = self.names.setdefault(rel, set())  # the names of its files come next
         try:
-            st = os.lstat(path)
+            dst_st = os.lstat(path)
         except FileNotFoundError:
-            st = None
-        if st is not None and not stat.S_ISDIR(st.st_mode):
+            dst_st = None
+        if dst_st is not None and not stat.S_ISDIR(dst_st.st_mode):
+            self.open_dir(parent)
             os.unlink(path)
-            st = None
-        if st is None:
+            dst_st = None
+        if dst_st is None:
+            if rel:
+                self.open_dir(parent)
             os.mkdir(path, 0o700)
+            self.opened.add(rel)
             return
+        if self.previous.dirs.get(rel) != stat_key(st):
+            self.open_dir(rel, strip=True)
+
+    def open_dir(self, rel, strip=False):
+        """Make the staging's directory `rel` ours to write into (owner-only, as when it was
+        made); its metadata is given again when the walk leaves it (finish_dir)."""
+        if rel in self.opened:
+            return
+        path = join(self.staging, rel)
         os.chmod(path, 0o700)
+        self.opened.add(rel)
+        if not strip:
+            return
         with contextlib.suppress(OSError):  # no xattrs here, or a label that must stay
             for attribute in os.listxattr(path, follow_symlinks=False):
                 with contextlib.suppress(OSError):
                     os.removexattr(path, attribute, follow_symlinks=False)
 
-    def keep(self, rel, item, verifier, copier):
-        """Keep the staging's copy of a regular file unchanged since the last pass recorded it."""
-        self.saw(rel)
+    def finish_dir(self, rel, st, copier):
+        """The walk leaves a directory: a live pass gives its copy the source's metadata and
+        records it; the final pass mirrors deletions and gives metadata again only to the
+        directories it opened."""
+        path = join(self.staging, rel)
+        if self.in_place:
+            self.drop_extra(rel, copier)
+            if rel not in self.opened:
+                return
+            self.touched.append(rel)
+        copier.metadata.set_dir_meta(rel, st, path)
+        if not self.in_place and self.trusts(st):
+            self.dirs[rel] = stat_key(st)
+
+    def keep(self, rel, item, src_dir, verifier, copier):
+        """Keep the staging's copy of a regular file unchanged since the last pass recorded it.
+        Run for every file of the tree while the service is down: kept to one lstat (relative
+        to the open directory `src_dir`) and a few comparisons."""
+        name = item.name
+        self.here.add(name)
         record = self.previous.records.get(rel)
         if record is None or not item.is_file(follow_symlinks=False):
             return False
         try:
-            st = item.stat(follow_symlinks=False)
+            st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
         except OSError:
             return False
-        if not stat.S_ISREG(st.st_mode) or stat_key(st) != record[:4]:
+        if st.st_ino != record[0] or st.st_size != record[1] or \
+                st.st_mtime_ns != record[2] or st.st_ctime_ns != record[3] or \
+                not stat.S_ISREG(st.st_mode):
             return False
         if st.st_nlink > 1:  # its other names, unchanged too, are kept as well
             copier.hardlinks.setdefault((st.st_dev, st.st_ino), rel)
         self.progress.bytes_copied += st.st_size
-        self.records[rel] = list(record)
+        self.records[rel] = record  # the last pass: nothing changes a record any more
         if not record[4] and verifier is not None:
             verifier.put(("file", rel, st))
         return True
 
     def clear(self, rel, copier):
         """Remove the staging's entry at `rel` (changed, or of another type): copied anew."""
+        self.touched.append(rel)
+        self.remove_entry(rel, copier)
+
+    def remove_entry(self, rel, copier):
         path = join(self.staging, rel)
         try:
+            self.open_dir(os.path.dirname(rel))
             if stat.S_ISDIR(os.lstat(path).st_mode):
                 force_rmtree(path)
             else:
@@ -3583,15 +3671,24 @@ class LivePass(object):
             raise copier.write_failure(rel, err) from err
 
     def drop_extra(self, rel, copier):
-        """Mirror deletions: what the staging's directory holds and the source's no longer."""
+        """Mirror deletions: what the staging's directory holds and the source's no longer.
+        Every name the source has must be there too: one the final pass kept and that is gone
+        was deleted by something else (a cleaner of old files), and nothing else would notice."""
         try:
             names = os.listdir(join(self.staging, rel))
         except OSError as err:
             raise copier.write_failure(rel, err) from err
-        wanted = self.names.get(rel, set())
-        for name in names:
-            if name not in wanted:
-                self.clear(join(rel, name) if rel else name, copier)
+        wanted = self.names.pop(rel, set())
+        extra = [name for name in names if name not in wanted]
+        for name in extra:
+            self.removed.append(join(rel, name) if rel else name)
+            self.remove_entry(self.removed[-1], copier)
+        if len(names) - len(extra) != len(wanted):
+            missing = sorted(wanted.difference(names))[0]
+            raise Failure("the copy of %s vanished from the staging %s while the move ran "
+                          "(something else deletes files there) — nothing was deleted"
+                          % (copier.src_show(join(rel, missing) if rel else missing),
+                             show(self.staging)))
 
     def reuse_entry(self, rel, item, name, dst_dir, verifier):
         """reuse, from the directory entry's lstat: an unchanged file is linked without being
@@ -3796,7 +3893,7 @@ class ServiceMove(object):
             move.set_phase(VERIFYING)
             if verifier is not None:
                 verifier.finish()
-            FinalCheck(move).run()
+            FinalCheck(move).run_over(self.passes[-1])
         finally:
             if verifier is not None:
                 verifier.stop()
@@ -3856,15 +3953,30 @@ class ServiceMove(object):
         cleaner.src_show = lambda rel: show(join(old, rel))
         cleaner.against = self.passes[-1].records
         self.refuse_old_copy_in_use(old)
+        self.journal_final_records()
         try:
-            cleaner.clean_source()
+            cleaner.clean_source()  # returns only once complete
         except Cancelled:
             why = "cancelled by %s" % (move.cancel.by or "a signal")
             return move.finish(CANCELLED, "%s while removing the old copy: the service runs from "
                                "%s, which is complete and verified; %s still holds part of the "
                                "old data — delete it by hand (rm -rf %s)"
                                % (why, show(move.dst), show(old), show(old)), EXIT_CANCELLED)
+        if move.journal_dir is not None:  # nothing left to check against them
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(move.journal_dir, FINAL_RECORDS))
         return EXIT_OK
+
+    def journal_final_records(self):
+        """Keep the final pass's records in a detached move's journal before cleaning: the
+        service writes into DST by now, so a move that finishes this one's cleaning checks the
+        old copy against them (service_final_records), never against DST."""
+        if self.move.journal_dir is None:
+            return
+        records = dict((show(rel), record) for rel, record in self.passes[-1].records.items())
+        with contextlib.suppress(OSError):  # then such a move removes nothing, and says so
+            write_atomically(os.path.join(self.move.journal_dir, FINAL_RECORDS),
+                             json.dumps(records, ensure_ascii=True).encode("ascii"))
 
     def refuse_old_copy_in_use(self, old):
         """A program writing under the old copy after the check passed: the service still uses
@@ -3973,6 +4085,7 @@ class ServiceMove(object):
 #     <root>/moves/<id>/worker.lock   flock'ed by the worker for its whole life
 #     <root>/moves/<id>/cancel        created by `cancel ID`; the worker polls for it
 #     <root>/moves/<id>/copied.jsonl  the files whose copy in staging is finished (Recorder)
+#     <root>/moves/<id>/final.json    a service move's final pass records, while it cleans
 #     <root>/moves/<id>/reserve       room kept for the last words when the journal's disk fills
 #     <root>/locks/<sha256 of SRC>.lock  flock'ed by the worker: one move per source at a time
 #
@@ -3982,6 +4095,7 @@ class ServiceMove(object):
 
 JOURNAL_KEEP = 50
 CUTOVER_RECORD = b"cutover.json"  # a service move's cutover, once applied (ServiceMove)
+FINAL_RECORDS = b"final.json"  # a service move's final pass records, kept for its cleaning
 JOURNAL_POLL_SECONDS = 0.1
 CANCEL_POLL_SECONDS = 0.25
 STATE_WRITE_SECONDS = 1.0
@@ -3992,6 +4106,25 @@ RECORD_SECONDS = 2.0
 JOURNAL_MIN_FREE = 8 * 1024 * 1024
 JOURNAL_RESERVE = 256 * 1024
 MOVE_ID_CHARS = frozenset("0123456789abcdef")
+
+
+def service_final_records(dead, dst):
+    """The final pass's records a dead service move kept for its cleaning (journal_final_records):
+    rel -> [inode, size, mtime, ctime, verified]. Without them nothing of the old copy can be
+    checked, so nothing is removed: a Failure says what is left."""
+    try:
+        with open(os.path.join(dead.mdir, FINAL_RECORDS), "rb") as handle:
+            records = json.loads(handle.read().decode("ascii"))
+        return dict((rel.encode("utf-8", "surrogateescape"), record)
+                    for rel, record in records.items())
+    except (OSError, ValueError, AttributeError, UnicodeError):
+        src = dead.state.get("src")
+        raise Failure("the service runs from %s, which is complete and verified; %s holds what "
+                      "is left of the old copy, but the records of its final copy are missing "
+                      "from the journal of move %s, so it cannot be checked file by file and "
+                      "nothing was removed — delete it by hand when you are sure the service "
+                      "no longer needs it (rm -rf %s)" % (show(dst), src, dead.move_id, src)
+                      ) from None
 
 
 def journal_root():
@@ -4357,8 +4490,9 @@ class DeadMove:
                 state["error"] += " [since taken over by move %s, which ran it again]" % move_id
             write_atomically(os.path.join(self.mdir, b"state.json"),
                              json.dumps(state, ensure_ascii=True).encode("ascii"))
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.mdir, b"copied.jsonl"))
+            for name in (b"copied.jsonl", FINAL_RECORDS):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.mdir, name))
         except OSError:
             pass  # still listed as a candidate; its staging is gone, so nothing is taken again
         finally:

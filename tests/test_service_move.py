@@ -341,9 +341,9 @@ def test_detached_service_move_completes_with_the_client_killed(sshd, public_tmp
         subprocess.run(["chown", "-R", sshd.user, str(src)], check=True)
         run(*server, *game("start", src, pidfile, python=USER_PYTHON))
         started = ssh_mover(sshd, "start", "--service", json.dumps(spec), str(src), str(dst))
-        out, err = started.communicate(timeout=60)
+        out_start, err = started.communicate(timeout=60)
         assert started.returncode == 0, err
-        move_id = [json.loads(line) for line in out.splitlines()][-1]["data"]["moveId"]
+        move_id = [json.loads(line) for line in out_start.splitlines()][-1]["data"]["moveId"]
         attach = ssh_mover(sshd, "attach", move_id)
         for line in attach.stdout:
             if b'"phase":"syncing"' in line:
@@ -363,6 +363,8 @@ def test_detached_service_move_completes_with_the_client_killed(sshd, public_tmp
                    if b'"moveId":"%s"' % move_id.encode() in line]
         assert state["serviceRunsFrom"] == "destination" and state["cutover"] == "symlink"
         assert state["passes"] >= 2 and state["downtimeSeconds"] > 0
+        journal = Path([json.loads(line) for line in out_start.splitlines()][-1]["data"]["journal"])
+        assert (journal / "state.json").exists() and not (journal / "final.json").exists()
     finally:
         subprocess.run([*server, *game("stop", pidfile, python=USER_PYTHON)],
                        capture_output=True)
@@ -650,3 +652,140 @@ def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_asi
     assert f"delete it when you are sure you no longer need it (rm -rf {aside})" in error
     assert "run the same move again" not in error
     assert src.is_symlink() and running(pidfile)
+
+
+def start_killed_while_cleaning(src: Path, dst: Path, spec: dict) -> Path:
+    """A detached service move, rigged to remove a source file a tenth of a second, killed once
+    it removed three: its journal."""
+    started = subprocess.run(
+        [sys.executable, str(RIGGED_MOVER), "inline,slower-clean", "start", "--service",
+         json.dumps(spec), str(src), str(dst)], capture_output=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
+    deadline = time.monotonic() + 60
+    while b'"filesRemoved":3' not in (journal / "events.jsonl").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    kill_worker(journal)
+    return journal
+
+
+@pytest.mark.parametrize("cutover", ["none", "config"])
+def test_a_service_move_killed_while_cleaning_is_finished_by_running_it_again(
+        cutover, game_site, tmp_path):
+    """Killed while removing SRC (cutover `none` or `config`): the service writes into DST by
+    then, so the same move run again must not compare SRC with DST (every file the service
+    rewrote would look "newer in the source"): it checks SRC against the final pass's records,
+    kept in the journal, and finishes the cleaning."""
+    src, dst, pidfile = game_site
+    maps = world_with_data(src)
+    conf = tmp_path / "game.conf"
+    conf.write_text(f"data = {src}\n")
+    spec = game_spec(src, pidfile, cutover="none" if cutover == "none" else f"config:{conf}",
+                     start=game("start", dst, pidfile))
+    run(*game("start", src, pidfile))
+    journal = start_killed_while_cleaning(src, dst, spec)
+    wait_ticks(dst / "logs" / "console.log", 3)
+    for name in maps:  # the service, running from DST, may rewrite any file there
+        os.utime(dst / name)
+    again = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+    assert again.returncode == 0, again.progress()[-1].get("error")
+    assert phases(again) == ["calculating", "cleaning", "complete"]
+    assert not src.exists() and running(pidfile)
+    assert {k: v for k, v in read_tree(dst).items() if k.startswith("maps/")} == maps
+    state = json.loads((journal / "state.json").read_text())
+    assert state["takenOverBy"] == again.progress()[-1]["moveId"]
+    assert not (journal / "final.json").exists()
+
+
+def test_a_service_move_killed_while_cleaning_without_its_records_says_what_is_left(game_site):
+    """The journal lost the final pass's records (a full journal disk when they were written):
+    the move run again cannot check SRC file by file, so it removes nothing and says where the
+    service runs and what is left to delete by hand."""
+    src, dst, pidfile = game_site
+    world_with_data(src)
+    spec = game_spec(src, pidfile, cutover="none", start=game("start", dst, pidfile))
+    run(*game("start", src, pidfile))
+    journal = start_killed_while_cleaning(src, dst, spec)
+    (journal / "final.json").unlink()
+    left = sorted(p for p in src.rglob("*"))
+    again = mover(sys.executable, "move", "--service", json.dumps(spec), src, dst)
+    assert again.returncode == 1, again.lines
+    error = again.progress()[-1]["error"]
+    assert f"the service runs from {dst}" in error
+    assert f"{src} holds what is left of the old copy" in error
+    assert f"rm -rf {src}" in error
+    assert "newer" not in error
+    assert sorted(p for p in src.rglob("*")) == left and running(pidfile)
+
+
+STOP_AND_CHANGE = """
+import glob, os, pickle, sys
+sys.path.insert(0, sys.argv[1])
+from tests.fstree import snapshot_tree
+src, dst, snapshot, how = sys.argv[2:6]
+if how == "source":  # what a service may do as it stops, after the last live pass
+    path = os.path.join(src, "d1", "f1")
+    st = os.stat(path)
+    with open(path, "r+b") as handle:  # same size, and the mtime put back: only ctime moves
+        handle.write(b"rewritten at the stop")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(os.path.join(src, "d2"), 0o750)
+    os.symlink("f3", os.path.join(src, "d3", "new-link"))
+    os.unlink(os.path.join(src, "d4", "f4"))
+else:  # a cleaner of old files deletes a copy in the staging
+    [staging] = glob.glob(os.path.join(os.path.dirname(dst), ".servermove-staging-*"))
+    os.unlink(os.path.join(staging, "d5", "f5"))
+with open(snapshot, "wb") as handle:
+    pickle.dump(snapshot_tree(src), handle)
+"""
+
+
+def move_changed_at_the_stop(how: str, public_root: Path, tmpfs: Path, tmp_path: Path):
+    """A service move of a quiet tree whose stop command changes it (`how`): the source, or the
+    staging. Returns the result, SRC, DST and the source's snapshot taken by the stop."""
+    src, dst, snapshot = public_root / f"quiet-{os.getpid()}", tmpfs / "dst", tmp_path / "snap"
+    for n in range(60):
+        (src / f"d{n % 6}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{n % 6}" / f"f{n}").write_bytes(os.urandom(100 + n))
+    time.sleep(0.2)  # older than a live pass's racy margin: recorded by the first pass
+    stop = [sys.executable, "-c", STOP_AND_CHANGE, str(Path(__file__).resolve().parents[1]),
+            str(src), str(dst), str(snapshot), how]
+    spec = {"stop": stop, "start": ["true"], "check": ["true"], "cutover": "none"}
+    result = mover(sys.executable, "move", "--verify", "checksum", "--service", json.dumps(spec),
+                   src, dst)
+    with snapshot.open("rb") as handle:
+        return result, src, dst, pickle.load(handle)
+
+
+def test_a_change_after_the_last_live_pass_is_copied_even_with_its_mtime_put_back(
+        public_root, tmpfs, tmp_path):
+    """The final pass keeps only files unchanged since a live pass copied them (inode, size,
+    mtime and ctime), and the final check compares only what it wrote: a rewrite of the same
+    size whose mtime was put back (only its ctime moved), a directory chmod, a new symlink and
+    a deletion, all made by the stop command, are in the copy."""
+    result, src, dst, at_stop = move_changed_at_the_stop("source", public_root, tmpfs, tmp_path)
+    try:
+        assert result.returncode == 0, result.stderr + json.dumps(result.last)
+        assert phases(result) == SERVICE_ORDER
+        assert (dst / "d1" / "f1").read_bytes().startswith(b"rewritten at the stop")
+        assert diff_snapshots(at_stop, snapshot_tree(dst)) == []
+    finally:
+        subprocess.run(["rm", "-rf", str(src)])
+
+
+def test_a_copy_deleted_from_the_staging_after_the_last_live_pass_fails_the_move(
+        public_root, tmpfs, tmp_path):
+    """A kept file is not compared with its copy again, but every name of the source must still
+    be in the staging: one deleted there by something else fails the move, which puts the
+    service back on the untouched source."""
+    result, src, dst, at_stop = move_changed_at_the_stop("staging", public_root, tmpfs, tmp_path)
+    try:
+        assert result.returncode == 1, result.lines
+        error = result.progress()[-1]["error"]
+        assert f"the copy of {src}/d5/f5 vanished from the staging" in error
+        assert f"the service was started again on the untouched source {src}" in error
+        assert result.progress()[-1]["dataState"] == "source"
+        assert diff_snapshots(at_stop, snapshot_tree(src)) == [] and not dst.exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(src)])
