@@ -187,3 +187,22 @@ def test_a_cache_that_cannot_be_written_still_moves(journal, tmp_path, trouble):
             assert list((journal / "code").iterdir()) == []  # no part of a cache left behind
         finally:
             run("umount", journal / "code")
+
+
+@pytest.mark.parametrize("environment", [
+    {"SERVERMOVE_JOURNAL_DIR": "/srv/journal"},
+    {"XDG_STATE_HOME": "/home/someone/.state"},
+    {"HOME": "/home/someone"},
+])
+def test_the_loader_and_the_mover_agree_on_the_journal_root(monkeypatch, environment):
+    """The loader keeps its code cache under the mover's journal root and repeats the rule (it
+    runs before the mover exists): the two must name the same directory."""
+    from remote import loader, mover
+
+    for name in ("SERVERMOVE_JOURNAL_DIR", "XDG_STATE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    for euid in (0, 1000):
+        monkeypatch.setattr(os, "geteuid", lambda euid=euid: euid)
+        assert loader.journal_root() == mover.journal_root()

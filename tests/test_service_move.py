@@ -632,17 +632,7 @@ def test_a_worker_killed_while_cleaning_a_symlink_cutover_names_the_old_copy_asi
     src, dst, pidfile = game_site
     world_with_data(src)
     run(*game("start", src, pidfile))
-    started = subprocess.run(
-        [sys.executable, str(RIGGED_MOVER), "inline,slower-clean", "start", "--service",
-         json.dumps(game_spec(src, pidfile)), str(src), str(dst)], capture_output=True,
-        timeout=60)
-    assert started.returncode == 0, started.stderr
-    journal = Path(json.loads(started.stdout.splitlines()[-1])["data"]["journal"])
-    deadline = time.monotonic() + 60
-    while b'"filesRemoved":3' not in (journal / "events.jsonl").read_bytes():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    kill_worker(journal)
+    start_killed_while_cleaning(src, dst, game_spec(src, pidfile))
     [state] = [line["data"] for line in mover(sys.executable, "list").lines
                if line["subject"] == "move.listed"]
     [aside] = src.parent.glob(f".{src.name}.servermove-old-*")

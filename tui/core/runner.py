@@ -580,17 +580,27 @@ class FollowedMove(_EventSource):
         self.session.close()
 
 
+async def collect_events(target: Target, argv: Sequence[str], kind: type, *,
+                         settings: SshSettings | None = None, prompter: Prompter | None = None,
+                         ) -> tuple[list[Any], MoverProcess]:
+    """Run one mover command to its end: the events of `kind` and its progress events (which
+    carry a refusal), in order, and the finished process (its exit status, its stderr)."""
+    mover = await run_mover(target, argv, settings=settings, prompter=prompter)
+    try:
+        events = [event async for event in mover.events()
+                  if isinstance(event, kind | ProgressEvent)]
+    finally:
+        mover.close()
+    return events, mover
+
+
 async def check_service(target: Target, service: dict[str, Any], *,
                         settings: SshSettings | None = None,
                         prompter: Prompter | None = None) -> ServiceCheckEvent:
     """Run the service's check once on the server, as a move would (`mover.py check-service`)."""
-    mover = await run_mover(target, ["check-service", "--service", json.dumps(service)],
-                            settings=settings, prompter=prompter)
-    try:
-        results = [event async for event in mover.events()
-                   if isinstance(event, ServiceCheckEvent | ProgressEvent)]
-    finally:
-        mover.close()
+    results, mover = await collect_events(
+        target, ["check-service", "--service", json.dumps(service)], ServiceCheckEvent,
+        settings=settings, prompter=prompter)
     for event in results:
         if isinstance(event, ServiceCheckEvent):
             return event
@@ -606,12 +616,8 @@ async def clean_kept(target: Target, *, dry_run: bool = False, now: bool = False
     """The old copies kept aside on the server (`mover.py clean-kept`): those due removed (any,
     with `now`; none, with `dry_run`). Returns what it said of each, and its exit status."""
     argv = ["clean-kept", *(["--now"] if now else []), *(["--dry-run"] if dry_run else [])]
-    mover = await run_mover(target, argv, settings=settings, prompter=prompter)
-    try:
-        events = [event async for event in mover.events()
-                  if isinstance(event, KeptCopyEvent | ProgressEvent)]
-    finally:
-        mover.close()
+    events, mover = await collect_events(target, argv, KeptCopyEvent, settings=settings,
+                                         prompter=prompter)
     for event in events:
         if isinstance(event, ProgressEvent) and event.error:  # refused: the mover's own words
             raise ServermoveError(event.error)
