@@ -30,6 +30,7 @@ import errno
 import fcntl
 import io
 import json
+import marshal
 import os
 import queue
 import signal
@@ -1420,6 +1421,8 @@ class Copier:
         self.started = time.monotonic()
         staging, src = self.plan.staging, self.src
         copies = MirrorDir(staging)
+        processes = CopyProcesses.for_move(self, verifier)
+        walked = 0
         try:
             # A directory comes with its lstat, a file with its os.DirEntry (see walk).
             for kind, rel, item, name, src_dir in walk(src, stat_files=False):
@@ -1442,15 +1445,22 @@ class Copier:
                 if kind == WALK_POST:
                     if self.live is not None and self.live.in_place:
                         self.live.drop_extra(rel, self)
-                    self.metadata.set_dir_meta(rel, item, join(staging, rel))
+                    if processes is not None:  # once the processes finished its files
+                        processes.post(rel, item)
+                    else:
+                        self.metadata.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.progress.current = rel
-                if self.live is None and self.progress.files_copied == self.progress.files_total:
+                if self.live is None and walked == self.progress.files_total:
                     raise SourceChanged("files appeared in the source during the move (%d "
                                         "counted before copying, more found)%s — stop what "
                                         "writes to %s and run the move again"
                                         % (self.progress.files_total, self.move.changed_example(),
                                            show(src)))
+                walked += 1
+                if processes is not None and processes.takes(rel, item):
+                    processes.add(rel, name)
+                    continue
                 try:
                     self.copy_entry(rel, item, name, src_dir, copies.fd, verifier)
                 except SourceChanged:
@@ -1459,8 +1469,12 @@ class Copier:
                     self.live.skip(rel, self)  # changed while copied: copied in the next pass
                     continue
                 self.progress.files_copied += 1
+            if processes is not None:
+                processes.finish()
         finally:
             copies.close()
+            if processes is not None:
+                processes.stop()  # ended and reaped before anything removes the staging
 
     def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
         if self.live is not None and self.live.in_place:
@@ -1554,10 +1568,7 @@ class Copier:
         lstat: what is copied and what is described are the same inode."""
         fin = self.open_source(rel, name, src_dir)
         try:
-            st = os.fstat(fin)
-            if not stat.S_ISREG(st.st_mode):
-                raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
-                                    "and run the move again" % (self.src_show(rel), show(self.src)))
+            st = self.fstat_regular(rel, fin)
             if self.link_if_seen(rel, st, name, dst_dir):
                 if self.live is not None:
                     self.live.note(rel, st, False)
@@ -1567,21 +1578,11 @@ class Copier:
                 return
             if self.live is not None and self.live.reuse(rel, name, st, dst_dir, verifier):
                 return
-            mode = stat.S_IMODE(st.st_mode)
-            # Created with its final mode when the umask lets it through whole, so set_meta needs
-            # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
-            # locks the owner out (the verifier opens the copy again to read it, and root may be
-            # just another user on a root-squashed NFS destination).
-            final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
-            try:
-                fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600,
-                               dir_fd=dst_dir)
-            except OSError as err:
-                raise self.write_failure(rel, err) from err
+            fout, final_mode = self.create_copy(rel, name, st, dst_dir)
             try:
                 size = st.st_size
                 sparse = size > 0 and st.st_blocks * 512 < size
-                if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
+                if self.is_small(st, verifier is not None):
                     self.copy_small(rel, fin, fout, size, verifier is not None)
                     self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
                     self.copied(rel, st)
@@ -1595,6 +1596,55 @@ class Copier:
             os.close(fin)
         if verifier is not None:
             verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
+
+    def fstat_regular(self, rel, fin):
+        st = os.fstat(fin)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
+                                "and run the move again" % (self.src_show(rel), show(self.src)))
+        return st
+
+    @staticmethod
+    def is_small(st, verify):
+        """Copied (and with `verify` read back) in one call each, not range by range: not
+        sparse, and small enough to hold in memory at once."""
+        size = st.st_size
+        return not (size > 0 and st.st_blocks * 512 < size) and \
+            size <= (INLINE_VERIFY_MAX if verify else SMALL_FILE_MAX)
+
+    def create_copy(self, rel, name, st, dst_dir):
+        """Create the copy of a regular file in `dst_dir`; its descriptor, and whether it was
+        created with its final mode."""
+        mode = stat.S_IMODE(st.st_mode)
+        # Created with its final mode when the umask lets it through whole, so set_meta needs
+        # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
+        # locks the owner out (the verifier opens the copy again to read it, and root may be
+        # just another user on a root-squashed NFS destination).
+        final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
+        try:
+            fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600, dir_fd=dst_dir)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        return fout, final_mode
+
+    def copy_small_file(self, rel, name, src_dir, dst_dir, verify):
+        """A copy process's part (CopyProcesses): copy `name` if it is a small regular file
+        with one link, exactly as copy_regular would, and return its source's stat; None when
+        it is not such a file (the main process copies it)."""
+        fin = self.open_source(rel, name, src_dir)
+        try:
+            st = self.fstat_regular(rel, fin)
+            if st.st_nlink > 1 or not self.is_small(st, verify):
+                return None
+            fout, final_mode = self.create_copy(rel, name, st, dst_dir)
+            try:
+                self.copy_small(rel, fin, fout, st.st_size, verify)
+                self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+        return st
 
     def copied(self, rel, st):
         """A regular file's copy is finished: recorded for a move that may take it over, and
@@ -1740,6 +1790,346 @@ class Copier:
             if wait <= 0:
                 return
             time.sleep(min(wait, SLEEP_SLICE))
+
+
+# Copy processes (CopyProcesses). A small file's copy is ten short system calls; threads cannot
+# overlap them (each call hands the interpreter lock over, which costs more than the call on
+# tmpfs), forked processes can: each has its own interpreter. Forking costs a few milliseconds
+# and each batch two messages, so they are used only for a move of many files.
+COPY_PROCESSES_MIN_FILES = 2000
+COPY_PROCESSES_MAX = 4
+COPY_BATCH_FILES = 32  # names in one message to a process
+COPY_BATCHES_AHEAD = 2  # per process: what is in flight stays small at any size of tree
+PR_SET_PDEATHSIG = 1
+
+
+def send_message(fd, payload):
+    write_all(fd, len(payload).to_bytes(4, "little") + payload)
+
+
+def read_exactly(fd, size):
+    """`size` bytes from a pipe, or None at its end."""
+    data = b""
+    while len(data) < size:
+        got = os.read(fd, size - len(data))
+        if not got:
+            return None
+        data += got
+    return data
+
+
+def read_message(fd):
+    header = read_exactly(fd, 4)
+    return None if header is None else read_exactly(fd, int.from_bytes(header, "little"))
+
+
+class RecordedFields(object):
+    """A source's stat as a copy process reported it: what Recorder.add reads."""
+    __slots__ = ("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+
+    def __init__(self, fields):
+        self.st_ino, self.st_size, self.st_mtime_ns, self.st_ctime_ns = fields
+
+
+class ProcessCounts(object):
+    """A copy process's stand-in for Progress (whose locks another thread may have held when
+    the process was forked): the main process counts from the results instead."""
+    bytes_copied = 0
+
+    def add_verified(self, count):
+        pass
+
+
+class CopyWorker(object):
+    def __init__(self, pid, tasks, results):
+        self.pid, self.tasks, self.results = pid, tasks, results
+        self.batches = []  # in flight, oldest first: (number, directory, names)
+
+
+class CopyProcesses(object):
+    """Small regular files with one link, copied by forked processes while the walk goes on.
+
+    The main process walks, sends each process batches of names of one directory through a
+    pipe, and from each batch's answer counts, records (Recorder) and words the failure. A
+    process opens the directories by path as the walk does, copies each file with the Copier's
+    own calls and hands back (None) what is not such a file: big, sparse, hard-linked or no
+    longer a regular file; the main process copies those. A directory's metadata is set once
+    every batch sent before its WALK_POST is answered (its mode may lock its entries out).
+
+    A process touches no lock (forked with other threads running, any lock they held stays
+    held in it): no Progress, no Emitter, no output; it ends with os._exit. It ends at the end
+    of its task pipe, and is killed by the kernel if the mover dies (PR_SET_PDEATHSIG); the
+    mover kills and reaps every process before anything removes the staging (stop)."""
+
+    def __init__(self, copier, verifier, count):
+        self.copier, self.verifier = copier, verifier
+        self.verify = verifier is not None
+        self.workers = []
+        self.batch_dir, self.batch_names = None, []
+        self.numbered = 0
+        self.posts = []  # (batches sent before it, rel, lstat) of each directory, walk order
+        self.prctl = self.load_prctl()
+        import select  # only here: a move of few files never needs it
+
+        self.poll = select.poll()
+        self.by_fd = {}
+        for _ in range(count):
+            self.start_one()
+
+    @classmethod
+    def for_move(cls, copier, verifier):
+        """The processes for this copy, or None where they cannot pay or cannot be used: few
+        files, one core, --bwlimit (one clock throttles all), a service move's passes."""
+        count = min(os.cpu_count() or 1, COPY_PROCESSES_MAX)
+        if copier.progress.files_total < COPY_PROCESSES_MIN_FILES or count < 2 or \
+                copier.bwlimit or copier.live is not None or not hasattr(os, "fork"):
+            return None
+        return cls(copier, verifier, count)
+
+    @staticmethod
+    def load_prctl():
+        try:
+            import ctypes
+
+            return ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError, ImportError):
+            return None  # no prctl: a process still ends at the end of its task pipe
+
+    def start_one(self):
+        tasks_r, tasks_w = os.pipe()
+        results_r, results_w = os.pipe()
+        parent = os.getpid()
+        import warnings
+
+        with warnings.catch_warnings():  # 3.12+ warns of forking with threads: see above
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            status = 70
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the mover cancels, then kills
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if self.prctl is not None:
+                    self.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() == parent:  # not already orphaned before prctl
+                    for worker in self.workers:  # their ends of the others' pipes
+                        os.close(worker.tasks)
+                        os.close(worker.results)
+                    os.close(tasks_w)
+                    os.close(results_r)
+                    self.serve(tasks_r, results_w)
+                    status = 0
+            finally:
+                os._exit(status)
+        os.close(tasks_r)
+        os.close(results_w)
+        worker = CopyWorker(pid, tasks_w, results_r)
+        self.workers.append(worker)
+        self.by_fd[results_r] = worker
+        self.poll.register(results_r, 1)  # select.POLLIN
+
+    # -- in a copy process ----------------------------------------------------------------------
+
+    def serve(self, tasks, results):
+        copier = self.copier
+        copier.progress = ProcessCounts()
+        opened = [None, None, None]  # the directory, its descriptor, its copy's
+        try:
+            while True:
+                message = read_message(tasks)
+                if message is None:
+                    return
+                directory, names = marshal.loads(message)
+                send_message(results, marshal.dumps(self.copy_batch(directory, names, opened)))
+        finally:
+            for fd in opened[1:]:
+                if fd is not None:
+                    os.close(fd)
+
+    def open_dirs(self, directory, opened):
+        copier = self.copier
+        if opened[0] == directory:
+            return
+        for i in (1, 2):
+            if opened[i] is not None:
+                os.close(opened[i])
+                opened[i] = None
+        opened[0] = None
+        try:
+            opened[1] = os.open(join(copier.src, directory), DIR_FLAGS)
+        except OSError as err:
+            raise copier.read_failure(directory, err) from err
+        try:
+            opened[2] = os.open(join(copier.plan.staging, directory), DIR_FLAGS)
+        except OSError as err:
+            raise copier.write_failure(directory, err) from err
+        opened[0] = directory
+
+    def copy_batch(self, directory, names, opened):
+        """Copy the files of a batch; the answer: a stat's fields (or None: handed back) for
+        each file copied, the warnings, and a failure's kind and words if one stopped it."""
+        copier, move = self.copier, self.copier.move
+        move.warnings = {}
+        done, failure = [], None
+        try:
+            self.open_dirs(directory, opened)
+            for name in names:
+                rel = directory + b"/" + name if directory else name
+                st = copier.copy_small_file(rel, name, opened[1], opened[2], self.verify)
+                done.append(None if st is None else
+                            (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except Failure as exc:
+            failure = (isinstance(exc, SourceChanged), str(exc))
+        except Exception as exc:  # a bug: worded as the main process words one
+            failure = (False, "internal error in the mover's copy process (%s: %s) — please "
+                              "report it" % (type(exc).__name__, exc))
+        return done, list(move.warnings.items()), failure
+
+    # -- in the main process --------------------------------------------------------------------
+
+    def takes(self, rel, entry):
+        """Whether a walked entry goes to the processes: a regular file by its listing, and
+        not one a dead move recorded (Resumption links it in, in the main process)."""
+        resume = self.copier.plan.resume
+        return entry.is_file(follow_symlinks=False) and \
+            (resume is None or rel not in resume.records)
+
+    def add(self, rel, name):
+        directory = rel[:-len(name) - 1] if len(rel) > len(name) else b""
+        if directory != self.batch_dir:
+            self.send()
+            self.batch_dir = directory
+        self.batch_names.append(name)
+        if len(self.batch_names) >= COPY_BATCH_FILES:
+            self.send()
+
+    def send(self):
+        if not self.batch_names:
+            return
+        while True:
+            worker = min(self.workers, key=lambda w: len(w.batches))
+            if len(worker.batches) < COPY_BATCHES_AHEAD:
+                break
+            self.collect()
+        names, self.batch_names = self.batch_names, []
+        send_message(worker.tasks, marshal.dumps((self.batch_dir, names)))
+        worker.batches.append((self.numbered, self.batch_dir, names))
+        self.numbered += 1
+
+    def collect(self):
+        """Wait for answers (seeing a cancel within a tenth of a second) and take them."""
+        while True:
+            self.copier.check()
+            ready = self.poll.poll(100)
+            if ready:
+                break
+        for fd, _event in ready:
+            worker = self.by_fd[fd]
+            message = read_message(fd)
+            if message is None:
+                self.copier.check()  # a signal to the whole group: the cancel, not a fault
+                raise Failure("a copy process of the mover ended unexpectedly (%s) — nothing "
+                              "was deleted; run the move again" % self.how_it_ended(worker))
+            self.take(worker.batches.pop(0), marshal.loads(message))
+        self.apply_posts()
+
+    def how_it_ended(self, worker):
+        _pid, status = os.waitpid(worker.pid, 0)
+        worker.pid = None
+        if os.WIFSIGNALED(status):
+            return "killed by %s" % signal.Signals(os.WTERMSIG(status)).name
+        return "exit status %d" % os.WEXITSTATUS(status)
+
+    def take(self, batch, answer):
+        """Count, record and warn of a batch's copies; copy what was handed back; raise the
+        failure that stopped it."""
+        _number, directory, names = batch
+        done, warnings, failure = answer
+        copier, progress = self.copier, self.copier.progress
+        copier.move.merge_warnings(warnings)
+        handed_back = []
+        verified = 0
+        for name, fields in zip(names, done):
+            rel = directory + b"/" + name if directory else name
+            if fields is None:
+                handed_back.append((rel, name))
+                continue
+            progress.bytes_copied += fields[1]
+            progress.files_copied += 1
+            verified += fields[1]
+            copier.resumption.record(rel, RecordedFields(fields))
+        if self.verify and verified:
+            progress.add_verified(verified)
+        if failure is not None:
+            raise (SourceChanged if failure[0] else Failure)(failure[1])
+        if handed_back:
+            self.copy_handed_back(directory, handed_back)
+
+    def copy_handed_back(self, directory, files):
+        copier = self.copier
+        src_dir = dst_dir = None
+        try:
+            try:
+                src_dir = os.open(join(copier.src, directory), DIR_FLAGS)
+            except OSError as err:
+                raise copier.read_failure(directory, err) from err
+            try:
+                dst_dir = os.open(join(copier.plan.staging, directory), DIR_FLAGS)
+            except OSError as err:
+                raise copier.write_failure(directory, err) from err
+            for rel, name in files:
+                copier.check()
+                copier.copy_regular(rel, name, src_dir, dst_dir, self.verifier)
+                copier.progress.files_copied += 1
+        finally:
+            for fd in (src_dir, dst_dir):
+                if fd is not None:
+                    os.close(fd)
+
+    def post(self, rel, st):
+        """A directory's WALK_POST: its metadata once every batch sent before is answered."""
+        self.send()
+        self.posts.append((self.numbered, rel, st))
+        self.apply_posts()
+
+    def apply_posts(self):
+        oldest = min([w.batches[0][0] for w in self.workers if w.batches] or [self.numbered])
+        applied = 0
+        for sent, rel, st in self.posts:
+            if sent > oldest:
+                break
+            self.copier.metadata.set_dir_meta(rel, st, join(self.copier.plan.staging, rel))
+            applied += 1
+        del self.posts[:applied]
+
+    def finish(self):
+        """Every batch sent and answered, every directory's metadata set, the processes ended
+        (each at the end of its task pipe) and reaped."""
+        self.send()
+        while any(w.batches for w in self.workers):
+            self.collect()
+        self.apply_posts()
+        for worker in self.workers:
+            os.close(worker.tasks)
+            worker.tasks = None
+        for worker in self.workers:
+            if worker.pid is not None:
+                os.waitpid(worker.pid, 0)
+                worker.pid = None
+
+    def stop(self):
+        """Kill and reap what is left (a failure or a cancel); close every pipe."""
+        for worker in self.workers:
+            if worker.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(worker.pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.waitpid(worker.pid, 0)
+                worker.pid = None
+            for name in ("tasks", "results"):
+                if getattr(worker, name) is not None:
+                    os.close(getattr(worker, name))
+                    setattr(worker, name, None)
 
 
 class Publisher:
@@ -2111,6 +2501,15 @@ class Move:
             self.warnings[key] = [1, message, rel]
         else:
             entry[0] += 1
+
+    def merge_warnings(self, warnings):
+        """Warnings a copy process aggregated (warn), added to ours."""
+        for key, (count, message, rel) in warnings:
+            entry = self.warnings.get(key)
+            if entry is None:
+                self.warnings[key] = [count, message, rel]
+            else:
+                entry[0] += count
 
     def flush_warnings(self):
         for count, message, rel in self.warnings.values():
