@@ -180,3 +180,62 @@ def test_a_killed_mover_leaves_no_copy_process_and_a_rerun_finishes(src_fs, tmpf
     check_stream(again)
     assert again.returncode == 0, again.last
     assert diff_snapshots(before, snapshot_tree(tmpfs / "d")) == []
+
+
+def wait_for_phase(proc, seen: list[bytes], phase: str) -> list[int]:
+    """Read events until `phase` starts; the mover's processes a moment later."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if json.loads(line)["data"].get("phase") == phase:
+            deadline = time.monotonic() + 1
+            while len(children_of(proc.pid)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)  # the processes are forked once the phase is announced
+            return children_of(proc.pid)
+    raise AssertionError(f"the move never got to {phase}: {seen}")
+
+
+def test_files_a_clean_process_cannot_remove_are_kept_and_named(public_tmp, tmpfs):
+    src = public_tmp / "src"
+    add_small_files(src, 12_000, dirs=3)
+    uid, gid = owner_of(public_tmp)
+    run("chown", "-R", f"{uid}:{gid}", src)
+    dst_parent = tmpfs / "out"
+    dst_parent.mkdir()
+    os.chown(dst_parent, uid, gid)
+    proc = start(USER_PYTHON, "move", src, dst_parent / "d", **as_user())
+    seen: list[bytes] = []
+    wait_for_phase(proc, seen, "copying")
+    os.chown(src / "many-01", 0, 0)  # an admin takes a directory back: its files stay
+    out, err = proc.communicate(timeout=60)
+    result = parse(b"".join(seen) + out, proc.returncode, err)
+    check_stream(result)
+    last = result.progress()[-1]
+    assert (result.returncode, last["phase"], last["dataState"]) == (1, "error", "destination")
+    assert "but removing the source failed (" in last["error"], last["error"]
+    assert ": permission denied); still there: " in last["error"]
+    assert "many-01/f-" in last["error"] and "and 3995 more" in last["error"]
+    assert sorted(os.listdir(src)) == ["many-01"] and len(os.listdir(src / "many-01")) == 4000
+    assert len(os.listdir(dst_parent / "d" / "many-01")) == 4000
+
+
+def test_a_cancel_mid_clean_says_truly_whether_the_source_is_whole(src_fs, tmpfs):
+    """A clean process's removals are counted before it is ended: a source with files removed
+    is never reported whole (`both`)."""
+    src = src_fs / "src"
+    add_small_files(src, MANY)
+    proc = start(sys.executable, "move", src, tmpfs / "d")
+    seen: list[bytes] = []
+    children = wait_for_phase(proc, seen, "cleaning")
+    assert len(children) >= 2, "no clean processes while cleaning"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    result = parse(b"".join(seen) + out, proc.returncode, err)
+    check_stream(result)
+    last = result.progress()[-1]
+    assert (result.returncode, last["phase"]) == (3, "cancelled")
+    left = sum(len(files) for _dir, _subdirs, files in os.walk(src))
+    assert 0 < left < MANY  # cut short, after the first removals
+    assert last["dataState"] == "destination", last["error"]
+    assert "still holds part of the old data" in last["error"]
+    assert gone(children)
