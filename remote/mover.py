@@ -2358,7 +2358,7 @@ class Publisher:
 
 class Cleaner:
     """Removes the source once DST holds the move: each file only if its copy still matches,
-    through the Remover, then the emptied directories."""
+    through the Remover (or, for many files, CleanProcesses), then the emptied directories."""
 
     def __init__(self, move):
         self.move = move
