@@ -239,3 +239,28 @@ def test_a_cancel_mid_clean_says_truly_whether_the_source_is_whole(src_fs, tmpfs
     assert last["dataState"] == "destination", last["error"]
     assert "still holds part of the old data" in last["error"]
     assert gone(children)
+
+
+def test_a_rerun_links_what_the_killed_move_recorded_and_copies_the_rest(src_fs, tmpfs):
+    """Resumption decides before the processes: recorded, unchanged files are linked from the
+    dead move's staging, changed ones are copied again (by the processes)."""
+    from tests.test_mover_resume import kill_worker, records, wait_until
+
+    src = src_fs / "src"
+    add_small_files(src, MANY)
+    started = mover(sys.executable, "start", "--verify", "checksum", src, tmpfs / "d")
+    assert started.returncode == 0, started.stderr
+    mdir = Path(started.subjects("move.started")[0]["journal"])
+    wait_until("all copies recorded", lambda: len(records(mdir)) == MANY, 60)
+    kill_worker(mdir)
+    for i in range(500):  # changed since: copied again, not linked
+        with open(src / "many-07" / f"f-{i}", "ab") as f:
+            f.write(b" and more")
+    before = snapshot_tree(src)
+    again = mover(sys.executable, "move", "--verify", "checksum", src, tmpfs / "d")
+    check_stream(again)
+    assert again.returncode == 0, again.last
+    assert again.subjects("move.plan")[0]["resumes"]["moveId"] == mdir.name
+    last = again.progress()[-1]
+    assert 0 < last["bytesReused"] < last["bytesTotal"]
+    assert diff_snapshots(before, snapshot_tree(tmpfs / "d")) == []
