@@ -128,7 +128,8 @@ def test_a_copy_process_failing_fails_the_move_and_leaves_none_behind(src_fs, pu
     src = src_fs / "src"
     add_small_files(src, MANY)
     before = snapshot_tree(src, contents=False)
-    with mounted_tmpfs("400m", parent=public_root, mode="0777") as dst_fs:
+    # Just big enough for the copy (each small file takes a page), so that filling it is quick.
+    with mounted_tmpfs("170m", parent=public_root, mode="0777") as dst_fs:
         proc = start(sys.executable, "move", "--verify", "checksum", src, dst_fs / "d")
         seen: list[bytes] = []
         children = wait_for_processes(proc, seen)
