@@ -30,6 +30,7 @@ import errno
 import fcntl
 import io
 import json
+import marshal
 import os
 import queue
 import signal
@@ -1420,6 +1421,8 @@ class Copier:
         self.started = time.monotonic()
         staging, src = self.plan.staging, self.src
         copies = MirrorDir(staging)
+        processes = CopyProcesses.for_move(self, verifier)
+        walked = 0
         try:
             # A directory comes with its lstat, a file with its os.DirEntry (see walk).
             for kind, rel, item, name, src_dir in walk(src, stat_files=False):
@@ -1442,16 +1445,22 @@ class Copier:
                 if kind == WALK_POST:
                     if self.live is not None:
                         self.live.finish_dir(rel, item, self)
+                    elif processes is not None:  # once the processes finished its files
+                        processes.post(rel, item)
                     else:
                         self.metadata.set_dir_meta(rel, item, join(staging, rel))
                     continue
                 self.progress.current = rel
-                if self.live is None and self.progress.files_copied == self.progress.files_total:
+                if self.live is None and walked == self.progress.files_total:
                     raise SourceChanged("files appeared in the source during the move (%d "
                                         "counted before copying, more found)%s — stop what "
                                         "writes to %s and run the move again"
                                         % (self.progress.files_total, self.move.changed_example(),
                                            show(src)))
+                walked += 1
+                if processes is not None and processes.takes(rel, item):
+                    processes.add(rel, name)
+                    continue
                 try:
                     self.copy_entry(rel, item, name, src_dir, copies.fd, verifier)
                 except SourceChanged:
@@ -1460,8 +1469,12 @@ class Copier:
                     self.live.skip(rel, self)  # changed while copied: copied in the next pass
                     continue
                 self.progress.files_copied += 1
+            if processes is not None:
+                processes.finish()
         finally:
             copies.close()
+            if processes is not None:
+                processes.stop()  # ended and reaped before anything removes the staging
 
     def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
         if self.live is not None and self.live.in_place:
@@ -1555,10 +1568,7 @@ class Copier:
         lstat: what is copied and what is described are the same inode."""
         fin = self.open_source(rel, name, src_dir)
         try:
-            st = os.fstat(fin)
-            if not stat.S_ISREG(st.st_mode):
-                raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
-                                    "and run the move again" % (self.src_show(rel), show(self.src)))
+            st = self.fstat_regular(rel, fin)
             if self.link_if_seen(rel, st, name, dst_dir):
                 if self.live is not None:
                     self.live.note(rel, st, False)
@@ -1568,21 +1578,11 @@ class Copier:
                 return
             if self.live is not None and self.live.reuse(rel, name, st, dst_dir, verifier):
                 return
-            mode = stat.S_IMODE(st.st_mode)
-            # Created with its final mode when the umask lets it through whole, so set_meta needs
-            # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
-            # locks the owner out (the verifier opens the copy again to read it, and root may be
-            # just another user on a root-squashed NFS destination).
-            final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
-            try:
-                fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600,
-                               dir_fd=dst_dir)
-            except OSError as err:
-                raise self.write_failure(rel, err) from err
+            fout, final_mode = self.create_copy(rel, name, st, dst_dir)
             try:
                 size = st.st_size
                 sparse = size > 0 and st.st_blocks * 512 < size
-                if not sparse and size <= (INLINE_VERIFY_MAX if verifier else SMALL_FILE_MAX):
+                if self.is_small(st, verifier is not None):
                     self.copy_small(rel, fin, fout, size, verifier is not None)
                     self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
                     self.copied(rel, st)
@@ -1596,6 +1596,55 @@ class Copier:
             os.close(fin)
         if verifier is not None:
             verifier.put(("end", rel, st) if not sparse else ("file", rel, st))
+
+    def fstat_regular(self, rel, fin):
+        st = os.fstat(fin)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceChanged("%s changed type while the move ran — stop what writes to %s "
+                                "and run the move again" % (self.src_show(rel), show(self.src)))
+        return st
+
+    @staticmethod
+    def is_small(st, verify):
+        """Copied (and with `verify` read back) in one call each, not range by range: not
+        sparse, and small enough to hold in memory at once."""
+        size = st.st_size
+        return not (size > 0 and st.st_blocks * 512 < size) and \
+            size <= (INLINE_VERIFY_MAX if verify else SMALL_FILE_MAX)
+
+    def create_copy(self, rel, name, st, dst_dir):
+        """Create the copy of a regular file in `dst_dir`; its descriptor, and whether it was
+        created with its final mode."""
+        mode = stat.S_IMODE(st.st_mode)
+        # Created with its final mode when the umask lets it through whole, so set_meta needs
+        # no chmod; not with setuid/setgid/sticky bits (writing clears them) nor a mode that
+        # locks the owner out (the verifier opens the copy again to read it, and root may be
+        # just another user on a root-squashed NFS destination).
+        final_mode = not (mode & 0o7000 or mode & self.umask or mode & 0o600 != 0o600)
+        try:
+            fout = os.open(name, CREATE_FLAGS, mode if final_mode else 0o600, dir_fd=dst_dir)
+        except OSError as err:
+            raise self.write_failure(rel, err) from err
+        return fout, final_mode
+
+    def copy_small_file(self, rel, name, src_dir, dst_dir, verify):
+        """A copy process's part (CopyProcesses): copy `name` if it is a small regular file
+        with one link, exactly as copy_regular would, and return its source's stat; None when
+        it is not such a file (the main process copies it)."""
+        fin = self.open_source(rel, name, src_dir)
+        try:
+            st = self.fstat_regular(rel, fin)
+            if st.st_nlink > 1 or not self.is_small(st, verify):
+                return None
+            fout, final_mode = self.create_copy(rel, name, st, dst_dir)
+            try:
+                self.copy_small(rel, fin, fout, st.st_size, verify)
+                self.metadata.set_meta(rel, st, fin, fout, fout, final_mode)
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+        return st
 
     def copied(self, rel, st):
         """A regular file's copy is finished: recorded for a move that may take it over, and
@@ -1743,6 +1792,484 @@ class Copier:
             time.sleep(min(wait, SLEEP_SLICE))
 
 
+# Copy and clean processes (BatchProcesses). A small file's copy is ten short system calls, its
+# clean three; threads cannot overlap them (each call hands the interpreter lock over, which costs
+# more than the call on tmpfs), forked processes can: each has its own interpreter. Forking costs
+# a few milliseconds and each batch two messages, so they are used only for many files
+# (docs/performance.md, "Copy workers and fewer system calls").
+BATCH_PROCESSES_MIN_FILES = 2000
+BATCH_PROCESSES_MAX = 4
+PROCESS_BATCH_FILES = 32  # names in one message to a process
+PROCESS_BATCHES_AHEAD = 2  # per process: what is in flight stays small at any size of tree
+PR_SET_PDEATHSIG = 1
+
+
+def send_message(fd, payload):
+    write_all(fd, len(payload).to_bytes(4, "little") + payload)
+
+
+def read_exactly(fd, size):
+    """`size` bytes from a pipe, or None at its end."""
+    data = b""
+    while len(data) < size:
+        got = os.read(fd, size - len(data))
+        if not got:
+            return None
+        data += got
+    return data
+
+
+def read_message(fd):
+    header = read_exactly(fd, 4)
+    return None if header is None else read_exactly(fd, int.from_bytes(header, "little"))
+
+
+class RecordedFields(object):
+    """A source's stat as a copy process reported it: what Recorder.add reads."""
+    __slots__ = ("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+
+    def __init__(self, fields):
+        self.st_ino, self.st_size, self.st_mtime_ns, self.st_ctime_ns = fields
+
+
+class ProcessCounts(object):
+    """A copy process's stand-in for Progress (whose locks another thread may have held when
+    the process was forked): the main process counts from the answers instead."""
+    bytes_copied = 0
+
+    def add_verified(self, count):
+        pass
+
+
+class BatchWorker(object):
+    def __init__(self, pid, tasks, results):
+        self.pid, self.tasks, self.results = pid, tasks, results
+        self.batches = []  # in flight, oldest first: (number, directory, names)
+
+
+class BatchProcesses(object):
+    """Forked processes that work through the regular files of a walk while it goes on: the
+    main process sends each process batches of names of one directory through a pipe, and
+    takes each batch's answer (`take`); a process opens the directory and its mirror (`roots`)
+    by path, as the walk does, and answers each batch (`work`). CopyProcesses and
+    CleanProcesses say what the work is.
+
+    A process touches no lock (forked with other threads running, any lock they held stays
+    held in it): no Progress, no Emitter, no output; it ends with os._exit. It ends at the end
+    of its task pipe, and is killed by the kernel if the mover dies (PR_SET_PDEATHSIG); the
+    mover ends and reaps every process before it goes on (finish, stop)."""
+
+    def __init__(self, move, roots, count):
+        self.move, self.roots = move, roots
+        self.workers = []
+        self.batch_dir, self.batch_names = None, []
+        self.numbered = 0
+        self.prctl = self.load_prctl()
+        import select  # only here: a move of few files never needs it
+
+        self.poll = select.poll()
+        self.by_fd = {}
+        for _ in range(count):
+            self.start_one()
+
+    @staticmethod
+    def count_for(move):
+        """How many processes a move of its files may use; 0 where they cannot pay: few files,
+        one core."""
+        count = min(os.cpu_count() or 1, BATCH_PROCESSES_MAX)
+        if move.progress.files_total < BATCH_PROCESSES_MIN_FILES or count < 2 or \
+                not hasattr(os, "fork"):
+            return 0
+        return count
+
+    @staticmethod
+    def load_prctl():
+        try:
+            import ctypes
+
+            return ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError, ImportError):
+            return None  # no prctl: a process still ends at the end of its task pipe
+
+    def start_one(self):
+        tasks_r, tasks_w = os.pipe()
+        results_r, results_w = os.pipe()
+        parent = os.getpid()
+        import warnings
+
+        with warnings.catch_warnings():  # 3.12+ warns of forking with threads: see above
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            status = 70
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the mover cancels, then ends us
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if self.prctl is not None:
+                    self.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() == parent:  # not already orphaned before prctl
+                    for worker in self.workers:  # their ends of the others' pipes
+                        os.close(worker.tasks)
+                        os.close(worker.results)
+                    os.close(tasks_w)
+                    os.close(results_r)
+                    self.serve(tasks_r, results_w)
+                    status = 0
+            finally:
+                os._exit(status)
+        os.close(tasks_r)
+        os.close(results_w)
+        worker = BatchWorker(pid, tasks_w, results_r)
+        self.workers.append(worker)
+        self.by_fd[results_r] = worker
+        self.poll.register(results_r, 1)  # select.POLLIN
+
+    # -- in a process ---------------------------------------------------------------------------
+
+    def serve(self, tasks, results):
+        self.move.warnings = {}
+        opened = [None, None, None]  # the directory, its descriptor, its mirror's
+        try:
+            while True:
+                message = read_message(tasks)
+                if message is None:
+                    return
+                directory, names = marshal.loads(message)
+                send_message(results, marshal.dumps(self.work(directory, names, opened)))
+        finally:
+            for fd in opened[1:]:
+                if fd is not None:
+                    os.close(fd)
+
+    def open_dirs(self, directory, opened):
+        """The directory and its mirror, open (the last batch's, unless it is another); an
+        OSError says which failed in `failed_root` (0 or 1)."""
+        if opened[0] == directory:
+            return
+        for i in (1, 2):
+            if opened[i] is not None:
+                os.close(opened[i])
+                opened[i] = None
+        opened[0] = None
+        for i, root in enumerate(self.roots):
+            try:
+                opened[1 + i] = os.open(join(root, directory), DIR_FLAGS)
+            except OSError as err:
+                err.failed_root = i
+                raise
+        opened[0] = directory
+
+    # -- in the main process --------------------------------------------------------------------
+
+    def add(self, rel, name):
+        directory = rel[:-len(name) - 1] if len(rel) > len(name) else b""
+        if directory != self.batch_dir:
+            self.send()
+            self.batch_dir = directory
+        self.batch_names.append(name)
+        if len(self.batch_names) >= PROCESS_BATCH_FILES:
+            self.send()
+
+    def send(self):
+        if not self.batch_names:
+            return
+        while True:
+            worker = min(self.workers, key=lambda w: len(w.batches))
+            if len(worker.batches) < PROCESS_BATCHES_AHEAD:
+                break
+            self.collect()
+        names, self.batch_names = self.batch_names, []
+        send_message(worker.tasks, marshal.dumps((self.batch_dir, names)))
+        worker.batches.append((self.numbered, self.batch_dir, names))
+        self.numbered += 1
+
+    def collect(self, check=True):
+        """Wait for answers (seeing a cancel within a tenth of a second) and take them."""
+        while True:
+            if check:
+                self.move.check()
+            ready = self.poll.poll(100)
+            if ready or not check:
+                break
+        for fd, _event in ready:
+            worker = self.by_fd[fd]
+            message = read_message(fd)
+            if message is None:
+                if not check:  # draining (CleanProcesses.stop): its answers are all in
+                    self.how_it_ended(worker)
+                    continue
+                self.move.check()  # a signal to the whole group: the cancel, not a fault
+                raise Failure("a %s process of the mover ended unexpectedly (%s) — run the "
+                              "move again" % (self.what, self.how_it_ended(worker)))
+            self.take(worker.batches.pop(0), marshal.loads(message))
+        self.answered()
+
+    def answered(self):
+        """After each round of answers."""
+
+    def how_it_ended(self, worker):
+        _pid, status = os.waitpid(worker.pid, 0)
+        worker.pid = None
+        self.poll.unregister(worker.results)
+        if os.WIFSIGNALED(status):
+            return "killed by %s" % signal.Signals(os.WTERMSIG(status)).name
+        return "exit status %d" % os.WEXITSTATUS(status)
+
+    def finish(self):
+        """Every batch sent and answered, the processes ended (each at the end of its task
+        pipe) and reaped."""
+        self.send()
+        while any(w.batches for w in self.workers):
+            self.collect()
+        self.end()
+
+    def end(self):
+        for worker in self.workers:
+            if worker.tasks is not None:
+                os.close(worker.tasks)
+                worker.tasks = None
+        for worker in self.workers:
+            if worker.pid is not None:
+                os.waitpid(worker.pid, 0)
+                worker.pid = None
+
+    def stop(self):
+        """Kill and reap what is left (a failure or a cancel); close every pipe."""
+        for worker in self.workers:
+            if worker.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(worker.pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.waitpid(worker.pid, 0)
+                worker.pid = None
+            for name in ("tasks", "results"):
+                if getattr(worker, name) is not None:
+                    os.close(getattr(worker, name))
+                    setattr(worker, name, None)
+
+
+class CopyProcesses(BatchProcesses):
+    """Small regular files with one link, copied by processes with the Copier's own calls
+    (copy_small_file); a process hands back (None) what is not such a file: big, sparse,
+    hard-linked or no longer a regular file, and the main process copies those. The main
+    process counts and records (Recorder) each batch's copies from its answer and words its
+    failure; a directory's metadata is set once every batch sent before its WALK_POST is
+    answered (its mode may lock its entries out)."""
+
+    what = "copy"
+
+    def __init__(self, copier, verifier, count):
+        self.copier, self.verifier = copier, verifier
+        self.verify = verifier is not None
+        self.posts = []  # (batches sent before it, rel, lstat) of each directory, walk order
+        BatchProcesses.__init__(self, copier.move, (copier.src, copier.plan.staging), count)
+
+    @classmethod
+    def for_move(cls, copier, verifier):
+        """The processes for this copy, or None: not with --bwlimit (one clock throttles all)
+        nor in a service move's passes."""
+        count = cls.count_for(copier.move)
+        if not count or copier.bwlimit or copier.live is not None:
+            return None
+        return cls(copier, verifier, count)
+
+    def takes(self, rel, entry):
+        """Whether a walked entry goes to the processes: a regular file by its listing, and
+        not one a dead move recorded (Resumption links it in, in the main process)."""
+        resume = self.copier.plan.resume
+        return entry.is_file(follow_symlinks=False) and \
+            (resume is None or rel not in resume.records)
+
+    def work(self, directory, names, opened):
+        """Copy the files of a batch; the answer: a stat's fields (or None: handed back) for
+        each file copied, the warnings, and a failure's kind and words if one stopped it."""
+        copier, move = self.copier, self.move
+        copier.progress = ProcessCounts()
+        move.warnings = {}
+        done, failure = [], None
+        try:
+            try:
+                self.open_dirs(directory, opened)
+            except OSError as err:
+                raise (copier.write_failure if err.failed_root else copier.read_failure)(
+                    directory, err) from err
+            for name in names:
+                rel = directory + b"/" + name if directory else name
+                st = copier.copy_small_file(rel, name, opened[1], opened[2], self.verify)
+                done.append(None if st is None else
+                            (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except Failure as exc:
+            failure = (isinstance(exc, SourceChanged), str(exc))
+        except Exception as exc:  # a bug: worded as the main process words one
+            failure = (False, "internal error in the mover's copy process (%s: %s) — please "
+                              "report it" % (type(exc).__name__, exc))
+        return done, list(move.warnings.items()), failure
+
+    def take(self, batch, answer):
+        """Count, record and warn of a batch's copies; copy what was handed back; raise the
+        failure that stopped it."""
+        _number, directory, names = batch
+        done, warnings, failure = answer
+        copier, progress = self.copier, self.copier.progress
+        self.move.merge_warnings(warnings)
+        handed_back = []
+        verified = 0
+        for name, fields in zip(names, done):
+            rel = directory + b"/" + name if directory else name
+            if fields is None:
+                handed_back.append((rel, name))
+                continue
+            progress.bytes_copied += fields[1]
+            progress.files_copied += 1
+            verified += fields[1]
+            copier.resumption.record(rel, RecordedFields(fields))
+        if self.verify and verified:
+            progress.add_verified(verified)
+        if failure is not None:
+            raise (SourceChanged if failure[0] else Failure)(failure[1])
+        if handed_back:
+            self.copy_handed_back(directory, handed_back)
+
+    def copy_handed_back(self, directory, files):
+        copier = self.copier
+        src_dir = dst_dir = None
+        try:
+            try:
+                src_dir = os.open(join(copier.src, directory), DIR_FLAGS)
+            except OSError as err:
+                raise copier.read_failure(directory, err) from err
+            try:
+                dst_dir = os.open(join(copier.plan.staging, directory), DIR_FLAGS)
+            except OSError as err:
+                raise copier.write_failure(directory, err) from err
+            for rel, name in files:
+                copier.check()
+                copier.copy_regular(rel, name, src_dir, dst_dir, self.verifier)
+                copier.progress.files_copied += 1
+        finally:
+            for fd in (src_dir, dst_dir):
+                if fd is not None:
+                    os.close(fd)
+
+    def post(self, rel, st):
+        """A directory's WALK_POST: its metadata once every batch sent before is answered."""
+        self.send()
+        self.posts.append((self.numbered, rel, st))
+        self.answered()
+
+    def answered(self):
+        oldest = min([w.batches[0][0] for w in self.workers if w.batches] or [self.numbered])
+        applied = 0
+        for sent, rel, st in self.posts:
+            if sent > oldest:
+                break
+            self.copier.metadata.set_dir_meta(rel, st, join(self.copier.plan.staging, rel))
+            applied += 1
+        del self.posts[:applied]
+
+    def finish(self):
+        """...and every directory's metadata set."""
+        BatchProcesses.finish(self)
+        self.answered()
+
+
+class CleanProcesses(BatchProcesses):
+    """The source's regular files checked against their copies at DST (`differs`) and removed
+    by processes, as Cleaner.remove_files does it: each answer says how many were removed and
+    which were kept and why. A cancel lets the processes answer what they are doing before they
+    are ended (stop): every removal is counted, and `dataState` stays true."""
+
+    what = "clean"
+
+    def __init__(self, cleaner, count):
+        self.cleaner = cleaner
+        self.kept, self.newer, self.failed = [], [], []
+        BatchProcesses.__init__(self, cleaner.move, (cleaner.src, cleaner.dst), count)
+
+    @classmethod
+    def for_move(cls, cleaner):
+        """The processes for this clean, or None: not for a service move (its records decide)."""
+        count = cls.count_for(cleaner.move)
+        if not count or cleaner.against is not None:
+            return None
+        return cls(cleaner, count)
+
+    def work(self, directory, names, opened):
+        """Check and remove the files of a batch; the answer: how many were removed, those
+        kept (index, why, whether it changed after its copy) and those whose removal failed or
+        that vanished (index, errno, strerror, which)."""
+        removed, kept, failed = 0, [], []
+        try:
+            self.open_dirs(directory, opened)
+        except OSError as err:
+            which = "dst" if err.failed_root else "walk"
+            return 0, [], [(i, err.errno, err.strerror, which) for i in range(len(names))]
+        src, dst, is_root = self.cleaner.src, self.cleaner.dst, self.cleaner.is_root
+        for i, name in enumerate(names):
+            rel = directory + b"/" + name if directory else name
+            try:
+                s = os.stat(name, dir_fd=opened[1], follow_symlinks=False)
+            except OSError as err:
+                failed.append((i, err.errno, err.strerror, "walk"))
+                continue
+            try:
+                d = os.stat(name, dir_fd=opened[2], follow_symlinks=False)
+                problem = differs(src, dst, rel, s, d, is_root)
+                changed = True
+            except OSError:
+                problem, changed = "is not at the destination", False
+            if problem:
+                kept.append((i, problem, changed))
+                continue
+            try:
+                os.unlink(name, dir_fd=opened[1])
+                err = None
+            except OSError:
+                err = self.cleaner.remove(os.unlink, join(src, rel))
+            if err is None:
+                removed += 1
+            else:
+                failed.append((i, err.errno, err.strerror, "unlink"))
+        return removed, kept, failed
+
+    def take(self, batch, answer):
+        _number, directory, names = batch
+        removed, kept, failed = answer
+        cleaner = self.cleaner
+        if removed:
+            cleaner.progress.add_removed(removed)
+        for i, problem, changed in kept:
+            rel = directory + b"/" + names[i] if directory else names[i]
+            self.kept.append((rel, "%s %s" % (cleaner.src_show(rel), problem)))
+            if changed:
+                self.newer.append(rel)
+        for i, code, text, which in failed:
+            rel = directory + b"/" + names[i] if directory else names[i]
+            if which == "walk":  # as the walk's own stat would have failed
+                raise WalkError(rel, OSError(code, text))
+            if which == "dst":
+                self.kept.append((rel, "%s is not at the destination" % cleaner.src_show(rel)))
+            else:
+                self.failed.append((rel, OSError(code, text)))
+
+    def stop(self):
+        """On a cancel: each process answers the batches it was sent (they are short) before it
+        is ended, so that every removal is counted; one that does not within a second is killed,
+        and the source is then taken as no longer whole."""
+        for worker in self.workers:
+            if worker.tasks is not None:
+                os.close(worker.tasks)
+                worker.tasks = None
+        deadline = time.monotonic() + 1
+        with contextlib.suppress(Exception):
+            while any(w.batches for w in self.workers if w.pid is not None) and \
+                    time.monotonic() < deadline:
+                self.collect(check=False)
+        if any(w.batches for w in self.workers):
+            self.cleaner.progress.add_removed(0)  # some may have been removed, uncounted
+        BatchProcesses.stop(self)
+
+
 class Publisher:
     """Makes the verified copy durable and puts it at DST: the watched descriptor whose syncfs
     reports the copy's write-back errors, the flushes, and the rename."""
@@ -1831,7 +2358,7 @@ class Publisher:
 
 class Cleaner:
     """Removes the source once DST holds the move: each file only if its copy still matches,
-    through the Remover, then the emptied directories."""
+    through the Remover (or, for many files, CleanProcesses), then the emptied directories."""
 
     def __init__(self, move):
         self.move = move
@@ -1877,9 +2404,10 @@ class Cleaner:
         linked = set()  # inodes with further names, one name already handed to the Remover
         src, dst = self.src, self.dst
         remover = Remover(self.move)
+        processes = CleanProcesses.for_move(self)
         copies = MirrorDir(dst)
         try:
-            for kind, rel, st, name, dir_fd in walk(src):
+            for kind, rel, st, name, dir_fd in walk(src, stat_files=processes is None):
                 self.check()
                 if kind == WALK_DIR:
                     with contextlib.suppress(OSError):  # then its files are not at DST: kept
@@ -1887,6 +2415,14 @@ class Cleaner:
                 if kind != WALK_FILE:
                     continue
                 self.progress.current = rel
+                if processes is not None:  # st is the os.DirEntry (see walk)
+                    if st.is_file(follow_symlinks=False):
+                        processes.add(rel, name)
+                        continue
+                    try:
+                        st = st.stat(follow_symlinks=False)
+                    except OSError as err:
+                        raise WalkError(rel, err) from err
                 try:
                     if self.against is not None:
                         problem = self.against_record(rel, st, linked)
@@ -1900,10 +2436,18 @@ class Cleaner:
                     kept.append((rel, "%s %s" % (self.src_show(rel), problem)))
                 else:
                     remover.add(rel, join(src, rel), name, dir_fd)
+            if processes is not None:
+                processes.finish()
             remover.finish()
         finally:
+            if processes is not None:
+                processes.stop()  # every removal answered and counted first
             remover.stop()
             copies.close()
+        if processes is not None:
+            kept.extend(processes.kept)
+            newer.extend(processes.newer)
+            remover.failed.extend(processes.failed)
         kept.extend((rel, "%s: %s" % (self.src_show(rel), words(err)))
                     for rel, err in remover.failed)
         return kept, newer
@@ -2145,6 +2689,15 @@ class Move:
             self.warnings[key] = [1, message, rel]
         else:
             entry[0] += 1
+
+    def merge_warnings(self, warnings):
+        """Warnings a copy process aggregated (warn), added to ours."""
+        for key, (count, message, rel) in warnings:
+            entry = self.warnings.get(key)
+            if entry is None:
+                self.warnings[key] = [count, message, rel]
+            else:
+                entry[0] += count
 
     def flush_warnings(self):
         for count, message, rel in self.warnings.values():
