@@ -686,6 +686,20 @@ def evaluate(rows: list[dict[str, object]], parse: dict[str, float],
             cost = round((loud["median_s"] / quiet["median_s"] - 1) * 100, 1)
             add(f"mover / mover quiet - 1, {shape}: wall clock (%)", cost, "(noisy reference)",
                 None)
+    # Issue 18: the verified move against mv on small files, the mixed tree and big files, and
+    # ahead of rsync wherever both ran.
+    for shape, limit in (("small", 0.8), ("mixed", 1.0), ("big", 1.0)):
+        r = row("tmpfs→tmpfs", shape, "mover checksum")
+        if r and r["ratio_to_mv"] is not None:
+            add(f"verified move / mv, {shape}, tmpfs→tmpfs (issue 18)", r["ratio_to_mv"],
+                f"<= {limit}", r["ratio_to_mv"] <= limit)
+    for placement, shape in dict.fromkeys((r["placement"], r["shape"]) for r in rows):
+        mover, rsync = row(placement, shape, "mover checksum"), row(placement, shape,
+                                                                    "rsync -aHAXS")
+        if mover and rsync and mover["median_s"] and rsync["median_s"]:
+            add(f"verified move ahead of rsync, {shape}, {placement}",
+                f"{mover['median_s']:.3f} vs {rsync['median_s']:.3f} s", "mover < rsync",
+                mover["median_s"] < rsync["median_s"])
     one = row("tmpfs→tmpfs", "one-file", "mover checksum")
     if one and one["median_s"] is not None:
         ms = round(one["median_s"] * 1000, 1)
@@ -751,6 +765,16 @@ def print_report(rows: list[dict[str, object]], targets: list[dict[str, object]]
 # ------------------------------------------------------------------------------------------------
 
 
+def report_again(path: Path) -> int:
+    """A saved run's targets evaluated by this version of the rules (a target added since)."""
+    result = json.loads(path.read_text())
+    result["targets"] = evaluate(result["results"], result["parse_rate"],
+                                 result["shape_entries"])
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print_report(result["results"], result["targets"], result["parse_rate"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -771,7 +795,12 @@ def main(argv: list[str] | None = None) -> int:
                         if os.path.exists("/usr/bin/python3") else sys.executable,
                         help="the python3 that runs the mover (a server's own)")
     parser.add_argument("--tmpfs-size", default=None, help="size of each tmpfs (default 3g)")
+    parser.add_argument("--report", metavar="FILE",
+                        help="measure nothing: evaluate the targets of a saved run again, write "
+                             "them into FILE and print its report")
     args = parser.parse_args(argv)
+    if args.report:
+        return report_again(Path(args.report))
 
     if os.geteuid() != 0:
         print("bench.py needs root: it mounts two tmpfs", file=sys.stderr)
