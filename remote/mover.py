@@ -2377,9 +2377,8 @@ class Cleaner:
         just before it is handed to the Remover's threads), then the emptied directories,
         deepest first."""
         self.move.set_phase(CLEANING)
-        if self.move.keep_old is not None:  # keep_old: set aside read-only, removed when due
-            self.progress.kept_old = KeptCopies().keep(self.move, self.src, self.move.keep_old)
-            return self.finish(COMPLETE, None, EXIT_OK, STATE_DESTINATION)
+        if self.move.keep_old is not None:
+            return self.keep_old_copy()
         kept, newer = self.remove_files()
         self.remove_directories(kept)
         self.move.flush_warnings()
@@ -2396,15 +2395,42 @@ class Cleaner:
                           % (show(self.dst), kept[0][1], listed))
         self.finish(COMPLETE, None, EXIT_OK)
 
-    def remove_files(self):
-        """Hand each source file whose copy matches to the Remover. Returns the files kept, as
-        (rel, why) in the order found, and those among them changed after they were copied."""
+    def keep_old_copy(self):
+        """keep_old: the old copy set aside read-only, to be removed when due. Its files are
+        first checked against their copies, as a clean checks them before it removes any: a
+        file changed or added since the copy was checked would be lost when the kept copy
+        goes, so then the copy is kept without a due time, and the error says what to look at."""
+        kept_copies = KeptCopies()
+        aside, mode = kept_copies.set_aside(self.move, self.src)
+        self.src = aside
+        self.src_show = lambda rel: show(join(aside, rel))
+        kept, newer = self.remove_files(remove=False)
+        if kept:
+            self.progress.data_state = STATE_BOTH
+            listed = ", ".join(self.src_show(rel) for rel, _ in kept[:5])
+            if len(kept) > 5:
+                listed += " and %d more" % (len(kept) - 5)
+            unscheduled = ("; the old copy is kept in %s as asked (keep_old), but it will not be "
+                           "removed when due: delete it by hand once you have what you need "
+                           "(rm -rf %s)" % (show(aside), show(aside)))
+            if newer:
+                raise Failure(self.newer_in_source(newer, listed) + unscheduled)
+            raise Failure("%s is complete and verified, but the old copy has entries its copy "
+                          "does not match (%s): %s%s" % (show(self.dst), kept[0][1], listed,
+                                                          unscheduled))
+        self.progress.kept_old = kept_copies.record(self.move, aside, mode, self.move.keep_old)
+        return self.finish(COMPLETE, None, EXIT_OK, STATE_DESTINATION)
+
+    def remove_files(self, remove=True):
+        """Hand each source file whose copy matches to the Remover (with `remove` False, only
+        check them). Returns the files kept, as (rel, why) in the order found, and those among
+        them changed after they were copied."""
         kept = []
         newer = []
         linked = set()  # inodes with further names, one name already handed to the Remover
         src, dst = self.src, self.dst
         remover = Remover(self.move)
-        processes = CleanProcesses.for_move(self)
+        processes = CleanProcesses.for_move(self) if remove else None
         copies = MirrorDir(dst)
         try:
             for kind, rel, st, name, dir_fd in walk(src, stat_files=processes is None):
@@ -2434,7 +2460,7 @@ class Cleaner:
                     problem = "is not at the destination"
                 if problem:
                     kept.append((rel, "%s %s" % (self.src_show(rel), problem)))
-                else:
+                elif remove:
                     remover.add(rel, join(src, rel), name, dir_fd)
             if processes is not None:
                 processes.finish()
@@ -5457,10 +5483,10 @@ class KeptCopies(object):
 
     # -- at the end of a move ------------------------------------------------------------------
 
-    def keep(self, move, old, seconds):
-        """Set `old` (SRC, or the directory a symlink cutover renamed aside) aside read-only
-        and record it; the fields of the terminal event. Failure when it cannot be: the copy
-        at DST is complete either way, and the old copy is whole (nothing was removed)."""
+    def set_aside(self, move, old):
+        """Set `old` (SRC, or the directory a symlink cutover renamed aside) aside read-only;
+        its new path and its mode before. Failure when it cannot be: the copy at DST is
+        complete either way, and the old copy is whole (nothing was removed)."""
         aside = sibling_name(move.src, ASIDE_MARKER, move.move_id)
         try:
             if old != aside:
@@ -5468,23 +5494,35 @@ class KeptCopies(object):
                     raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
                 os.rename(old, aside)
                 fsync_dir(os.path.dirname(aside))
+            mode = stat.S_IMODE(os.lstat(aside).st_mode)
+            os.chmod(aside, mode & ~WRITE_BITS)
+        except OSError as err:
+            raise self.not_kept(move, old, aside, err) from None
+        return aside, mode
+
+    @staticmethod
+    def not_kept(move, old, aside, err):
+        where = show(aside) if os.path.lexists(aside) else show(old)
+        return Failure("%s is complete and verified, but the old copy could not be kept aside "
+                       "as asked (keep_old): %s — nothing of it was removed: it is whole in %s; "
+                       "delete it by hand when you no longer need it"
+                       % (show(move.dst), words(err), where))
+
+    def record(self, move, aside, mode, seconds):
+        """Record the copy set aside with its due time; the fields of the terminal event."""
+        try:
             st = os.lstat(aside)
-            os.chmod(aside, stat.S_IMODE(st.st_mode) & ~WRITE_BITS)
             kept_at = time.time()
             record = {"moveId": move.move_id, "path": show(aside), "src": show(move.src),
                       "dst": show(move.dst), "device": st.st_dev, "inode": st.st_ino,
-                      "mode": stat.S_IMODE(st.st_mode), "keptAt": round(kept_at, 3),
+                      "mode": mode, "keptAt": round(kept_at, 3),
                       "dueAt": round(kept_at + seconds, 3)}
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             write_atomically(self.record_path(move.move_id),
                              json.dumps(record, ensure_ascii=True).encode("ascii"))
             fsync_dir(self.dir)
         except OSError as err:
-            where = show(aside) if os.path.lexists(aside) else show(old)
-            raise Failure("%s is complete and verified, but the old copy could not be kept "
-                          "aside as asked (keep_old): %s — nothing of it was removed: it is "
-                          "whole in %s; delete it by hand when you no longer need it"
-                          % (show(move.dst), words(err), where)) from None
+            raise self.not_kept(move, aside, aside, err) from None
         return {"oldCopyPath": record["path"], "oldCopyDueAt": record["dueAt"]}
 
     def record_path(self, move_id):

@@ -19,6 +19,9 @@
   the pass's start), as if each were written in the clock tick of its stat.
 - `stall-after-rename`: the move sleeps a minute right after the copy was renamed into place,
   so that a test can kill it there.
+- `write-after-rename`: a writer still at work: once the copy is in place, a byte is appended
+  to SRC's `d0/file 0.bin` and a file `d1/late.bin` is added (the trees of cli_support's
+  make_tree).
 """
 
 import importlib.util
@@ -93,6 +96,22 @@ def after_rename(mover, fault) -> None:
     mover.flush_filesystem = rigged_flush
 
 
+def write_once(src: str):
+    """A fault that writes to the source the first time it runs."""
+    written = []
+
+    def fault(_mover) -> None:
+        if written:
+            return
+        written.append(True)
+        with open(os.path.join(src, "d0", "file 0.bin"), "ab") as handle:
+            handle.write(b"!")
+        with open(os.path.join(src, "d1", "late.bin"), "wb") as handle:
+            handle.write(b"written after the copy was checked")
+
+    return fault
+
+
 def eio(mover) -> None:
     raise OSError(mover.errno.EIO, os.strerror(mover.errno.EIO))
 
@@ -119,6 +138,8 @@ def main() -> int:
             after_rename(mover, eio)
         elif way == "all-racy":
             mover.RACY_MARGIN_NS = 10 ** 18
+        elif way == "write-after-rename":
+            after_rename(mover, write_once(argv[-2]))
         elif way == "stall-after-rename":
             after_rename(mover, lambda _mover: time.sleep(60))
         else:

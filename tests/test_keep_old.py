@@ -315,3 +315,32 @@ def test_a_kept_copy_that_cannot_be_removed_fails_and_stays_recorded(public_tmp,
     again = mover(USER_PYTHON, "clean-kept", **user_env(journal))
     assert [e["action"] for e in kept_events(again)] == ["kept"]  # still recorded
     subprocess.run(["rm", "-rf", str(kept)], check=True)
+
+
+def test_a_kept_copy_with_files_newer_than_their_copies_is_not_scheduled_for_removal(
+        public_tmp, tmpfs, journal):
+    """A writer still at work after the copy was checked: its writes are only in the old copy,
+    so keeping it until due and then removing it would lose them. The move ends in an error
+    naming them, the old copy is kept aside without a due time, and clean-kept never removes
+    it."""
+    from tests.test_mover import rigged
+
+    src, dst = public_tmp / "world", tmpfs / "world"
+    src.mkdir()
+    contents = make_tree(src)
+    env = {**os.environ, "SERVERMOVE_JOURNAL_DIR": str(journal)}
+    result = mover(rigged("write-after-rename"), "move", "--keep-old", "1", src, dst, env=env)
+    end = result.last["data"]
+    assert result.returncode == 1 and end["phase"] == "error", result.stderr
+    assert end["dataState"] == "both"
+    kept = aside_of(src, end["moveId"])
+    assert "1 source file changed after it was copied" in end["error"]
+    assert f"{kept}/d0/file 0.bin" in end["error"] and f"{kept}/d1/late.bin" in end["error"]
+    assert "it will not be removed when due: delete it by hand" in end["error"]
+    assert "oldCopyDueAt" not in end
+    assert read_tree(dst) == contents  # the move itself is whole at DST
+    assert (kept / "d0" / "file 0.bin").read_bytes() == contents["d0/file 0.bin"] + b"!"
+    assert (kept / "d1" / "late.bin").exists()
+    time.sleep(1.1)
+    cleaned = mover(interpreter("default"), "clean-kept", "--now", env=env)
+    assert kept_events(cleaned) == [] and kept.exists()
