@@ -93,3 +93,16 @@ def game_site(public_root: Path, tmpfs: Path, tmp_path: Path) -> Iterator[tuple[
     remove_game(src, pidfile)
     for left in src.parent.glob(f".{src.name}.servermove-*"):
         subprocess.run(["rm", "-rf", str(left)])
+
+
+SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")  # the TUI snapshots' inventories
+
+
+@pytest.fixture
+def snapshot_dir(request: pytest.FixtureRequest) -> Path:
+    """Paths show on screen: each snapshot's inventory lives at a fixed place, named after its
+    test."""
+    path = SNAPSHOT_ROOT / request.node.name.replace("[", "-").replace("]", "")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 from tests.cli_support import servermove
-from tests.harness import PgCluster, SshServer, drop_cluster, run
+from tests.harness import PgCluster, SshServer, run
 from tests.test_mover import USER_PYTHON
 from tests.test_service_move import (
     GAME_SERVER,
     SERVICE_ORDER,
     check_game_moved,
+    end_inserting,
     game,
     healthy_while_not_switched,
     insert_rows,
@@ -158,11 +159,7 @@ def test_postgres_db1_moves_by_config_cutover(pg_cluster: PgCluster, tmpfs: Path
         assert len(committed) > 5 and set(committed) <= rows
         assert not pg.data_dir.exists()
     finally:
-        stop.set()
-        client.join(30)
-        for backup in pg.config_file.parent.glob("postgresql.conf.servermove-*"):
-            backup.unlink()  # or pg_dropcluster leaves the cluster's directory behind
-        drop_cluster(pg)
+        end_inserting(pg, stop, client)
 
 
 async def test_the_tuis_apply_moves_a_server_with_its_service(game_site, tmp_path):

@@ -28,6 +28,16 @@ SERVICE_ORDER = ["calculating", "syncing", "stopping", "copying", "verifying", "
                  "starting", "checking", "cleaning", "complete"]
 
 
+def end_inserting(pg: PgCluster, stop: threading.Event, client: threading.Thread) -> None:
+    """A PostgreSQL test's end: its inserting client stopped, its cluster and the config
+    backups the cutover kept removed (or pg_dropcluster leaves the cluster's directory behind)."""
+    stop.set()
+    client.join(30)
+    for backup in pg.config_file.parent.glob("postgresql.conf.servermove-*"):
+        backup.unlink()
+    drop_cluster(pg)
+
+
 def parse(stdout: bytes, returncode: int, stderr: bytes) -> Result:
     """The mover's lines (tui/protocol.py learns the service phases on its own branch)."""
     lines = [json.loads(line) for line in stdout.decode("ascii").splitlines()]
@@ -302,11 +312,7 @@ def test_postgres_moves_by_config_cutover_with_a_client_inserting(pg_cluster: Pg
         [backup] = pg.config_file.parent.glob("postgresql.conf.servermove-*")  # kept, as promised
         assert backup.read_bytes().count(str(pg.data_dir).encode()) >= 1
     finally:
-        stop.set()
-        client.join(30)
-        for backup in pg.config_file.parent.glob("postgresql.conf.servermove-*"):
-            backup.unlink()  # or pg_dropcluster leaves the cluster's directory behind
-        drop_cluster(pg)
+        end_inserting(pg, stop, client)
 
 
 # --- detached, through the real sshd, the client killed ------------------------------------------

@@ -14,6 +14,7 @@ from textual.widgets._footer import FooterKey
 from tests.test_tui_snapshots import NEW_PATH, SERVERS, app_for, script
 from tests.test_tui_support import (
     ScriptedMover,
+    dry_run_again,
     make_app,
     open_confirmation,
     settle,
@@ -21,7 +22,6 @@ from tests.test_tui_support import (
 )
 from tui.app.app import ServerMoveApp
 from tui.app.screens.dashboard import DashboardScreen
-from tui.app.screens.modals import ConfirmMoveScreen
 from tui.app.screens.server_detail import ServerDetailScreen
 from tui.app.screens.server_form import ServerFormScreen
 from tui.core.ssh import SshSettings
@@ -126,11 +126,7 @@ async def test_confirmation_offers_verify_limit_and_a_new_dry_run(tmp_path: Path
         dialog.query_one("#verify", Select).value = "size"
         dialog.query_one("#bwlimit", Input).value = "40M"
         await pilot.pause()
-        assert str(dialog.query_one("#yes", Button).label) == "Dry run again"
-        await pilot.click("#yes")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen)
-                       and app.screen is not dialog, what="the second plan")
-        await pilot.pause()
+        await dry_run_again(pilot, dialog)
         assert str(app.screen.query_one("#yes", Button).label) == "Start move"
         await pilot.click("#yes")
         await wait_for(pilot, lambda: len(mover.requests) == 3, what="the move")

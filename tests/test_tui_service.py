@@ -9,7 +9,6 @@ runs the real mover with a real process as the service.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -23,6 +22,7 @@ from tests.test_tui_support import (
     FIXED_NOW,
     ScriptedHandle,
     ScriptedMover,
+    dry_run_again,
     make_app,
     open_confirmation,
     plan,
@@ -30,7 +30,6 @@ from tests.test_tui_support import (
     settle,
     wait_for,
 )
-from tui.app.screens.modals import ConfirmMoveScreen
 from tui.app.screens.moves_log import matches_text, summary_table
 from tui.app.screens.server_detail import ServerDetailScreen
 from tui.app.screens.server_form import ServerFormScreen
@@ -56,7 +55,6 @@ from tui.core.protocol import (
 )
 from tui.core.wording import DOWNTIME_FORECAST_NOTE
 
-SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")
 NAME, SRC, DST = "game", "/srv/game/world", "/data/game/world"
 SERVERS = [ServerEntry(NAME, "admin@game.example.com", SRC)]
 MOVE_ID = "20261202-game-1"
@@ -253,14 +251,6 @@ SCENES = {"live-pass": (hold_after(live_passes()), 5),
           "rollback": (lambda request: ScriptedHandle(rolled_back(), exit_status=1), 13)}
 
 
-@pytest.fixture
-def snapshot_dir(request: pytest.FixtureRequest) -> Path:
-    path = SNAPSHOT_ROOT / request.node.name.replace("[", "-").replace("]", "")
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)])
 @pytest.mark.parametrize("scene", list(SCENES))
 def test_service_move_snapshot(snap_compare, snapshot_dir: Path, scene: str,
@@ -315,11 +305,7 @@ async def test_the_confirmation_lists_the_steps_and_offers_a_downtime_limit(
             "the downtime limit is a number of seconds, e.g. 10")
         limit.value = "10"
         await pilot.pause()
-        assert str(dialog.query_one("#yes", Button).label) == "Dry run again"
-        await pilot.click("#yes")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmMoveScreen)
-                       and app.screen is not dialog, what="the second plan")
-        await pilot.pause()
+        await dry_run_again(pilot, dialog)
         assert app.screen.query_one("#max-downtime", Input).value == "10"
         await pilot.click("#yes")
         await wait_for(pilot, lambda: len(mover.requests) == 3, what="the move")

@@ -6,7 +6,6 @@ Regenerate with `pytest tests/test_tui_snapshots.py --snapshot-update`, then loo
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from tui.core.protocol import DataState, Phase
 from tui.core.ssh import HostKeyQuestion
 
 # Paths appear on screen, so the snapshots' inventories live at a fixed place, not in tmp_path.
-SNAPSHOT_ROOT = Path("/tmp/servermove-snapshots")
 SERVERS = [
     ServerEntry("web1", "admin@web1.example.com", "/var/lib/app"),
     ServerEntry("web2", "admin@web2.example.com:2222", "/var/lib/app"),
@@ -69,14 +67,6 @@ def script(request) -> ScriptedHandle:
     if name == "web2":
         return ScriptedHandle(finished_sequence(name, Phase.ERROR), exit_status=1)
     return ScriptedHandle(copying_sequence(name, until=0.45), hold=asyncio.Event())
-
-
-@pytest.fixture
-def snapshot_dir(request: pytest.FixtureRequest) -> Path:
-    path = SNAPSHOT_ROOT / request.node.name.replace("[", "-").replace("]", "")
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
 
 
 def app_for(config: Path, *, servers: list[ServerEntry] = SERVERS, **kwargs) -> ServerMoveApp:

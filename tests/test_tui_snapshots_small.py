@@ -5,15 +5,12 @@ Regenerate with `pytest tests/test_tui_snapshots_small.py --snapshot-update`, th
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
 from textual.widgets import DataTable
 
 from tests.test_tui_snapshots import (
     SERVERS,
-    SNAPSHOT_ROOT,
     app_for,
     moves,
     script,
@@ -41,13 +38,6 @@ from tui.core.fleet import Fleet, MoveOptions
 SMALL = (80, 24)
 
 
-@pytest.fixture
-def snapshot_dir(request: pytest.FixtureRequest) -> Path:
-    """Paths show on screen: each snapshot's inventory lives at a fixed place."""
-    path = SNAPSHOT_ROOT / request.node.name
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
 UNREACHABLE = "files: cannot reach files.lan:22: Name or service not known"
 
 

@@ -61,6 +61,21 @@ async def open_confirmation(pilot: Pilot) -> Screen:
     return pilot.app.screen
 
 
+async def dry_run_again(pilot: Pilot, dialog: Screen) -> Screen:
+    """The confirmation's options changed: its button now runs the dry run again; the new
+    confirmation, laid out."""
+    from textual.widgets import Button
+
+    from tui.app.screens.modals import ConfirmMoveScreen
+
+    assert str(dialog.query_one("#yes", Button).label) == "Dry run again"
+    await pilot.click("#yes")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmMoveScreen)
+                   and pilot.app.screen is not dialog, what="the second plan")
+    await pilot.pause()
+    return pilot.app.screen
+
+
 async def settle(pilot: Pilot) -> None:
     """Wait until the screen shows what the fleet knows, on conditions rather than the clock:
     every ended move's worker has finished (its last act is to post MoveFinished), no progress
