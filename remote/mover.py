@@ -3435,8 +3435,11 @@ def destination_lacks(parent, is_root):
     except OSError:
         pass
     finally:
+        for name in (b"l", b"f"):
+            with contextlib.suppress(OSError):
+                os.unlink(join(probe, name))
         with contextlib.suppress(OSError):
-            force_rmtree(probe)
+            os.rmdir(probe)
     return lacks
 
 
