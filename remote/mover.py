@@ -1415,10 +1415,11 @@ class Copier:
         os.umask(self.umask)
         self.hardlinks = {}
         self.started = 0.0  # when copying began (throttle)
+        self.written = 0  # the bytes copied since (throttle)
         self.live = None  # a service move's pass (LivePass): reuses the last pass's copies
 
     def copy_tree(self, verifier):
-        self.started = time.monotonic()
+        self.started, self.written = time.monotonic(), 0
         staging, src = self.plan.staging, self.src
         copies = MirrorDir(staging)
         processes = CopyProcesses.for_move(self, verifier)
@@ -1707,7 +1708,7 @@ class Copier:
         if verify:
             self.progress.add_verified(size)
         if self.bwlimit:
-            self.throttle()
+            self.throttle(size)
 
     def copy_range(self, rel, fin, fout, offset, end, on_chunk=None):
         """Copy [offset, end) with the fastest call the kernel allows, in chunks: each chunk
@@ -1747,7 +1748,7 @@ class Copier:
             elif elapsed < CHUNK_TARGET_SECONDS / 4 and self.chunk < CHUNK_MAX:
                 self.chunk *= 2
             if self.bwlimit:
-                self.throttle()
+                self.throttle(got)
 
     def copy_chunk(self, fin, fout, offset, want, sendfile_at):
         """Copy up to `want` bytes at `offset` with the fastest call left; the count copied, or
@@ -1780,10 +1781,12 @@ class Copier:
             written += os.pwrite(fout, view[written:], offset + written)
         return len(data)
 
-    def throttle(self):
-        # Bytes taken over from a dead move's staging were not read nor written: not throttled.
-        done = self.progress.bytes_copied - self.progress.bytes_reused
-        due = self.started + done / float(self.bwlimit)
+    def throttle(self, written):
+        # Only the bytes read and written count: the copies linked from a dead move's staging or
+        # from the last live pass, and the files a final pass keeps, cost no bandwidth (counted,
+        # they made a service wait, down, for bytes nobody copied).
+        self.written += written
+        due = self.started + self.written / float(self.bwlimit)
         while True:
             self.check()
             wait = due - time.monotonic()
