@@ -24,6 +24,9 @@ from tui.core.protocol import ServiceCheckEvent
 from tui.core.wording import cutover_summary, free_space_text, last_downtime, service_state
 
 STAT_DEBOUNCE_S = 0.6  # ask the server for free space once the user pauses typing
+# Below this many rows, a running move's bars, rate, ETA and downtime take the place of the
+# lines about free space and the cutover (80x24 left three rows for the move otherwise).
+SHORT_ROWS = 30
 
 
 class ServerDetailScreen(Screen):
@@ -98,8 +101,7 @@ class ServerDetailScreen(Screen):
     def show_server(self) -> None:
         server = self.server
         self.query_one("#current-path", PathLabel).path = server.data_path
-        for widget in self.query("#service-row, #service-cutover, #service-downtime"):
-            widget.display = server.service is not None
+        self.set_class(server.service is None, "-no-service")
         if server.service is None:
             return
         self.show_service_state(self.app.fleet.service_checks.get(self.server_name))
@@ -129,8 +131,12 @@ class ServerDetailScreen(Screen):
             return
         self.show_service_state(check)
 
+    def on_resize(self) -> None:
+        self.set_class(self.size.height < SHORT_ROWS, "-short")
+
     def show_move(self, move: ServerMove | None) -> None:
         active = move is not None and move.active
+        self.set_class(active, "-moving")
         panel = self.query_one(MoveProgressPanel)
         panel.display = move is not None
         if move is not None:
