@@ -42,3 +42,22 @@ def test_a_move_that_ended_before_any_phase_stopped_while_starting() -> None:
     move = ServerMove(ServerEntry("s", "local", "/a"), "/b", MoveProgress(),
                       state=MoveState.FINISHED)
     assert status_text(move) == "error while starting"
+
+
+def test_one_file_and_one_directory_are_singular_in_both_front_ends() -> None:
+    from tui.core.fleet import MoveState as State
+    from tui.core.wording import outcome_words, plan_line, summary_line
+
+    model = MoveProgress()
+    plan = {"subject": "move.plan", "data": {
+        "moveId": "m", "serverName": "s", "src": "/a", "dst": "/b", "method": "copy",
+        "bytesTotal": 5, "filesTotal": 1, "dirsTotal": 1, "verify": "checksum",
+        "counted": True}}
+    for line in (json.dumps(plan), progress_line("complete", filesTotal=1, filesCopied=1)):
+        model.apply(parse_line(line))
+    assert "5 bytes in 1 file and 1 directory, verify checksum" in plan_line(model.plan)
+    assert summary_line(model).startswith("moved 100.0 kB in 1 file in ")
+    move = ServerMove(ServerEntry("s", "local", "/a"), "/b", model, state=State.FINISHED)
+    title, lines, kind = outcome_words(move.progress, server_name="s", new_path="/b")
+    assert (title, kind) == ("Move complete", "complete")
+    assert lines[0].startswith("Moved 100.0 kB in 1 file in ")

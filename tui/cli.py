@@ -63,13 +63,10 @@ from tui.core.wording import (
     clean_summary,
     down_clock,
     kept_copy_line,
-    kept_old_note,
-    moved_figures,
-    moved_service_tail,
     phase_words,
     plan_line,
     record_service_note,
-    reused_note,
+    summary_line,
 )
 
 VERIFY_MODES = ("checksum", "size", "none")
@@ -305,16 +302,6 @@ class RichMoveDisplay:
         if model.current_file:
             grid.add_row("file", Text(display_path(model.current_file, width)))
         return grid
-
-
-def summary_line(model: MoveProgress) -> str:
-    if model.phase is Phase.COMPLETE and model.uncounted_rename:
-        return model.outcome()
-    if model.phase is Phase.COMPLETE:
-        size, files, took, rate = moved_figures(model)
-        return (f"moved {size} in {files} files in {took} ({rate or '—'}){reused_note(model)}"
-                f"{moved_service_tail(model)}{kept_old_note(model)}")
-    return model.outcome()
 
 
 def exit_status_for(model: MoveProgress, dry_run: bool) -> int:

@@ -80,6 +80,14 @@ def human_count(count: int) -> str:
     return f"{count:,}"
 
 
+PLURALS = {"directory": "directories", "entry": "entries", "copy": "copies"}
+
+
+def counted(count: int, noun: str) -> str:
+    """`1, "file"` → `1 file`; `12345, "directory"` → `12,345 directories`."""
+    return f"{count:,} {noun if count == 1 else PLURALS.get(noun, noun + 's')}"
+
+
 def of_total(done: int, total: int, *, sizes: bool) -> str:
     """`X of Y` for a progress line, in human sizes or counts."""
     fmt = human_size if sizes else human_count

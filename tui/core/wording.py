@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tui.core.formatting import (
-    human_count,
+    counted,
     human_duration,
+    human_eta,
     human_rate,
     human_seconds,
     human_size,
@@ -175,7 +176,7 @@ KEPT_ACTIONS = {"kept": "kept until {due}", "removed": "removed",
 def kept_copy_line(event: KeptCopyEvent) -> str:
     """One kept old copy in `servermove clean`'s output: where, how big, what was done."""
     size = ("" if event.size is None else
-            f" ({human_size(event.size)} in {human_count(event.files or 0)} files)")
+            f" ({human_size(event.size)} in {counted(event.files or 0, 'file')})")
     what = KEPT_ACTIONS.get(event.action, event.action).format(due=due_time(event.due_at),
                                                               why=event.why or "")
     return f"{event.path}{size}, the old copy of {event.src}: {what}"
@@ -200,8 +201,79 @@ def moved_figures(progress: MoveProgress) -> tuple[str, str, str, str | None]:
     """(size, files, time, average rate or None) of a move that ended: the figures both the
     CLI's summary and the TUI's outcome panel give."""
     average = progress.average_rate
-    return (human_size(progress.bytes_total), human_count(progress.files_total),
+    return (human_size(progress.bytes_total), counted(progress.files_total, "file"),
             human_duration(progress.elapsed), human_rate(average) if average else None)
+
+
+def summary_line(progress: MoveProgress) -> str:
+    """The CLI's last line about a move."""
+    if progress.phase is Phase.COMPLETE and not progress.uncounted_rename:
+        size, files, took, rate = moved_figures(progress)
+        return (f"moved {size} in {files} in {took} ({rate or '—'}){reused_note(progress)}"
+                f"{moved_service_tail(progress)}{kept_old_note(progress)}")
+    return progress.outcome()
+
+
+def outcome_words(progress: MoveProgress, *, server_name: str, new_path: str,
+                  problem: str | None = None, start_failed: bool = False,
+                  link_lost: bool = False) -> tuple[str, list[str], str]:
+    """(title, lines, kind) saying what happened to a move that ended, for the TUI's outcome
+    panel; kind is complete, error, cancelled or lost. `problem`: the app's own words for a
+    move that could not start or lost its link."""
+    if start_failed:
+        return ("Could not start the move", [problem or "", "Nothing was changed on the server."],
+                "error")
+    if link_lost:
+        return ("Connection lost",
+                [problem or "",
+                 "The move goes on on the server, which keeps its journal: servermove picks it "
+                 f"up when you open it again, or follow it with: servermove attach "
+                 f"{server_name}"], "lost")
+    landed = f"The data is now at {new_path}; the inventory says so too."
+    if progress.phase is Phase.COMPLETE and progress.uncounted_rename:
+        return "Move complete", [progress.outcome(), landed], "complete"
+    if progress.phase is Phase.COMPLETE:
+        size, files, took, average = moved_figures(progress)
+        return ("Move complete",
+                [f"Moved {size} in {files} in {took}"
+                 + (f" (average {average})." if average else "."),
+                 *filter(None, [service_where(progress), landed,
+                                kept_old_sentence(progress)])], "complete")
+    return ended_badly_words(progress, problem)
+
+
+def ended_badly_words(progress: MoveProgress,
+                      problem: str | None) -> tuple[str, list[str], str]:
+    """outcome_words of a move cancelled, failed, or ended without a result."""
+    lines: list[str] = []
+    where = stopped_while(progress)
+    if progress.phase is Phase.CANCELLED:
+        title, kind = f"Move cancelled while {where}", "cancelled"
+        lines.append("The move was cancelled at your request.")
+    elif progress.phase is Phase.ERROR:
+        title, kind = f"Move failed while {where}", "error"
+        lines.extend(service_failure_lines(progress)
+                     or [progress.error or "The mover reported an error without details."])
+    else:
+        title, kind = "The mover stopped without a result", "error"
+        lines.append(problem or "")
+    if progress.data_state is not None:
+        lines.append(f"Data: {progress.data_state.explain()}.")
+    else:
+        lines.append("The mover did not say where the data is: check both paths.")
+    lines.extend(f"Warning: {warning}" for warning in progress.warnings[-3:])
+    return title, lines, kind
+
+
+def stats_line(progress: MoveProgress) -> str:
+    """The TUI's line of figures under the bars: rate, ETA, elapsed; or why they stopped."""
+    if progress.finished:
+        return f"took {human_duration(progress.elapsed)}"
+    if progress.link_lost:
+        return (f"connection lost — reconnecting  ·  the move goes on on the server  ·  "
+                f"elapsed {human_duration(progress.elapsed)}")
+    return (f"{human_rate(progress.rate)}  ·  ETA {human_eta(progress.eta)}"
+            f"  ·  elapsed {human_duration(progress.elapsed)}")
 
 
 # -- a service move as it goes ------------------------------------------------------------------
@@ -376,8 +448,8 @@ def plan_lines(plan: PlanEvent) -> list[str]:
         how = (f"Copy across filesystems, verify ({plan.verify}), then "
                + (f"{keep_old_words(plan)}." if plan.keep_old_seconds else "remove the source."))
     lines = [f"From  {plan.src}", f"To    {plan.dst}", "", how,
-             f"{human_size(plan.bytes_total)} in {human_count(plan.files_total)} files and "
-             f"{human_count(plan.dirs_total)} directories."]
+             f"{human_size(plan.bytes_total)} in {counted(plan.files_total, 'file')} and "
+             f"{counted(plan.dirs_total, 'directory')}."]
     free = free_after(plan)
     if free is not None:
         lines.append(f"Free at the destination after the move: {free[0]}"
@@ -434,11 +506,11 @@ def plan_line(plan: PlanEvent) -> str:
                                 plan)
     if plan.finishes:
         return (f"plan: finish move {plan.resumes}, cut short while removing the source: "
-                f"{plan.files_total:,} entries left in it are checked against the destination, "
-                "then removed")
+                f"each of the {counted(plan.files_total, 'entry')} left in it is checked against "
+                "the destination, then removed")
     how = "rename (same filesystem)" if plan.method == "rename" else "copy across filesystems"
-    text = (f"plan: {how}, {human_size(plan.bytes_total)} in {plan.files_total:,} files and "
-            f"{plan.dirs_total:,} directories, verify {plan.verify}")
+    text = (f"plan: {how}, {human_size(plan.bytes_total)} in {counted(plan.files_total, 'file')} "
+            f"and {counted(plan.dirs_total, 'directory')}, verify {plan.verify}")
     free = free_after(plan)
     if free is not None:
         text += f"; {free[0]} free after" + ("" if free[1] else " — not enough space")

@@ -17,35 +17,18 @@ from tui.app.widgets.path_label import PathLabel
 from tui.app.widgets.phase_indicator import PhaseIndicator
 from tui.core.fleet import MoveState, ServerMove
 from tui.core.formatting import (
-    human_duration,
-    human_eta,
-    human_rate,
     of_total,
 )
 from tui.core.progress import MoveProgress
-from tui.core.protocol import Phase
 from tui.core.wording import (
     bar_counts,
     bar_label,
-    kept_old_sentence,
-    moved_figures,
-    service_failure_lines,
+    outcome_words,
     service_status,
-    service_where,
-    stopped_while,
+    stats_line,
 )
 
 DOWN_CLOCK_TICK_S = 0.1  # the downtime clock's refresh between two events
-
-
-def stats_line(progress: MoveProgress) -> str:
-    if progress.finished:
-        return f"took {human_duration(progress.elapsed)}"
-    if progress.link_lost:
-        return (f"connection lost — reconnecting  ·  the move goes on on the server  ·  "
-                f"elapsed {human_duration(progress.elapsed)}")
-    return (f"{human_rate(progress.rate)}  ·  ETA {human_eta(progress.eta)}"
-            f"  ·  elapsed {human_duration(progress.elapsed)}")
 
 
 class MoveProgressPanel(Vertical):
@@ -121,48 +104,12 @@ OUTCOME_CLASSES = ("-complete", "-error", "-cancelled", "-lost")
 
 
 def outcome_text(move: ServerMove) -> tuple[str, list[str], str]:
-    """(title, lines, css class) saying what happened to a move that ended, in plain words."""
-    progress = move.progress
-    if move.state is MoveState.FAILED_TO_START:
-        return ("Could not start the move",
-                [move.problem or "", "Nothing was changed on the server."], "-error")
-    if move.state is MoveState.CONNECTION_LOST:
-        return ("Connection lost",
-                [move.problem or "",
-                 "The move goes on on the server, which keeps its journal: servermove picks it "
-                 f"up when you open it again, or follow it with: servermove attach "
-                 f"{move.server.name}"], "-lost")
-    runs_from = service_where(progress)  # a service move's: where it runs, how long it was down
-    if progress.phase is Phase.COMPLETE and progress.uncounted_rename:
-        return ("Move complete",
-                [progress.outcome(), f"The data is now at {move.new_path}; the inventory says "
-                 "so too."], "-complete")
-    if progress.phase is Phase.COMPLETE:
-        size, files, took, average = moved_figures(progress)
-        return ("Move complete",
-                [f"Moved {size} in {files} files in {took}"
-                 + (f" (average {average})." if average else "."),
-                 *([runs_from] if runs_from else []),
-                 f"The data is now at {move.new_path}; the inventory says so too.",
-                 *filter(None, [kept_old_sentence(progress)])], "-complete")
-    lines: list[str] = []
-    where = stopped_while(progress)
-    if progress.phase is Phase.CANCELLED:
-        title, css = f"Move cancelled while {where}", "-cancelled"
-        lines.append("The move was cancelled at your request.")
-    elif progress.phase is Phase.ERROR:
-        title, css = f"Move failed while {where}", "-error"
-        lines.extend(service_failure_lines(progress)
-                     or [progress.error or "The mover reported an error without details."])
-    else:
-        title, css = "The mover stopped without a result", "-error"
-        lines.append(move.problem or "")
-    if progress.data_state is not None:
-        lines.append(f"Data: {progress.data_state.explain()}.")
-    else:
-        lines.append("The mover did not say where the data is: check both paths.")
-    lines.extend(f"Warning: {warning}" for warning in progress.warnings[-3:])
-    return title, lines, css
+    """(title, lines, css class) of a move that ended: the words are wording's."""
+    title, lines, kind = outcome_words(
+        move.progress, server_name=move.server.name, new_path=move.new_path,
+        problem=move.problem, start_failed=move.state is MoveState.FAILED_TO_START,
+        link_lost=move.state is MoveState.CONNECTION_LOST)
+    return title, lines, f"-{kind}"
 
 
 class OutcomePanel(Static):
