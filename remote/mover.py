@@ -333,7 +333,7 @@ class WalkError(Exception):
         self.err = err
 
 
-def walk(root, stat_files=True):
+def walk(root, stat_files=True, skip=None):
     """Yield (kind, rel, lstat, name, dir_fd) over a tree: files of a directory before its
     subdirectories, each directory once before (WALK_DIR) and once after (WALK_POST) its
     contents. A file also comes with its name and a descriptor of its directory, open while that
@@ -346,7 +346,8 @@ def walk(root, stat_files=True):
 
     With stat_files=False a file comes with its os.DirEntry instead of an lstat: the copy, which
     opens and fstats each regular file anyway, saves a stat call per file (the type comes with
-    the directory listing).
+    the directory listing). `skip(rel, entry, dir_fd)`, with stat_files=False, is asked about
+    each file first: one it has dealt with (returns True) is not yielded.
     """
     try:
         root_st = os.lstat(root)
@@ -376,7 +377,7 @@ def walk(root, stat_files=True):
                                 subdirs.append((child, cst))
                             else:
                                 yield WALK_FILE, child, cst, name, dir_fd
-                        else:
+                        elif skip is None or not skip(child, entry, dir_fd):
                             yield WALK_FILE, child, entry, name, dir_fd
                         child = b""
             finally:
@@ -1424,9 +1425,12 @@ class Copier:
         copies = MirrorDir(staging)
         processes = CopyProcesses.for_move(self, verifier)
         walked = 0
+        keep = None  # the final pass keeps unchanged files inside the walk (LivePass.keep)
+        if self.live is not None and self.live.in_place:
+            keep = self.live.keeper(verifier, self)
         try:
             # A directory comes with its lstat, a file with its os.DirEntry (see walk).
-            for kind, rel, item, name, src_dir in walk(src, stat_files=False):
+            for kind, rel, item, name, src_dir in walk(src, stat_files=False, skip=keep):
                 self.check()
                 if kind == WALK_DIR:
                     self.progress.current = rel or None
@@ -1479,9 +1483,7 @@ class Copier:
 
     def copy_entry(self, rel, item, name, src_dir, dst_dir, verifier):
         if self.live is not None and self.live.in_place:
-            if self.live.keep(rel, item, src_dir, verifier, self):
-                return
-            self.live.clear(rel, self)
+            self.live.clear(rel, self)  # not kept (walk asked LivePass.keep first)
         if item.is_file(follow_symlinks=False):
             if self.live is None or not self.live.reuse_entry(rel, item, name, dst_dir, verifier):
                 self.copy_regular(rel, name, src_dir, dst_dir, verifier)
@@ -4025,6 +4027,7 @@ def parse_service_spec(payload):
 # switch, start and check it — or put it back on the source
 
 LIVE_PASSES_MAX = 5
+KEEP_CHECK_EVERY = 1024  # kept files between two cancel checks of the final pass
 # The kernel stamps ctimes from a coarse clock: a file written again in the same tick right after
 # its stat was recorded keeps the recorded ctime ("racily clean", as git calls it). A file whose
 # ctime is not older than its pass's start minus this margin (ticks are 1 to 10 ms) is therefore
@@ -4106,6 +4109,8 @@ class LivePass(object):
         self.tolerant = tolerant
         self.in_place = in_place  # updates the previous pass's staging (the final pass)
         self.names = {}  # in place: directory -> the names the source has there
+        self.verifier = self.copier = None  # in place: what keep hands its work to (keeper)
+        self.kept = 0  # in place: the files kept so far
         self.here = None  # in place: the names of the directory whose files the walk yields
         self.dirs = {}  # directory -> stat_key when its copy got its metadata (trusted ones)
         self.opened = set()  # in place: the directories written into, their metadata re-given
@@ -4212,10 +4217,17 @@ class LivePass(object):
         if not self.in_place and self.trusts(st):
             self.dirs[rel] = stat_key(st)
 
-    def keep(self, rel, item, src_dir, verifier, copier):
-        """Keep the staging's copy of a regular file unchanged since the last pass recorded it.
-        Run for every file of the tree while the service is down: kept to one lstat (relative
-        to the open directory `src_dir`) and a few comparisons."""
+    def keeper(self, verifier, copier):
+        """keep, for the walk of the final pass (walk's `skip`)."""
+        self.verifier, self.copier, self.kept = verifier, copier, 0
+        return self.keep
+
+    def keep(self, rel, item, src_dir):
+        """Keep the staging's copy of a regular file unchanged since the last pass recorded it
+        (True), or leave the file to the copy (False). Run inside the walk for every file of
+        the tree while the service is down: one lstat (relative to the open directory
+        `src_dir`) and a few comparisons; the copy's own per-file steps are skipped, its cancel
+        check made every KEEP_CHECK_EVERY files."""
         name = item.name
         self.here.add(name)
         record = self.previous.records.get(rel)
@@ -4230,11 +4242,16 @@ class LivePass(object):
                 not stat.S_ISREG(st.st_mode):
             return False
         if st.st_nlink > 1:  # its other names, unchanged too, are kept as well
-            copier.hardlinks.setdefault((st.st_dev, st.st_ino), rel)
-        self.progress.bytes_copied += st.st_size
+            self.copier.hardlinks.setdefault((st.st_dev, st.st_ino), rel)
+        progress = self.progress
+        progress.bytes_copied += st.st_size
+        progress.files_copied += 1
         self.records[rel] = record  # the last pass: nothing changes a record any more
-        if not record[4] and verifier is not None:
-            verifier.put(("file", rel, st))
+        if not record[4] and self.verifier is not None:
+            self.verifier.put(("file", rel, st))
+        self.kept += 1
+        if not self.kept % KEEP_CHECK_EVERY:
+            self.copier.check()
         return True
 
     def clear(self, rel, copier):
