@@ -247,15 +247,15 @@ def test_a_rerun_links_what_the_killed_move_recorded_and_copies_the_rest(src_fs,
     dead move's staging, changed ones are copied again (by the processes)."""
     from tests.test_mover_resume import kill_worker, records, state_of, wait_until
 
-    src = src_fs / "src"
-    add_small_files(src, MANY)
-    # The whole copy takes seconds at 40K/s (one process: --bwlimit keeps one clock), so the
+    src, count = src_fs / "src", MANY // 4  # enough for the processes in the rerun
+    add_small_files(src, count)
+    # The whole copy takes seconds at 20K/s (one process: --bwlimit keeps one clock), so the
     # worker is killed mid-copy, never after its verification and cleaning have begun.
-    started = mover(sys.executable, "start", "--verify", "checksum", "--bwlimit", "40K", src,
+    started = mover(sys.executable, "start", "--verify", "checksum", "--bwlimit", "20K", src,
                     tmpfs / "d")
     assert started.returncode == 0, started.stderr
     mdir = Path(started.subjects("move.started")[0]["journal"])
-    wait_until("half the copies recorded", lambda: len(records(mdir)) >= MANY // 2, 60)
+    wait_until("half the copies recorded", lambda: len(records(mdir)) >= count // 2, 60)
     kill_worker(mdir)
     assert state_of(mdir)["phase"] == "copying"
     recorded = [rel for rel, *_ in records(mdir)]
