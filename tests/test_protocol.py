@@ -220,3 +220,14 @@ def test_the_mover_and_the_client_agree_on_terminal_phases_and_exit_statuses():
                       if name.startswith("EXIT_")}
     assert mover_statuses == {"OK": 0, "FAILED": 1, "REFUSED": 2, "CANCELLED": 3}
     assert mover_statuses == {name: ExitStatus[name].value for name in mover_statuses}
+
+
+def test_a_live_pass_has_an_eta_of_its_own():
+    """A service move's first pass copies the whole tree while the service runs: its bar is the
+    pass's, and so is the ETA beside it (it used to say — for the longest part of the move)."""
+    model = MoveProgress(clock=lambda: 0.0)
+    for second in range(1, 6):
+        model.apply(parse_line(progress(phase="syncing", ts=second, **{"pass": 1},
+                                        bytesCopied=second * 1_000_000, bytesTotal=10_000_000,
+                                        filesCopied=second * 10, filesTotal=100)))
+    assert model.eta is not None and 3 <= model.eta <= 7  # 5 MB left at 1 MB/s

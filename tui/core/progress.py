@@ -296,11 +296,12 @@ class MoveProgress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left in the copying or verifying phase, or None when it cannot be told.
+        """Seconds left in the copying or verifying phase, or in a service move's live pass
+        (its bar is the pass's), or None when it cannot be told.
 
         Both the bytes and the files left count: each file costs time of its own (open, create,
         metadata) besides its bytes, which is what bounds a move of many small files."""
-        if self.phase not in (Phase.COPYING, Phase.VERIFYING):
+        if self.phase not in (Phase.COPYING, Phase.VERIFYING, Phase.SYNCING):
             return None
         rate = self._smoothed_work_rate
         if not rate:
