@@ -45,7 +45,6 @@ def test_a_move_that_ended_before_any_phase_stopped_while_starting() -> None:
 
 
 def test_one_file_and_one_directory_are_singular_in_both_front_ends() -> None:
-    from tui.core.fleet import MoveState as State
     from tui.core.wording import outcome_words, plan_line, summary_line
 
     model = MoveProgress()
@@ -57,7 +56,6 @@ def test_one_file_and_one_directory_are_singular_in_both_front_ends() -> None:
         model.apply(parse_line(line))
     assert "5 bytes in 1 file and 1 directory, verify checksum" in plan_line(model.plan)
     assert summary_line(model).startswith("moved 100.0 kB in 1 file in ")
-    move = ServerMove(ServerEntry("s", "local", "/a"), "/b", model, state=State.FINISHED)
-    title, lines, kind = outcome_words(move.progress, server_name="s", new_path="/b")
+    title, lines, kind = outcome_words(model, server_name="s", new_path="/b")
     assert (title, kind) == ("Move complete", "complete")
     assert lines[0].startswith("Moved 100.0 kB in 1 file in ")

@@ -80,12 +80,16 @@ def human_count(count: int) -> str:
     return f"{count:,}"
 
 
-PLURALS = {"directory": "directories", "entry": "entries", "copy": "copies"}
+PLURALS = {"directory": "directories", "entry": "entries", "copy": "copies", "pass": "passes"}
 
 
 def counted(count: int, noun: str) -> str:
-    """`1, "file"` → `1 file`; `12345, "directory"` → `12,345 directories`."""
-    return f"{count:,} {noun if count == 1 else PLURALS.get(noun, noun + 's')}"
+    """`1, "file"` → `1 file`; `12345, "directory"` → `12,345 directories`; the last word of
+    `noun` takes the plural (`2, "old copy"` → `2 old copies`)."""
+    if count != 1:
+        head, _, last = noun.rpartition(" ")
+        noun = head + _ + PLURALS.get(last, last + "s")
+    return f"{human_count(count)} {noun}"
 
 
 def of_total(done: int, total: int, *, sizes: bool) -> str:

@@ -139,8 +139,8 @@ def keep_old_words(plan: PlanEvent) -> str:
     unit, size = next(((unit, size) for unit, size in KEEP_OLD_UNITS
                        if seconds >= size and seconds % size == 0), ("second", 1))
     count = int(seconds // size)
-    return (f"keep the old copy read-only beside the source for {count} {unit}"
-            f"{'' if count == 1 else 's'}, then remove it")
+    return (f"keep the old copy read-only beside the source for {counted(count, unit)}, "
+            "then remove it")
 
 
 def kept_old_words(progress: MoveProgress) -> str | None:
@@ -190,7 +190,7 @@ def clean_summary(events: list[KeptCopyEvent], server: str, dry_run: bool) -> st
     gone = [event for event in events if event.action == done]
     freed = sum(event.size or 0 for event in gone)
     waiting = sum(event.action == "kept" for event in events)
-    copies = f"{len(gone)} old cop{'y' if len(gone) == 1 else 'ies'}"
+    copies = counted(len(gone), "old copy")
     if dry_run:
         return (f"{copies} due on {server} would be removed (would free {human_size(freed)}); "
                 f"{waiting} not due yet; nothing was changed")
@@ -354,7 +354,7 @@ def record_service_note(record: MoveRecord) -> str | None:
     parts = [f"service down for {human_seconds(record.downtimeSeconds)}"
              if record.downtimeSeconds is not None else "service not stopped"]
     if record.passes:
-        parts.append(f"{record.passes} pass{'es' if record.passes != 1 else ''}")
+        parts.append(counted(record.passes, "pass"))
     if record.cutover:
         parts.append(f"cutover {record.cutover}")
     if record.serviceRunsFrom:

@@ -16,9 +16,7 @@ from textual.widgets import Label, ProgressBar, Static
 from tui.app.widgets.path_label import PathLabel
 from tui.app.widgets.phase_indicator import PhaseIndicator
 from tui.core.fleet import MoveState, ServerMove
-from tui.core.formatting import (
-    of_total,
-)
+from tui.core.formatting import of_total
 from tui.core.progress import MoveProgress
 from tui.core.wording import (
     bar_counts,
